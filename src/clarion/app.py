@@ -1,0 +1,138 @@
+"""The FastAPI application: routers, error handling, OpenAPI and start-up."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request, Response
+from fastapi.openapi.utils import get_openapi
+from sqlalchemy import text
+
+from clarion import __version__
+from clarion.core import migrations
+from clarion.core.clock import Clock, SystemClock
+from clarion.core.database import Database
+from clarion.core.problems import install_problem_handlers, problem_response
+from clarion.core.settings import Settings, get_settings
+from clarion.ingest import api as ingest_api
+from clarion.workspaces import api as workspaces_api
+from clarion.workspaces import service as workspaces
+
+log = logging.getLogger("clarion")
+
+
+class SchemaBehind(RuntimeError):
+    """The database holds data but an older schema: `clarion migrate` must run first."""
+
+
+async def prepare_database(database: Database, settings: Settings, clock: Clock) -> None:
+    """Migrate an empty database, refuse an outdated one, and apply the bootstrap keys."""
+    current = await migrations.current_revision(database)
+    if current is None:
+        log.info("empty database: creating the schema")
+        await migrations.upgrade(database)
+    elif current != migrations.head_revision():
+        raise SchemaBehind(
+            f"The database schema is at {current}, this Clarion needs "
+            f"{migrations.head_revision()}: run `clarion migrate` first."
+        )
+    await bootstrap_keys(database, settings, clock)
+
+
+async def bootstrap_keys(database: Database, settings: Settings, clock: Clock) -> None:
+    """Give the default workspace its configured keys, or first keys on a first run."""
+    write_key = settings.bootstrap_write_key
+    admin_token = settings.bootstrap_admin_token
+    async with database.write_session() as session:
+        _, created = await workspaces.bootstrap(
+            session,
+            now=clock.now(),
+            write_key=write_key.get_secret_value() if write_key else None,
+            admin_token=admin_token.get_secret_value() if admin_token else None,
+        )
+        await session.commit()
+    configured = write_key is not None or admin_token is not None
+    for key, secret in created:
+        if configured:
+            log.info("bootstrap %s key %s is in place", key.scope, key.key_prefix)
+        else:
+            # First run with nothing configured: the operator needs these once.
+            log.warning("first run: %s key (shown once, store it now): %s", key.scope, secret)
+
+
+def create_app(settings: Settings | None = None, *, clock: Clock | None = None) -> FastAPI:
+    """The Clarion web application, ready to serve once its lifespan has started."""
+    settings = settings or get_settings()
+    app_clock = clock or SystemClock()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        database = Database(
+            settings.database_url,
+            pool_size=settings.database_pool_size,
+            sqlite_synchronous=settings.sqlite_synchronous,
+        )
+        try:
+            await prepare_database(database, settings, app_clock)
+            app.state.database = database
+            app.state.ready = True
+            yield
+        finally:
+            app.state.ready = False
+            await database.dispose()
+
+    app = FastAPI(
+        title="Clarion",
+        version=__version__,
+        summary="Self-hosted personalized marketing: events, profiles, segments, journeys.",
+        lifespan=lifespan,
+        openapi_url="/api/openapi.json",
+        docs_url="/api/docs",
+        redoc_url="/api/redoc",
+    )
+    app.state.settings = settings
+    app.state.clock = app_clock
+    app.state.ready = False
+    install_problem_handlers(app)
+    app.include_router(ingest_api.tracking)
+    app.include_router(ingest_api.events)
+    app.include_router(workspaces_api.router)
+
+    @app.get("/healthz", tags=["health"], include_in_schema=True)
+    async def healthz(request: Request) -> Response:
+        """200 once the server accepts work and its database answers; 503 otherwise."""
+        if not request.app.state.ready:
+            return _unavailable("starting up")
+        try:
+            async with request.app.state.database.read_session() as session:
+                await session.execute(text("SELECT 1"))
+        except Exception as exc:  # any database failure means "not ready", and says why
+            return _unavailable(f"database unreachable: {type(exc).__name__}")
+        return Response(b'{"status":"ok"}', media_type="application/json")
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(
+                title=app.title, version=app.version, summary=app.summary, routes=app.routes
+            )
+            components = schema.setdefault("components", {})
+            components.setdefault("schemas", {}).update(ingest_api.openapi_schemas())
+            components.setdefault("securitySchemes", {})["writeKey"] = {
+                "type": "http",
+                "scheme": "basic",
+                "description": "The source's write key as user name, empty password.",
+            }
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app
+
+
+def _unavailable(reason: str) -> Response:
+    return problem_response(
+        status=503, code="unavailable", title="Service unavailable", detail=reason
+    )

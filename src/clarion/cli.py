@@ -1,0 +1,217 @@
+"""The `clarion` command line: serve, migrate, workspaces and keys."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Annotated, TypeVar
+
+import typer
+import uvicorn
+
+from clarion.app import SchemaBehind, create_app, prepare_database
+from clarion.core import migrations
+from clarion.core.clock import SystemClock
+from clarion.core.database import Database
+from clarion.core.errors import ClarionError
+from clarion.core.settings import Settings, get_settings
+from clarion.workspaces import service as workspaces
+from clarion.workspaces.schemas import KeyScope
+
+app = typer.Typer(help="Clarion: self-hosted personalized marketing.", no_args_is_help=True)
+keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
+workspaces_app = typer.Typer(help="Create and list workspaces.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+app.add_typer(workspaces_app, name="workspaces")
+
+T = TypeVar("T")
+WorkspaceOption = Annotated[
+    str, typer.Option("--workspace", "-w", help="Slug of the workspace to act in.")
+]
+
+
+def _run(work: Callable[[], Awaitable[T]]) -> T:
+    """Run async work; Clarion errors end the command with their message and exit code 1."""
+    try:
+        return asyncio.run(work())  # type: ignore[arg-type]
+    except (ClarionError, SchemaBehind) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+
+
+def _configure_logging(settings: Settings) -> None:
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+
+@asynccontextmanager
+async def _database(settings: Settings) -> AsyncIterator[Database]:
+    database = Database(
+        settings.database_url,
+        pool_size=settings.database_pool_size,
+        sqlite_synchronous=settings.sqlite_synchronous,
+    )
+    try:
+        yield database
+    finally:
+        await database.dispose()
+
+
+@asynccontextmanager
+async def _ready_database(settings: Settings) -> AsyncIterator[Database]:
+    """The database, migrated if empty and holding the default workspace."""
+    async with _database(settings) as database:
+        await prepare_database(database, settings, SystemClock())
+        yield database
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
+) -> None:
+    """Serve the API (migrating an empty database first)."""
+    settings = get_settings()
+    _configure_logging(settings)
+    uvicorn.run(
+        create_app(settings),
+        host=host or settings.host,
+        port=port or settings.port,
+        log_level=settings.log_level,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+    )
+
+
+@app.command()
+def migrate() -> None:
+    """Bring the database schema up to date and apply the bootstrap keys."""
+    settings = get_settings()
+    _configure_logging(settings)
+
+    async def work() -> str | None:
+        async with _database(settings) as database:
+            await migrations.upgrade(database)
+            await prepare_database(database, settings, SystemClock())
+            return await migrations.current_revision(database)
+
+    typer.echo(f"database at revision {_run(work)}")
+
+
+@workspaces_app.command("create")
+def create_workspace(
+    slug: Annotated[str, typer.Argument(help="Short unique name, used by --workspace.")],
+    name: Annotated[str | None, typer.Option(help="Display name.")] = None,
+) -> None:
+    """Create a workspace."""
+    settings = get_settings()
+
+    async def work() -> int:
+        async with _ready_database(settings) as database, database.write_session() as session:
+            workspace = await workspaces.create_workspace(
+                session, slug=slug, name=name or slug, now=SystemClock().now()
+            )
+            await session.commit()
+            return workspace.id
+
+    typer.echo(f"workspace {slug} created (id {_run(work)})")
+
+
+@workspaces_app.command("list")
+def list_workspaces() -> None:
+    """List workspaces."""
+    settings = get_settings()
+
+    async def work() -> list[str]:
+        async with _ready_database(settings) as database, database.read_session() as session:
+            found = await workspaces.list_workspaces(session)
+            return [f"{w.id}\t{w.slug}\t{w.name}" for w in found]
+
+    for line in _run(work):
+        typer.echo(line)
+
+
+@keys_app.command("create")
+def create_key(
+    scope: Annotated[KeyScope, typer.Option(help="write, admin or read-only.")] = KeyScope.ADMIN,
+    name: Annotated[str | None, typer.Option(help="What the key is for.")] = None,
+    source: Annotated[
+        str | None, typer.Option(help="Source of a write key; created when missing.")
+    ] = None,
+    workspace: WorkspaceOption = workspaces.DEFAULT_WORKSPACE_SLUG,
+) -> None:
+    """Create a key and print its secret, which is never shown again."""
+    settings = get_settings()
+    if scope is KeyScope.WRITE and not source:
+        raise typer.BadParameter("a write key needs --source", param_hint="--source")
+
+    async def work() -> tuple[uuid.UUID, str]:
+        now = SystemClock().now()
+        async with _ready_database(settings) as database, database.write_session() as session:
+            found = await workspaces.get_workspace_by_slug_or_raise(session, slug=workspace)
+            source_id = None
+            if source:
+                existing = await workspaces.get_source_by_name(
+                    session, workspace_id=found.id, name=source
+                )
+                existing = existing or await workspaces.create_source(
+                    session, workspace_id=found.id, name=source, now=now
+                )
+                source_id = existing.id
+            key, secret = await workspaces.create_key(
+                session,
+                workspace_id=found.id,
+                scope=scope,
+                name=name or f"{scope.value} key",
+                source_id=source_id,
+                now=now,
+            )
+            await session.commit()
+            return key.id, secret
+
+    key_id, secret = _run(work)
+    typer.echo(f"key {key_id} ({scope.value}) created; store the secret now, it is not shown again:")
+    typer.echo(secret)
+
+
+@keys_app.command("list")
+def list_keys(workspace: WorkspaceOption = workspaces.DEFAULT_WORKSPACE_SLUG) -> None:
+    """List a workspace's keys (never their secrets)."""
+    settings = get_settings()
+
+    async def work() -> list[str]:
+        async with _ready_database(settings) as database, database.read_session() as session:
+            found = await workspaces.get_workspace_by_slug_or_raise(session, slug=workspace)
+            rows = []
+            for key in await workspaces.list_keys(session, workspace_id=found.id):
+                state = f"revoked {key.revoked_at:%Y-%m-%d %H:%M}" if key.revoked_at else "active"
+                rows.append(f"{key.id}\t{key.scope}\t{key.key_prefix}…\t{state}\t{key.name}")
+            return rows
+
+    for line in _run(work):
+        typer.echo(line)
+
+
+@keys_app.command("revoke")
+def revoke_key(
+    key_id: Annotated[uuid.UUID, typer.Argument(help="Id of the key, from `clarion keys list`.")],
+    workspace: WorkspaceOption = workspaces.DEFAULT_WORKSPACE_SLUG,
+) -> None:
+    """Revoke a key: it stops working at once."""
+    settings = get_settings()
+
+    async def work() -> None:
+        async with _ready_database(settings) as database, database.write_session() as session:
+            found = await workspaces.get_workspace_by_slug_or_raise(session, slug=workspace)
+            await workspaces.revoke_key(
+                session, workspace_id=found.id, key_id=key_id, now=SystemClock().now()
+            )
+            await session.commit()
+
+    _run(work)
+    typer.echo(f"key {key_id} revoked")

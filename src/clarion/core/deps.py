@@ -1,0 +1,42 @@
+"""FastAPI dependencies every router shares: the database sessions and the clock."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from clarion.core.clock import Clock
+from clarion.core.database import Database
+
+
+def get_database(request: Request) -> Database:
+    """The process's database, set up by the application's lifespan."""
+    database: Database = request.app.state.database
+    return database
+
+
+def get_clock(request: Request) -> Clock:
+    """The application's clock."""
+    clock: Clock = request.app.state.clock
+    return clock
+
+
+async def read_session(request: Request) -> AsyncIterator[AsyncSession]:
+    """A read-only session for the request."""
+    async with get_database(request).read_session() as session:
+        yield session
+
+
+async def write_session(request: Request) -> AsyncIterator[AsyncSession]:
+    """A writing session for the request; the route commits."""
+    async with get_database(request).write_session() as session:
+        yield session
+
+
+AppDatabase = Annotated[Database, Depends(get_database)]
+AppClock = Annotated[Clock, Depends(get_clock)]
+ReadSession = Annotated[AsyncSession, Depends(read_session)]
+WriteSession = Annotated[AsyncSession, Depends(write_session)]

@@ -1,0 +1,116 @@
+"""RFC 9457 problem+json responses for every error the HTTP API returns.
+
+Besides the RFC's members, each problem carries `code` and `message`: the Segment and
+RudderStack SDKs read those two from error bodies and retry forever when they are missing.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from clarion.core.errors import ClarionError, FieldError, Unauthorized
+
+PROBLEM_TYPE_BASE = "urn:clarion:problem:"
+MEDIA_TYPE = "application/problem+json"
+
+log = logging.getLogger(__name__)
+
+
+def problem_response(
+    *,
+    status: int,
+    code: str,
+    title: str,
+    detail: str,
+    errors: list[FieldError] | None = None,
+    headers: dict[str, str] | None = None,
+    instance: str | None = None,
+) -> Response:
+    """A problem+json response; `errors` lists each field at fault."""
+    body: dict[str, Any] = {
+        "type": PROBLEM_TYPE_BASE + code,
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "code": code,
+        "message": detail,
+    }
+    if instance:
+        body["instance"] = instance
+    if errors:
+        body["errors"] = [_field_error(error) for error in errors]
+    return Response(orjson.dumps(body), status_code=status, media_type=MEDIA_TYPE, headers=headers)
+
+
+def _field_error(error: FieldError) -> dict[str, Any]:
+    item: dict[str, Any] = {"field": error.field, "message": error.message}
+    if error.index is not None:
+        item["index"] = error.index
+    return item
+
+
+def validation_field_errors(errors: Any) -> list[FieldError]:
+    """Pydantic / FastAPI validation errors as FieldErrors, locations joined with dots."""
+    result = []
+    for error in errors:
+        loc = [str(part) for part in error.get("loc", ()) if part not in ("body", "query", "path")]
+        result.append(FieldError(".".join(loc) or "body", str(error.get("msg", "invalid"))))
+    return result
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    """Route Clarion errors, request validation and plain HTTP errors to problem+json."""
+
+    async def clarion_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, ClarionError)
+        if exc.status >= 500:
+            log.error("request failed: %s", exc.detail, exc_info=exc)
+        headers = None
+        if isinstance(exc, Unauthorized):
+            realm = 'realm="clarion"'
+            headers = {"WWW-Authenticate": f"{exc.scheme} {realm}"}
+        return problem_response(
+            status=exc.status,
+            code=exc.code,
+            title=exc.title,
+            detail=exc.detail,
+            errors=exc.errors,
+            headers=headers,
+            instance=request.url.path,
+        )
+
+    async def request_validation(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        errors = validation_field_errors(exc.errors())
+        fields = ", ".join(error.field for error in errors)
+        return problem_response(
+            status=422,
+            code="invalid-input",
+            title="Invalid input",
+            detail=f"Invalid value for: {fields}.",
+            errors=errors,
+            instance=request.url.path,
+        )
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        code = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http-error")
+        return problem_response(
+            status=exc.status_code,
+            code=code,
+            title=str(exc.detail),
+            detail=str(exc.detail),
+            headers=exc.headers,
+            instance=request.url.path,
+        )
+
+    app.add_exception_handler(ClarionError, clarion_error)
+    app.add_exception_handler(RequestValidationError, request_validation)
+    app.add_exception_handler(StarletteHTTPException, http_error)

@@ -1,0 +1,103 @@
+"""Clarion's configuration, read once from `CLARION_*` environment variables.
+
+Every field carries a description; the README's configuration table is checked against
+them by a test, so the two never drift apart.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SECRET_KEY_FILE = "secret_key"
+
+
+class Settings(BaseSettings):
+    """All of Clarion's settings; build through `get_settings()` in the application."""
+
+    model_config = SettingsConfigDict(env_prefix="CLARION_", extra="ignore")
+
+    data_dir: Path = Field(
+        default=Path("var"),
+        description="Folder for local state: the SQLite database and the generated secret key.",
+    )
+    database_url: str = Field(
+        default="",
+        description=(
+            "SQLAlchemy URL of the database. Default: a SQLite file `clarion.db` in the data "
+            "folder. PostgreSQL: `postgresql://user@host:5432/name`."
+        ),
+    )
+    database_pool_size: int = Field(
+        default=10, ge=1, le=200, description="Connections kept open per process (PostgreSQL)."
+    )
+    sqlite_synchronous: Literal["FULL", "NORMAL"] = Field(
+        default="FULL",
+        description=(
+            "SQLite `synchronous` mode. FULL survives power loss after every commit; NORMAL "
+            "survives process crashes only, and is faster."
+        ),
+    )
+    redis_url: str | None = Field(
+        default=None, description="Redis URL (`redis://host:6379/0`); optional."
+    )
+    secret_key: SecretStr | None = Field(
+        default=None,
+        description=(
+            "Key for signing sessions and links. When unset, one is generated on first run and "
+            "kept in `<data dir>/secret_key`."
+        ),
+    )
+    bootstrap_write_key: SecretStr | None = Field(
+        default=None,
+        min_length=8,
+        description=(
+            "When set, the default workspace gets a source write key with exactly this value "
+            "(idempotent), for automation."
+        ),
+    )
+    bootstrap_admin_token: SecretStr | None = Field(
+        default=None,
+        min_length=16,
+        description=(
+            "When set, the default workspace gets an admin API key with exactly this value "
+            "(idempotent), for automation."
+        ),
+    )
+    host: str = Field(default="127.0.0.1", description="Address `clarion serve` listens on.")
+    port: int = Field(default=8000, ge=1, le=65535, description="Port `clarion serve` listens on.")
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        default="info", description="Log level of the server and workers."
+    )
+
+    @model_validator(mode="after")
+    def _default_database(self) -> Settings:
+        if not self.database_url:
+            self.database_url = f"sqlite:///{self.data_dir / 'clarion.db'}"
+        return self
+
+    def resolved_secret_key(self) -> str:
+        """The configured secret key, or the one kept under the data folder (made on first use)."""
+        if self.secret_key is not None:
+            return self.secret_key.get_secret_value()
+        path = self.data_dir / SECRET_KEY_FILE
+        if path.exists():
+            return path.read_text().strip()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        key = secrets.token_urlsafe(48)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(key + "\n")
+        return key
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings, read from the environment once."""
+    return Settings()

@@ -1,0 +1,1 @@
+"""Segment-compatible ingestion: the tracking API and the append-only event log."""

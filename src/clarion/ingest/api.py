@@ -1,0 +1,197 @@
+"""Routes: the Segment Tracking API (`/v1/*`) and reading the event log (`/api/v1/events`)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Query, Request, Response
+
+from clarion.core.deps import ReadSession, get_clock, get_database
+from clarion.core.errors import FieldError, InvalidInput, Unauthorized
+from clarion.ingest import service
+from clarion.ingest.schemas import (
+    MESSAGE_MODELS,
+    BatchRequest,
+    EventPage,
+    EventRead,
+    EventType,
+    IngestResult,
+)
+from clarion.ingest.wire import basic_auth_user, body_write_key, read_json_body
+from clarion.workspaces import service as workspaces
+from clarion.workspaces.auth import ManagementCaller
+from clarion.workspaces.models import ApiKey
+from clarion.workspaces.schemas import KeyScope
+
+tracking = APIRouter(prefix="/v1", tags=["tracking"])
+events = APIRouter(prefix="/api/v1/events", tags=["events"])
+
+WRITE_SCOPE = frozenset({KeyScope.WRITE})
+_SCHEMA_REF = "#/components/schemas/{model}"
+
+
+def openapi_schemas() -> dict[str, Any]:
+    """JSON Schemas of the tracking bodies, for the OpenAPI document's components."""
+    schemas: dict[str, Any] = {}
+    for model in (BatchRequest, *MESSAGE_MODELS.values()):
+        schema = model.model_json_schema(ref_template=_SCHEMA_REF, by_alias=True)
+        schemas.update(schema.pop("$defs", {}))
+        schemas[model.__name__] = schema
+    return schemas
+
+
+def _documented(model: type) -> dict[str, Any]:
+    ref = {"$ref": _SCHEMA_REF.format(model=model.__name__)}
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": ref}},
+            "description": "JSON, optionally gzip-compressed (`Content-Encoding: gzip`).",
+        },
+        "security": [{"writeKey": []}],
+    }
+
+
+async def _accept(request: Request, *, forced_type: EventType | None) -> Response:
+    """Authenticate, validate, store what is valid in one transaction, then acknowledge."""
+    limit = service.MAX_MESSAGE_BYTES if forced_type else service.MAX_BATCH_BYTES
+    database = get_database(request)
+    secret = basic_auth_user(request)
+    if secret is not None:  # refuse a bad key before reading the body
+        key = await _source_key(request, secret)
+    body = await read_json_body(request, limit=limit)
+    if secret is None:
+        key = await _source_key(request, body_write_key(body))
+    received_at = get_clock(request).now()
+    if forced_type is None:
+        messages, sent_at, shared = _unpack_batch(body)
+    else:
+        messages, sent_at, shared = [body], None, None
+    accepted = service.accept_messages(
+        messages,
+        workspace_id=key.workspace_id,
+        source_id=key.source_id,
+        received_at=received_at,
+        sent_at=sent_at,
+        shared=shared,
+        forced_type=forced_type,
+    )
+    if not accepted.rows:
+        first = accepted.rejected[0]
+        if forced_type is not None:
+            errors = [FieldError(first.field or "body", first.message)]
+            raise InvalidInput(f"Invalid {forced_type.value} call: {first.message}.", errors=errors)
+        raise InvalidInput("No message in the batch is valid.", errors=accepted.rejected)
+    async with database.write_session() as session:
+        stored = await service.store_events(session, rows=accepted.rows)
+        await session.commit()
+    result = {
+        "success": True,
+        "accepted": stored,
+        "duplicates": len(accepted.rows) - stored,
+        "rejected": [
+            {"index": error.index, "field": error.field, "message": error.message}
+            for error in accepted.rejected
+        ],
+    }
+    return Response(orjson.dumps(result), media_type="application/json")
+
+
+async def _source_key(request: Request, secret: str) -> ApiKey:
+    async with get_database(request).read_session() as session:
+        try:
+            key = await workspaces.authenticate(session, secret=secret, scopes=WRITE_SCOPE)
+        except Unauthorized as exc:
+            raise Unauthorized(exc.detail, scheme="Basic") from None
+    assert key.source_id is not None, "write keys always belong to a source"
+    return key
+
+
+def _unpack_batch(body: dict[str, Any]) -> tuple[list[Any], datetime | None, dict[str, Any]]:
+    batch = body.get("batch")
+    if not isinstance(batch, list) or not batch:
+        raise InvalidInput(
+            "`batch` must be a non-empty array of messages.",
+            errors=[FieldError("batch", "must be a non-empty array")],
+        )
+    shared: dict[str, Any] = {}
+    for name in ("context", "integrations"):
+        value = body.get(name)
+        if value is not None and not isinstance(value, dict):
+            raise InvalidInput(
+                f"`{name}` must be an object.", errors=[FieldError(name, "must be an object")]
+            )
+        shared[name] = value
+    sent_at = service.parse_sent_at(body.get("sentAt"))
+    return batch, sent_at, shared
+
+
+def _single(kind: EventType) -> Any:
+    async def endpoint(request: Request) -> Response:
+        return await _accept(request, forced_type=kind)
+
+    endpoint.__name__ = f"{kind.value}_call"
+    endpoint.__doc__ = f"Record one `{kind.value}` call (Segment spec). At most 32 KB."
+    return endpoint
+
+
+for _kind in EventType:
+    tracking.add_api_route(
+        f"/{_kind.value}",
+        _single(_kind),
+        methods=["POST"],
+        response_model=IngestResult,
+        openapi_extra=_documented(MESSAGE_MODELS[_kind]),
+        summary=f"{_kind.value.capitalize()} call",
+    )
+
+
+@tracking.post("/batch", response_model=IngestResult, openapi_extra=_documented(BatchRequest))
+async def batch_call(request: Request) -> Response:
+    """Record many calls at once (at most 500 KB); each invalid message is reported by index."""
+    return await _accept(request, forced_type=None)
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+@events.get("", response_model=EventPage)
+async def list_events(
+    caller: ManagementCaller,
+    session: ReadSession,
+    type: EventType | None = None,  # noqa: A002 - the Segment field's name
+    name: Annotated[str | None, Query(max_length=255)] = None,
+    user_id: Annotated[str | None, Query(max_length=255)] = None,
+    anonymous_id: Annotated[str | None, Query(max_length=255)] = None,
+    since: Annotated[datetime | None, Query(description="Events at or after this time.")] = None,
+    until: Annotated[datetime | None, Query(description="Events before this time.")] = None,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> EventPage:
+    """The workspace's events, newest first, filtered and cursor-paged."""
+    where = service.EventFilter(
+        type=type,
+        name=name,
+        user_id=user_id,
+        anonymous_id=anonymous_id,
+        since=_utc(since),
+        until=_utc(until),
+    )
+    items, next_cursor = await service.list_events(
+        session, workspace_id=caller.workspace_id, where=where, limit=limit, cursor=cursor
+    )
+    return EventPage(items=[EventRead.model_validate(e) for e in items], next_cursor=next_cursor)
+
+
+@events.get("/{event_id}", response_model=EventRead)
+async def read_event(event_id: int, caller: ManagementCaller, session: ReadSession) -> EventRead:
+    """One event of the workspace."""
+    event = await service.get_event_or_raise(
+        session, workspace_id=caller.workspace_id, event_id=event_id
+    )
+    return EventRead.model_validate(event)

@@ -1,0 +1,115 @@
+"""Reading a tracking request off the wire: size limits, gzip, JSON and the write key."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import zlib
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+
+from clarion.core.errors import FieldError, InvalidInput, PayloadTooLarge, Unauthorized
+
+_GZIP_WINDOW = 16 + zlib.MAX_WBITS
+
+
+class UnsupportedEncoding(InvalidInput):
+    """The body's Content-Encoding is neither gzip nor identity."""
+
+    status = 415
+    code = "unsupported-encoding"
+    title = "Unsupported content encoding"
+
+
+async def read_json_body(request: Request, *, limit: int) -> dict[str, Any]:
+    """The request's JSON object, decompressed, refusing anything over `limit` bytes."""
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in ("identity", "gzip"):
+        raise UnsupportedEncoding(
+            f"Content-Encoding {encoding!r} is not supported; send gzip or nothing.",
+            errors=[FieldError("Content-Encoding", "must be gzip or identity")],
+        )
+    raw = await _read_limited(request, limit=limit)
+    if encoding == "gzip":
+        raw = _gunzip(raw, limit=limit)
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidInput(
+            f"The body is not valid JSON: {exc}.", errors=[FieldError("body", "malformed JSON")]
+        ) from exc
+    if not isinstance(body, dict):
+        raise InvalidInput(
+            "The body must be a JSON object.", errors=[FieldError("body", "not a JSON object")]
+        )
+    return body
+
+
+def _too_large(limit: int) -> PayloadTooLarge:
+    return PayloadTooLarge(
+        f"The body is larger than {limit // 1024} KB.",
+        errors=[FieldError("body", f"larger than {limit // 1024} KB")],
+    )
+
+
+async def _read_limited(request: Request, *, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise _too_large(limit)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _gunzip(raw: bytes, *, limit: int) -> bytes:
+    """Decompress at most `limit` bytes, so a small bomb cannot fill memory."""
+    inflater = zlib.decompressobj(_GZIP_WINDOW)
+    try:
+        data = inflater.decompress(raw, limit + 1)
+    except zlib.error as exc:
+        raise _bad_gzip() from exc
+    if len(data) > limit:
+        raise _too_large(limit)
+    if not inflater.eof:
+        raise _bad_gzip()
+    return data
+
+
+def _bad_gzip() -> InvalidInput:
+    return InvalidInput(
+        "The body is marked gzip but is not a complete gzip stream.",
+        errors=[FieldError("body", "invalid gzip stream")],
+    )
+
+
+def basic_auth_user(request: Request) -> str | None:
+    """The user name of the request's Basic credentials, or None when it sends none."""
+    header = request.headers.get("authorization")
+    if not header:
+        return None
+    scheme, _, credentials = header.partition(" ")
+    if scheme.lower() != "basic":
+        raise Unauthorized("Use HTTP Basic auth with the write key as user name.", scheme="Basic")
+    try:
+        user = base64.b64decode(credentials.strip(), validate=True).decode().partition(":")[0]
+    except (binascii.Error, UnicodeDecodeError) as exc:
+        raise Unauthorized("Malformed Basic credentials.", scheme="Basic") from exc
+    return user or None
+
+
+def body_write_key(body: dict[str, Any]) -> str:
+    """The body's `writeKey`; Unauthorized when there is none."""
+    key = body.get("writeKey")
+    if isinstance(key, str) and key:
+        return key
+    raise Unauthorized(
+        "Send the source's write key as the Basic auth user name or as `writeKey`.",
+        scheme="Basic",
+    )

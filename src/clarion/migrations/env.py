@@ -1,0 +1,22 @@
+"""Alembic environment: runs on the connection `clarion.core.migrations` hands over."""
+
+from __future__ import annotations
+
+from alembic import context
+
+from clarion.core.database import Base
+from clarion.ingest import models as _ingest_models  # noqa: F401 - registers tables
+from clarion.workspaces import models as _workspace_models  # noqa: F401 - registers tables
+
+connection = context.config.attributes.get("connection")
+if connection is None:
+    raise RuntimeError("Run migrations through `clarion migrate`, which supplies the connection.")
+
+context.configure(
+    connection=connection,
+    target_metadata=Base.metadata,
+    render_as_batch=connection.dialect.name == "sqlite",
+    compare_type=True,
+)
+with context.begin_transaction():
+    context.run_migrations()

@@ -1,0 +1,1 @@
+"""Workspaces, their sources, and the API keys that open them."""

@@ -76,7 +76,9 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture(scope="session")
-async def database_url(backend: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
+async def database_url(
+    backend: str, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[str]:
     """A fresh, empty database of the backend, dropped after the session."""
     if backend == "sqlite":
         yield f"sqlite:///{tmp_path_factory.mktemp('sqlite') / 'clarion.db'}"
@@ -92,7 +94,7 @@ def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Set
     return Settings(
         database_url=database_url,
         data_dir=tmp_path_factory.mktemp("var"),
-        secret_key="test-secret-key-not-for-production",  # noqa: S106
+        secret_key="test-secret-key-not-for-production",
         sqlite_synchronous="NORMAL",
     )
 

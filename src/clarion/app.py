@@ -76,6 +76,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
             sqlite_synchronous=settings.sqlite_synchronous,
         )
         try:
+            app.state.secret_key = settings.resolved_secret_key()
             await prepare_database(database, settings, app_clock)
             app.state.database = database
             app.state.ready = True

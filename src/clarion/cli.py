@@ -175,7 +175,9 @@ def create_key(
             return key.id, secret
 
     key_id, secret = _run(work)
-    typer.echo(f"key {key_id} ({scope.value}) created; store the secret now, it is not shown again:")
+    typer.echo(
+        f"key {key_id} ({scope.value}) created; store the secret now, it is not shown again:"
+    )
     typer.echo(secret)
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import base64
 import gzip
-from datetime import UTC, datetime, timedelta
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -27,29 +27,55 @@ def frozen(app: FastAPI) -> Iterator[FrozenClock]:
     app.state.clock = clock
 
 
-async def events_of(client: httpx.AsyncClient, tenant: Tenant, **query: Any) -> list[dict[str, Any]]:
+async def events_of(
+    client: httpx.AsyncClient, tenant: Tenant, **query: Any
+) -> list[dict[str, Any]]:
     """Every event of the tenant's workspace, newest first."""
-    response = await client.get("/api/v1/events", params={"limit": 1000, **query}, headers=tenant.admin)
+    response = await client.get(
+        "/api/v1/events", params={"limit": 1000, **query}, headers=tenant.admin
+    )
     assert response.status_code == 200, response.text
     items: list[dict[str, Any]] = response.json()["items"]
     return items
 
 
 CALLS: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
-    ("identify", {"userId": "u1", "traits": {"email": "ada@example.com"}}, {"traits": {"email": "ada@example.com"}}),
-    ("track", {"userId": "u1", "event": "Product Viewed", "properties": {"sku": "A1"}}, {"name": "Product Viewed", "properties": {"sku": "A1"}}),
-    ("page", {"anonymousId": "a1", "name": "Home", "properties": {"path": "/"}, "category": "Docs"}, {"name": "Home", "extra": {"category": "Docs"}}),
+    (
+        "identify",
+        {"userId": "u1", "traits": {"email": "ada@example.com"}},
+        {"traits": {"email": "ada@example.com"}},
+    ),
+    (
+        "track",
+        {"userId": "u1", "event": "Product Viewed", "properties": {"sku": "A1"}},
+        {"name": "Product Viewed", "properties": {"sku": "A1"}},
+    ),
+    (
+        "page",
+        {"anonymousId": "a1", "name": "Home", "properties": {"path": "/"}, "category": "Docs"},
+        {"name": "Home", "extra": {"category": "Docs"}},
+    ),
     ("screen", {"userId": "u1", "name": "Cart"}, {"name": "Cart"}),
-    ("group", {"userId": "u1", "groupId": "acme", "traits": {"plan": "pro"}}, {"group_id": "acme", "traits": {"plan": "pro"}}),
+    (
+        "group",
+        {"userId": "u1", "groupId": "acme", "traits": {"plan": "pro"}},
+        {"group_id": "acme", "traits": {"plan": "pro"}},
+    ),
     ("alias", {"userId": "u1", "previousId": "a1"}, {"previous_id": "a1"}),
 ]
 
 
 @pytest.mark.parametrize(("kind", "body", "stored"), CALLS, ids=[c[0] for c in CALLS])
 async def test_each_call_is_stored_and_acknowledged(
-    client: httpx.AsyncClient, tenant: Tenant, kind: str, body: dict[str, Any], stored: dict[str, Any]
+    client: httpx.AsyncClient,
+    tenant: Tenant,
+    kind: str,
+    body: dict[str, Any],
+    stored: dict[str, Any],
 ) -> None:
-    response = await client.post(f"/v1/{kind}", json={**body, "messageId": f"m-{kind}"}, auth=tenant.writer)
+    response = await client.post(
+        f"/v1/{kind}", json={**body, "messageId": f"m-{kind}"}, auth=tenant.writer
+    )
 
     assert response.status_code == 200, response.text
     assert response.json()["success"] is True
@@ -71,7 +97,9 @@ async def test_write_key_in_body_authenticates(client: httpx.AsyncClient, tenant
 
 
 async def test_gzip_body_is_accepted(client: httpx.AsyncClient, tenant: Tenant) -> None:
-    body = gzip.compress(orjson.dumps({"batch": [{"type": "track", "userId": "u1", "event": "Zipped"}]}))
+    body = gzip.compress(
+        orjson.dumps({"batch": [{"type": "track", "userId": "u1", "event": "Zipped"}]})
+    )
     response = await client.post(
         "/v1/batch", content=body, auth=tenant.writer, headers={"Content-Encoding": "gzip"}
     )
@@ -95,8 +123,20 @@ async def test_context_and_integrations_are_kept_and_batch_level_ones_apply_to_a
         "context": {"library": {"name": "analytics.js"}, "ip": "10.0.0.1"},
         "integrations": {"All": False},
         "batch": [
-            {"type": "track", "userId": "u1", "event": "A", "messageId": "a", "context": {"ip": "10.0.0.2"}},
-            {"type": "track", "userId": "u1", "event": "B", "messageId": "b", "integrations": {"Mailchimp": True}},
+            {
+                "type": "track",
+                "userId": "u1",
+                "event": "A",
+                "messageId": "a",
+                "context": {"ip": "10.0.0.2"},
+            },
+            {
+                "type": "track",
+                "userId": "u1",
+                "event": "B",
+                "messageId": "b",
+                "integrations": {"Mailchimp": True},
+            },
         ],
     }
     response = await client.post("/v1/batch", json=body, auth=tenant.writer)
@@ -112,8 +152,15 @@ async def test_context_and_integrations_are_kept_and_batch_level_ones_apply_to_a
 # De-duplication
 
 
-async def test_a_retried_batch_stores_nothing_twice(client: httpx.AsyncClient, tenant: Tenant) -> None:
-    batch = {"batch": [{"type": "track", "userId": "u1", "event": f"E{i}", "messageId": f"m{i}"} for i in range(5)]}
+async def test_a_retried_batch_stores_nothing_twice(
+    client: httpx.AsyncClient, tenant: Tenant
+) -> None:
+    batch = {
+        "batch": [
+            {"type": "track", "userId": "u1", "event": f"E{i}", "messageId": f"m{i}"}
+            for i in range(5)
+        ]
+    }
 
     first = await client.post("/v1/batch", json=batch, auth=tenant.writer)
     retry = await client.post("/v1/batch", json=batch, auth=tenant.writer)
@@ -127,7 +174,9 @@ async def test_a_message_id_repeated_inside_one_batch_is_stored_once(
     client: httpx.AsyncClient, tenant: Tenant
 ) -> None:
     message = {"type": "track", "userId": "u1", "event": "Twice", "messageId": "same"}
-    response = await client.post("/v1/batch", json={"batch": [message, message]}, auth=tenant.writer)
+    response = await client.post(
+        "/v1/batch", json={"batch": [message, message]}, auth=tenant.writer
+    )
 
     assert response.json()["accepted"] == 1
     assert response.json()["duplicates"] == 1
@@ -145,7 +194,9 @@ async def test_message_ids_are_per_workspace(
     assert len(await events_of(client, other_tenant)) == 1
 
 
-async def test_messages_without_message_id_get_one(client: httpx.AsyncClient, tenant: Tenant) -> None:
+async def test_messages_without_message_id_get_one(
+    client: httpx.AsyncClient, tenant: Tenant
+) -> None:
     for _ in range(2):
         await client.post("/v1/track", json={"userId": "u1", "event": "No id"}, auth=tenant.writer)
 
@@ -183,7 +234,14 @@ async def test_batch_sent_at_applies_to_its_messages(
     sent = NOW - timedelta(minutes=5)  # the client's clock is 5 minutes slow
     body = {
         "sentAt": sent.isoformat(),
-        "batch": [{"type": "track", "userId": "u1", "event": "Old", "timestamp": (sent - timedelta(minutes=1)).isoformat()}],
+        "batch": [
+            {
+                "type": "track",
+                "userId": "u1",
+                "event": "Old",
+                "timestamp": (sent - timedelta(minutes=1)).isoformat(),
+            }
+        ],
     }
     await client.post("/v1/batch", json=body, auth=tenant.writer)
 
@@ -196,7 +254,11 @@ async def test_timestamp_without_sent_at_is_used_as_given(
     client: httpx.AsyncClient, tenant: Tenant, frozen: FrozenClock
 ) -> None:
     given = datetime(2024, 2, 29, 8, 30, tzinfo=UTC)
-    await client.post("/v1/track", json={"userId": "u1", "event": "Import", "timestamp": "2024-02-29T09:30:00+01:00"}, auth=tenant.writer)
+    await client.post(
+        "/v1/track",
+        json={"userId": "u1", "event": "Import", "timestamp": "2024-02-29T09:30:00+01:00"},
+        auth=tenant.writer,
+    )
 
     [event] = await events_of(client, tenant)
     assert _at(event["timestamp"]) == given
@@ -265,15 +327,27 @@ BAD_SINGLE_CALLS: list[tuple[str, bytes, int, str]] = [
     ("no user or anonymous id", b'{"event": "Orphan"}', 400, "userId"),
     ("no event name", b'{"userId": "u1"}', 400, "event"),
     ("event of the wrong type", b'{"userId": "u1", "event": 7}', 400, "event"),
-    ("properties of the wrong type", b'{"userId": "u1", "event": "E", "properties": "x"}', 400, "properties"),
+    (
+        "properties of the wrong type",
+        b'{"userId": "u1", "event": "E", "properties": "x"}',
+        400,
+        "properties",
+    ),
     ("context of the wrong type", b'{"userId": "u1", "event": "E", "context": []}', 400, "context"),
     ("userId of the wrong type", b'{"userId": true, "event": "E"}', 400, "userId"),
     ("bad timestamp", b'{"userId": "u1", "event": "E", "timestamp": "soon"}', 400, "timestamp"),
-    ("oversized message", orjson.dumps({"userId": "u1", "event": "E", "properties": {"x": "y" * 33_000}}), 413, "body"),
+    (
+        "oversized message",
+        orjson.dumps({"userId": "u1", "event": "E", "properties": {"x": "y" * 33_000}}),
+        413,
+        "body",
+    ),
 ]
 
 
-@pytest.mark.parametrize(("case", "raw", "status", "field"), BAD_SINGLE_CALLS, ids=[c[0] for c in BAD_SINGLE_CALLS])
+@pytest.mark.parametrize(
+    ("case", "raw", "status", "field"), BAD_SINGLE_CALLS, ids=[c[0] for c in BAD_SINGLE_CALLS]
+)
 async def test_bad_single_calls_get_a_problem_and_store_nothing(
     client: httpx.AsyncClient, tenant: Tenant, case: str, raw: bytes, status: int, field: str
 ) -> None:
@@ -284,23 +358,81 @@ async def test_bad_single_calls_get_a_problem_and_store_nothing(
 
 
 BAD_BATCHES: list[tuple[str, bytes, dict[str, str], int, str]] = [
-    ("unknown type only", orjson.dumps({"batch": [{"type": "teleport", "userId": "u1"}]}), {}, 400, "type"),
+    (
+        "unknown type only",
+        orjson.dumps({"batch": [{"type": "teleport", "userId": "u1"}]}),
+        {},
+        400,
+        "type",
+    ),
     ("batch missing", b'{"sentAt": "2026-01-01T00:00:00Z"}', {}, 400, "batch"),
     ("batch not a list", b'{"batch": {"type": "track"}}', {}, 400, "batch"),
     ("empty batch", b'{"batch": []}', {}, 400, "batch"),
-    ("bad sentAt", orjson.dumps({"sentAt": "later", "batch": [{"type": "track", "userId": "u", "event": "E"}]}), {}, 400, "sentAt"),
-    ("context not an object", orjson.dumps({"context": 1, "batch": [{"type": "track", "userId": "u", "event": "E"}]}), {}, 400, "context"),
-    ("oversized body", orjson.dumps({"batch": [{"type": "track", "userId": "u", "event": "E", "properties": {"x": "y" * 30_000}}] * 18}), {}, 413, "body"),
+    (
+        "bad sentAt",
+        orjson.dumps(
+            {"sentAt": "later", "batch": [{"type": "track", "userId": "u", "event": "E"}]}
+        ),
+        {},
+        400,
+        "sentAt",
+    ),
+    (
+        "context not an object",
+        orjson.dumps({"context": 1, "batch": [{"type": "track", "userId": "u", "event": "E"}]}),
+        {},
+        400,
+        "context",
+    ),
+    (
+        "oversized body",
+        orjson.dumps(
+            {
+                "batch": [
+                    {
+                        "type": "track",
+                        "userId": "u",
+                        "event": "E",
+                        "properties": {"x": "y" * 30_000},
+                    }
+                ]
+                * 18
+            }
+        ),
+        {},
+        413,
+        "body",
+    ),
     ("bad gzip stream", b"\x1f\x8b\x08\x00garbage", {"Content-Encoding": "gzip"}, 400, "body"),
-    ("truncated gzip stream", gzip.compress(b'{"batch": []}')[:-6], {"Content-Encoding": "gzip"}, 400, "body"),
-    ("gzip bomb", gzip.compress(b'{"batch": [' + b" " * 2_000_000 + b"]}"), {"Content-Encoding": "gzip"}, 413, "body"),
+    (
+        "truncated gzip stream",
+        gzip.compress(b'{"batch": []}')[:-6],
+        {"Content-Encoding": "gzip"},
+        400,
+        "body",
+    ),
+    (
+        "gzip bomb",
+        gzip.compress(b'{"batch": [' + b" " * 2_000_000 + b"]}"),
+        {"Content-Encoding": "gzip"},
+        413,
+        "body",
+    ),
     ("unsupported encoding", b"{}", {"Content-Encoding": "br"}, 415, "Content-Encoding"),
 ]
 
 
-@pytest.mark.parametrize(("case", "raw", "headers", "status", "field"), BAD_BATCHES, ids=[c[0] for c in BAD_BATCHES])
+@pytest.mark.parametrize(
+    ("case", "raw", "headers", "status", "field"), BAD_BATCHES, ids=[c[0] for c in BAD_BATCHES]
+)
 async def test_bad_batches_get_a_problem_and_store_nothing(
-    client: httpx.AsyncClient, tenant: Tenant, case: str, raw: bytes, headers: dict[str, str], status: int, field: str
+    client: httpx.AsyncClient,
+    tenant: Tenant,
+    case: str,
+    raw: bytes,
+    headers: dict[str, str],
+    status: int,
+    field: str,
 ) -> None:
     response = await client.post("/v1/batch", content=raw, auth=tenant.writer, headers=headers)
 
@@ -322,14 +454,18 @@ async def test_every_message_of_an_all_invalid_batch_is_reported(
 
 
 async def test_unknown_write_key_is_401(client: httpx.AsyncClient, tenant: Tenant) -> None:
-    response = await client.post("/v1/track", json={"userId": "u1", "event": "E"}, auth=("nope", ""))
+    response = await client.post(
+        "/v1/track", json={"userId": "u1", "event": "E"}, auth=("nope", "")
+    )
 
     problem(response, 401)
     assert response.headers["www-authenticate"].startswith("Basic")
     assert await events_of(client, tenant) == []
 
 
-async def test_unknown_write_key_is_refused_before_the_body_is_read(client: httpx.AsyncClient) -> None:
+async def test_unknown_write_key_is_refused_before_the_body_is_read(
+    client: httpx.AsyncClient,
+) -> None:
     response = await client.post("/v1/track", content=b"{not json", auth=("nope", ""))
 
     problem(response, 401)
@@ -340,12 +476,16 @@ async def test_missing_write_key_is_401(client: httpx.AsyncClient) -> None:
 
 
 async def test_malformed_basic_credentials_are_401(client: httpx.AsyncClient) -> None:
-    response = await client.post("/v1/track", json={"userId": "u1", "event": "E"}, headers={"Authorization": "Basic %%%"})
+    response = await client.post(
+        "/v1/track", json={"userId": "u1", "event": "E"}, headers={"Authorization": "Basic %%%"}
+    )
     problem(response, 401)
 
 
 async def test_admin_key_cannot_send_events(client: httpx.AsyncClient, tenant: Tenant) -> None:
-    response = await client.post("/v1/track", json={"userId": "u1", "event": "E"}, auth=(tenant.admin_key, ""))
+    response = await client.post(
+        "/v1/track", json={"userId": "u1", "event": "E"}, auth=(tenant.admin_key, "")
+    )
 
     problem(response, 401)
     assert await events_of(client, tenant) == []
@@ -357,14 +497,20 @@ async def test_revoked_write_key_is_401(client: httpx.AsyncClient, tenant: Tenan
     revoked = await client.delete(f"/api/v1/keys/{write_key['id']}", headers=tenant.admin)
     assert revoked.status_code == 200
 
-    response = await client.post("/v1/track", json={"userId": "u1", "event": "E"}, auth=tenant.writer)
+    response = await client.post(
+        "/v1/track", json={"userId": "u1", "event": "E"}, auth=tenant.writer
+    )
 
     body = problem(response, 401)
     assert "revoked" in body["detail"]
     assert await events_of(client, tenant) == []
 
 
-async def test_basic_auth_header_matches_what_sdks_send(client: httpx.AsyncClient, tenant: Tenant) -> None:
+async def test_basic_auth_header_matches_what_sdks_send(
+    client: httpx.AsyncClient, tenant: Tenant
+) -> None:
     token = base64.b64encode(f"{tenant.write_key}:".encode()).decode()
-    response = await client.post("/v1/identify", json={"userId": "u1"}, headers={"Authorization": f"Basic {token}"})
+    response = await client.post(
+        "/v1/identify", json={"userId": "u1"}, headers={"Authorization": f"Basic {token}"}
+    )
     assert response.status_code == 200

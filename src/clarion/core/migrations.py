@@ -41,7 +41,9 @@ async def upgrade(database: Database, revision: str = "head") -> None:
 
     def run(connection: Connection) -> None:
         if connection.dialect.name == "postgresql":
-            connection.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": _MIGRATION_LOCK_ID})
+            connection.execute(
+                text("SELECT pg_advisory_xact_lock(:id)"), {"id": _MIGRATION_LOCK_ID}
+            )
         config = alembic_config()
         config.attributes["connection"] = connection
         command.upgrade(config, revision)

@@ -7,6 +7,7 @@ RudderStack SDKs read those two from error bodies and retry forever when they ar
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -30,7 +31,7 @@ def problem_response(
     title: str,
     detail: str,
     errors: list[FieldError] | None = None,
-    headers: dict[str, str] | None = None,
+    headers: Mapping[str, str] | None = None,
     instance: str | None = None,
 ) -> Response:
     """A problem+json response; `errors` lists each field at fault."""

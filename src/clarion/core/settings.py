@@ -15,7 +15,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-SECRET_KEY_FILE = "secret_key"
+SECRET_KEY_FILE = "secret_key"  # noqa: S105 - a file name, not a secret
 
 
 class Settings(BaseSettings):
@@ -101,3 +101,19 @@ class Settings(BaseSettings):
 def get_settings() -> Settings:
     """The process-wide settings, read from the environment once."""
     return Settings()
+
+
+def settings_table() -> str:
+    """The README's configuration table, in Markdown, built from the fields' descriptions."""
+    lines = ["| Variable | Default | Meaning |", "| --- | --- | --- |"]
+    for name, info in Settings.model_fields.items():
+        default = info.default
+        shown = "(unset)" if default in (None, "") else f"`{default}`"
+        lines.append(f"| `CLARION_{name.upper()}` | {shown} | {info.description} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":  # regenerate the README's table: python -m clarion.core.settings
+    import sys
+
+    sys.stdout.write(settings_table())

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Query, Request, Response
+from pydantic import BaseModel
 
 from clarion.core.deps import ReadSession, get_clock, get_database
 from clarion.core.errors import FieldError, InvalidInput, Unauthorized
@@ -22,7 +24,6 @@ from clarion.ingest.schemas import (
 from clarion.ingest.wire import basic_auth_user, body_write_key, read_json_body
 from clarion.workspaces import service as workspaces
 from clarion.workspaces.auth import ManagementCaller
-from clarion.workspaces.models import ApiKey
 from clarion.workspaces.schemas import KeyScope
 
 tracking = APIRouter(prefix="/v1", tags=["tracking"])
@@ -35,7 +36,8 @@ _SCHEMA_REF = "#/components/schemas/{model}"
 def openapi_schemas() -> dict[str, Any]:
     """JSON Schemas of the tracking bodies, for the OpenAPI document's components."""
     schemas: dict[str, Any] = {}
-    for model in (BatchRequest, *MESSAGE_MODELS.values()):
+    models: list[type[BaseModel]] = [BatchRequest, *MESSAGE_MODELS.values()]
+    for model in models:
         schema = model.model_json_schema(ref_template=_SCHEMA_REF, by_alias=True)
         schemas.update(schema.pop("$defs", {}))
         schemas[model.__name__] = schema
@@ -60,10 +62,10 @@ async def _accept(request: Request, *, forced_type: EventType | None) -> Respons
     database = get_database(request)
     secret = basic_auth_user(request)
     if secret is not None:  # refuse a bad key before reading the body
-        key = await _source_key(request, secret)
+        workspace_id, source_id = await _source_key(request, secret)
     body = await read_json_body(request, limit=limit)
     if secret is None:
-        key = await _source_key(request, body_write_key(body))
+        workspace_id, source_id = await _source_key(request, body_write_key(body))
     received_at = get_clock(request).now()
     if forced_type is None:
         messages, sent_at, shared = _unpack_batch(body)
@@ -71,8 +73,8 @@ async def _accept(request: Request, *, forced_type: EventType | None) -> Respons
         messages, sent_at, shared = [body], None, None
     accepted = service.accept_messages(
         messages,
-        workspace_id=key.workspace_id,
-        source_id=key.source_id,
+        workspace_id=workspace_id,
+        source_id=source_id,
         received_at=received_at,
         sent_at=sent_at,
         shared=shared,
@@ -99,14 +101,16 @@ async def _accept(request: Request, *, forced_type: EventType | None) -> Respons
     return Response(orjson.dumps(result), media_type="application/json")
 
 
-async def _source_key(request: Request, secret: str) -> ApiKey:
+async def _source_key(request: Request, secret: str) -> tuple[int, uuid.UUID]:
+    """The workspace and source a write key sends for; Unauthorized (Basic) otherwise."""
     async with get_database(request).read_session() as session:
         try:
             key = await workspaces.authenticate(session, secret=secret, scopes=WRITE_SCOPE)
         except Unauthorized as exc:
             raise Unauthorized(exc.detail, scheme="Basic") from None
-    assert key.source_id is not None, "write keys always belong to a source"
-    return key
+    if key.source_id is None:  # write keys are created with a source; guard the invariant
+        raise Unauthorized("This write key has no source.", scheme="Basic")
+    return key.workspace_id, key.source_id
 
 
 def _unpack_batch(body: dict[str, Any]) -> tuple[list[Any], datetime | None, dict[str, Any]]:
@@ -164,7 +168,7 @@ def _utc(value: datetime | None) -> datetime | None:
 async def list_events(
     caller: ManagementCaller,
     session: ReadSession,
-    type: EventType | None = None,  # noqa: A002 - the Segment field's name
+    type: EventType | None = None,
     name: Annotated[str | None, Query(max_length=255)] = None,
     user_id: Annotated[str | None, Query(max_length=255)] = None,
     anonymous_id: Annotated[str | None, Query(max_length=255)] = None,

@@ -176,7 +176,7 @@ async def store_events(session: AsyncSession, *, rows: list[dict[str, Any]]) -> 
     unique: dict[str, dict[str, Any]] = {}
     for row in rows:
         unique.setdefault(row["message_id"], row)
-    dialect = session.bind.dialect.name
+    dialect = (await session.connection()).dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     statement = (
         insert(Event)
@@ -218,7 +218,7 @@ async def list_events(
     cursor: str | None = None,
 ) -> tuple[Sequence[Event], str | None]:
     """A page of the workspace's events, newest first, and the cursor of the next page."""
-    query: Select[tuple[Event]] = select(Event).where(Event.workspace_id == workspace_id)
+    query: Select[Event] = select(Event).where(Event.workspace_id == workspace_id)
     for column, value in (
         (Event.type, where.type),
         (Event.name, where.name),

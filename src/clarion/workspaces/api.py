@@ -57,7 +57,9 @@ async def create_source(
         now=now,
     )
     await session.commit()
-    write_key = KeyCreated.model_validate({**KeyRead.model_validate(key).model_dump(), "key": secret})
+    write_key = KeyCreated.model_validate(
+        {**KeyRead.model_validate(key).model_dump(), "key": secret}
+    )
     return SourceCreated(**SourceRead.model_validate(source).model_dump(), write_key=write_key)
 
 

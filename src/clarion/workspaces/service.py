@@ -242,10 +242,14 @@ async def bootstrap(
         wanted = [(scope, secret) for scope, secret in configured if secret is not None]
     for scope, secret in wanted:
         if secret is not None:
-            existing = await session.scalar(select(ApiKey).where(ApiKey.key_hash == hash_key(secret)))
+            existing = await session.scalar(
+                select(ApiKey).where(ApiKey.key_hash == hash_key(secret))
+            )
             if existing is not None:
                 if existing.workspace_id != workspace.id or existing.scope != scope.value:
-                    raise Conflict(f"The bootstrap {scope.value} key is already used by another key.")
+                    raise Conflict(
+                        f"The bootstrap {scope.value} key is already used by another key."
+                    )
                 continue
         source_id = None
         if scope is KeyScope.WRITE:

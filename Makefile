@@ -1,0 +1,41 @@
+# Clarion: `make run` serves on http://127.0.0.1:8000; `make test` runs the whole suite.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+UV_VERSION := 0.13.9
+PORT ?= 8000
+
+.PHONY: run test lint format bench migrate clean
+
+# The environment, from the lock file; rebuilt when pyproject.toml or uv.lock change.
+$(VENV)/.synced: pyproject.toml uv.lock
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	test -x $(BIN)/uv || $(BIN)/python -m pip install --quiet "uv==$(UV_VERSION)"
+	$(BIN)/uv sync --frozen --quiet
+	touch $@
+
+run: $(VENV)/.synced
+	$(BIN)/clarion migrate
+	$(BIN)/clarion serve --port $(PORT)
+
+migrate: $(VENV)/.synced
+	$(BIN)/clarion migrate
+
+test: $(VENV)/.synced
+	$(BIN)/pytest
+
+lint: $(VENV)/.synced
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: $(VENV)/.synced
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+bench: $(VENV)/.synced
+	$(BIN)/python bench/ingest.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,80 @@
+"""The database layer: UTC round trips, the append-only log, SQLite's single writer."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+from sqlalchemy import select, text, update
+from sqlalchemy.dialects import sqlite
+from sqlalchemy.exc import DBAPIError
+
+from clarion.core.database import Database, UTCDateTime, async_url
+from clarion.ingest.models import Event
+from clarion.ingest.service import accept_messages, store_events
+from tests.conftest import Tenant
+
+
+async def _store(database: Database, tenant: Tenant, count: int, *, prefix: str) -> int:
+    accepted = accept_messages(
+        [
+            {"type": "track", "userId": "u", "event": "E", "messageId": f"{prefix}{i}"}
+            for i in range(count)
+        ],
+        workspace_id=tenant.id,
+        source_id=tenant.source_id,
+        received_at=datetime(2026, 1, 1, 12, 0, tzinfo=timezone(timedelta(hours=2))),
+    )
+    async with database.write_session() as session:
+        stored = await store_events(session, rows=accepted.rows)
+        await session.commit()
+    return stored
+
+
+async def test_times_come_back_aware_and_in_utc(database: Database, tenant: Tenant) -> None:
+    await _store(database, tenant, 1, prefix="utc")
+    async with database.read_session() as session:
+        event = await session.scalar(select(Event).where(Event.workspace_id == tenant.id))
+
+    assert event is not None
+    assert event.received_at == datetime(2026, 1, 1, 10, 0, tzinfo=UTC)
+    assert event.received_at.tzinfo is UTC
+
+
+async def test_events_cannot_be_updated(database: Database, tenant: Tenant) -> None:
+    await _store(database, tenant, 1, prefix="frozen")
+    async with database.write_session() as session:
+        with pytest.raises(DBAPIError, match="append-only"):
+            await session.execute(
+                update(Event).where(Event.workspace_id == tenant.id).values(name="changed")
+            )
+        await session.rollback()
+
+
+async def test_concurrent_writers_never_see_database_locked(
+    database: Database, tenant: Tenant
+) -> None:
+    results = await asyncio.gather(
+        *(_store(database, tenant, 10, prefix=f"w{n}-") for n in range(20))
+    )
+
+    assert results == [10] * 20
+    async with database.read_session() as session:
+        count = await session.scalar(
+            text("SELECT count(*) FROM events WHERE workspace_id = :w"), {"w": tenant.id}
+        )
+    assert count == 200
+
+
+def test_database_urls_get_the_async_driver() -> None:
+    assert async_url("sqlite:///var/clarion.db") == "sqlite+aiosqlite:///var/clarion.db"
+    assert async_url("postgresql://u:p@h:5432/d") == "postgresql+asyncpg://u:p@h:5432/d"
+    assert async_url("postgres://u@h/d") == "postgresql+asyncpg://u@h/d"
+    with pytest.raises(ValueError, match="unsupported"):
+        async_url("mysql://u@h/d")
+
+
+def test_naive_datetimes_are_refused() -> None:
+    with pytest.raises(ValueError, match="naive"):
+        UTCDateTime().process_bind_param(datetime(2026, 1, 1), sqlite.dialect())

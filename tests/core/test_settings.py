@@ -1,0 +1,55 @@
+"""Settings: defaults, the generated secret key, and the README's table kept true."""
+
+from __future__ import annotations
+
+import re
+import stat
+from pathlib import Path
+
+import pytest
+
+from clarion.core.settings import Settings, settings_table
+
+README = Path(__file__).parents[2] / "README.md"
+
+
+def test_the_default_database_is_a_sqlite_file_in_the_data_folder(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path)
+    assert settings.database_url == f"sqlite:///{tmp_path / 'clarion.db'}"
+
+
+def test_settings_come_from_clarion_environment_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CLARION_DATABASE_URL", "postgresql://postgres@127.0.0.1/x")
+    monkeypatch.setenv("CLARION_PORT", "9000")
+    settings = Settings()
+    assert settings.database_url == "postgresql://postgres@127.0.0.1/x"
+    assert settings.port == 9000
+
+
+def test_a_secret_key_is_generated_once_and_kept_private(tmp_path: Path) -> None:
+    first = Settings(data_dir=tmp_path).resolved_secret_key()
+    second = Settings(data_dir=tmp_path).resolved_secret_key()
+
+    assert first == second
+    assert len(first) >= 48
+    mode = (tmp_path / "secret_key").stat().st_mode
+    assert stat.S_IMODE(mode) == 0o600
+
+
+def test_a_configured_secret_key_wins(tmp_path: Path) -> None:
+    assert (
+        Settings(data_dir=tmp_path, secret_key="configured").resolved_secret_key() == "configured"
+    )
+    assert not (tmp_path / "secret_key").exists()
+
+
+def test_short_bootstrap_secrets_are_refused() -> None:
+    with pytest.raises(ValueError, match="bootstrap_admin_token"):
+        Settings(bootstrap_admin_token="short")
+
+
+def test_readme_documents_every_setting() -> None:
+    # Regenerate with `python -m clarion.core.settings` when a setting changes.
+    assert settings_table() in README.read_text()
+    rows = re.findall(r"^\| `(CLARION_[A-Z_]+)` \|", settings_table(), flags=re.MULTILINE)
+    assert len(rows) == len(Settings.model_fields)

@@ -1,0 +1,64 @@
+"""The application: health, OpenAPI and interactive docs."""
+
+from __future__ import annotations
+
+import httpx
+from fastapi import FastAPI
+
+from clarion.app import create_app
+from clarion.core.settings import Settings
+
+
+async def test_healthz_is_ok_once_serving(client: httpx.AsyncClient) -> None:
+    response = await client.get("/healthz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+
+
+async def test_healthz_is_503_before_start_up(settings: Settings) -> None:
+    app = create_app(settings)  # lifespan not started: not accepting work
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://clarion.test") as client:
+        response = await client.get("/healthz")
+    assert response.status_code == 503
+    assert response.headers["content-type"] == "application/problem+json"
+
+
+async def test_openapi_documents_the_tracking_bodies(
+    client: httpx.AsyncClient, app: FastAPI
+) -> None:
+    document = (await client.get("/api/openapi.json")).json()
+
+    batch = document["paths"]["/v1/batch"]["post"]
+    ref = batch["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+    assert ref == "#/components/schemas/BatchRequest"
+    schemas = document["components"]["schemas"]
+    assert "TrackMessage" in schemas
+    assert "userId" in schemas["TrackMessage"]["properties"]
+    for kind in ("identify", "track", "page", "screen", "group", "alias"):
+        assert f"/v1/{kind}" in document["paths"]
+    assert "/api/v1/events" in document["paths"]
+    assert document["components"]["securitySchemes"]["writeKey"]["scheme"] == "basic"
+    # Every $ref resolves inside the document.
+    for name in _refs(document):
+        assert name in schemas, name
+
+
+async def test_interactive_docs_are_served(client: httpx.AsyncClient) -> None:
+    response = await client.get("/api/docs")
+    assert response.status_code == 200
+    assert "/api/openapi.json" in response.text
+
+
+def _refs(node: object) -> set[str]:
+    found: set[str] = set()
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "$ref" and isinstance(value, str):
+                found.add(value.rsplit("/", 1)[-1])
+            else:
+                found |= _refs(value)
+    elif isinstance(node, list):
+        for item in node:
+            found |= _refs(item)
+    return found

@@ -1,0 +1,173 @@
+"""One workspace's keys never read or write another's data, on every endpoint there is.
+
+`CHECKS` holds one isolation check per route; `test_every_route_has_an_isolation_check`
+fails when a route is added without one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from fastapi.routing import APIRoute
+
+from tests.conftest import Tenant, problem
+
+# Routes anyone may call: no workspace data behind them.
+PUBLIC = {("GET", "/healthz")}
+
+
+@dataclass
+class Seeded:
+    """What workspace A holds, which workspace B must never reach."""
+
+    a: Tenant
+    b: Tenant
+    event_id: int
+    key_id: str
+    source_id: str
+
+
+@pytest.fixture
+async def seeded(client: httpx.AsyncClient, tenant: Tenant, other_tenant: Tenant) -> Seeded:
+    sent = await client.post(
+        "/v1/track",
+        json={"userId": "a-user", "event": "A only", "messageId": "a-1"},
+        auth=tenant.writer,
+    )
+    assert sent.status_code == 200
+    [event] = (await client.get("/api/v1/events", headers=tenant.admin)).json()["items"]
+    keys = (await client.get("/api/v1/keys", headers=tenant.admin)).json()["items"]
+    return Seeded(tenant, other_tenant, event["id"], keys[0]["id"], str(tenant.source_id))
+
+
+Check = Callable[[httpx.AsyncClient, Seeded], Awaitable[None]]
+CHECKS: dict[tuple[str, str], Check] = {}
+
+
+def check(method: str, path: str) -> Callable[[Check], Check]:
+    def register(function: Check) -> Check:
+        CHECKS[(method, path)] = function
+        return function
+
+    return register
+
+
+async def _a_unchanged(client: httpx.AsyncClient, s: Seeded) -> None:
+    events = (await client.get("/api/v1/events", headers=s.a.admin)).json()["items"]
+    assert [e["message_id"] for e in events] == ["a-1"]
+    keys = (await client.get("/api/v1/keys", headers=s.a.admin)).json()["items"]
+    assert len(keys) == 3
+    assert all(k["revoked_at"] is None for k in keys)
+    sources = (await client.get("/api/v1/sources", headers=s.a.admin)).json()["items"]
+    assert [x["name"] for x in sources] == ["Website"]
+
+
+def _tracking_check(kind: str, body: dict[str, Any]) -> Check:
+    async def run(client: httpx.AsyncClient, s: Seeded) -> None:
+        # B's write key sends a message reusing A's messageId: it lands in B, A is untouched.
+        payload = {"batch": [{"type": "track", **body}]} if kind == "batch" else body
+        response = await client.post(f"/v1/{kind}", json=payload, auth=s.b.writer)
+        assert response.status_code == 200, response.text
+        assert response.json()["accepted"] == 1
+        b_events = (await client.get("/api/v1/events", headers=s.b.admin)).json()["items"]
+        assert [e["message_id"] for e in b_events] == ["a-1"]
+        await _a_unchanged(client, s)
+
+    return run
+
+
+_BODIES: dict[str, dict[str, Any]] = {
+    "identify": {"userId": "a-user"},
+    "track": {"userId": "a-user", "event": "E"},
+    "page": {"userId": "a-user"},
+    "screen": {"userId": "a-user"},
+    "group": {"userId": "a-user", "groupId": "g"},
+    "alias": {"userId": "a-user", "previousId": "p"},
+    "batch": {"userId": "a-user", "event": "E"},
+}
+for _kind, _body in _BODIES.items():
+    CHECKS[("POST", f"/v1/{_kind}")] = _tracking_check(_kind, {**_body, "messageId": "a-1"})
+
+
+@check("GET", "/api/v1/events")
+async def _list_events(client: httpx.AsyncClient, s: Seeded) -> None:
+    for query in ({}, {"user_id": "a-user"}, {"name": "A only"}):
+        response = await client.get("/api/v1/events", params=query, headers=s.b.admin)
+        assert response.json()["items"] == []
+
+
+@check("GET", "/api/v1/events/{event_id}")
+async def _read_event(client: httpx.AsyncClient, s: Seeded) -> None:
+    problem(await client.get(f"/api/v1/events/{s.event_id}", headers=s.b.admin), 404)
+
+
+@check("GET", "/api/v1/workspace")
+async def _read_workspace(client: httpx.AsyncClient, s: Seeded) -> None:
+    assert (await client.get("/api/v1/workspace", headers=s.b.admin)).json()["id"] == s.b.id
+
+
+@check("GET", "/api/v1/sources")
+async def _list_sources(client: httpx.AsyncClient, s: Seeded) -> None:
+    sources = (await client.get("/api/v1/sources", headers=s.b.admin)).json()["items"]
+    assert s.source_id not in {x["id"] for x in sources}
+
+
+@check("POST", "/api/v1/sources")
+async def _create_source(client: httpx.AsyncClient, s: Seeded) -> None:
+    response = await client.post("/api/v1/sources", json={"name": "B app"}, headers=s.b.admin)
+    assert response.status_code == 201
+    await _a_unchanged(client, s)
+
+
+@check("GET", "/api/v1/sources/{source_id}")
+async def _read_source(client: httpx.AsyncClient, s: Seeded) -> None:
+    problem(await client.get(f"/api/v1/sources/{s.source_id}", headers=s.b.admin), 404)
+
+
+@check("GET", "/api/v1/keys")
+async def _list_keys(client: httpx.AsyncClient, s: Seeded) -> None:
+    keys = (await client.get("/api/v1/keys", headers=s.b.admin)).json()["items"]
+    assert s.key_id not in {k["id"] for k in keys}
+
+
+@check("POST", "/api/v1/keys")
+async def _create_key(client: httpx.AsyncClient, s: Seeded) -> None:
+    body = {"scope": "write", "name": "steal", "source_id": s.source_id}
+    problem(await client.post("/api/v1/keys", json=body, headers=s.b.admin), 404)
+    await _a_unchanged(client, s)
+
+
+@check("GET", "/api/v1/keys/{key_id}")
+async def _read_key(client: httpx.AsyncClient, s: Seeded) -> None:
+    problem(await client.get(f"/api/v1/keys/{s.key_id}", headers=s.b.admin), 404)
+
+
+@check("DELETE", "/api/v1/keys/{key_id}")
+async def _revoke_key(client: httpx.AsyncClient, s: Seeded) -> None:
+    problem(await client.delete(f"/api/v1/keys/{s.key_id}", headers=s.b.admin), 404)
+    await _a_unchanged(client, s)
+
+
+def _routes(app: FastAPI) -> set[tuple[str, str]]:
+    found = set()
+    for route in app.routes:
+        if isinstance(route, APIRoute):
+            found |= {(method, route.path) for method in route.methods}
+    return found
+
+
+def test_every_route_has_an_isolation_check(app: FastAPI) -> None:
+    missing = _routes(app) - set(CHECKS) - PUBLIC
+    assert not missing, f"add an isolation check for {sorted(missing)}"
+
+
+@pytest.mark.parametrize("route", sorted(CHECKS), ids=[f"{m} {p}" for m, p in sorted(CHECKS)])
+async def test_workspace_b_cannot_reach_workspace_a(
+    client: httpx.AsyncClient, seeded: Seeded, route: tuple[str, str]
+) -> None:
+    await CHECKS[route](client, seeded)

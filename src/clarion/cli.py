@@ -46,6 +46,8 @@ def _configure_logging(settings: Settings) -> None:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # Alembic narrates every connection at INFO; its migrations are logged by Clarion itself.
+    logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.root.level))
 
 
 @asynccontextmanager

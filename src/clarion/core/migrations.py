@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from importlib.resources import files
 
 from alembic import command
@@ -11,6 +12,8 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, text
 
 from clarion.core.database import Database
+
+log = logging.getLogger(__name__)
 
 # Any constant works; it only has to be the same in every Clarion process.
 _MIGRATION_LOCK_ID = 0x434C4152
@@ -46,7 +49,11 @@ async def upgrade(database: Database, revision: str = "head") -> None:
             )
         config = alembic_config()
         config.attributes["connection"] = connection
+        before = MigrationContext.configure(connection).get_current_revision()
         command.upgrade(config, revision)
+        after = MigrationContext.configure(connection).get_current_revision()
+        if after != before:
+            log.info("database migrated from %s to %s", before or "empty", after)
 
     async with database.write_session() as session:
         connection = await session.connection()

@@ -514,3 +514,18 @@ async def test_basic_auth_header_matches_what_sdks_send(
         "/v1/identify", json={"userId": "u1"}, headers={"Authorization": f"Basic {token}"}
     )
     assert response.status_code == 200
+
+
+async def test_identify_traits_in_context_are_taken_up(
+    client: httpx.AsyncClient, tenant: Tenant
+) -> None:
+    body = {
+        "userId": "u1",
+        "traits": {"plan": "pro"},
+        "context": {"traits": {"email": "ada@example.com", "plan": "free"}},
+    }
+    await client.post("/v1/identify", json=body, auth=tenant.writer)
+
+    [event] = await events_of(client, tenant)
+    assert event["traits"] == {"email": "ada@example.com", "plan": "pro"}
+    assert event["context"] == {"traits": {"email": "ada@example.com", "plan": "free"}}

@@ -5,6 +5,8 @@ Timestamps follow Segment and RudderStack: `receivedAt` is the server's clock;
 client also says when it sent the message (`sentAt`, per message or per batch), the client's
 clock skew is removed: `timestamp = receivedAt - (sentAt - originalTimestamp)`. Otherwise
 `timestamp` is the client's time as given, or `receivedAt` when the client gave none.
+
+An identify's traits are its `traits` over its `context.traits` (where RudderStack puts them).
 """
 
 from __future__ import annotations
@@ -140,11 +142,22 @@ def _row(
         "sent_at": sent_at,
         "received_at": received_at,
         "properties": values.get("properties"),
-        "traits": values.get("traits"),
+        "traits": _identify_traits(message)
+        if values["type"] == "identify"
+        else values.get("traits"),
         "context": _layer(shared.get("context"), message.context),
         "integrations": _layer(shared.get("integrations"), message.integrations),
         "extra": extra or None,
     }
+
+
+def _identify_traits(message: SegmentMessage) -> dict[str, Any] | None:
+    """An identify's traits; RudderStack sends them as `context.traits`, Segment at the top."""
+    own = message.__dict__.get("traits")
+    in_context = (message.context or {}).get("traits")
+    if not isinstance(in_context, dict) or not in_context:
+        return own
+    return {**in_context, **(own or {})}
 
 
 def _layer(shared: Any, own: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -18,8 +18,10 @@ from clarion.core.database import Database
 from clarion.core.problems import install_problem_handlers, problem_response
 from clarion.core.settings import Settings, get_settings
 from clarion.ingest import api as ingest_api
+from clarion.ingest.writer import EventWriter
 from clarion.workspaces import api as workspaces_api
 from clarion.workspaces import service as workspaces
+from clarion.workspaces.cache import WriteKeyCache
 
 log = logging.getLogger("clarion")
 
@@ -79,6 +81,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
             app.state.secret_key = settings.resolved_secret_key()
             await prepare_database(database, settings, app_clock)
             app.state.database = database
+            app.state.event_writer = EventWriter(database)
             app.state.ready = True
             yield
         finally:
@@ -97,6 +100,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     app.state.settings = settings
     app.state.clock = app_clock
     app.state.ready = False
+    app.state.write_keys = WriteKeyCache()
     install_problem_handlers(app)
     app.include_router(ingest_api.tracking)
     app.include_router(ingest_api.events)

@@ -529,3 +529,17 @@ async def test_identify_traits_in_context_are_taken_up(
     [event] = await events_of(client, tenant)
     assert event["traits"] == {"email": "ada@example.com", "plan": "pro"}
     assert event["context"] == {"traits": {"email": "ada@example.com", "plan": "free"}}
+
+
+async def test_nul_characters_are_refused_not_a_server_error(
+    client: httpx.AsyncClient, tenant: Tenant
+) -> None:
+    bad = {"type": "track", "userId": "u1", "event": "E", "properties": {"note": "a\u0000b"}}
+    single = await client.post("/v1/track", json=bad, auth=tenant.writer)
+    problem(single, 400, "body")
+
+    good = {"type": "track", "userId": "u1", "event": "Fine"}
+    batch = await client.post("/v1/batch", json={"batch": [good, bad]}, auth=tenant.writer)
+    assert batch.status_code == 200
+    assert batch.json()["rejected"][0]["index"] == 1
+    assert [e["name"] for e in await events_of(client, tenant)] == ["Fine"]

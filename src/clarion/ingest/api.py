@@ -22,8 +22,9 @@ from clarion.ingest.schemas import (
     IngestResult,
 )
 from clarion.ingest.wire import basic_auth_user, body_write_key, read_json_body
+from clarion.ingest.writer import EventWriter
 from clarion.workspaces import service as workspaces
-from clarion.workspaces.auth import ManagementCaller
+from clarion.workspaces.auth import ManagementCaller, write_key_cache
 from clarion.workspaces.schemas import KeyScope
 
 tracking = APIRouter(prefix="/v1", tags=["tracking"])
@@ -59,7 +60,6 @@ def _documented(model: type) -> dict[str, Any]:
 async def _accept(request: Request, *, forced_type: EventType | None) -> Response:
     """Authenticate, validate, store what is valid in one transaction, then acknowledge."""
     limit = service.MAX_MESSAGE_BYTES if forced_type else service.MAX_BATCH_BYTES
-    database = get_database(request)
     secret = basic_auth_user(request)
     if secret is not None:  # refuse a bad key before reading the body
         workspace_id, source_id = await _source_key(request, secret)
@@ -86,9 +86,8 @@ async def _accept(request: Request, *, forced_type: EventType | None) -> Respons
             errors = [FieldError(first.field or "body", first.message)]
             raise InvalidInput(f"Invalid {forced_type.value} call: {first.message}.", errors=errors)
         raise InvalidInput("No message in the batch is valid.", errors=accepted.rejected)
-    async with database.write_session() as session:
-        stored = await service.store_events(session, rows=accepted.rows)
-        await session.commit()
+    writer: EventWriter = request.app.state.event_writer
+    stored = await writer.store(accepted.rows)
     result = {
         "success": True,
         "accepted": stored,
@@ -103,6 +102,10 @@ async def _accept(request: Request, *, forced_type: EventType | None) -> Respons
 
 async def _source_key(request: Request, secret: str) -> tuple[int, uuid.UUID]:
     """The workspace and source a write key sends for; Unauthorized (Basic) otherwise."""
+    cache = write_key_cache(request)
+    known = cache.get(secret)
+    if known is not None:
+        return known
     async with get_database(request).read_session() as session:
         try:
             key = await workspaces.authenticate(session, secret=secret, scopes=WRITE_SCOPE)
@@ -110,6 +113,7 @@ async def _source_key(request: Request, secret: str) -> tuple[int, uuid.UUID]:
             raise Unauthorized(exc.detail, scheme="Basic") from None
     if key.source_id is None:  # write keys are created with a source; guard the invariant
         raise Unauthorized("This write key has no source.", scheme="Basic")
+    cache.put(secret, workspace_id=key.workspace_id, source_id=key.source_id)
     return key.workspace_id, key.source_id
 
 

@@ -10,6 +10,7 @@ from sqlalchemy import ForeignKey, Index, String, Uuid
 from sqlalchemy.orm import Mapped, mapped_column
 
 from clarion.core.database import Base, BigId, JSONDocument, UTCDateTime
+from clarion.workspaces import models as _workspaces  # noqa: F401 - the table events refer to
 
 
 class Event(Base):

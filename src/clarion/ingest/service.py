@@ -15,11 +15,11 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from pydantic import TypeAdapter, ValidationError
-from sqlalchemy import Select, and_, or_, select
+from sqlalchemy import Select, Table, and_, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -91,8 +91,11 @@ def parse_message(message: Any, *, forced_type: EventType | None = None) -> Segm
     """The validated message; raises _Rejected naming the first field at fault."""
     if not isinstance(message, dict):
         raise _Rejected("", "a message must be a JSON object")
-    if forced_type is None and len(orjson.dumps(message)) > MAX_MESSAGE_BYTES:
+    encoded = orjson.dumps(message)
+    if len(encoded) > MAX_MESSAGE_BYTES:
         raise _Rejected("", f"message larger than {MAX_MESSAGE_BYTES // 1024} KB")
+    if b"\\u0000" in encoded:  # PostgreSQL stores no NUL in text or JSON
+        raise _Rejected("", "message contains a NUL character (\\u0000)")
     kind = forced_type.value if forced_type else message.get("type")
     model = MESSAGE_MODELS.get(kind) if isinstance(kind, str) else None
     if model is None:
@@ -179,25 +182,27 @@ def parse_sent_at(value: Any) -> datetime | None:
         ) from exc
 
 
-async def store_events(session: AsyncSession, *, rows: list[dict[str, Any]]) -> int:
-    """Append the rows, skipping any whose messageId the workspace already has; the count stored.
+async def store_events(
+    session: AsyncSession, *, rows: list[dict[str, Any]]
+) -> set[tuple[int, str]]:
+    """Append the rows, skipping messageIds their workspace already has; (workspace, messageId)
+    of each row stored.
 
-    The caller commits. Within `rows`, the first of several equal messageIds wins.
+    Every row holds the same keys (`_row` makes them), so this is one multi-row INSERT; of
+    rows repeating a (workspace, messageId), the first is kept. The caller commits.
     """
     if not rows:
-        return 0
-    unique: dict[str, dict[str, Any]] = {}
-    for row in rows:
-        unique.setdefault(row["message_id"], row)
+        return set()
     dialect = (await session.connection()).dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    table = cast(Table, Event.__table__)
     statement = (
-        insert(Event)
+        insert(table)
         .on_conflict_do_nothing(index_elements=["workspace_id", "message_id"])
-        .returning(Event.id)
+        .returning(table.c.workspace_id, table.c.message_id)
     )
-    result = await session.execute(statement, list(unique.values()))
-    return len(result.all())
+    result = await session.execute(statement, rows)
+    return {(workspace_id, message_id) for workspace_id, message_id in result}
 
 
 async def get_event_or_raise(session: AsyncSession, *, workspace_id: int, event_id: int) -> Event:

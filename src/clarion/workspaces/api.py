@@ -8,7 +8,7 @@ from fastapi import APIRouter, status
 
 from clarion.core.deps import AppClock, ReadSession, WriteSession
 from clarion.workspaces import service
-from clarion.workspaces.auth import ManagementCaller
+from clarion.workspaces.auth import ManagementCaller, WriteKeys
 from clarion.workspaces.schemas import (
     KeyCreate,
     KeyCreated,
@@ -107,11 +107,16 @@ async def read_key(key_id: uuid.UUID, caller: ManagementCaller, session: ReadSes
 
 @router.delete("/keys/{key_id}", response_model=KeyRead)
 async def revoke_key(
-    key_id: uuid.UUID, caller: ManagementCaller, session: WriteSession, clock: AppClock
+    key_id: uuid.UUID,
+    caller: ManagementCaller,
+    session: WriteSession,
+    clock: AppClock,
+    write_keys: WriteKeys,
 ) -> KeyRead:
     """Revoke the key: it stops working at once and is kept, marked revoked."""
     key = await service.revoke_key(
         session, workspace_id=caller.workspace_id, key_id=key_id, now=clock.now()
     )
     await session.commit()
+    write_keys.clear()
     return KeyRead.model_validate(key)

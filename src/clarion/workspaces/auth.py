@@ -11,6 +11,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from clarion.core.deps import get_database
 from clarion.core.errors import Forbidden, Unauthorized
 from clarion.workspaces import service
+from clarion.workspaces.cache import WriteKeyCache
 from clarion.workspaces.schemas import KeyScope
 
 MANAGEMENT_SCOPES = frozenset({KeyScope.ADMIN, KeyScope.READ_ONLY})
@@ -45,3 +46,12 @@ async def management_caller(
 
 
 ManagementCaller = Annotated[Caller, Depends(management_caller)]
+
+
+def write_key_cache(request: Request) -> WriteKeyCache:
+    """The application's cache of valid write keys."""
+    cache: WriteKeyCache = request.app.state.write_keys
+    return cache
+
+
+WriteKeys = Annotated[WriteKeyCache, Depends(write_key_cache)]

@@ -1,0 +1,83 @@
+"""Group commit for accepted events: requests that arrive while a transaction is in flight
+share the next one, and each caller returns only after the commit holding its rows.
+
+SQLite commits one transaction at a time, so one transaction per request caps ingestion at
+the commit rate; sharing commits lifts that cap without weakening the promise that a 200
+means stored. A group that fails is retried request by request, so one bad request cannot
+fail the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from clarion.core.database import Database
+from clarion.ingest.service import store_events
+
+
+@dataclass(eq=False)
+class _Waiting:
+    rows: list[dict[str, Any]]
+    stored: asyncio.Future[int] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+
+class EventWriter:
+    """Stores event rows for many concurrent requests in shared transactions."""
+
+    def __init__(self, database: Database) -> None:
+        self._database = database
+        self._queue: list[_Waiting] = []
+        self._turn = asyncio.Lock()
+        self.commits = 0  # transactions committed, for metrics
+
+    async def store(self, rows: list[dict[str, Any]]) -> int:
+        """Store the rows, skipping messageIds already stored; the count new, once committed."""
+        waiting = _Waiting(rows)
+        self._queue.append(waiting)
+        async with self._turn:
+            if not waiting.stored.done():  # nobody took it into their group: lead the next
+                group, self._queue = self._queue, []
+                # Shielded: a caller going away must not abandon the others' commit.
+                await asyncio.shield(self._commit(group))
+        return await waiting.stored
+
+    async def _commit(self, group: list[_Waiting]) -> None:
+        owner: dict[tuple[int, str], _Waiting] = {}
+        rows = []
+        for waiting in group:
+            for row in waiting.rows:
+                key = (row["workspace_id"], row["message_id"])
+                if key not in owner:
+                    owner[key] = waiting
+                    rows.append(row)
+        try:
+            async with self._database.write_session() as session:
+                stored = await store_events(session, rows=rows)
+                await session.commit()
+            self.commits += 1
+        except Exception as exc:
+            if len(group) > 1:
+                for waiting in group:
+                    await self._commit([waiting])
+                return
+            _settle(group[0], exception=exc)
+            return
+        counts = Counter(id(owner[key]) for key in stored)
+        for waiting in group:
+            _settle(waiting, result=counts[id(waiting)])
+
+
+def _settle(
+    waiting: _Waiting, *, result: int | None = None, exception: Exception | None = None
+) -> None:
+    if waiting.stored.done():  # its caller has gone
+        return
+    if exception is not None:
+        waiting.stored.set_exception(exception)
+    else:
+        waiting.stored.set_result(result or 0)

@@ -1,0 +1,88 @@
+"""Group commit: concurrent requests share transactions, keep their own counts, fail alone."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+
+from clarion.core.database import Database
+from clarion.ingest.models import Event
+from clarion.ingest.service import accept_messages
+from clarion.ingest.writer import EventWriter
+from tests.conftest import Tenant
+
+
+def rows(
+    tenant: Tenant, ids: list[str], *, workspace_id: int | None = None
+) -> list[dict[str, Any]]:
+    accepted = accept_messages(
+        [{"type": "track", "userId": "u", "event": "E", "messageId": i} for i in ids],
+        workspace_id=workspace_id or tenant.id,
+        source_id=tenant.source_id,
+        received_at=datetime(2026, 1, 1, tzinfo=UTC),
+    )
+    return accepted.rows
+
+
+async def stored_ids(database: Database, tenant: Tenant) -> list[str]:
+    async with database.read_session() as session:
+        query = select(Event.message_id).where(Event.workspace_id == tenant.id)
+        return sorted((await session.scalars(query)).all())
+
+
+async def test_concurrent_requests_each_get_their_own_count(
+    database: Database, tenant: Tenant, other_tenant: Tenant
+) -> None:
+    writer = EventWriter(database)
+    results = await asyncio.gather(
+        writer.store(rows(tenant, ["a", "b"])),
+        writer.store(rows(tenant, ["b", "c"])),  # "b" is the first request's
+        writer.store(rows(other_tenant, ["a", "b"])),  # another workspace: its own ids
+        writer.store(rows(tenant, ["a", "b", "c"])),  # a retry of what is already there
+    )
+
+    assert results == [2, 1, 2, 0]
+    assert await stored_ids(database, tenant) == ["a", "b", "c"]
+    assert await stored_ids(database, other_tenant) == ["a", "b"]
+
+
+async def test_a_failing_request_does_not_fail_the_others_in_its_group(
+    database: Database, tenant: Tenant
+) -> None:
+    writer = EventWriter(database)
+    no_such_workspace = 2_000_000_000
+    results = await asyncio.gather(
+        writer.store(rows(tenant, ["first"])),
+        writer.store(rows(tenant, ["good"])),
+        writer.store(rows(tenant, ["bad"], workspace_id=no_such_workspace)),
+        return_exceptions=True,
+    )
+
+    assert results[0] == 1
+    assert results[1] == 1
+    assert isinstance(results[2], IntegrityError)
+    assert await stored_ids(database, tenant) == ["first", "good"]
+    async with database.read_session() as session:
+        orphans = (
+            select(func.count()).select_from(Event).where(Event.workspace_id == no_such_workspace)
+        )
+        assert await session.scalar(orphans) == 0
+
+
+async def test_many_concurrent_requests_are_all_stored(database: Database, tenant: Tenant) -> None:
+    writer = EventWriter(database)
+    results = await asyncio.gather(
+        *(writer.store(rows(tenant, [f"r{r}-m{m}" for m in range(10)])) for r in range(30))
+    )
+
+    assert results == [10] * 30
+    assert len(await stored_ids(database, tenant)) == 300
+    assert writer.commits < 30  # requests shared transactions
+
+
+async def test_nothing_to_store(database: Database, tenant: Tenant) -> None:
+    assert await EventWriter(database).store(rows(tenant, [])) == 0

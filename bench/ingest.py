@@ -606,7 +606,7 @@ async def insert_directly(
                 raise BenchError(f"Clarion rejected messages: {accepted.rejected[:3]}")
             started = time.perf_counter()
             async with database.write_session() as session:
-                stored += await store_events(session, rows=accepted.rows)
+                stored += len(await store_events(session, rows=accepted.rows))
                 await session.commit()
             seconds += time.perf_counter() - started
             offered += len(accepted.rows)

@@ -68,7 +68,8 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 
 # JSON documents: JSONB on PostgreSQL (indexable, queryable), JSON text on SQLite.
-JSONDocument = JSON().with_variant(JSONB(), "postgresql")
+# Python None is SQL NULL, never the JSON literal `null`.
+JSONDocument = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
 # 64-bit keys; SQLite only auto-increments an INTEGER PRIMARY KEY.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
 

@@ -24,10 +24,9 @@ class Event(Base):
     __tablename__ = "events"
     __table_args__ = (
         Index(None, "workspace_id", "message_id", unique=True),
+        # Deliberately no index by user, anonymous id or name: each one costs the append
+        # 10-25% (docs/adr/0002). Per-profile reads go through the profile timeline.
         Index(None, "workspace_id", "timestamp", "id"),
-        Index(None, "workspace_id", "user_id", "timestamp"),
-        Index(None, "workspace_id", "anonymous_id", "timestamp"),
-        Index(None, "workspace_id", "name", "timestamp"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)

@@ -15,18 +15,18 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
 import orjson
 from pydantic import TypeAdapter, ValidationError
-from sqlalchemy import Select, Table, and_, or_, select
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Select, and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from clarion.core.errors import FieldError, InvalidInput, NotFound
 from clarion.core.pagination import decode_cursor, encode_cursor
 from clarion.ingest.models import Event
 from clarion.ingest.schemas import MESSAGE_MODELS, EventType, SegmentMessage, Timestamp
+from clarion.ingest.store import append_events
 
 MAX_MESSAGE_BYTES = 32 * 1024
 MAX_BATCH_BYTES = 500 * 1024
@@ -193,16 +193,7 @@ async def store_events(
     """
     if not rows:
         return set()
-    dialect = (await session.connection()).dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    table = cast(Table, Event.__table__)
-    statement = (
-        insert(table)
-        .on_conflict_do_nothing(index_elements=["workspace_id", "message_id"])
-        .returning(table.c.workspace_id, table.c.message_id)
-    )
-    result = await session.execute(statement, rows)
-    return {(workspace_id, message_id) for workspace_id, message_id in result}
+    return await append_events(session, rows)
 
 
 async def get_event_or_raise(session: AsyncSession, *, workspace_id: int, event_id: int) -> Event:

@@ -121,9 +121,6 @@ def upgrade() -> None:
     for columns, unique in (
         (["workspace_id", "message_id"], True),
         (["workspace_id", "timestamp", "id"], False),
-        (["workspace_id", "user_id", "timestamp"], False),
-        (["workspace_id", "anonymous_id", "timestamp"], False),
-        (["workspace_id", "name", "timestamp"], False),
     ):
         op.create_index(op.f(f"ix_events_{'_'.join(columns)}"), "events", columns, unique=unique)
     if op.get_bind().dialect.name == "postgresql":

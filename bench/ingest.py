@@ -45,7 +45,7 @@ import uvloop
 from sqlalchemy import text
 
 from clarion.core.database import Database
-from clarion.ingest.service import accept_messages, parse_sent_at, store_events
+from clarion.ingest.service import Shared, accept_messages, store_events
 from clarion.workspaces import models as _workspace_models  # noqa: F401 - maps `workspaces`
 
 log = logging.getLogger("bench.ingest")
@@ -567,8 +567,8 @@ def ceiling_chunks(batches: Sequence[bytes]) -> Iterator[tuple[list[Any], dateti
     sent_at: datetime | None = None
     for body in batches:
         batch = orjson.loads(body)
-        sent_at = parse_sent_at(batch.get("sentAt"))
-        chunk.extend(batch["batch"])
+        sent_at = datetime.fromisoformat(batch["sentAt"])
+        chunk.extend(orjson.dumps(message) for message in batch["batch"])
         while len(chunk) >= CEILING_TRANSACTION_ROWS:
             yield chunk[:CEILING_TRANSACTION_ROWS], sent_at
             chunk = chunk[CEILING_TRANSACTION_ROWS:]
@@ -599,8 +599,7 @@ async def insert_directly(
                 workspace_id=1,
                 source_id=source_id,
                 received_at=datetime.now(UTC),
-                sent_at=sent_at,
-                shared=None,
+                shared=Shared(sent_at=sent_at),
             )
             if accepted.rejected:
                 raise BenchError(f"Clarion rejected messages: {accepted.rejected[:3]}")

@@ -31,7 +31,7 @@ async def test_openapi_documents_the_tracking_bodies(
 
     batch = document["paths"]["/v1/batch"]["post"]
     ref = batch["requestBody"]["content"]["application/json"]["schema"]["$ref"]
-    assert ref == "#/components/schemas/BatchRequest"
+    assert ref == "#/components/schemas/Batch"
     schemas = document["components"]["schemas"]
     assert "TrackMessage" in schemas
     assert "userId" in schemas["TrackMessage"]["properties"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta, timezone
 
+import orjson
 import pytest
 from sqlalchemy import select, text, update
 from sqlalchemy.dialects import sqlite
@@ -19,7 +20,9 @@ from tests.conftest import Tenant
 async def _store(database: Database, tenant: Tenant, count: int, *, prefix: str) -> int:
     accepted = accept_messages(
         [
-            {"type": "track", "userId": "u", "event": "E", "messageId": f"{prefix}{i}"}
+            orjson.dumps(
+                {"type": "track", "userId": "u", "event": "E", "messageId": f"{prefix}{i}"}
+            )
             for i in range(count)
         ],
         workspace_id=tenant.id,

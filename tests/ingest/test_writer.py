@@ -6,6 +6,7 @@ import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from sqlalchemy import func, select
 
 from clarion.core.database import Database
@@ -19,7 +20,7 @@ def rows(
     tenant: Tenant, ids: list[str], *, workspace_id: int | None = None
 ) -> list[dict[str, Any]]:
     accepted = accept_messages(
-        [{"type": "track", "userId": "u", "event": "E", "messageId": i} for i in ids],
+        [orjson.dumps({"type": "track", "userId": "u", "event": "E", "messageId": i}) for i in ids],
         workspace_id=workspace_id or tenant.id,
         source_id=tenant.source_id,
         received_at=datetime(2026, 1, 1, tzinfo=UTC),

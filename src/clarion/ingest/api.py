@@ -6,22 +6,16 @@ import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
+import msgspec
 import orjson
 from fastapi import APIRouter, Query, Request, Response
-from pydantic import BaseModel
 
 from clarion.core.deps import ReadSession, get_clock, get_database
 from clarion.core.errors import FieldError, InvalidInput, Unauthorized
 from clarion.ingest import service
-from clarion.ingest.schemas import (
-    MESSAGE_MODELS,
-    BatchRequest,
-    EventPage,
-    EventRead,
-    EventType,
-    IngestResult,
-)
-from clarion.ingest.wire import basic_auth_user, body_write_key, read_json_body
+from clarion.ingest.messages import MESSAGE_TYPES, TOP_LEVEL, Batch, openapi_components
+from clarion.ingest.schemas import EventPage, EventRead, EventType, IngestResult
+from clarion.ingest.wire import basic_auth_user, body_write_key, read_body
 from clarion.ingest.writer import EventWriter
 from clarion.workspaces import service as workspaces
 from clarion.workspaces.auth import ManagementCaller, write_key_cache
@@ -31,22 +25,16 @@ tracking = APIRouter(prefix="/v1", tags=["tracking"])
 events = APIRouter(prefix="/api/v1/events", tags=["events"])
 
 WRITE_SCOPE = frozenset({KeyScope.WRITE})
-_SCHEMA_REF = "#/components/schemas/{model}"
+_SCHEMA_REF = "#/components/schemas/{name}"
 
 
 def openapi_schemas() -> dict[str, Any]:
     """JSON Schemas of the tracking bodies, for the OpenAPI document's components."""
-    schemas: dict[str, Any] = {}
-    models: list[type[BaseModel]] = [BatchRequest, *MESSAGE_MODELS.values()]
-    for model in models:
-        schema = model.model_json_schema(ref_template=_SCHEMA_REF, by_alias=True)
-        schemas.update(schema.pop("$defs", {}))
-        schemas[model.__name__] = schema
-    return schemas
+    return openapi_components(_SCHEMA_REF)
 
 
 def _documented(model: type) -> dict[str, Any]:
-    ref = {"$ref": _SCHEMA_REF.format(model=model.__name__)}
+    ref = {"$ref": _SCHEMA_REF.format(name=model.__name__)}
     return {
         "requestBody": {
             "required": True,
@@ -58,25 +46,24 @@ def _documented(model: type) -> dict[str, Any]:
 
 
 async def _accept(request: Request, *, forced_type: EventType | None) -> Response:
-    """Authenticate, validate, store what is valid in one transaction, then acknowledge."""
+    """Authenticate, validate, store what is valid (group commit), then acknowledge."""
     limit = service.MAX_MESSAGE_BYTES if forced_type else service.MAX_BATCH_BYTES
     secret = basic_auth_user(request)
     if secret is not None:  # refuse a bad key before reading the body
         workspace_id, source_id = await _source_key(request, secret)
-    body = await read_json_body(request, limit=limit)
+    body = await read_body(request, limit=limit)
+    fields = _top_level(body)
     if secret is None:
-        workspace_id, source_id = await _source_key(request, body_write_key(body))
-    received_at = get_clock(request).now()
+        workspace_id, source_id = await _source_key(request, body_write_key(fields))
     if forced_type is None:
-        messages, sent_at, shared = _unpack_batch(body)
+        messages, shared = _unpack_batch(fields), _shared(fields)
     else:
-        messages, sent_at, shared = [body], None, None
+        messages, shared = [msgspec.Raw(body)], None
     accepted = service.accept_messages(
         messages,
         workspace_id=workspace_id,
         source_id=source_id,
-        received_at=received_at,
-        sent_at=sent_at,
+        received_at=get_clock(request).now(),
         shared=shared,
         forced_type=forced_type,
     )
@@ -117,23 +104,60 @@ async def _source_key(request: Request, secret: str) -> tuple[int, uuid.UUID]:
     return key.workspace_id, key.source_id
 
 
-def _unpack_batch(body: dict[str, Any]) -> tuple[list[Any], datetime | None, dict[str, Any]]:
-    batch = body.get("batch")
-    if not isinstance(batch, list) or not batch:
+def _top_level(body: bytes) -> dict[str, msgspec.Raw]:
+    """The body's top-level members, their values still raw JSON."""
+    try:
+        return TOP_LEVEL.decode(body)
+    except msgspec.ValidationError as exc:
+        raise InvalidInput(
+            "The body must be a JSON object.", errors=[FieldError("body", "not a JSON object")]
+        ) from exc
+    except msgspec.DecodeError as exc:
+        raise InvalidInput(
+            f"The body is not valid JSON: {exc}.", errors=[FieldError("body", "malformed JSON")]
+        ) from exc
+
+
+def _unpack_batch(fields: dict[str, msgspec.Raw]) -> list[msgspec.Raw]:
+    raw = fields.get("batch")
+    try:
+        batch = _RAW_LIST.decode(raw) if raw else []
+    except msgspec.ValidationError:
+        batch = []
+    if not batch:
         raise InvalidInput(
             "`batch` must be a non-empty array of messages.",
             errors=[FieldError("batch", "must be a non-empty array")],
         )
-    shared: dict[str, Any] = {}
+    return batch
+
+
+def _shared(fields: dict[str, msgspec.Raw]) -> service.Shared:
+    """The batch envelope's `sentAt`, `context` and `integrations`."""
+    try:
+        sent_at = _SENT_AT.decode(fields["sentAt"]) if "sentAt" in fields else None
+    except msgspec.ValidationError as exc:
+        raise InvalidInput(
+            "`sentAt` is not a valid timestamp.", errors=[FieldError("sentAt", str(exc))]
+        ) from exc
+    documents: dict[str, dict[str, Any] | None] = {}
     for name in ("context", "integrations"):
-        value = body.get(name)
-        if value is not None and not isinstance(value, dict):
+        try:
+            documents[name] = _OBJECT.decode(fields[name]) if name in fields else None
+        except msgspec.ValidationError as exc:
             raise InvalidInput(
                 f"`{name}` must be an object.", errors=[FieldError(name, "must be an object")]
-            )
-        shared[name] = value
-    sent_at = service.parse_sent_at(body.get("sentAt"))
-    return batch, sent_at, shared
+            ) from exc
+    return service.Shared(
+        sent_at=service.as_utc(sent_at),
+        context=documents["context"],
+        integrations=documents["integrations"],
+    )
+
+
+_RAW_LIST = msgspec.json.Decoder(list[msgspec.Raw])
+_SENT_AT = msgspec.json.Decoder(datetime | None)
+_OBJECT = msgspec.json.Decoder(dict[str, Any] | None)
 
 
 def _single(kind: EventType) -> Any:
@@ -151,12 +175,12 @@ for _kind in EventType:
         _single(_kind),
         methods=["POST"],
         response_model=IngestResult,
-        openapi_extra=_documented(MESSAGE_MODELS[_kind]),
+        openapi_extra=_documented(MESSAGE_TYPES[_kind]),
         summary=f"{_kind.value.capitalize()} call",
     )
 
 
-@tracking.post("/batch", response_model=IngestResult, openapi_extra=_documented(BatchRequest))
+@tracking.post("/batch", response_model=IngestResult, openapi_extra=_documented(Batch))
 async def batch_call(request: Request) -> Response:
     """Record many calls at once (at most 500 KB); each invalid message is reported by index."""
     return await _accept(request, forced_type=None)

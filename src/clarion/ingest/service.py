@@ -14,25 +14,39 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
 import orjson
-from pydantic import TypeAdapter, ValidationError
 from sqlalchemy import Select, and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from clarion.core.errors import FieldError, InvalidInput, NotFound
 from clarion.core.pagination import decode_cursor, encode_cursor
+from clarion.ingest.messages import (
+    ABSENT,
+    DECODERS,
+    FIELDS,
+    MAX_ID_LENGTH,
+    TOP_LEVEL,
+    AliasMessage,
+    GroupMessage,
+    IdentifyMessage,
+    Rejected,
+    SegmentMessage,
+    document_text,
+    is_object,
+    rejection,
+)
 from clarion.ingest.models import Event
-from clarion.ingest.schemas import MESSAGE_MODELS, EventType, SegmentMessage, Timestamp
+from clarion.ingest.schemas import EventType
 from clarion.ingest.store import append_events
 
 MAX_MESSAGE_BYTES = 32 * 1024
 MAX_BATCH_BYTES = 500 * 1024
 # Top-level fields the server owns or has already read; never kept as `extra`.
 _SERVER_FIELDS = frozenset({"writeKey", "receivedAt"})
-_TIMESTAMP: TypeAdapter[datetime] = TypeAdapter(Timestamp)
 
 
 @dataclass(slots=True)
@@ -43,143 +57,171 @@ class Accepted:
     rejected: list[FieldError] = field(default_factory=list)
 
 
+@dataclass(frozen=True, slots=True)
+class Shared:
+    """What a batch's envelope applies to all its messages."""
+
+    sent_at: datetime | None = None
+    context: dict[str, Any] | None = None
+    integrations: dict[str, Any] | None = None
+
+
 def accept_messages(
-    messages: Sequence[Any],
+    messages: Sequence[bytes | msgspec.Raw],
     *,
     workspace_id: int,
     source_id: uuid.UUID,
     received_at: datetime,
-    sent_at: datetime | None = None,
-    shared: dict[str, Any] | None = None,
+    shared: Shared | None = None,
     forced_type: EventType | None = None,
 ) -> Accepted:
-    """Validate each message on its own and build rows for the valid ones.
+    """Validate each raw JSON message on its own and build rows for the valid ones.
 
-    `shared` holds batch-level `context` and `integrations`, under each message's own.
     `forced_type` is the call type of a single-message endpoint (`/v1/track`...).
     """
     result = Accepted()
-    for index, message in enumerate(messages):
+    shared = shared or Shared()
+    for index, raw in enumerate(messages):
         try:
-            parsed = parse_message(message, forced_type=forced_type)
-        except _Rejected as rejection:
+            message, extra = parse_message(raw, forced_type=forced_type)
+            row = _row(message, extra, shared=shared, received_at=received_at)
+        except Rejected as rejection:
             result.rejected.append(FieldError(rejection.field, rejection.message, index))
             continue
-        result.rows.append(
-            _row(
-                parsed,
-                workspace_id=workspace_id,
-                source_id=source_id,
-                received_at=received_at,
-                batch_sent_at=sent_at,
-                shared=shared or {},
-            )
-        )
+        row["workspace_id"] = workspace_id
+        row["source_id"] = source_id
+        result.rows.append(row)
     return result
 
 
-class _Rejected(Exception):
-    """A message refused, with the field at fault."""
+def parse_message(
+    raw: bytes | msgspec.Raw, *, forced_type: EventType | None = None
+) -> tuple[SegmentMessage, str | None]:
+    """The validated message and its unknown top-level fields as JSON text (or None).
 
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(message)
-        self.field = field
-        self.message = message
-
-
-def parse_message(message: Any, *, forced_type: EventType | None = None) -> SegmentMessage:
-    """The validated message; raises _Rejected naming the first field at fault."""
-    if not isinstance(message, dict):
-        raise _Rejected("", "a message must be a JSON object")
-    encoded = orjson.dumps(message)
-    if len(encoded) > MAX_MESSAGE_BYTES:
-        raise _Rejected("", f"message larger than {MAX_MESSAGE_BYTES // 1024} KB")
-    if b"\\u0000" in encoded:  # PostgreSQL stores no NUL in text or JSON
-        raise _Rejected("", "message contains a NUL character (\\u0000)")
-    kind = forced_type.value if forced_type else message.get("type")
-    model = MESSAGE_MODELS.get(kind) if isinstance(kind, str) else None
-    if model is None:
-        allowed = ", ".join(MESSAGE_MODELS)
-        raise _Rejected("type", f"unknown type {kind!r}; expected one of {allowed}")
-    if forced_type is not None:
-        message = {**message, "type": kind}
+    Raises Rejected naming the field at fault.
+    """
+    data = bytes(raw)
+    if len(data) > MAX_MESSAGE_BYTES:
+        raise Rejected("", f"message larger than {MAX_MESSAGE_BYTES // 1024} KB")
+    if b"\\u0000" in data:  # PostgreSQL stores no NUL in text or JSON
+        raise Rejected("", "message contains a NUL character (\\u0000)")
     try:
-        parsed = model.model_validate(message)
-    except ValidationError as exc:
-        first = exc.errors(include_url=False)[0]
-        raise _Rejected(".".join(str(part) for part in first["loc"]), first["msg"]) from exc
-    if parsed.user_id is None and parsed.anonymous_id is None:
-        raise _Rejected("userId", "userId or anonymousId is required")
-    return parsed
+        fields = TOP_LEVEL.decode(data)
+    except msgspec.ValidationError as exc:
+        raise Rejected("", "a message must be a JSON object") from exc
+    except msgspec.DecodeError as exc:
+        raise rejection(exc) from exc
+    kind = _kind(fields.get("type"), forced_type)
+    try:
+        message = DECODERS[kind].decode(data)
+    except msgspec.MsgspecError as exc:
+        raise rejection(exc) from exc
+    for name in ("context", "integrations", "properties", "traits"):
+        if not is_object(getattr(message, name, ABSENT)):
+            raise Rejected(name, "must be an object")
+    if _id(message.userId, "userId") is None and _id(message.anonymousId, "anonymousId") is None:
+        raise Rejected("userId", "userId or anonymousId is required")
+    unknown = [name for name in fields if name not in FIELDS[kind] and name not in _SERVER_FIELDS]
+    return message, _object_text({name: fields[name] for name in unknown}) if unknown else None
+
+
+def _kind(declared: msgspec.Raw | None, forced: EventType | None) -> str:
+    kind = msgspec.json.decode(declared) if declared else None
+    if forced is not None:
+        if kind is not None and kind != forced.value:
+            raise Rejected("type", f"must be {forced.value!r} on /v1/{forced.value}")
+        return forced.value
+    if not isinstance(kind, str) or kind not in DECODERS:
+        allowed = ", ".join(DECODERS)
+        raise Rejected("type", f"unknown type {kind!r}; expected one of {allowed}")
+    return kind
+
+
+def _id(value: str | int | None, field: str) -> str | None:
+    """A wire id as stored: numbers as strings, an empty string as absent."""
+    if value is None or value == "":
+        return None
+    text = str(value)
+    if len(text) > MAX_ID_LENGTH:
+        raise Rejected(field, f"longer than {MAX_ID_LENGTH} characters")
+    return text
+
+
+def _required_id(value: str | int, field: str) -> str:
+    text = _id(value, field)
+    if text is None:
+        raise Rejected(field, f"{field} is required")
+    return text
+
+
+def as_utc(value: datetime | None) -> datetime | None:
+    """Times without an offset are taken as UTC, as Segment does."""
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def _row(
-    message: SegmentMessage,
-    *,
-    workspace_id: int,
-    source_id: uuid.UUID,
-    received_at: datetime,
-    batch_sent_at: datetime | None,
-    shared: dict[str, Any],
+    message: SegmentMessage, extra: str | None, *, shared: Shared, received_at: datetime
 ) -> dict[str, Any]:
-    original = message.original_timestamp or message.timestamp
-    sent_at = message.sent_at or batch_sent_at
+    original = as_utc(message.originalTimestamp) or as_utc(message.timestamp)
+    sent_at = as_utc(message.sentAt) or shared.sent_at
     if original is not None and sent_at is not None:
         timestamp = received_at - (sent_at - original)
     else:
         timestamp = original or received_at
-    extra = {k: v for k, v in (message.model_extra or {}).items() if k not in _SERVER_FIELDS}
-    values = message.__dict__
+    kind = message.__struct_config__.tag
     return {
-        "workspace_id": workspace_id,
-        "source_id": source_id,
-        "message_id": message.message_id or f"clarion-{uuid.uuid4()}",
-        "type": values["type"],
-        "name": values.get("event") or values.get("name"),
-        "user_id": message.user_id,
-        "anonymous_id": message.anonymous_id,
-        "group_id": values.get("group_id"),
-        "previous_id": values.get("previous_id"),
+        "message_id": message.messageId or f"clarion-{uuid.uuid4()}",
+        "type": kind,
+        "name": getattr(message, "event", None) or getattr(message, "name", None),
+        "user_id": _id(message.userId, "userId"),
+        "anonymous_id": _id(message.anonymousId, "anonymousId"),
+        "group_id": _required_id(message.groupId, "groupId")
+        if isinstance(message, GroupMessage)
+        else None,
+        "previous_id": _required_id(message.previousId, "previousId")
+        if isinstance(message, AliasMessage)
+        else None,
         "timestamp": timestamp,
         "original_timestamp": original,
         "sent_at": sent_at,
         "received_at": received_at,
-        "properties": values.get("properties"),
-        "traits": _identify_traits(message)
-        if values["type"] == "identify"
-        else values.get("traits"),
-        "context": _layer(shared.get("context"), message.context),
-        "integrations": _layer(shared.get("integrations"), message.integrations),
-        "extra": extra or None,
+        "properties": document_text(getattr(message, "properties", ABSENT)),
+        "traits": _traits(message),
+        "context": _layer(shared.context, message.context),
+        "integrations": _layer(shared.integrations, message.integrations),
+        "extra": extra,
     }
 
 
-def _identify_traits(message: SegmentMessage) -> dict[str, Any] | None:
-    """An identify's traits; RudderStack sends them as `context.traits`, Segment at the top."""
-    own = message.__dict__.get("traits")
-    in_context = (message.context or {}).get("traits")
+def _traits(message: SegmentMessage) -> str | None:
+    """The traits as JSON text; an identify's are its `traits` over its `context.traits`
+    (where RudderStack puts them)."""
+    own = getattr(message, "traits", ABSENT)
+    if not isinstance(message, IdentifyMessage) or b'"traits"' not in bytes(message.context):
+        return document_text(own)
+    in_context = orjson.loads(bytes(message.context)).get("traits")
     if not isinstance(in_context, dict) or not in_context:
-        return own
-    return {**in_context, **(own or {})}
+        return document_text(own)
+    merged = {**in_context, **(orjson.loads(bytes(own)) if document_text(own) else {})}
+    return orjson.dumps(merged).decode()
 
 
-def _layer(shared: Any, own: dict[str, Any] | None) -> dict[str, Any] | None:
-    if not isinstance(shared, dict) or not shared:
-        return own
-    return {**shared, **(own or {})}
+def _layer(shared: dict[str, Any] | None, own: msgspec.Raw) -> str | None:
+    """The message's document as JSON text, over the batch's shared one when there is one."""
+    if not shared:
+        return document_text(own)
+    text = document_text(own)
+    return orjson.dumps({**shared, **(orjson.loads(text) if text else {})}).decode()
 
 
-def parse_sent_at(value: Any) -> datetime | None:
-    """A batch's `sentAt`, or None when absent; InvalidInput naming `sentAt` when malformed."""
-    if value is None:
-        return None
-    try:
-        return _TIMESTAMP.validate_python(value)
-    except ValidationError as exc:
-        raise InvalidInput(
-            "`sentAt` is not a valid timestamp.",
-            errors=[FieldError("sentAt", exc.errors(include_url=False)[0]["msg"])],
-        ) from exc
+def _object_text(fields: dict[str, msgspec.Raw]) -> str:
+    members = (
+        f"{orjson.dumps(name).decode()}:{bytes(value).decode()}" for name, value in fields.items()
+    )
+    return "{" + ",".join(members) + "}"
 
 
 async def store_events(
@@ -259,8 +301,10 @@ async def list_events(
 def _read_cursor(cursor: str) -> tuple[datetime, int]:
     timestamp, event_id = decode_cursor(cursor, arity=2)
     try:
-        return _TIMESTAMP.validate_python(timestamp), int(event_id)
-    except (ValidationError, TypeError, ValueError) as exc:
+        moment = as_utc(datetime.fromisoformat(timestamp))
+        assert moment is not None
+        return moment, int(event_id)
+    except (TypeError, ValueError) as exc:
         raise InvalidInput(
             "The cursor is not one this API returned.",
             errors=[FieldError("cursor", "not a valid cursor")],

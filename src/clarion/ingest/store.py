@@ -3,7 +3,8 @@
 SQLAlchemy's per-value bind processing costs more than the database's own insert at
 ingestion rates (about 90 us a row), so the append runs on the driver connection of the
 caller's SQLAlchemy transaction, with values encoded exactly as SQLAlchemy stores them
-(`UTCDateTime`, `Uuid`, `JSONDocument`), so every other query reads them unchanged:
+(`UTCDateTime`, `Uuid`; documents arrive as JSON text), so every other query reads them
+unchanged:
 SQLite gets one multi-row INSERT; PostgreSQL one INSERT ... SELECT FROM unnest(arrays).
 """
 
@@ -12,7 +13,6 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
 from sqlalchemy.ext.asyncio import AsyncSession
 
 COLUMNS = (
@@ -74,37 +74,46 @@ async def append_events(session: AsyncSession, rows: list[dict[str, Any]]) -> se
     return inserted
 
 
-def _document(value: Any) -> str | None:
-    return None if value is None else orjson.dumps(value).decode()
-
-
-def _sqlite_time(value: datetime | None) -> str | None:
-    # SQLAlchemy's SQLite DATETIME format, for a naive UTC time.
-    if value is None:
-        return None
-    return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
-
-
 def _sqlite_values(rows: list[dict[str, Any]]) -> list[Any]:
+    """The rows' values, flat, in COLUMNS order, as SQLAlchemy's SQLite types store them."""
+    texts: dict[datetime, str] = {}  # a batch repeats its receivedAt and sentAt
+
+    def time(value: datetime | None) -> str | None:
+        if value is None:
+            return None
+        text = texts.get(value)
+        if text is None:  # SQLAlchemy's SQLite DATETIME: naive UTC, microseconds
+            naive = value.astimezone(UTC).replace(tzinfo=None)
+            text = texts[value] = naive.isoformat(" ", "microseconds")
+        return text
+
     values: list[Any] = []
     for row in rows:
-        for name in COLUMNS:
-            value = row[name]
-            if name in _DOCUMENTS:
-                value = _document(value)
-            elif name in _TIMES:
-                value = _sqlite_time(value)
-            elif name == "source_id":
-                value = value.hex
-            values.append(value)
+        values += (
+            row["workspace_id"],
+            row["source_id"].hex,
+            row["message_id"],
+            row["type"],
+            row["name"],
+            row["user_id"],
+            row["anonymous_id"],
+            row["group_id"],
+            row["previous_id"],
+            time(row["timestamp"]),
+            time(row["original_timestamp"]),
+            time(row["sent_at"]),
+            time(row["received_at"]),
+            row["properties"],
+            row["traits"],
+            row["context"],
+            row["integrations"],
+            row["extra"],
+        )
     return values
 
 
 def _postgres_arrays(rows: list[dict[str, Any]]) -> list[list[Any]]:
     arrays: list[list[Any]] = []
     for name in COLUMNS:
-        column = [row[name] for row in rows]
-        if name in _DOCUMENTS:
-            column = [_document(value) for value in column]
-        arrays.append(column)
+        arrays.append([row[name] for row in rows])
     return arrays

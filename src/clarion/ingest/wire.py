@@ -5,9 +5,8 @@ from __future__ import annotations
 import base64
 import binascii
 import zlib
-from typing import Any
 
-import orjson
+import msgspec
 from starlette.requests import Request
 
 from clarion.core.errors import FieldError, InvalidInput, PayloadTooLarge, Unauthorized
@@ -23,8 +22,8 @@ class UnsupportedEncoding(InvalidInput):
     title = "Unsupported content encoding"
 
 
-async def read_json_body(request: Request, *, limit: int) -> dict[str, Any]:
-    """The request's JSON object, decompressed, refusing anything over `limit` bytes."""
+async def read_body(request: Request, *, limit: int) -> bytes:
+    """The request's body, decompressed, refusing anything over `limit` bytes."""
     encoding = request.headers.get("content-encoding", "identity").strip().lower()
     if encoding not in ("identity", "gzip"):
         raise UnsupportedEncoding(
@@ -32,19 +31,7 @@ async def read_json_body(request: Request, *, limit: int) -> dict[str, Any]:
             errors=[FieldError("Content-Encoding", "must be gzip or identity")],
         )
     raw = await _read_limited(request, limit=limit)
-    if encoding == "gzip":
-        raw = _gunzip(raw, limit=limit)
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidInput(
-            f"The body is not valid JSON: {exc}.", errors=[FieldError("body", "malformed JSON")]
-        ) from exc
-    if not isinstance(body, dict):
-        raise InvalidInput(
-            "The body must be a JSON object.", errors=[FieldError("body", "not a JSON object")]
-        )
-    return body
+    return _gunzip(raw, limit=limit) if encoding == "gzip" else raw
 
 
 def _too_large(limit: int) -> PayloadTooLarge:
@@ -104,9 +91,10 @@ def basic_auth_user(request: Request) -> str | None:
     return user or None
 
 
-def body_write_key(body: dict[str, Any]) -> str:
+def body_write_key(fields: dict[str, msgspec.Raw]) -> str:
     """The body's `writeKey`; Unauthorized when there is none."""
-    key = body.get("writeKey")
+    raw = fields.get("writeKey")
+    key = msgspec.json.decode(raw) if raw else None
     if isinstance(key, str) and key:
         return key
     raise Unauthorized(

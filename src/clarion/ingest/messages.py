@@ -127,17 +127,14 @@ def rejection(error: msgspec.MsgspecError) -> Rejected:
     return Rejected(path.group(1) if path else "", reason)
 
 
-def document_text(document: msgspec.Raw) -> str | None:
-    """The raw document as JSON text, None when absent or `null`; Rejected-free: callers
-    check `is_object` first."""
-    if not document or bytes(document) == b"null":
+def object_text(document: msgspec.Raw, field: str) -> str | None:
+    """A raw document as JSON text; None when absent or `null`; Rejected unless an object."""
+    data = bytes(document)
+    if not data or data == b"null":
         return None
-    return bytes(document).decode()
-
-
-def is_object(document: msgspec.Raw) -> bool:
-    """Whether a raw document is absent, `null`, or a JSON object."""
-    return bytes(memoryview(document)[:1]) in (b"", b"{", b"n")
+    if data[0] != 0x7B:  # "{"
+        raise Rejected(field, "must be an object")
+    return data.decode()
 
 
 def openapi_components(ref_template: str) -> dict[str, Any]:

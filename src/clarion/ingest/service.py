@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -35,8 +35,7 @@ from clarion.ingest.messages import (
     IdentifyMessage,
     Rejected,
     SegmentMessage,
-    document_text,
-    is_object,
+    object_text,
     rejection,
 )
 from clarion.ingest.models import Event
@@ -81,10 +80,13 @@ def accept_messages(
     """
     result = Accepted()
     shared = shared or Shared()
+    # Rows hold UTC times only (store.py relies on it).
+    received_at = received_at.astimezone(UTC)
+    if shared.sent_at is not None:
+        shared = replace(shared, sent_at=shared.sent_at.astimezone(UTC))
     for index, raw in enumerate(messages):
         try:
-            message, extra = parse_message(raw, forced_type=forced_type)
-            row = _row(message, extra, shared=shared, received_at=received_at)
+            row = _row(parse_message(raw, forced_type=forced_type), shared, received_at)
         except Rejected as rejection:
             result.rejected.append(FieldError(rejection.field, rejection.message, index))
             continue
@@ -94,13 +96,20 @@ def accept_messages(
     return result
 
 
-def parse_message(
-    raw: bytes | msgspec.Raw, *, forced_type: EventType | None = None
-) -> tuple[SegmentMessage, str | None]:
-    """The validated message and its unknown top-level fields as JSON text (or None).
+@dataclass(frozen=True, slots=True)
+class Parsed:
+    """A validated message, its documents as JSON text, and its unknown top-level fields."""
 
-    Raises Rejected naming the field at fault.
-    """
+    message: SegmentMessage
+    documents: dict[str, str | None]
+    extra: str | None
+
+
+DOCUMENTS = ("context", "integrations", "properties", "traits")
+
+
+def parse_message(raw: bytes | msgspec.Raw, *, forced_type: EventType | None = None) -> Parsed:
+    """The validated message; raises Rejected naming the field at fault."""
     data = bytes(raw)
     if len(data) > MAX_MESSAGE_BYTES:
         raise Rejected("", f"message larger than {MAX_MESSAGE_BYTES // 1024} KB")
@@ -117,13 +126,12 @@ def parse_message(
         message = DECODERS[kind].decode(data)
     except msgspec.MsgspecError as exc:
         raise rejection(exc) from exc
-    for name in ("context", "integrations", "properties", "traits"):
-        if not is_object(getattr(message, name, ABSENT)):
-            raise Rejected(name, "must be an object")
+    documents = {name: object_text(getattr(message, name, ABSENT), name) for name in DOCUMENTS}
     if _id(message.userId, "userId") is None and _id(message.anonymousId, "anonymousId") is None:
         raise Rejected("userId", "userId or anonymousId is required")
     unknown = [name for name in fields if name not in FIELDS[kind] and name not in _SERVER_FIELDS]
-    return message, _object_text({name: fields[name] for name in unknown}) if unknown else None
+    extra = _object_text({name: fields[name] for name in unknown}) if unknown else None
+    return Parsed(message, documents, extra)
 
 
 def _kind(declared: msgspec.Raw | None, forced: EventType | None) -> str:
@@ -162,9 +170,8 @@ def as_utc(value: datetime | None) -> datetime | None:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-def _row(
-    message: SegmentMessage, extra: str | None, *, shared: Shared, received_at: datetime
-) -> dict[str, Any]:
+def _row(parsed: Parsed, shared: Shared, received_at: datetime) -> dict[str, Any]:
+    message, documents = parsed.message, parsed.documents
     original = as_utc(message.originalTimestamp) or as_utc(message.timestamp)
     sent_at = as_utc(message.sentAt) or shared.sent_at
     if original is not None and sent_at is not None:
@@ -188,33 +195,31 @@ def _row(
         "original_timestamp": original,
         "sent_at": sent_at,
         "received_at": received_at,
-        "properties": document_text(getattr(message, "properties", ABSENT)),
-        "traits": _traits(message),
-        "context": _layer(shared.context, message.context),
-        "integrations": _layer(shared.integrations, message.integrations),
-        "extra": extra,
+        "properties": documents["properties"],
+        "traits": _traits(message, documents),
+        "context": _layer(shared.context, documents["context"]),
+        "integrations": _layer(shared.integrations, documents["integrations"]),
+        "extra": parsed.extra,
     }
 
 
-def _traits(message: SegmentMessage) -> str | None:
+def _traits(message: SegmentMessage, documents: dict[str, str | None]) -> str | None:
     """The traits as JSON text; an identify's are its `traits` over its `context.traits`
     (where RudderStack puts them)."""
-    own = getattr(message, "traits", ABSENT)
-    if not isinstance(message, IdentifyMessage) or b'"traits"' not in bytes(message.context):
-        return document_text(own)
-    in_context = orjson.loads(bytes(message.context)).get("traits")
+    own, context = documents["traits"], documents["context"]
+    if not isinstance(message, IdentifyMessage) or not context or '"traits"' not in context:
+        return own
+    in_context = orjson.loads(context).get("traits")
     if not isinstance(in_context, dict) or not in_context:
-        return document_text(own)
-    merged = {**in_context, **(orjson.loads(bytes(own)) if document_text(own) else {})}
-    return orjson.dumps(merged).decode()
+        return own
+    return orjson.dumps({**in_context, **(orjson.loads(own) if own else {})}).decode()
 
 
-def _layer(shared: dict[str, Any] | None, own: msgspec.Raw) -> str | None:
-    """The message's document as JSON text, over the batch's shared one when there is one."""
+def _layer(shared: dict[str, Any] | None, own: str | None) -> str | None:
+    """The message's document, over the batch's shared one when there is one."""
     if not shared:
-        return document_text(own)
-    text = document_text(own)
-    return orjson.dumps({**shared, **(orjson.loads(text) if text else {})}).decode()
+        return own
+    return orjson.dumps({**shared, **(orjson.loads(own) if own else {})}).decode()
 
 
 def _object_text(fields: dict[str, msgspec.Raw]) -> str:

@@ -10,7 +10,7 @@ SQLite gets one multi-row INSERT; PostgreSQL one INSERT ... SELECT FROM unnest(a
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -76,16 +76,11 @@ async def append_events(session: AsyncSession, rows: list[dict[str, Any]]) -> se
 
 def _sqlite_values(rows: list[dict[str, Any]]) -> list[Any]:
     """The rows' values, flat, in COLUMNS order, as SQLAlchemy's SQLite types store them."""
-    texts: dict[datetime, str] = {}  # a batch repeats its receivedAt and sentAt
 
     def time(value: datetime | None) -> str | None:
-        if value is None:
-            return None
-        text = texts.get(value)
-        if text is None:  # SQLAlchemy's SQLite DATETIME: naive UTC, microseconds
-            naive = value.astimezone(UTC).replace(tzinfo=None)
-            text = texts[value] = naive.isoformat(" ", "microseconds")
-        return text
+        # SQLAlchemy's SQLite DATETIME: naive UTC with microseconds. Rows hold UTC times, so
+        # this is their ISO form without the "+00:00".
+        return None if value is None else value.isoformat(" ", "microseconds")[:26]
 
     values: list[Any] = []
     for row in rows:

@@ -37,7 +37,7 @@ async def stored_ids(database: Database, tenant: Tenant) -> list[str]:
 async def test_concurrent_requests_each_get_their_own_count(
     database: Database, tenant: Tenant, other_tenant: Tenant
 ) -> None:
-    writer = EventWriter(database)
+    writer = EventWriter(database, transactions=1)  # one group after the first: first one wins
     results = await asyncio.gather(
         writer.store(rows(tenant, ["a", "b"])),
         writer.store(rows(tenant, ["b", "c"])),  # "b" is the first request's
@@ -87,3 +87,14 @@ async def test_many_concurrent_requests_are_all_stored(database: Database, tenan
 
 async def test_nothing_to_store(database: Database, tenant: Tenant) -> None:
     assert await EventWriter(database).store(rows(tenant, [])) == 0
+
+
+async def test_parallel_transactions_store_each_message_once(
+    database: Database, tenant: Tenant
+) -> None:
+    writer = EventWriter(database, transactions=4)
+    overlapping = [[f"m{i}", f"m{i + 1}", f"m{i + 2}"] for i in range(20)]
+    results = await asyncio.gather(*(writer.store(rows(tenant, ids)) for ids in overlapping))
+
+    assert sum(results) == 22  # m0..m21, whichever request stored each
+    assert await stored_ids(database, tenant) == sorted(f"m{i}" for i in range(22))

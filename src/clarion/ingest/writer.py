@@ -1,10 +1,10 @@
-"""Group commit for accepted events: requests that arrive while a transaction is in flight
-share the next one, and each caller returns only after the commit holding its rows.
+"""Group commit for accepted events: requests that arrive while every transaction slot is
+busy share the next transaction, and each caller returns only after the commit holding its rows.
 
 SQLite commits one transaction at a time, so one transaction per request caps ingestion at
 the commit rate; sharing commits lifts that cap without weakening the promise that a 200
-means stored. A group that fails is retried request by request, so one bad request cannot
-fail the others.
+means stored. PostgreSQL gets several slots, so its commits also run side by side. A group
+that fails is retried request by request, so one bad request cannot fail the others.
 """
 
 from __future__ import annotations
@@ -17,10 +17,13 @@ from typing import Any
 from clarion.core.database import Database
 from clarion.ingest.service import store_events
 
+POSTGRES_TRANSACTIONS = 4
+
 
 @dataclass(eq=False)
 class _Waiting:
     rows: list[dict[str, Any]]
+    taken: bool = False  # in a group that is committing
     stored: asyncio.Future[int] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
@@ -29,19 +32,23 @@ class _Waiting:
 class EventWriter:
     """Stores event rows for many concurrent requests in shared transactions."""
 
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: Database, *, transactions: int | None = None) -> None:
         self._database = database
         self._queue: list[_Waiting] = []
-        self._turn = asyncio.Lock()
+        # SQLite has one writer; PostgreSQL commits in parallel.
+        slots = transactions or (1 if database.is_sqlite else POSTGRES_TRANSACTIONS)
+        self._slots = asyncio.Semaphore(slots)
         self.commits = 0  # transactions committed, for metrics
 
     async def store(self, rows: list[dict[str, Any]]) -> int:
         """Store the rows, skipping messageIds already stored; the count new, once committed."""
         waiting = _Waiting(rows)
         self._queue.append(waiting)
-        async with self._turn:
-            if not waiting.stored.done():  # nobody took it into their group: lead the next
+        async with self._slots:
+            if not waiting.taken:  # nobody took it into their group: lead the next one
                 group, self._queue = self._queue, []
+                for member in group:
+                    member.taken = True
                 # Shielded: a caller going away must not abandon the others' commit.
                 await asyncio.shield(self._commit(group))
         return await waiting.stored

@@ -57,6 +57,8 @@ CEILING_TRANSACTION_ROWS = 1_000
 TARGET_EVENTS_PER_S = 10_000
 TARGET_P99_MS = 100.0
 WRITE_KEY = "bench-write-key-0001"
+# The server's and the ceiling's SQLite durability: FULL (Clarion's default) or NORMAL.
+SQLITE_SYNCHRONOUS = os.environ.get("BENCH_SQLITE_SYNCHRONOUS", "FULL")
 PG_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 PG_URL = "postgresql://postgres@127.0.0.1:5432/{name}"
 CLARION = Path(sys.executable).parent / "clarion"
@@ -265,6 +267,7 @@ def clarion_env(url: str, data_dir: Path) -> dict[str, str]:
     """The environment of a `clarion` command: ours, less any CLARION_* setting, plus these."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CLARION_")}
     env |= {
+        "CLARION_SQLITE_SYNCHRONOUS": SQLITE_SYNCHRONOUS,
         "CLARION_DATA_DIR": str(data_dir),
         "CLARION_DATABASE_URL": url,
         "CLARION_BOOTSTRAP_WRITE_KEY": WRITE_KEY,
@@ -584,7 +587,7 @@ async def insert_directly(
     Rows come from Clarion's own `accept_messages`, so the columns are exactly the server's;
     only `store_events` and the commit are timed, and it stops after `max_seconds` of them.
     """
-    database = Database(url, sqlite_synchronous="FULL")
+    database = Database(url, sqlite_synchronous=SQLITE_SYNCHRONOUS)
     try:
         async with database.read_session() as session:
             source = await session.scalar(text("SELECT id FROM sources LIMIT 1"))
@@ -792,6 +795,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "batch_size": BATCH_SIZE,
         "concurrency": options.concurrency,
         "client": options.client,
+        "sqlite_synchronous": SQLITE_SYNCHRONOUS,
     }
     try:
         for kind in options.databases:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -80,12 +81,18 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         try:
             app.state.secret_key = settings.resolved_secret_key()
             await prepare_database(database, settings, app_clock)
-            app.state.database = database
-            app.state.event_writer = EventWriter(database)
-            app.state.ready = True
+        except BaseException:
+            await database.dispose()
+            raise
+        app.state.database = database
+        app.state.event_writer = EventWriter(database)
+        checkpoints = asyncio.create_task(database.checkpoint_continuously())
+        app.state.ready = True
+        try:
             yield
         finally:
             app.state.ready = False
+            checkpoints.cancel()
             await database.dispose()
 
     app = FastAPI(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 
 import orjson
 import pytest
@@ -11,6 +12,8 @@ from sqlalchemy import select, text, update
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.exc import DBAPIError
 
+from clarion.core import database as database_module
+from clarion.core import migrations
 from clarion.core.database import Database, UTCDateTime, async_url
 from clarion.ingest.models import Event
 from clarion.ingest.service import accept_messages, store_events
@@ -81,3 +84,27 @@ def test_database_urls_get_the_async_driver() -> None:
 def test_naive_datetimes_are_refused() -> None:
     with pytest.raises(ValueError, match="naive"):
         UTCDateTime().process_bind_param(datetime(2026, 1, 1), sqlite.dialect())
+
+
+async def test_background_checkpoints_copy_the_wal_back(
+    fresh_database: Database, backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if backend != "sqlite":
+        pytest.skip("PostgreSQL checkpoints itself")
+    await migrations.upgrade(fresh_database)
+    main_file = Path(str(fresh_database.engine.url.database))
+    async with fresh_database.write_session() as session:
+        for n in range(200):
+            await session.execute(
+                text("INSERT INTO workspaces (slug, name, created_at) VALUES (:s, :n, :t)"),
+                {"s": f"w{n}", "n": "x" * 2000, "t": "2026-01-01 00:00:00"},
+            )
+        await session.commit()
+    size_before = main_file.stat().st_size  # the rows are in the WAL only
+
+    monkeypatch.setattr(database_module, "SQLITE_CHECKPOINT_INTERVAL_S", 0.01)
+    task = asyncio.create_task(fresh_database.checkpoint_continuously())
+    await asyncio.sleep(0.2)
+    task.cancel()
+
+    assert main_file.stat().st_size > size_before + 200 * 2000

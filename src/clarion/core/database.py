@@ -9,6 +9,7 @@ locked" never reaches a user; other processes wait on SQLite's busy timeout.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -30,7 +31,13 @@ from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.types import TypeDecorator
 
+log = logging.getLogger(__name__)
+
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+# Commits checkpoint the WAL themselves only past this many pages (about 80 MB); below it,
+# `checkpoint_continuously` copies pages back from another connection, off the commit path.
+SQLITE_AUTOCHECKPOINT_PAGES = 20_000
+SQLITE_CHECKPOINT_INTERVAL_S = 1.0
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -141,6 +148,22 @@ class Database:
         async with self._write_lock, self._write_sessions() as session:
             yield session
 
+    async def checkpoint_continuously(self) -> None:
+        """On SQLite, copy the WAL back into the database every second until cancelled.
+
+        A passive checkpoint waits for no one, so writers never stall on it; it keeps the WAL
+        short without making every Nth commit pay for the copy.
+        """
+        if not self.is_sqlite:
+            return
+        while True:
+            await asyncio.sleep(SQLITE_CHECKPOINT_INTERVAL_S)
+            try:
+                async with self.engine.connect() as connection:
+                    await connection.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
+            except Exception:  # a failed checkpoint is retried at the next tick
+                log.warning("WAL checkpoint failed", exc_info=True)
+
     async def dispose(self) -> None:
         """Close every pooled connection."""
         await self.engine.dispose()
@@ -158,6 +181,7 @@ def _configure_sqlite(engine: AsyncEngine, *, synchronous: str) -> None:
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cursor.execute(f"PRAGMA synchronous={synchronous}")
         cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA wal_autocheckpoint={SQLITE_AUTOCHECKPOINT_PAGES}")
         cursor.close()
 
     @event.listens_for(engine.sync_engine, "begin")

@@ -45,7 +45,8 @@ import uvloop
 from sqlalchemy import text
 
 from clarion.core.database import Database
-from clarion.ingest.service import Shared, accept_messages, store_events
+from clarion.ingest.service import Shared, accept_messages
+from clarion.ingest.writer import EventWriter
 from clarion.workspaces import models as _workspace_models  # noqa: F401 - maps `workspaces`
 
 log = logging.getLogger("bench.ingest")
@@ -585,9 +586,11 @@ async def insert_directly(
     """Insert the batches' rows in transactions of 1,000: rows offered, stored, seconds spent.
 
     Rows come from Clarion's own `accept_messages`, so the columns are exactly the server's;
-    only `store_events` and the commit are timed, and it stops after `max_seconds` of them.
+    only `EventWriter.store` (insert and commit, one transaction per chunk) is timed, and it
+    stops after `max_seconds` of them.
     """
     database = Database(url, sqlite_synchronous=SQLITE_SYNCHRONOUS)
+    writer = EventWriter(database)
     try:
         async with database.read_session() as session:
             source = await session.scalar(text("SELECT id FROM sources LIMIT 1"))
@@ -607,9 +610,7 @@ async def insert_directly(
             if accepted.rejected:
                 raise BenchError(f"Clarion rejected messages: {accepted.rejected[:3]}")
             started = time.perf_counter()
-            async with database.write_session() as session:
-                stored += len(await store_events(session, rows=accepted.rows))
-                await session.commit()
+            stored += await writer.store(accepted.rows)
             seconds += time.perf_counter() - started
             offered += len(accepted.rows)
         return offered, stored, seconds

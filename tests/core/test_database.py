@@ -16,7 +16,8 @@ from clarion.core import database as database_module
 from clarion.core import migrations
 from clarion.core.database import Database, UTCDateTime, async_url
 from clarion.ingest.models import Event
-from clarion.ingest.service import accept_messages, store_events
+from clarion.ingest.service import accept_messages
+from clarion.ingest.writer import EventWriter
 from tests.conftest import Tenant
 
 
@@ -32,10 +33,7 @@ async def _store(database: Database, tenant: Tenant, count: int, *, prefix: str)
         source_id=tenant.source_id,
         received_at=datetime(2026, 1, 1, 12, 0, tzinfo=timezone(timedelta(hours=2))),
     )
-    async with database.write_session() as session:
-        stored = await store_events(session, rows=accepted.rows)
-        await session.commit()
-    return len(stored)
+    return await EventWriter(database).store(accepted.rows)
 
 
 async def test_times_come_back_aware_and_in_utc(database: Database, tenant: Tenant) -> None:

@@ -40,7 +40,6 @@ from clarion.ingest.messages import (
 )
 from clarion.ingest.models import Event
 from clarion.ingest.schemas import EventType
-from clarion.ingest.store import append_events
 
 MAX_MESSAGE_BYTES = 32 * 1024
 MAX_BATCH_BYTES = 500 * 1024
@@ -227,20 +226,6 @@ def _object_text(fields: dict[str, msgspec.Raw]) -> str:
         f"{orjson.dumps(name).decode()}:{bytes(value).decode()}" for name, value in fields.items()
     )
     return "{" + ",".join(members) + "}"
-
-
-async def store_events(
-    session: AsyncSession, *, rows: list[dict[str, Any]]
-) -> set[tuple[int, str]]:
-    """Append the rows, skipping messageIds their workspace already has; (workspace, messageId)
-    of each row stored.
-
-    Every row holds the same keys (`_row` makes them), so this is one multi-row INSERT; of
-    rows repeating a (workspace, messageId), the first is kept. The caller commits.
-    """
-    if not rows:
-        return set()
-    return await append_events(session, rows)
 
 
 async def get_event_or_raise(session: AsyncSession, *, workspace_id: int, event_id: int) -> Event:

@@ -2,7 +2,7 @@
 
 SQLAlchemy's per-value bind processing costs more than the database's own insert at
 ingestion rates (about 90 us a row), so the append runs on the driver connection of the
-caller's SQLAlchemy transaction, with values encoded exactly as SQLAlchemy stores them
+caller's transaction, with values encoded exactly as SQLAlchemy stores them
 (`UTCDateTime`, `Uuid`; documents arrive as JSON text), so every other query reads them
 unchanged:
 SQLite gets one multi-row INSERT; PostgreSQL one INSERT ... SELECT FROM unnest(arrays).
@@ -10,6 +10,7 @@ SQLite gets one multi-row INSERT; PostgreSQL one INSERT ... SELECT FROM unnest(a
 
 from __future__ import annotations
 
+import sqlite3
 from datetime import datetime
 from typing import Any
 
@@ -56,22 +57,34 @@ _POSTGRES_INSERT = (
 )
 
 
-async def append_events(session: AsyncSession, rows: list[dict[str, Any]]) -> set[tuple[int, str]]:
-    """Insert rows (keys: COLUMNS) skipping known (workspace, messageId); those inserted."""
-    connection = await session.connection()
-    raw = await connection.get_raw_connection()
-    driver: Any = raw.driver_connection
-    if connection.dialect.name == "postgresql":
-        records = await driver.fetch(_POSTGRES_INSERT, *_postgres_arrays(rows))
-        return {(record[0], record[1]) for record in records}
+def insert_events_sqlite(
+    connection: sqlite3.Connection, rows: list[dict[str, Any]]
+) -> set[tuple[int, str]]:
+    """Insert rows (keys: COLUMNS) skipping known (workspace, messageId); those inserted.
+
+    Runs inside the caller's write transaction (`Database.run_sqlite_write`).
+    """
     inserted: set[tuple[int, str]] = set()
     for start in range(0, len(rows), _SQLITE_ROWS_PER_STATEMENT):
         chunk = rows[start : start + _SQLITE_ROWS_PER_STATEMENT]
         placeholders = ", ".join([f"({', '.join('?' * len(COLUMNS))})"] * len(chunk))
         sql = f"INSERT INTO events ({', '.join(COLUMNS)}) VALUES {placeholders} {_CONFLICT}"  # noqa: S608
-        async with driver.execute(sql, _sqlite_values(chunk)) as cursor:
-            inserted.update((row[0], row[1]) for row in await cursor.fetchall())
+        inserted.update(connection.execute(sql, _sqlite_values(chunk)).fetchall())
     return inserted
+
+
+async def insert_events_postgres(
+    session: AsyncSession, rows: list[dict[str, Any]]
+) -> set[tuple[int, str]]:
+    """Insert rows (keys: COLUMNS) skipping known (workspace, messageId); those inserted.
+
+    Runs in the session's transaction; the caller commits.
+    """
+    connection = await session.connection()
+    raw = await connection.get_raw_connection()
+    driver: Any = raw.driver_connection
+    records = await driver.fetch(_POSTGRES_INSERT, *_postgres_arrays(rows))
+    return {(record[0], record[1]) for record in records}
 
 
 def _sqlite_values(rows: list[dict[str, Any]]) -> list[Any]:

@@ -12,10 +12,11 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from clarion.core.database import Database
-from clarion.ingest.service import store_events
+from clarion.ingest.store import insert_events_postgres, insert_events_sqlite
 
 POSTGRES_TRANSACTIONS = 4
 
@@ -63,9 +64,7 @@ class EventWriter:
                     owner[key] = waiting
                     rows.append(row)
         try:
-            async with self._database.write_session() as session:
-                stored = await store_events(session, rows=rows)
-                await session.commit()
+            stored = await self._insert(rows) if rows else set()
             self.commits += 1
         except Exception as exc:
             if len(group) > 1:
@@ -77,6 +76,14 @@ class EventWriter:
         counts = Counter(id(owner[key]) for key in stored)
         for waiting in group:
             _settle(waiting, result=counts[id(waiting)])
+
+    async def _insert(self, rows: list[dict[str, Any]]) -> set[tuple[int, str]]:
+        if self._database.is_sqlite:
+            return await self._database.run_sqlite_write(partial(insert_events_sqlite, rows=rows))
+        async with self._database.write_session() as session:
+            stored = await insert_events_postgres(session, rows)
+            await session.commit()
+        return stored
 
 
 def _settle(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import sqlite3
 from datetime import datetime
+from itertools import chain
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -58,18 +59,19 @@ _POSTGRES_INSERT = (
 
 
 def insert_events_sqlite(
-    connection: sqlite3.Connection, rows: list[dict[str, Any]]
+    connection: sqlite3.Connection, encoded: list[tuple[Any, ...]]
 ) -> set[tuple[int, str]]:
-    """Insert rows (keys: COLUMNS) skipping known (workspace, messageId); those inserted.
+    """Insert rows encoded by `encode_sqlite`, skipping known (workspace, messageId); the
+    (workspace, messageId) of those inserted.
 
     Runs inside the caller's write transaction (`Database.run_sqlite_write`).
     """
     inserted: set[tuple[int, str]] = set()
-    for start in range(0, len(rows), _SQLITE_ROWS_PER_STATEMENT):
-        chunk = rows[start : start + _SQLITE_ROWS_PER_STATEMENT]
+    for start in range(0, len(encoded), _SQLITE_ROWS_PER_STATEMENT):
+        chunk = encoded[start : start + _SQLITE_ROWS_PER_STATEMENT]
         placeholders = ", ".join([f"({', '.join('?' * len(COLUMNS))})"] * len(chunk))
         sql = f"INSERT INTO events ({', '.join(COLUMNS)}) VALUES {placeholders} {_CONFLICT}"  # noqa: S608
-        inserted.update(connection.execute(sql, _sqlite_values(chunk)).fetchall())
+        inserted.update(connection.execute(sql, list(chain.from_iterable(chunk))).fetchall())
     return inserted
 
 
@@ -87,17 +89,19 @@ async def insert_events_postgres(
     return {(record[0], record[1]) for record in records}
 
 
-def _sqlite_values(rows: list[dict[str, Any]]) -> list[Any]:
-    """The rows' values, flat, in COLUMNS order, as SQLAlchemy's SQLite types store them."""
+def encode_sqlite(rows: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    """Each row's values in COLUMNS order, as SQLAlchemy's SQLite types store them.
+
+    Done before the write transaction, so the single SQLite writer only inserts.
+    """
 
     def time(value: datetime | None) -> str | None:
         # SQLAlchemy's SQLite DATETIME: naive UTC with microseconds. Rows hold UTC times, so
         # this is their ISO form without the "+00:00".
         return None if value is None else value.isoformat(" ", "microseconds")[:26]
 
-    values: list[Any] = []
-    for row in rows:
-        values += (
+    return [
+        (
             row["workspace_id"],
             row["source_id"].hex,
             row["message_id"],
@@ -117,7 +121,8 @@ def _sqlite_values(rows: list[dict[str, Any]]) -> list[Any]:
             row["integrations"],
             row["extra"],
         )
-    return values
+        for row in rows
+    ]
 
 
 def _postgres_arrays(rows: list[dict[str, Any]]) -> list[list[Any]]:

@@ -16,7 +16,7 @@ from functools import partial
 from typing import Any
 
 from clarion.core.database import Database
-from clarion.ingest.store import insert_events_postgres, insert_events_sqlite
+from clarion.ingest.store import encode_sqlite, insert_events_postgres, insert_events_sqlite
 
 POSTGRES_TRANSACTIONS = 4
 
@@ -24,6 +24,7 @@ POSTGRES_TRANSACTIONS = 4
 @dataclass(eq=False)
 class _Waiting:
     rows: list[dict[str, Any]]
+    encoded: list[tuple[Any, ...]]  # the rows as the SQLite writer inserts them, else empty
     taken: bool = False  # in a group that is committing
     stored: asyncio.Future[int] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
@@ -43,7 +44,8 @@ class EventWriter:
 
     async def store(self, rows: list[dict[str, Any]]) -> int:
         """Store the rows, skipping messageIds already stored; the count new, once committed."""
-        waiting = _Waiting(rows)
+        # Encoded on arrival, while another group may be committing, not inside the commit.
+        waiting = _Waiting(rows, encode_sqlite(rows) if self._database.is_sqlite else [])
         self._queue.append(waiting)
         async with self._slots:
             if not waiting.taken:  # nobody took it into their group: lead the next one
@@ -56,15 +58,18 @@ class EventWriter:
 
     async def _commit(self, group: list[_Waiting]) -> None:
         owner: dict[tuple[int, str], _Waiting] = {}
-        rows = []
+        rows: list[dict[str, Any]] = []
+        encoded: list[tuple[Any, ...]] = []
         for waiting in group:
-            for row in waiting.rows:
+            for index, row in enumerate(waiting.rows):
                 key = (row["workspace_id"], row["message_id"])
                 if key not in owner:
                     owner[key] = waiting
                     rows.append(row)
+                    if waiting.encoded:
+                        encoded.append(waiting.encoded[index])
         try:
-            stored = await self._insert(rows) if rows else set()
+            stored = await self._insert(rows, encoded) if rows else set()
             self.commits += 1
         except Exception as exc:
             if len(group) > 1:
@@ -77,9 +82,12 @@ class EventWriter:
         for waiting in group:
             _settle(waiting, result=counts[id(waiting)])
 
-    async def _insert(self, rows: list[dict[str, Any]]) -> set[tuple[int, str]]:
+    async def _insert(
+        self, rows: list[dict[str, Any]], encoded: list[tuple[Any, ...]]
+    ) -> set[tuple[int, str]]:
         if self._database.is_sqlite:
-            return await self._database.run_sqlite_write(partial(insert_events_sqlite, rows=rows))
+            work = partial(insert_events_sqlite, encoded=encoded)
+            return await self._database.run_sqlite_write(work)
         async with self._database.write_session() as session:
             stored = await insert_events_postgres(session, rows)
             await session.commit()

@@ -84,13 +84,13 @@ def test_naive_datetimes_are_refused() -> None:
         UTCDateTime().process_bind_param(datetime(2026, 1, 1), sqlite.dialect())
 
 
-async def test_background_checkpoints_copy_the_wal_back(
-    fresh_database: Database, backend: str, monkeypatch: pytest.MonkeyPatch
+async def test_sqlite_background_checkpoints_copy_the_wal_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    if backend != "sqlite":
-        pytest.skip("PostgreSQL checkpoints itself")
+    # SQLite only: PostgreSQL checkpoints itself.
+    main_file = tmp_path / "checkpoints.db"
+    fresh_database = Database(f"sqlite:///{main_file}")
     await migrations.upgrade(fresh_database)
-    main_file = Path(str(fresh_database.engine.url.database))
     async with fresh_database.write_session() as session:
         for n in range(200):
             await session.execute(
@@ -104,5 +104,6 @@ async def test_background_checkpoints_copy_the_wal_back(
     task = asyncio.create_task(fresh_database.checkpoint_continuously())
     await asyncio.sleep(0.2)
     task.cancel()
+    await fresh_database.dispose()
 
     assert main_file.stat().st_size > size_before + 200 * 2000

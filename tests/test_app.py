@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import httpx
 from fastapi import FastAPI
 
 from clarion.app import create_app
+from clarion.core.database import Database
 from clarion.core.settings import Settings
 
 
@@ -62,3 +65,19 @@ def _refs(node: object) -> set[str]:
         for item in node:
             found |= _refs(item)
     return found
+
+
+async def test_healthz_is_503_when_the_database_fails(settings: Settings, tmp_path: Path) -> None:
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        healthy = app.state.database
+        # A database file inside a missing folder cannot be opened.
+        app.state.database = Database(f"sqlite:///{tmp_path / 'gone'}/x.db", pool_size=1)
+        (tmp_path / "gone").rmdir()
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://clarion.test") as client:
+            response = await client.get("/healthz")
+        await app.state.database.dispose()
+        app.state.database = healthy
+    assert response.status_code == 503
+    assert "database unreachable" in response.json()["detail"]

@@ -2,10 +2,10 @@
 
 SQLAlchemy's per-value bind processing costs more than the database's own insert at
 ingestion rates (about 90 us a row), so the append runs on the driver connection of the
-caller's transaction, with values encoded exactly as SQLAlchemy stores them
-(`UTCDateTime`, `Uuid`; documents arrive as JSON text), so every other query reads them
-unchanged:
-SQLite gets one multi-row INSERT; PostgreSQL one INSERT ... SELECT FROM unnest(arrays).
+caller's transaction: one multi-row INSERT on SQLite (on the dedicated writer connection,
+see `Database.run_sqlite_write`), one INSERT ... SELECT FROM unnest(arrays) on PostgreSQL.
+Values are encoded exactly as SQLAlchemy's column types store them (`UTCDateTime`, `Uuid`;
+documents arrive as JSON text), so every other query reads them unchanged.
 """
 
 from __future__ import annotations

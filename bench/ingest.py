@@ -615,6 +615,7 @@ async def insert_directly(
             offered += len(accepted.rows)
         return offered, stored, seconds
     finally:
+        await writer.close()
         await database.dispose()
 
 

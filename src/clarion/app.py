@@ -93,6 +93,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         finally:
             app.state.ready = False
             checkpoints.cancel()
+            await app.state.event_writer.close()
             await database.dispose()
 
     app = FastAPI(

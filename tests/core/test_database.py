@@ -33,7 +33,11 @@ async def _store(database: Database, tenant: Tenant, count: int, *, prefix: str)
         source_id=tenant.source_id,
         received_at=datetime(2026, 1, 1, 12, 0, tzinfo=timezone(timedelta(hours=2))),
     )
-    return await EventWriter(database).store(accepted.rows)
+    writer = EventWriter(database)
+    try:
+        return await writer.store(accepted.rows)
+    finally:
+        await writer.close()
 
 
 async def test_times_come_back_aware_and_in_utc(database: Database, tenant: Tenant) -> None:

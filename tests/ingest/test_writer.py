@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+import pytest
 from sqlalchemy import func, select
 
 from clarion.core.database import Database
@@ -14,6 +16,22 @@ from clarion.ingest.models import Event
 from clarion.ingest.service import accept_messages
 from clarion.ingest.writer import EventWriter
 from tests.conftest import Tenant
+
+Writers = Callable[..., EventWriter]
+
+
+@pytest.fixture
+async def writers() -> AsyncIterator[Writers]:
+    """Makes EventWriters and closes them after the test."""
+    made: list[EventWriter] = []
+
+    def make(database: Database, **options: Any) -> EventWriter:
+        made.append(EventWriter(database, **options))
+        return made[-1]
+
+    yield make
+    for writer in made:
+        await writer.close()
 
 
 def rows(
@@ -35,9 +53,9 @@ async def stored_ids(database: Database, tenant: Tenant) -> list[str]:
 
 
 async def test_concurrent_requests_each_get_their_own_count(
-    database: Database, tenant: Tenant, other_tenant: Tenant
+    writers: Writers, database: Database, tenant: Tenant, other_tenant: Tenant
 ) -> None:
-    writer = EventWriter(database, transactions=1)  # one group after the first: first one wins
+    writer = writers(database, transactions=1)  # one group after the first: first one wins
     results = await asyncio.gather(
         writer.store(rows(tenant, ["a", "b"])),
         writer.store(rows(tenant, ["b", "c"])),  # "b" is the first request's
@@ -51,9 +69,9 @@ async def test_concurrent_requests_each_get_their_own_count(
 
 
 async def test_a_failing_request_does_not_fail_the_others_in_its_group(
-    database: Database, tenant: Tenant
+    writers: Writers, database: Database, tenant: Tenant
 ) -> None:
-    writer = EventWriter(database)
+    writer = writers(database)
     no_such_workspace = 2_000_000_000
     results = await asyncio.gather(
         writer.store(rows(tenant, ["first"])),
@@ -74,8 +92,10 @@ async def test_a_failing_request_does_not_fail_the_others_in_its_group(
         assert await session.scalar(orphans) == 0
 
 
-async def test_many_concurrent_requests_are_all_stored(database: Database, tenant: Tenant) -> None:
-    writer = EventWriter(database)
+async def test_many_concurrent_requests_are_all_stored(
+    writers: Writers, database: Database, tenant: Tenant
+) -> None:
+    writer = writers(database)
     results = await asyncio.gather(
         *(writer.store(rows(tenant, [f"r{r}-m{m}" for m in range(10)])) for r in range(30))
     )
@@ -85,14 +105,14 @@ async def test_many_concurrent_requests_are_all_stored(database: Database, tenan
     assert writer.commits < 30  # requests shared transactions
 
 
-async def test_nothing_to_store(database: Database, tenant: Tenant) -> None:
-    assert await EventWriter(database).store(rows(tenant, [])) == 0
+async def test_nothing_to_store(writers: Writers, database: Database, tenant: Tenant) -> None:
+    assert await writers(database).store(rows(tenant, [])) == 0
 
 
 async def test_parallel_transactions_store_each_message_once(
-    database: Database, tenant: Tenant
+    writers: Writers, database: Database, tenant: Tenant
 ) -> None:
-    writer = EventWriter(database, transactions=4)
+    writer = writers(database, transactions=4)
     overlapping = [[f"m{i}", f"m{i + 1}", f"m{i + 2}"] for i in range(20)]
     results = await asyncio.gather(*(writer.store(rows(tenant, ids)) for ids in overlapping))
 

@@ -11,12 +11,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
-from collections.abc import AsyncIterator, Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import orjson
 from sqlalchemy import JSON, BigInteger, DateTime, Integer, MetaData, event
@@ -34,7 +33,6 @@ from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.types import TypeDecorator
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 # Commits checkpoint the WAL themselves only past this many pages (about 80 MB); below it,
@@ -127,8 +125,6 @@ class Database:
             )
         self._sqlite_path = make_url(self.url).database if self.is_sqlite else None
         self._sqlite_synchronous = sqlite_synchronous
-        self._sqlite_writer: ThreadPoolExecutor | None = None
-        self._sqlite_writer_connection: sqlite3.Connection | None = None
         self._write_engine = self.engine.execution_options(clarion_write=True)
         self._read_sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         self._write_sessions = async_sessionmaker(self._write_engine, expire_on_commit=False)
@@ -155,42 +151,20 @@ class Database:
         async with self._write_lock, self._write_sessions() as session:
             yield session
 
-    async def run_sqlite_write(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        """Run `work` in one SQLite write transaction, committed when it returns.
-
-        The whole transaction is one call on a dedicated writer thread and connection, queued
-        behind this process's other writers: a hot path pays one thread hop per transaction
-        instead of one per statement. `work` must not touch asyncio. SQLite only.
-        """
-        if self._write_lock is None:
-            raise RuntimeError("run_sqlite_write is for SQLite databases")
-        if self._sqlite_writer is None:
-            self._sqlite_writer = ThreadPoolExecutor(1, thread_name_prefix="clarion-sqlite-writer")
-        loop = asyncio.get_running_loop()
-        async with self._write_lock:
-            return await loop.run_in_executor(self._sqlite_writer, self._transact, work)
-
-    def _transact(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        connection = self._sqlite_writer_connection
-        if connection is None:
-            assert self._sqlite_path is not None
-            connection = sqlite3.connect(
-                self._sqlite_path,
-                isolation_level=None,
-                check_same_thread=False,
-                timeout=SQLITE_BUSY_TIMEOUT_MS / 1000,
-            )
-            for pragma in _sqlite_pragmas(self._sqlite_synchronous):
-                connection.execute(pragma)
-            self._sqlite_writer_connection = connection
-        connection.execute("BEGIN IMMEDIATE")
-        try:
-            result = work(connection)
-        except BaseException:
-            connection.execute("ROLLBACK")
-            raise
-        connection.execute("COMMIT")
-        return result
+    def open_sqlite_writer(self) -> sqlite3.Connection:
+        """A plain sqlite3 connection configured like the pool's, for one dedicated writer
+        thread (the event log's hot path); the caller closes it."""
+        if self._sqlite_path is None:
+            raise RuntimeError("open_sqlite_writer is for SQLite databases")
+        connection = sqlite3.connect(
+            self._sqlite_path,
+            isolation_level=None,
+            check_same_thread=False,
+            timeout=SQLITE_BUSY_TIMEOUT_MS / 1000,
+        )
+        for pragma in _sqlite_pragmas(self._sqlite_synchronous):
+            connection.execute(pragma)
+        return connection
 
     async def checkpoint_continuously(self) -> None:
         """On SQLite, copy the WAL back into the database every second until cancelled.
@@ -209,15 +183,7 @@ class Database:
                 log.warning("WAL checkpoint failed", exc_info=True)
 
     async def dispose(self) -> None:
-        """Close every pooled connection and the SQLite writer."""
-        if self._sqlite_writer is not None:
-            writer, self._sqlite_writer = self._sqlite_writer, None
-            if self._sqlite_writer_connection is not None:
-                await asyncio.get_running_loop().run_in_executor(
-                    writer, self._sqlite_writer_connection.close
-                )
-                self._sqlite_writer_connection = None
-            writer.shutdown()
+        """Close every pooled connection."""
         await self.engine.dispose()
 
 

@@ -1,34 +1,64 @@
-"""Group commit for accepted events: requests that arrive while every transaction slot is
-busy share the next transaction, and each caller returns only after the commit holding its rows.
+"""Group commit for accepted events: each caller returns only after the commit holding its
+rows, and requests that arrive while a transaction is in flight share the next one.
 
-SQLite commits one transaction at a time, so one transaction per request caps ingestion at
-the commit rate; sharing commits lifts that cap without weakening the promise that a 200
-means stored. PostgreSQL gets several slots, so its commits also run side by side. A group
-that fails is retried request by request, so one bad request cannot fail the others.
+SQLite has one writer: a thread owns its writer connection and, after each commit, takes
+every request queued meanwhile into the next transaction, without waiting on the event loop.
+PostgreSQL commits in parallel: up to four transactions at once, each taking the requests
+queued when it starts. A group that fails is retried request by request, so one bad request
+cannot fail the others.
 """
 
 from __future__ import annotations
 
 import asyncio
+import queue
+import sqlite3
+import threading
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any
 
 from clarion.core.database import Database
 from clarion.ingest.store import encode_sqlite, insert_events_postgres, insert_events_sqlite
 
 POSTGRES_TRANSACTIONS = 4
+Key = tuple[int, str]  # (workspace id, messageId)
 
 
 @dataclass(eq=False)
-class _Waiting:
+class _Pending:
     rows: list[dict[str, Any]]
-    encoded: list[tuple[Any, ...]]  # the rows as the SQLite writer inserts them, else empty
+    encoded: list[tuple[Any, ...]]  # the rows as SQLite stores them; empty on PostgreSQL
+    loop: asyncio.AbstractEventLoop
+    stored: asyncio.Future[int]
     taken: bool = False  # in a group that is committing
-    stored: asyncio.Future[int] = field(
-        default_factory=lambda: asyncio.get_running_loop().create_future()
-    )
+
+
+@dataclass
+class _Group:
+    """The distinct rows of several requests; of repeated messageIds the first one wins."""
+
+    members: list[_Pending]
+    owner: dict[Key, _Pending] = field(default_factory=dict)
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    encoded: list[tuple[Any, ...]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        for pending in self.members:
+            for index, row in enumerate(pending.rows):
+                key = (row["workspace_id"], row["message_id"])
+                if key not in self.owner:
+                    self.owner[key] = pending
+                    self.rows.append(row)
+                    if pending.encoded:
+                        self.encoded.append(pending.encoded[index])
+
+    def settle(self, stored: set[Key]) -> None:
+        """Tell each member how many of its rows were new."""
+        counts = Counter(id(self.owner[key]) for key in stored)
+        for pending in self.members:
+            _settle(pending, result=counts[id(pending)])
 
 
 class EventWriter:
@@ -36,70 +66,124 @@ class EventWriter:
 
     def __init__(self, database: Database, *, transactions: int | None = None) -> None:
         self._database = database
-        self._queue: list[_Waiting] = []
-        # SQLite has one writer; PostgreSQL commits in parallel.
-        slots = transactions or (1 if database.is_sqlite else POSTGRES_TRANSACTIONS)
-        self._slots = asyncio.Semaphore(slots)
+        self._queue: list[_Pending] = []
+        self._slots = asyncio.Semaphore(transactions or POSTGRES_TRANSACTIONS)
+        self._sqlite: _SqliteWriterThread | None = None
         self.commits = 0  # transactions committed, for metrics
 
     async def store(self, rows: list[dict[str, Any]]) -> int:
         """Store the rows, skipping messageIds already stored; the count new, once committed."""
-        # Encoded on arrival, while another group may be committing, not inside the commit.
-        waiting = _Waiting(rows, encode_sqlite(rows) if self._database.is_sqlite else [])
-        self._queue.append(waiting)
+        loop = asyncio.get_running_loop()
+        if self._database.is_sqlite:
+            # Encoded here, on arrival, so the single writer only inserts.
+            pending = _Pending(rows, encode_sqlite(rows), loop, loop.create_future())
+            if self._sqlite is None:
+                self._sqlite = _SqliteWriterThread(self._database.open_sqlite_writer, self)
+            self._sqlite.submit(pending)
+            return await pending.stored
+        pending = _Pending(rows, [], loop, loop.create_future())
+        self._queue.append(pending)
         async with self._slots:
-            if not waiting.taken:  # nobody took it into their group: lead the next one
+            if not pending.taken:  # nobody took it into their group: lead the next one
                 group, self._queue = self._queue, []
                 for member in group:
                     member.taken = True
                 # Shielded: a caller going away must not abandon the others' commit.
-                await asyncio.shield(self._commit(group))
-        return await waiting.stored
+                await asyncio.shield(self._commit_postgres(_Group(group)))
+        return await pending.stored
 
-    async def _commit(self, group: list[_Waiting]) -> None:
-        owner: dict[tuple[int, str], _Waiting] = {}
-        rows: list[dict[str, Any]] = []
-        encoded: list[tuple[Any, ...]] = []
-        for waiting in group:
-            for index, row in enumerate(waiting.rows):
-                key = (row["workspace_id"], row["message_id"])
-                if key not in owner:
-                    owner[key] = waiting
-                    rows.append(row)
-                    if waiting.encoded:
-                        encoded.append(waiting.encoded[index])
+    async def close(self) -> None:
+        """Finish what is queued and stop the SQLite writer thread, if one runs."""
+        if self._sqlite is not None:
+            sqlite, self._sqlite = self._sqlite, None
+            await asyncio.to_thread(sqlite.stop)
+
+    async def _commit_postgres(self, group: _Group) -> None:
         try:
-            stored = await self._insert(rows, encoded) if rows else set()
+            stored: set[Key] = set()
+            if group.rows:
+                async with self._database.write_session() as session:
+                    stored = await insert_events_postgres(session, group.rows)
+                    await session.commit()
             self.commits += 1
         except Exception as exc:
-            if len(group) > 1:
-                for waiting in group:
-                    await self._commit([waiting])
+            if len(group.members) > 1:
+                for pending in group.members:
+                    await self._commit_postgres(_Group([pending]))
                 return
-            _settle(group[0], exception=exc)
+            _settle(group.members[0], exception=exc)
             return
-        counts = Counter(id(owner[key]) for key in stored)
-        for waiting in group:
-            _settle(waiting, result=counts[id(waiting)])
-
-    async def _insert(
-        self, rows: list[dict[str, Any]], encoded: list[tuple[Any, ...]]
-    ) -> set[tuple[int, str]]:
-        if self._database.is_sqlite:
-            work = partial(insert_events_sqlite, encoded=encoded)
-            return await self._database.run_sqlite_write(work)
-        async with self._database.write_session() as session:
-            stored = await insert_events_postgres(session, rows)
-            await session.commit()
-        return stored
+        group.settle(stored)
 
 
-def _settle(
-    waiting: _Waiting, *, result: int | None = None, exception: Exception | None = None
-) -> None:
-    if waiting.stored.done():  # its caller has gone
-        return
-    if exception is not None:
-        waiting.stored.set_exception(exception)
-    else:
-        waiting.stored.set_result(result or 0)
+class _SqliteWriterThread:
+    """Owns SQLite's writer connection; commits all queued requests per transaction."""
+
+    def __init__(self, connect: Callable[[], sqlite3.Connection], writer: EventWriter) -> None:
+        self._connect = connect
+        self._writer = writer
+        self._jobs: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="clarion-event-writer", daemon=True)
+        self._thread.start()
+
+    def submit(self, pending: _Pending) -> None:
+        self._jobs.put(pending)
+
+    def stop(self) -> None:
+        self._jobs.put(None)
+        self._thread.join()
+
+    def _run(self) -> None:
+        connection = self._connect()
+        try:
+            running = True
+            while running:
+                first = self._jobs.get()
+                if first is None:
+                    break
+                members = [first]
+                while True:  # everything queued since the last commit joins this one
+                    try:
+                        pending = self._jobs.get_nowait()
+                    except queue.Empty:
+                        break
+                    if pending is None:
+                        running = False
+                        break
+                    members.append(pending)
+                self._commit(connection, _Group(members))
+        finally:
+            connection.close()
+
+    def _commit(self, connection: sqlite3.Connection, group: _Group) -> None:
+        try:
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                stored = insert_events_sqlite(connection, group.encoded) if group.rows else set()
+                connection.execute("COMMIT")
+            except BaseException:
+                connection.execute("ROLLBACK")
+                raise
+            self._writer.commits += 1
+        except Exception as exc:
+            if len(group.members) > 1:
+                for pending in group.members:
+                    self._commit(connection, _Group([pending]))
+                return
+            _settle(group.members[0], exception=exc)
+            return
+        group.settle(stored)
+
+
+def _settle(pending: _Pending, *, result: int = 0, exception: Exception | None = None) -> None:
+    """Resolve a caller's future on its own event loop, from any thread."""
+
+    def resolve() -> None:
+        if pending.stored.done():  # its caller has gone
+            return
+        if exception is not None:
+            pending.stored.set_exception(exception)
+        else:
+            pending.stored.set_result(result)
+
+    pending.loop.call_soon_threadsafe(resolve)

@@ -2,8 +2,9 @@
 
 One `Database` per process. SQLite is the embedded default and PostgreSQL the production
 database; the same models and migrations serve both. On SQLite every write transaction starts
-with `BEGIN IMMEDIATE` and writers of one process queue on an asyncio lock, so "database is
-locked" never reaches a user; other processes wait on SQLite's busy timeout.
+with `BEGIN IMMEDIATE`; sessions of one process queue on an asyncio lock, and everything else
+(the event writer's thread, other processes) waits on SQLite's 30 s busy timeout, so
+"database is locked" never reaches a user.
 """
 
 from __future__ import annotations

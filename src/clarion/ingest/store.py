@@ -2,8 +2,8 @@
 
 SQLAlchemy's per-value bind processing costs more than the database's own insert at
 ingestion rates (about 90 us a row), so the append runs on the driver connection of the
-caller's transaction: one multi-row INSERT on SQLite (on the dedicated writer connection,
-see `Database.run_sqlite_write`), one INSERT ... SELECT FROM unnest(arrays) on PostgreSQL.
+caller's transaction: one multi-row INSERT on SQLite (on the event writer thread's own
+connection), one INSERT ... SELECT FROM unnest(arrays) on PostgreSQL.
 Values are encoded exactly as SQLAlchemy's column types store them (`UTCDateTime`, `Uuid`;
 documents arrive as JSON text), so every other query reads them unchanged.
 """
@@ -64,7 +64,7 @@ def insert_events_sqlite(
     """Insert rows encoded by `encode_sqlite`, skipping known (workspace, messageId); the
     (workspace, messageId) of those inserted.
 
-    Runs inside the caller's write transaction (`Database.run_sqlite_write`).
+    Runs inside the caller's write transaction.
     """
     inserted: set[tuple[int, str]] = set()
     for start in range(0, len(encoded), _SQLITE_ROWS_PER_STATEMENT):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -87,6 +88,9 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         app.state.database = database
         app.state.event_writer = EventWriter(database)
         checkpoints = asyncio.create_task(database.checkpoint_continuously())
+        # Start-up objects (modules, models, routes) live as long as the process: keep them
+        # out of the garbage collector's full passes, which ingestion triggers often.
+        gc.freeze()
         app.state.ready = True
         try:
             yield

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 from collections.abc import AsyncIterator
@@ -97,6 +98,8 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         finally:
             app.state.ready = False
             checkpoints.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await checkpoints  # it may hold a connection: let it give it back
             await app.state.event_writer.close()
             await database.dispose()
 

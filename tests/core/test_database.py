@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -108,6 +109,8 @@ async def test_sqlite_background_checkpoints_copy_the_wal_back(
     task = asyncio.create_task(fresh_database.checkpoint_continuously())
     await asyncio.sleep(0.2)
     task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
     await fresh_database.dispose()
 
     assert main_file.stat().st_size > size_before + 200 * 2000

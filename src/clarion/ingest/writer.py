@@ -62,7 +62,11 @@ class _Group:
 
 
 class EventWriter:
-    """Stores event rows for many concurrent requests in shared transactions."""
+    """Stores event rows for many concurrent requests in shared transactions.
+
+    `transactions` is how many PostgreSQL transactions may be in flight at once; SQLite has
+    one writer thread. Call `close()` when done, so that thread ends.
+    """
 
     def __init__(self, database: Database, *, transactions: int | None = None) -> None:
         self._database = database

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -118,3 +120,17 @@ async def test_parallel_transactions_store_each_message_once(
 
     assert sum(results) == 22  # m0..m21, whichever request stored each
     assert await stored_ids(database, tenant) == sorted(f"m{i}" for i in range(22))
+
+
+async def test_a_database_that_cannot_be_opened_fails_the_call_instead_of_hanging(
+    writers: Writers, tenant: Tenant, tmp_path: Path
+) -> None:
+    # SQLite only: the writer thread opens its own connection.
+    database = Database(f"sqlite:///{tmp_path / 'gone'}/events.db")
+    (tmp_path / "gone").rmdir()  # the folder the file would live in
+    writer = writers(database)
+
+    for _ in range(2):  # and the writer still answers after a failure
+        with pytest.raises(sqlite3.OperationalError):
+            await asyncio.wait_for(writer.store(rows(tenant, ["x"])), timeout=10)
+    await database.dispose()

@@ -138,25 +138,30 @@ class _SqliteWriterThread:
         self._thread.join()
 
     def _run(self) -> None:
-        connection = self._connect()
-        try:
-            running = True
-            while running:
-                first = self._jobs.get()
-                if first is None:
+        connection: sqlite3.Connection | None = None
+        running = True
+        while running:
+            first = self._jobs.get()
+            if first is None:
+                break
+            members = [first]
+            while True:  # everything queued since the last commit joins this one
+                try:
+                    pending = self._jobs.get_nowait()
+                except queue.Empty:
                     break
-                members = [first]
-                while True:  # everything queued since the last commit joins this one
-                    try:
-                        pending = self._jobs.get_nowait()
-                    except queue.Empty:
-                        break
-                    if pending is None:
-                        running = False
-                        break
-                    members.append(pending)
-                self._commit(connection, _Group(members))
-        finally:
+                if pending is None:
+                    running = False
+                    break
+                members.append(pending)
+            try:
+                connection = connection or self._connect()
+            except Exception as exc:  # answer the callers; try again with the next group
+                for pending in members:
+                    _settle(pending, exception=exc)
+                continue
+            self._commit(connection, _Group(members))
+        if connection is not None:
             connection.close()
 
     def _commit(self, connection: sqlite3.Connection, group: _Group) -> None:

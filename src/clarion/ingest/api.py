@@ -52,7 +52,9 @@ async def _accept(request: Request, *, forced_type: EventType | None) -> Respons
     if secret is not None:  # refuse a bad key before reading the body
         workspace_id, source_id = await _source_key(request, secret)
     body = await read_body(request, limit=limit)
-    fields = _top_level(body)
+    # The envelope is read for a batch, or for a write key in the body; a single call's body
+    # is otherwise decoded once, as its message.
+    fields = _top_level(body) if forced_type is None or secret is None else {}
     if secret is None:
         workspace_id, source_id = await _source_key(request, body_write_key(fields))
     if forced_type is None:

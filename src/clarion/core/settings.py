@@ -41,7 +41,7 @@ class Settings(BaseSettings):
         default="FULL",
         description=(
             "SQLite `synchronous` mode. FULL survives power loss after every commit; NORMAL "
-            "survives process crashes only, and is faster."
+            "survives process crashes only, and may be faster on slow disks."
         ),
     )
     redis_url: str | None = Field(

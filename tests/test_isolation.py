@@ -99,6 +99,11 @@ async def _list_events(client: httpx.AsyncClient, s: Seeded) -> None:
     for query in ({}, {"user_id": "a-user"}, {"name": "A only"}):
         response = await client.get("/api/v1/events", params=query, headers=s.b.admin)
         assert response.json()["items"] == []
+    # And B does see its own events, so the emptiness above is not a broken endpoint.
+    sent = await client.post("/v1/track", json={"userId": "b", "event": "B only"}, auth=s.b.writer)
+    assert sent.status_code == 200
+    b_events = (await client.get("/api/v1/events", headers=s.b.admin)).json()["items"]
+    assert [e["name"] for e in b_events] == ["B only"]
 
 
 @check("GET", "/api/v1/events/{event_id}")
@@ -115,6 +120,7 @@ async def _read_workspace(client: httpx.AsyncClient, s: Seeded) -> None:
 async def _list_sources(client: httpx.AsyncClient, s: Seeded) -> None:
     sources = (await client.get("/api/v1/sources", headers=s.b.admin)).json()["items"]
     assert s.source_id not in {x["id"] for x in sources}
+    assert [x["id"] for x in sources] == [str(s.b.source_id)]
 
 
 @check("POST", "/api/v1/sources")
@@ -133,6 +139,7 @@ async def _read_source(client: httpx.AsyncClient, s: Seeded) -> None:
 async def _list_keys(client: httpx.AsyncClient, s: Seeded) -> None:
     keys = (await client.get("/api/v1/keys", headers=s.b.admin)).json()["items"]
     assert s.key_id not in {k["id"] for k in keys}
+    assert sorted(k["scope"] for k in keys) == ["admin", "read-only", "write"]  # B's own three
 
 
 @check("POST", "/api/v1/keys")

@@ -36,7 +36,6 @@ async def write_session(request: Request) -> AsyncIterator[AsyncSession]:
         yield session
 
 
-AppDatabase = Annotated[Database, Depends(get_database)]
 AppClock = Annotated[Clock, Depends(get_clock)]
 ReadSession = Annotated[AsyncSession, Depends(read_session)]
 WriteSession = Annotated[AsyncSession, Depends(write_session)]

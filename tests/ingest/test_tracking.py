@@ -543,3 +543,15 @@ async def test_nul_characters_are_refused_not_a_server_error(
     assert batch.status_code == 200
     assert batch.json()["rejected"][0]["index"] == 1
     assert [e["name"] for e in await events_of(client, tenant)] == ["Fine"]
+
+
+async def test_a_literal_backslash_u0000_in_text_is_not_a_nul(
+    client: httpx.AsyncClient, tenant: Tenant
+) -> None:
+    text = "C:\\u0000\\files"  # a backslash followed by the letters u0000: ordinary text
+    body = {"userId": "u1", "event": "Path Shown", "properties": {"path": text}}
+    response = await client.post("/v1/track", json=body, auth=tenant.writer)
+
+    assert response.status_code == 200, response.text
+    [event] = await events_of(client, tenant)
+    assert event["properties"] == {"path": text}

@@ -11,6 +11,7 @@ An identify's traits are its `traits` over its `context.traits` (where RudderSta
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -45,6 +46,8 @@ MAX_MESSAGE_BYTES = 32 * 1024
 MAX_BATCH_BYTES = 500 * 1024
 # Top-level fields the server owns or has already read; never kept as `extra`.
 _SERVER_FIELDS = frozenset({"writeKey", "receivedAt"})
+# A JSON \u0000 escape: its backslash is not itself escaped (an even run of them before it).
+_NUL = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
 
 
 @dataclass(slots=True)
@@ -112,7 +115,7 @@ def parse_message(raw: bytes | msgspec.Raw, *, forced_type: EventType | None = N
     data = bytes(raw)
     if len(data) > MAX_MESSAGE_BYTES:
         raise Rejected("", f"message larger than {MAX_MESSAGE_BYTES // 1024} KB")
-    if b"\\u0000" in data:  # PostgreSQL stores no NUL in text or JSON
+    if b"\\u0000" in data and _NUL.search(data):  # PostgreSQL stores no NUL in text or JSON
         raise Rejected("", "message contains a NUL character (\\u0000)")
     try:
         fields = TOP_LEVEL.decode(data)

@@ -8,8 +8,12 @@ import httpx
 from fastapi import FastAPI
 
 from clarion.app import create_app
+from clarion.core.clock import SystemClock
 from clarion.core.database import Database
 from clarion.core.settings import Settings
+from clarion.ingest.writer import EventWriter
+from clarion.workspaces import service as workspaces
+from clarion.workspaces.schemas import KeyScope
 
 
 async def test_healthz_is_ok_once_serving(client: httpx.AsyncClient) -> None:
@@ -81,3 +85,43 @@ async def test_healthz_is_503_when_the_database_fails(settings: Settings, tmp_pa
         app.state.database = healthy
     assert response.status_code == 503
     assert "database unreachable" in response.json()["detail"]
+
+
+async def test_a_fault_while_storing_is_a_500_problem_and_no_success(
+    settings: Settings, tmp_path: Path
+) -> None:
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        async with app.state.database.write_session() as session:
+            workspace = await workspaces.create_workspace(
+                session, slug=f"fault-{tmp_path.name}", name="fault", now=SystemClock().now()
+            )
+            source = await workspaces.create_source(
+                session, workspace_id=workspace.id, name="web", now=SystemClock().now()
+            )
+            _, write_key = await workspaces.create_key(
+                session,
+                workspace_id=workspace.id,
+                scope=KeyScope.WRITE,
+                name="w",
+                source_id=source.id,
+                now=SystemClock().now(),
+            )
+            await session.commit()
+        healthy = app.state.event_writer
+        broken = Database(f"sqlite:///{tmp_path / 'gone'}/x.db")
+        (tmp_path / "gone").rmdir()
+        app.state.event_writer = EventWriter(broken)  # every store fails
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://clarion.test") as client:
+            response = await client.post(
+                "/v1/track", json={"userId": "u", "event": "E"}, auth=(write_key, "")
+            )
+        await app.state.event_writer.close()
+        await broken.dispose()
+        app.state.event_writer = healthy
+    assert response.status_code == 500
+    assert response.headers["content-type"] == "application/problem+json"
+    body = response.json()
+    assert body["code"] == "internal-error" and body["message"]
+    assert "success" not in body

@@ -112,6 +112,19 @@ def install_problem_handlers(app: FastAPI) -> None:
             instance=request.url.path,
         )
 
+    async def unexpected_error(request: Request, exc: Exception) -> Response:
+        # The cause goes to the log with its traceback; the caller learns only that the
+        # request failed and was not acknowledged, so SDKs retry it.
+        log.error("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
+        return problem_response(
+            status=500,
+            code="internal-error",
+            title="Internal error",
+            detail="The request failed on the server and was not applied; retry it.",
+            instance=request.url.path,
+        )
+
     app.add_exception_handler(ClarionError, clarion_error)
+    app.add_exception_handler(Exception, unexpected_error)
     app.add_exception_handler(RequestValidationError, request_validation)
     app.add_exception_handler(StarletteHTTPException, http_error)

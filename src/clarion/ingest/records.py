@@ -6,6 +6,7 @@ ORM rows, so enrichment can add properties without touching the append-only log.
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -19,6 +20,7 @@ class EventRecord:
 
     id: int
     workspace_id: int
+    source_id: uuid.UUID
     message_id: str
     type: str  # identify, track, page, screen, group or alias
     name: str | None
@@ -38,6 +40,7 @@ class EventRecord:
         return cls(
             id=row.id,
             workspace_id=row.workspace_id,
+            source_id=row.source_id,
             message_id=row.message_id,
             type=row.type,
             name=row.name,

@@ -95,7 +95,9 @@ def upgrade() -> None:
             ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_recurring_jobs")),
-        sa.UniqueConstraint("workspace_id", "name", name=op.f("uq_recurring_jobs_workspace_id_name")),
+        sa.UniqueConstraint(
+            "workspace_id", "name", name=op.f("uq_recurring_jobs_workspace_id_name")
+        ),
     )
     op.create_index(op.f("ix_recurring_jobs_next_run_at"), "recurring_jobs", ["next_run_at"])
 

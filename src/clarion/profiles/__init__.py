@@ -1,0 +1,1 @@
+"""Profiles: one trustworthy profile per customer, built from the event log."""

@@ -102,7 +102,7 @@ def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Set
 @pytest.fixture(scope="session")
 async def app(settings: Settings) -> AsyncIterator[FastAPI]:
     """The application with its lifespan started (schema migrated on first use)."""
-    application = create_app(settings)
+    application = create_app(settings, run_worker=False)
     async with application.router.lifespan_context(application):
         yield application
 

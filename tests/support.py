@@ -35,7 +35,11 @@ def start_live_server(settings: Settings) -> Iterator[LiveServer]:
     """Run Clarion with uvicorn on a free loopback port until the block ends."""
     port = free_port()
     config = uvicorn.Config(
-        create_app(settings), host="127.0.0.1", port=port, log_level="warning", lifespan="on"
+        create_app(settings, run_worker=False),
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        lifespan="on",
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)

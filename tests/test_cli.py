@@ -10,6 +10,7 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from clarion.cli import app
+from clarion.core import migrations
 from clarion.core.database import Database
 from clarion.core.settings import get_settings
 
@@ -33,7 +34,7 @@ def run(runner: CliRunner, *args: str, code: int = 0) -> Result:
 
 
 def test_keys_create_list_revoke(clarion: CliRunner) -> None:
-    assert "revision 0001" in run(clarion, "migrate").output
+    assert f"revision {migrations.head_revision()}" in run(clarion, "migrate").output
 
     created = run(
         clarion, "keys", "create", "--scope", "write", "--source", "Backend", "--name", "server"

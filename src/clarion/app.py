@@ -18,10 +18,13 @@ from clarion import __version__
 from clarion.core import migrations
 from clarion.core.clock import Clock, SystemClock
 from clarion.core.database import Database
+from clarion.core.jobs.worker import Worker
 from clarion.core.problems import install_problem_handlers, problem_response
 from clarion.core.settings import Settings, get_settings
 from clarion.ingest import api as ingest_api
 from clarion.ingest.writer import EventWriter
+from clarion.operations import api as operations_api
+from clarion.pipeline import job_registry
 from clarion.workspaces import api as workspaces_api
 from clarion.workspaces import service as workspaces
 from clarion.workspaces.cache import WriteKeyCache
@@ -68,8 +71,11 @@ async def bootstrap_keys(database: Database, settings: Settings, clock: Clock) -
             log.warning("first run: %s key (shown once, store it now): %s", key.scope, secret)
 
 
-def create_app(settings: Settings | None = None, *, clock: Clock | None = None) -> FastAPI:
-    """The Clarion web application, ready to serve once its lifespan has started."""
+def create_app(
+    settings: Settings | None = None, *, clock: Clock | None = None, run_worker: bool = True
+) -> FastAPI:
+    """The Clarion web application, ready to serve once its lifespan has started; with
+    `run_worker`, it also runs a worker for durable jobs in the same process."""
     settings = settings or get_settings()
     app_clock = clock or SystemClock()
 
@@ -89,6 +95,15 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         app.state.database = database
         app.state.event_writer = EventWriter(database)
         checkpoints = asyncio.create_task(database.checkpoint_continuously())
+        worker = None
+        if run_worker:
+            jobs = Worker(
+                database,
+                job_registry(),
+                clock=app_clock,
+                concurrency=settings.worker_concurrency,
+            )
+            worker = asyncio.create_task(jobs.run(), name="clarion-worker")
         # Start-up objects (modules, models, routes) live as long as the process: keep them
         # out of the garbage collector's full passes, which ingestion triggers often.
         gc.freeze()
@@ -97,6 +112,10 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
             yield
         finally:
             app.state.ready = False
+            if worker is not None:
+                worker.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await worker
             checkpoints.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await checkpoints  # it may hold a connection: let it give it back
@@ -120,6 +139,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     app.include_router(ingest_api.tracking)
     app.include_router(ingest_api.events)
     app.include_router(workspaces_api.router)
+    app.include_router(operations_api.router)
 
     @app.get("/healthz", tags=["health"], include_in_schema=True)
     async def healthz(request: Request) -> Response:

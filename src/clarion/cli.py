@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -17,7 +18,11 @@ from clarion.core import migrations
 from clarion.core.clock import SystemClock
 from clarion.core.database import Database
 from clarion.core.errors import ClarionError
+from clarion.core.jobs import service as jobs
+from clarion.core.jobs.service import JobState
+from clarion.core.jobs.worker import Worker
 from clarion.core.settings import Settings, get_settings
+from clarion.pipeline import job_registry
 from clarion.workspaces import service as workspaces
 from clarion.workspaces.schemas import KeyScope
 
@@ -26,6 +31,9 @@ keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help
 workspaces_app = typer.Typer(help="Create and list workspaces.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 app.add_typer(workspaces_app, name="workspaces")
+jobs_app = typer.Typer(help="See, retry and discard durable jobs.", no_args_is_help=True)
+app.add_typer(jobs_app, name="jobs")
+log = logging.getLogger("clarion")
 
 T = TypeVar("T")
 WorkspaceOption = Annotated[
@@ -75,12 +83,15 @@ async def _ready_database(settings: Settings) -> AsyncIterator[Database]:
 def serve(
     host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
     port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
+    worker: Annotated[
+        bool, typer.Option("--worker/--no-worker", help="Also run a worker for durable jobs.")
+    ] = True,
 ) -> None:
-    """Serve the API (migrating an empty database first)."""
+    """Serve the API and run durable jobs (migrating an empty database first)."""
     settings = get_settings()
     _configure_logging(settings)
     uvicorn.run(
-        create_app(settings),
+        create_app(settings, run_worker=worker),
         host=host or settings.host,
         port=port or settings.port,
         log_level=settings.log_level,
@@ -88,6 +99,32 @@ def serve(
         http="httptools",
         access_log=False,
     )
+
+
+@app.command("worker")
+def run_worker(
+    concurrency: Annotated[
+        int | None,
+        typer.Option(min=1, help="Jobs run at once (default CLARION_WORKER_CONCURRENCY)."),
+    ] = None,
+) -> None:
+    """Run durable jobs only, no API, until stopped (any number may run on PostgreSQL)."""
+    settings = get_settings()
+    _configure_logging(settings)
+
+    async def work() -> None:
+        async with _ready_database(settings) as database:
+            worker = Worker(
+                database,
+                job_registry(),
+                clock=SystemClock(),
+                concurrency=concurrency or settings.worker_concurrency,
+            )
+            log.info("worker %s running", worker.owner)
+            await worker.run()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        _run(work)
 
 
 @app.command()
@@ -219,3 +256,67 @@ def revoke_key(
 
     _run(work)
     typer.echo(f"key {key_id} revoked")
+
+
+@jobs_app.command("list")
+def list_jobs(
+    state: Annotated[JobState | None, typer.Option(help="ready, running or dead.")] = None,
+    kind: Annotated[str | None, typer.Option(help="Only jobs of this kind.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000)] = 100,
+    workspace: WorkspaceOption = workspaces.DEFAULT_WORKSPACE_SLUG,
+) -> None:
+    """List a workspace's jobs, newest first (`--state dead` for those that gave up)."""
+    settings = get_settings()
+
+    async def work() -> list[str]:
+        async with _ready_database(settings) as database, database.read_session() as session:
+            found = await workspaces.get_workspace_by_slug_or_raise(session, slug=workspace)
+            page, _ = await jobs.list_jobs(
+                session, workspace_id=found.id, state=state, kind=kind, limit=limit
+            )
+            return [
+                f"{job.id}\t{job.kind}\t{job.state}\tattempts {job.attempts}/{job.max_attempts}"
+                f"\t{job.run_at:%Y-%m-%d %H:%M:%S}\t{(job.last_error or '').splitlines()[:1]}"
+                for job in page
+            ]
+
+    for line in _run(work):
+        typer.echo(line)
+
+
+@jobs_app.command("retry")
+def retry_job(
+    job_id: Annotated[int, typer.Argument(help="Id of the dead (or waiting) job.")],
+    workspace: WorkspaceOption = workspaces.DEFAULT_WORKSPACE_SLUG,
+) -> None:
+    """Run a dead job again with fresh attempts."""
+    settings = get_settings()
+
+    async def work() -> None:
+        async with _ready_database(settings) as database, database.write_session() as session:
+            found = await workspaces.get_workspace_by_slug_or_raise(session, slug=workspace)
+            await jobs.retry_job(
+                session, workspace_id=found.id, job_id=job_id, now=SystemClock().now()
+            )
+            await session.commit()
+
+    _run(work)
+    typer.echo(f"job {job_id} will run again")
+
+
+@jobs_app.command("discard")
+def discard_job(
+    job_id: Annotated[int, typer.Argument(help="Id of the dead (or waiting) job.")],
+    workspace: WorkspaceOption = workspaces.DEFAULT_WORKSPACE_SLUG,
+) -> None:
+    """Discard a dead job for good."""
+    settings = get_settings()
+
+    async def work() -> None:
+        async with _ready_database(settings) as database, database.write_session() as session:
+            found = await workspaces.get_workspace_by_slug_or_raise(session, slug=workspace)
+            await jobs.discard_job(session, workspace_id=found.id, job_id=job_id)
+            await session.commit()
+
+    _run(work)
+    typer.echo(f"job {job_id} discarded")

@@ -77,6 +77,14 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+def sqlite_time(value: datetime | None) -> str | None:
+    """A UTC datetime as `UTCDateTime` stores it on SQLite (naive, with microseconds), for
+    statements written on a plain sqlite3 connection."""
+    if value is None:
+        return None
+    return value.astimezone(UTC).isoformat(" ", "microseconds")[:26]
+
+
 # JSON documents: JSONB on PostgreSQL (indexable, queryable), JSON text on SQLite.
 # Python None is SQL NULL, never the JSON literal `null`.
 JSONDocument = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")

@@ -75,6 +75,12 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         default="info", description="Log level of the server and workers."
     )
+    worker_concurrency: int = Field(
+        default=4,
+        ge=1,
+        le=256,
+        description="Jobs each worker (in `clarion serve` or `clarion worker`) runs at once.",
+    )
 
     @model_validator(mode="after")
     def _default_database(self) -> Settings:

@@ -11,11 +11,12 @@ documents arrive as JSON text), so every other query reads them unchanged.
 from __future__ import annotations
 
 import sqlite3
-from datetime import datetime
 from itertools import chain
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
+
+from clarion.core.database import sqlite_time
 
 COLUMNS = (
     "workspace_id",
@@ -95,11 +96,7 @@ def encode_sqlite(rows: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
     Done before the write transaction, so the single SQLite writer only inserts.
     """
 
-    def time(value: datetime | None) -> str | None:
-        # SQLAlchemy's SQLite DATETIME: naive UTC with microseconds. Rows hold UTC times, so
-        # this is their ISO form without the "+00:00".
-        return None if value is None else value.isoformat(" ", "microseconds")[:26]
-
+    time = sqlite_time
     return [
         (
             row["workspace_id"],

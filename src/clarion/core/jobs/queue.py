@@ -1,0 +1,118 @@
+"""Enqueuing durable jobs inside the caller's transaction (the transactional outbox).
+
+A job becomes visible to workers when, and only if, the transaction that enqueued it
+commits, together with the state change that caused it. A job whose (kind, dedupe key) is
+already waiting or running in the workspace is not enqueued again.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+from sqlalchemy import event, text
+from sqlalchemy.dialects.postgresql import insert as postgres_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
+
+from clarion.core.database import sqlite_time
+from clarion.core.jobs.models import Job
+from clarion.core.jobs.wakeup import CHANNEL, notify_local
+
+DEFAULT_MAX_ATTEMPTS = 20
+BACKOFF_BASE = timedelta(seconds=2)
+BACKOFF_CAP = timedelta(hours=1)
+
+
+@dataclass(frozen=True, slots=True)
+class NewJob:
+    """A job to enqueue. Smaller `priority` runs first; `run_at` defaults to now."""
+
+    workspace_id: int
+    kind: str
+    payload: dict[str, Any] = field(default_factory=dict)
+    run_at: datetime | None = None
+    priority: int = 0
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    dedupe_key: str | None = None
+    serial_key: str | None = None
+
+
+def _values(job: NewJob, now: datetime) -> dict[str, Any]:
+    return {
+        "workspace_id": job.workspace_id,
+        "kind": job.kind,
+        "payload": job.payload,
+        "state": "ready",
+        "priority": job.priority,
+        "run_at": job.run_at or now,
+        "attempts": 0,
+        "max_attempts": job.max_attempts,
+        "dedupe_key": job.dedupe_key,
+        "serial_key": job.serial_key,
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
+async def enqueue(session: AsyncSession, jobs: Sequence[NewJob], *, now: datetime) -> int:
+    """Add jobs to the session's transaction; how many were new (not live duplicates).
+
+    Workers are woken when the transaction commits.
+    """
+    if not jobs:
+        return 0
+    rows = [_values(job, now) for job in jobs]
+    if session.get_bind().dialect.name == "postgresql":
+        statement = postgres_insert(Job).on_conflict_do_nothing().returning(Job.id)
+    else:
+        statement = sqlite_insert(Job).on_conflict_do_nothing().returning(Job.id)
+    inserted = len((await session.execute(statement, rows)).all())
+    await wake_on_commit(session)
+    return inserted
+
+
+async def wake_on_commit(session: AsyncSession) -> None:
+    """Wake workers (this process's, and on PostgreSQL every process's) once the session's
+    transaction commits."""
+    if session.get_bind().dialect.name == "postgresql":
+        # Delivered by PostgreSQL at commit, to every listening process, or not at all.
+        await session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": CHANNEL})
+    sync_session = session.sync_session
+    if not sync_session.info.get("clarion_wake_on_commit"):
+        sync_session.info["clarion_wake_on_commit"] = True
+        event.listen(sync_session, "after_commit", _after_commit, once=True)
+
+
+def _after_commit(session: Session) -> None:
+    session.info.pop("clarion_wake_on_commit", None)
+    notify_local()
+
+
+_SQLITE_COLUMNS = tuple(_values(NewJob(0, ""), datetime.now(UTC)))
+_SQLITE_INSERT = (
+    f"INSERT INTO jobs ({', '.join(_SQLITE_COLUMNS)}) "  # noqa: S608 - constant column names
+    f"VALUES ({', '.join('?' * len(_SQLITE_COLUMNS))}) ON CONFLICT DO NOTHING"
+)
+
+
+def enqueue_sqlite(
+    connection: sqlite3.Connection, jobs: Sequence[NewJob], *, now: datetime
+) -> None:
+    """Add jobs to the transaction open on a plain sqlite3 connection (the event writer's).
+
+    The caller commits, then calls `notify_local()`.
+    """
+    rows = []
+    for job in jobs:
+        values = _values(job, now)
+        values["payload"] = orjson.dumps(values["payload"]).decode()
+        for name in ("run_at", "created_at", "updated_at"):
+            values[name] = sqlite_time(values[name])
+        rows.append(tuple(values[column] for column in _SQLITE_COLUMNS))
+    connection.executemany(_SQLITE_INSERT, rows)

@@ -7,6 +7,7 @@ from alembic import context
 from clarion.core.database import Base
 from clarion.core.jobs import models as _job_models  # noqa: F401 - registers tables
 from clarion.ingest import models as _ingest_models  # noqa: F401 - registers tables
+from clarion.ingest.plans import models as _plan_models  # noqa: F401 - registers tables
 from clarion.profiles import models as _profile_models  # noqa: F401 - registers tables
 from clarion.workspaces import models as _workspace_models  # noqa: F401 - registers tables
 

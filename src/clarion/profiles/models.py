@@ -61,6 +61,8 @@ class ProfileIdentity(Base):
     profile_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("profiles.id", ondelete="CASCADE"))
     kind: Mapped[str] = mapped_column(String(16))
     value: Mapped[str] = mapped_column(String(255))
+    # The event that brought it, so an un-merge can send it back where it came from.
+    event_id: Mapped[int | None] = mapped_column(BigId, default=None)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 

@@ -66,6 +66,7 @@ def upgrade() -> None:
         sa.Column("profile_id", sa.Uuid(), nullable=False),
         sa.Column("kind", sa.String(16), nullable=False),
         sa.Column("value", sa.String(255), nullable=False),
+        sa.Column("event_id", BigId, nullable=True),
         sa.Column("created_at", UTCDateTime(), nullable=False),
         _workspace("profile_identities"),
         _profile("profile_identities"),

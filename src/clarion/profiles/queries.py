@@ -1,0 +1,242 @@
+"""Reading profiles: by id or identity, lists, timelines, merges and trait history.
+
+Every read resolves to the canonical profile: a merged-away id answers the profile it was
+merged into, and a canonical profile's identities, timeline, history and accounts are those of
+every row in its merge tree.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from clarion.core.errors import FieldError, InvalidInput, NotFound
+from clarion.core.pagination import decode_cursor, encode_cursor
+from clarion.ingest.models import Event
+from clarion.profiles.identity import EMAIL, PHONE, normalize_email, normalize_phone
+from clarion.profiles.models import (
+    Account,
+    Profile,
+    ProfileAccount,
+    ProfileEvent,
+    ProfileIdentity,
+    ProfileMerge,
+    TraitChange,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ProfileView:
+    """A canonical profile with what its whole merge tree holds."""
+
+    profile: Profile
+    merged_ids: list[uuid.UUID]
+    identities: list[ProfileIdentity]
+    accounts: list[Account]
+
+
+async def get_profile_or_raise(
+    session: AsyncSession, *, workspace_id: int, profile_id: uuid.UUID
+) -> Profile:
+    """The canonical profile `profile_id` is (or was merged into); NotFound otherwise."""
+    profile = await session.scalar(
+        select(Profile).where(Profile.workspace_id == workspace_id, Profile.id == profile_id)
+    )
+    if profile is None:
+        raise NotFound(f"No profile {profile_id} in this workspace.")
+    if profile.canonical_id is not None:
+        return await get_profile_or_raise(
+            session, workspace_id=workspace_id, profile_id=profile.canonical_id
+        )
+    return profile
+
+
+def normalize_identity(kind: str, value: str) -> str:
+    """The stored form of an identity value; InvalidInput naming `kind` when malformed."""
+    if kind == EMAIL:
+        email = normalize_email(value)
+        if email is None:
+            raise InvalidInput("Not an email address.", errors=[FieldError(kind, "not an email")])
+        return email
+    if kind == PHONE:
+        phone = normalize_phone(value)
+        if phone is None:
+            raise InvalidInput("Not a phone number.", errors=[FieldError(kind, "not a phone")])
+        return phone
+    return value
+
+
+async def get_by_identity(
+    session: AsyncSession, *, workspace_id: int, kind: str, value: str
+) -> Profile | None:
+    """The canonical profile owning an identity (email and phone are normalized first)."""
+    owner = await session.scalar(
+        select(ProfileIdentity.profile_id).where(
+            ProfileIdentity.workspace_id == workspace_id,
+            ProfileIdentity.kind == kind,
+            ProfileIdentity.value == normalize_identity(kind, value),
+        )
+    )
+    if owner is None:
+        return None
+    return await get_profile_or_raise(session, workspace_id=workspace_id, profile_id=owner)
+
+
+async def list_profiles(
+    session: AsyncSession, *, workspace_id: int, limit: int, cursor: str | None = None
+) -> tuple[Sequence[Profile], str | None]:
+    """A page of the workspace's canonical profiles, oldest first, and the next cursor."""
+    query = select(Profile).where(
+        Profile.workspace_id == workspace_id, Profile.canonical_id.is_(None)
+    )
+    if cursor is not None:
+        created, after = _cursor(cursor)
+        query = query.where(
+            or_(
+                Profile.created_at > created,
+                and_(Profile.created_at == created, Profile.id > after),
+            )
+        )
+    query = query.order_by(Profile.created_at, Profile.id).limit(limit + 1)
+    profiles = (await session.scalars(query)).all()
+    if len(profiles) <= limit:
+        return profiles, None
+    last = profiles[limit - 1]
+    return profiles[:limit], encode_cursor(last.created_at.isoformat(), str(last.id))
+
+
+def _cursor(cursor: str) -> tuple[datetime, Any]:
+    first, second = decode_cursor(cursor, arity=2)
+    try:
+        if isinstance(second, str):
+            return datetime.fromisoformat(first), uuid.UUID(second)
+        return datetime.fromisoformat(first), int(second)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInput(
+            "The cursor is not one this API returned.",
+            errors=[FieldError("cursor", "not a valid cursor")],
+        ) from exc
+
+
+async def tree_ids(session: AsyncSession, *, profile_id: uuid.UUID) -> list[uuid.UUID]:
+    """The canonical profile's id and those of every profile merged into it."""
+    merged = await session.scalars(
+        select(Profile.id).where(Profile.canonical_id == profile_id).order_by(Profile.id)
+    )
+    return [profile_id, *merged]
+
+
+async def view_profiles(session: AsyncSession, profiles: Sequence[Profile]) -> list[ProfileView]:
+    """Each canonical profile with its merged ids, identities and accounts (3 queries)."""
+    if not profiles:
+        return []
+    ids = [p.id for p in profiles]
+    rows = await session.execute(
+        select(Profile.id, Profile.canonical_id).where(Profile.canonical_id.in_(ids))
+    )
+    canonical_of = {p: p for p in ids}
+    merged: dict[uuid.UUID, list[uuid.UUID]] = {p: [] for p in ids}
+    for row_id, canonical_id in rows:
+        assert canonical_id is not None  # selected by it
+        canonical_of[row_id] = canonical_id
+        merged[canonical_id].append(row_id)
+    identities: dict[uuid.UUID, list[ProfileIdentity]] = {p: [] for p in ids}
+    for identity in await session.scalars(
+        select(ProfileIdentity)
+        .where(ProfileIdentity.profile_id.in_(canonical_of))
+        .order_by(ProfileIdentity.kind, ProfileIdentity.value)
+    ):
+        identities[canonical_of[identity.profile_id]].append(identity)
+    accounts: dict[uuid.UUID, dict[uuid.UUID, Account]] = {p: {} for p in ids}
+    for profile_id, account in await session.execute(
+        select(ProfileAccount.profile_id, Account)
+        .join(Account, Account.id == ProfileAccount.account_id)
+        .where(ProfileAccount.profile_id.in_(canonical_of))
+        .order_by(Account.group_id)
+    ):
+        accounts[canonical_of[profile_id]][account.id] = account
+    return [
+        ProfileView(p, sorted(merged[p.id]), identities[p.id], list(accounts[p.id].values()))
+        for p in profiles
+    ]
+
+
+async def list_timeline(
+    session: AsyncSession,
+    *,
+    workspace_id: int,
+    profile_id: uuid.UUID,
+    limit: int,
+    cursor: str | None = None,
+) -> tuple[Sequence[Event], str | None]:
+    """A page of the profile's events (its whole merge tree), newest first."""
+    profile = await get_profile_or_raise(session, workspace_id=workspace_id, profile_id=profile_id)
+    ids = await tree_ids(session, profile_id=profile.id)
+    query = (
+        select(Event)
+        .join(ProfileEvent, ProfileEvent.event_id == Event.id)
+        .where(ProfileEvent.profile_id.in_(ids), Event.workspace_id == workspace_id)
+    )
+    if cursor is not None:
+        moment, after = _cursor(cursor)
+        query = query.where(
+            or_(
+                ProfileEvent.timestamp < moment,
+                and_(ProfileEvent.timestamp == moment, ProfileEvent.event_id < after),
+            )
+        )
+    query = query.order_by(ProfileEvent.timestamp.desc(), ProfileEvent.event_id.desc())
+    events = (await session.scalars(query.limit(limit + 1))).all()
+    if len(events) <= limit:
+        return events, None
+    last = events[limit - 1]
+    return events[:limit], encode_cursor(last.timestamp.isoformat(), last.id)
+
+
+async def list_merges(
+    session: AsyncSession, *, workspace_id: int, profile_id: uuid.UUID
+) -> Sequence[ProfileMerge]:
+    """Every merge record (merged, unmerged, refused) involving the profile's tree, newest first."""
+    profile = await get_profile_or_raise(session, workspace_id=workspace_id, profile_id=profile_id)
+    ids = await tree_ids(session, profile_id=profile.id)
+    query = (
+        select(ProfileMerge)
+        .where(
+            ProfileMerge.workspace_id == workspace_id,
+            or_(ProfileMerge.survivor_id.in_(ids), ProfileMerge.absorbed_id.in_(ids)),
+        )
+        .order_by(ProfileMerge.id.desc())
+    )
+    return (await session.scalars(query)).all()
+
+
+async def list_trait_history(
+    session: AsyncSession,
+    *,
+    workspace_id: int,
+    profile_id: uuid.UUID,
+    key: str | None,
+    limit: int,
+    cursor: str | None = None,
+) -> tuple[Sequence[TraitChange], str | None]:
+    """A page of the trait changes of the profile's tree, most recently recorded first."""
+    profile = await get_profile_or_raise(session, workspace_id=workspace_id, profile_id=profile_id)
+    ids = await tree_ids(session, profile_id=profile.id)
+    query = select(TraitChange).where(TraitChange.profile_id.in_(ids))
+    if key is not None:
+        query = query.where(TraitChange.key == key)
+    if cursor is not None:
+        [after] = decode_cursor(cursor, arity=1)
+        if not isinstance(after, int):
+            raise InvalidInput("Bad cursor.", errors=[FieldError("cursor", "not a valid cursor")])
+        query = query.where(TraitChange.id < after)
+    changes = (await session.scalars(query.order_by(TraitChange.id.desc()).limit(limit + 1))).all()
+    if len(changes) <= limit:
+        return changes, None
+    return changes[:limit], encode_cursor(changes[limit - 1].id)

@@ -1,0 +1,179 @@
+"""Profiles: applying events to profiles (the pipeline's entry point), reading them, upserts.
+
+`apply_events` is batch-first: it resolves every identity of a batch in a few queries, folds
+the batch into each profile in memory and writes each profile once. It flushes and never
+commits: the caller's transaction also completes its job, and a rollback leaves no trace, so
+running the same events again is safe (events already on a timeline are skipped).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.attributes import flag_modified
+
+from clarion.ingest.records import EventRecord
+from clarion.profiles import batch
+from clarion.profiles import computed as computed_traits
+from clarion.profiles import traits as trait_rules
+from clarion.profiles.identity import Graph, Key, identity_keys
+from clarion.profiles.models import Account, Profile
+from clarion.profiles.traits import Change
+
+
+@dataclass
+class _Outcome:
+    """What a batch adds besides the profiles themselves."""
+
+    timeline: list[dict[str, Any]] = field(default_factory=list)
+    changes: list[Change] = field(default_factory=list)
+    links: set[tuple[uuid.UUID, uuid.UUID]] = field(default_factory=set)
+    new_accounts: list[Account] = field(default_factory=list)
+    touched_accounts: set[str] = field(default_factory=set)
+
+
+def _event_keys(event: EventRecord) -> list[Key]:
+    return identity_keys(
+        user_id=event.user_id,
+        anonymous_id=event.anonymous_id,
+        traits=event.traits,
+        with_contacts=event.type == "identify",
+    )
+
+
+def _lookup_keys(event: EventRecord) -> set[Key]:
+    keys = set(_event_keys(event))
+    if event.type == "alias" and event.previous_id:
+        keys |= {("user_id", event.previous_id), ("anonymous_id", event.previous_id)}
+        if event.user_id:
+            keys.add(("anonymous_id", event.user_id))
+    return keys
+
+
+async def apply_events(
+    session: AsyncSession, *, workspace_id: int, events: Sequence[EventRecord], now: datetime
+) -> None:
+    """Attribute each event to its profile, resolving identities, traits and computed traits.
+
+    Events of another workspace, or already applied, are skipped. Flushes, never commits.
+    """
+    events = [e for e in events if e.workspace_id == workspace_id]
+    if not events:
+        return
+    keys = set().union(*(_lookup_keys(e) for e in events))
+    graph = await batch.load_graph(session, workspace_id=workspace_id, keys=keys, now=now)
+    applied = await batch.applied_event_ids(
+        session, workspace_id=workspace_id, event_ids=[e.id for e in events]
+    )
+    accounts = await batch.load_accounts(
+        session,
+        workspace_id=workspace_id,
+        group_ids={e.group_id for e in events if e.type == "group" and e.group_id},
+    )
+    outcome = _Outcome()
+    for event in events:
+        if event.id in applied:
+            continue
+        applied.add(event.id)
+        target = _resolve(graph, event)
+        if target is not None:
+            _apply(graph, graph.profiles[target], event, outcome, accounts)
+    session.add_all(outcome.new_accounts)
+    await batch.write_graph(session, graph)
+    await batch.write_rows(
+        session,
+        workspace_id=workspace_id,
+        now=now,
+        timeline=outcome.timeline,
+        changes=outcome.changes,
+        links=outcome.links,
+    )
+
+
+def _resolve(graph: Graph, event: EventRecord) -> uuid.UUID | None:
+    if event.type == "alias" and event.user_id and event.previous_id:
+        return graph.resolve_alias(
+            user_id=event.user_id, previous_id=event.previous_id, event_id=event.id
+        )
+    keys = _event_keys(event)
+    if not keys:
+        return None
+    return graph.resolve(keys, event_id=event.id, reason=event.type)
+
+
+def _apply(
+    graph: Graph,
+    profile: Profile,
+    event: EventRecord,
+    outcome: _Outcome,
+    accounts: dict[str, Account],
+) -> None:
+    outcome.timeline.append(
+        {
+            "workspace_id": graph.workspace_id,
+            "profile_id": profile.id,
+            "event_id": event.id,
+            "timestamp": event.timestamp,
+            "applied_at": graph.now,
+        }
+    )
+    if profile.first_seen_at is None or event.timestamp < profile.first_seen_at:
+        profile.first_seen_at = event.timestamp
+    if profile.last_seen_at is None or event.timestamp > profile.last_seen_at:
+        profile.last_seen_at = event.timestamp
+    seen = computed_traits.Seen(event.type, event.name, event.timestamp, event.properties)
+    computed_traits.add_event(profile.computed, seen)
+    if event.type == "identify" and event.traits:
+        _set_traits(profile, event.traits, event.timestamp, event.id, "identify", outcome)
+    if event.type == "group" and event.group_id:
+        account = _account(graph, accounts, event.group_id, outcome)
+        if event.traits:
+            trait_rules.set_traits(
+                account.traits, account.trait_times, event.traits, timestamp=event.timestamp
+            )
+            account.updated_at = graph.now
+        outcome.links.add((profile.id, account.id))
+    profile.updated_at = graph.now
+    graph.touched.add(profile.id)
+
+
+def _set_traits(
+    profile: Profile,
+    incoming: dict[str, Any],
+    timestamp: datetime,
+    event_id: int | None,
+    source: str,
+    outcome: _Outcome,
+) -> None:
+    changed = trait_rules.set_traits(
+        profile.traits, profile.trait_times, incoming, timestamp=timestamp
+    )
+    outcome.changes.extend(
+        Change(profile.id, key, old, new, event_id, timestamp, source) for key, old, new in changed
+    )
+
+
+def _account(
+    graph: Graph, accounts: dict[str, Account], group_id: str, outcome: _Outcome
+) -> Account:
+    account = accounts.get(group_id)
+    if account is None:
+        account = Account(
+            id=uuid.uuid4(),
+            workspace_id=graph.workspace_id,
+            group_id=group_id,
+            traits={},
+            trait_times={},
+            created_at=graph.now,
+            updated_at=graph.now,
+        )
+        accounts[group_id] = account
+        outcome.new_accounts.append(account)
+    flag_modified(account, "traits")
+    flag_modified(account, "trait_times")
+    return account

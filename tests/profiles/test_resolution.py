@@ -1,0 +1,146 @@
+"""Identity resolution: identify links, alias merges, refusals, loops, mid-batch merges."""
+
+from __future__ import annotations
+
+from clarion.core.database import Database
+from clarion.profiles import queries
+from clarion.profiles.identity import SHARED_DEVICE_USER_IDS
+from clarion.profiles.models import Profile
+from tests.conftest import Tenant
+from tests.profiles.conftest import Send, alias, identify, track
+
+
+async def by(database: Database, tenant: Tenant, kind: str, value: str) -> Profile | None:
+    async with database.read_session() as session:
+        return await queries.get_by_identity(
+            session, workspace_id=tenant.id, kind=kind, value=value
+        )
+
+
+async def pid(database: Database, tenant: Tenant, kind: str, value: str) -> object:
+    """The id of the canonical profile owning an identity (None if none)."""
+    profile = await by(database, tenant, kind, value)
+    return None if profile is None else profile.id
+
+
+async def canonical_count(database: Database, tenant: Tenant) -> int:
+    async with database.read_session() as session:
+        profiles, _ = await queries.list_profiles(session, workspace_id=tenant.id, limit=1000)
+    return len(profiles)
+
+
+async def merges_of(database: Database, tenant: Tenant, profile: Profile) -> list[tuple[str, str]]:
+    async with database.read_session() as session:
+        merges = await queries.list_merges(session, workspace_id=tenant.id, profile_id=profile.id)
+    return [(m.status, m.reason) for m in merges]
+
+
+async def test_identify_links_anonymous_history_to_the_user(
+    send: Send, database: Database, tenant: Tenant
+) -> None:
+    await send(track("Product Viewed", anonymous_id="anon-1", minute=1))
+    await send(identify("u1", "anon-1", minute=2, name="Ada"))
+    await send(track("Product Viewed", anonymous_id="anon-1", minute=3))
+
+    profile = await by(database, tenant, "user_id", "u1")
+    assert profile is not None
+    assert profile.id == await pid(database, tenant, "anonymous_id", "anon-1")
+    assert profile.traits == {"name": "Ada"}
+    assert profile.computed["event_counts"] == {"Product Viewed": 2}
+    assert await canonical_count(database, tenant) == 1
+
+
+async def test_alias_merges_two_profiles_and_events_follow(
+    send: Send, database: Database, tenant: Tenant
+) -> None:
+    await send(
+        track("Cart Viewed", anonymous_id="visitor", minute=1),
+        identify("u1", minute=2, plan="pro"),
+        track("Order Completed", user_id="u1", minute=3, revenue=10),
+    )
+    assert await canonical_count(database, tenant) == 2
+    await send(alias("visitor", "u1", minute=4))
+    merged = await by(database, tenant, "anonymous_id", "visitor")
+    assert merged is not None and merged.id == await pid(database, tenant, "user_id", "u1")
+    assert merged.computed["event_counts"] == {"Cart Viewed": 1, "Order Completed": 1}
+    assert merged.first_seen_at is not None and merged.first_seen_at.minute == 1
+    assert await canonical_count(database, tenant) == 1
+    assert await merges_of(database, tenant, merged) == [("merged", "alias")]
+    async with database.read_session() as session:
+        events, _ = await queries.list_timeline(
+            session, workspace_id=tenant.id, profile_id=merged.id, limit=10
+        )
+    assert [e.type for e in events] == ["alias", "track", "identify", "track"]
+
+
+async def test_two_user_ids_are_never_merged(
+    send: Send, database: Database, tenant: Tenant
+) -> None:
+    await send(identify("u1", email="Same@Example.com"), identify("u2", minute=1))
+    await send(identify("u2", minute=2, email=" same@example.COM "))
+    await send(alias("u1", "u2", minute=3))
+    u1, u2 = (
+        await by(database, tenant, "user_id", "u1"),
+        await by(database, tenant, "user_id", "u2"),
+    )
+    assert u1 is not None and u2 is not None and u1.id != u2.id
+    assert u1.id == await pid(database, tenant, "email", "SAME@example.com")
+    assert u2.traits["email"] == " same@example.COM "  # the trait as sent; the identity refused
+    assert await merges_of(database, tenant, u2) == [("refused", "user_id_conflict")]
+
+
+async def test_alias_loops_and_alias_to_itself(
+    send: Send, database: Database, tenant: Tenant
+) -> None:
+    await send(
+        track("Seen", anonymous_id="a", minute=1),
+        alias("a", "b", minute=2),
+        alias("b", "a", minute=3),
+        alias("b", "b", minute=4),
+    )
+    await send(alias("b", "a", minute=5), alias("a", "b", minute=6))
+    profile = await by(database, tenant, "user_id", "b")
+    assert profile is not None and profile.id == await pid(database, tenant, "anonymous_id", "a")
+    assert await canonical_count(database, tenant) == 1
+    assert await merges_of(database, tenant, profile) == []
+    assert profile.computed["event_counts"] == {"Seen": 1}
+
+
+async def test_a_batch_with_identify_alias_and_tracks_for_the_same_people(
+    send: Send, database: Database, tenant: Tenant
+) -> None:
+    await send(
+        track("Viewed", anonymous_id="x", minute=1),
+        track("Viewed", anonymous_id="y", minute=2),
+        identify("alice", "x", minute=3, name="Alice"),
+        track("Clicked", anonymous_id="y", minute=4),
+        alias("y", "alice", minute=5),
+        track("Viewed", anonymous_id="y", minute=6),
+        identify("bob", "z", minute=7),
+        alias("z", "alice", minute=8),
+    )
+    alice = await by(database, tenant, "user_id", "alice")
+    assert alice is not None
+    assert alice.id == await pid(database, tenant, "anonymous_id", "x")
+    assert alice.id == await pid(database, tenant, "anonymous_id", "y")
+    assert alice.computed["event_counts"] == {"Viewed": 3, "Clicked": 1}
+    bob = await by(database, tenant, "anonymous_id", "z")
+    assert bob is not None and bob.id != alice.id
+    assert await canonical_count(database, tenant) == 2
+    assert ("refused", "user_id_conflict") in await merges_of(database, tenant, alice)
+
+
+async def test_shared_device_guard(send: Send, database: Database, tenant: Tenant) -> None:
+    users = [f"user-{i}" for i in range(SHARED_DEVICE_USER_IDS + 1)]
+    for minute, user in enumerate(users):
+        await send(identify(user, "kiosk", minute=minute), track("Used", user, "kiosk", minute))
+    first = await by(database, tenant, "anonymous_id", "kiosk")
+    assert first is not None and first.id == await pid(database, tenant, "user_id", users[0])
+    reasons = []
+    for user in users[1:]:
+        profile = await by(database, tenant, "user_id", user)
+        assert profile is not None and profile.id != first.id
+        assert profile.computed["event_counts"] == {"Used": 1}  # the event went to the user
+        reasons += [r for _, r in await merges_of(database, tenant, profile)]
+    assert reasons.count("shared_device") == 2
+    assert reasons.count("user_id_conflict") == SHARED_DEVICE_USER_IDS - 2

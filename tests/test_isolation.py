@@ -15,6 +15,9 @@ import pytest
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
+from clarion.core.clock import SystemClock
+from clarion.core.database import Database
+from clarion.core.jobs.queue import NewJob, enqueue
 from tests.conftest import Tenant, problem
 
 # Routes anyone may call: no workspace data behind them.
@@ -30,10 +33,13 @@ class Seeded:
     event_id: int
     key_id: str
     source_id: str
+    job_id: int
 
 
 @pytest.fixture
-async def seeded(client: httpx.AsyncClient, tenant: Tenant, other_tenant: Tenant) -> Seeded:
+async def seeded(
+    client: httpx.AsyncClient, database: Database, tenant: Tenant, other_tenant: Tenant
+) -> Seeded:
     sent = await client.post(
         "/v1/track",
         json={"userId": "a-user", "event": "A only", "messageId": "a-1"},
@@ -42,7 +48,13 @@ async def seeded(client: httpx.AsyncClient, tenant: Tenant, other_tenant: Tenant
     assert sent.status_code == 200
     [event] = (await client.get("/api/v1/events", headers=tenant.admin)).json()["items"]
     keys = (await client.get("/api/v1/keys", headers=tenant.admin)).json()["items"]
-    return Seeded(tenant, other_tenant, event["id"], keys[0]["id"], str(tenant.source_id))
+    async with database.write_session() as session:
+        await enqueue(session, [NewJob(tenant.id, "isolation.a-only")], now=SystemClock().now())
+        await session.commit()
+    [job] = (await client.get("/api/v1/jobs", headers=tenant.admin)).json()["items"]
+    return Seeded(
+        tenant, other_tenant, event["id"], keys[0]["id"], str(tenant.source_id), job["id"]
+    )
 
 
 Check = Callable[[httpx.AsyncClient, Seeded], Awaitable[None]]
@@ -160,6 +172,98 @@ async def _revoke_key(client: httpx.AsyncClient, s: Seeded) -> None:
     await _a_unchanged(client, s)
 
 
+# Tracking plans
+
+
+async def _a_plan(client: httpx.AsyncClient, s: Seeded) -> dict[str, Any]:
+    body = {
+        "name": "A plan",
+        "default": True,
+        "source_ids": [s.source_id],
+        "events": [{"type": "track", "name": "A only"}],
+    }
+    response = await client.post("/api/v1/tracking-plans", json=body, headers=s.a.admin)
+    assert response.status_code == 201, response.text
+    plan: dict[str, Any] = response.json()
+    return plan
+
+
+async def _a_plan_unchanged(client: httpx.AsyncClient, s: Seeded, plan: dict[str, Any]) -> None:
+    plans = (await client.get("/api/v1/tracking-plans", headers=s.a.admin)).json()["items"]
+    assert plans == [plan]
+
+
+@check("GET", "/api/v1/tracking-plans")
+async def _list_plans(client: httpx.AsyncClient, s: Seeded) -> None:
+    await _a_plan(client, s)
+    assert (await client.get("/api/v1/tracking-plans", headers=s.b.admin)).json()["items"] == []
+    body = {"name": "B plan"}
+    assert (await client.post("/api/v1/tracking-plans", json=body, headers=s.b.admin)).is_success
+    b_plans = (await client.get("/api/v1/tracking-plans", headers=s.b.admin)).json()["items"]
+    assert [p["name"] for p in b_plans] == ["B plan"]
+
+
+@check("POST", "/api/v1/tracking-plans")
+async def _create_plan(client: httpx.AsyncClient, s: Seeded) -> None:
+    plan = await _a_plan(client, s)
+    body = {"name": "steal", "source_ids": [s.source_id]}
+    response = await client.post("/api/v1/tracking-plans", json=body, headers=s.b.admin)
+    problem(response, 404, "source_ids.0")
+    same_name = {"name": "A plan", "default": True}  # names are per workspace
+    response = await client.post("/api/v1/tracking-plans", json=same_name, headers=s.b.admin)
+    assert response.status_code == 201
+    await _a_plan_unchanged(client, s, plan)
+
+
+@check("GET", "/api/v1/tracking-plans/{plan_id}")
+async def _read_plan(client: httpx.AsyncClient, s: Seeded) -> None:
+    plan = await _a_plan(client, s)
+    problem(await client.get(f"/api/v1/tracking-plans/{plan['id']}", headers=s.b.admin), 404)
+
+
+@check("PUT", "/api/v1/tracking-plans/{plan_id}")
+async def _update_plan(client: httpx.AsyncClient, s: Seeded) -> None:
+    plan = await _a_plan(client, s)
+    body = {"name": "taken over", "unplanned_events": "block"}
+    url = f"/api/v1/tracking-plans/{plan['id']}"
+    problem(await client.put(url, json=body, headers=s.b.admin), 404)
+    await _a_plan_unchanged(client, s, plan)
+
+
+@check("DELETE", "/api/v1/tracking-plans/{plan_id}")
+async def _delete_plan(client: httpx.AsyncClient, s: Seeded) -> None:
+    plan = await _a_plan(client, s)
+    problem(await client.delete(f"/api/v1/tracking-plans/{plan['id']}", headers=s.b.admin), 404)
+    await _a_plan_unchanged(client, s, plan)
+
+
+@check("GET", "/api/v1/tracking-plans/violations")
+async def _list_violations(client: httpx.AsyncClient, s: Seeded) -> None:
+    from clarion.core.clock import SystemClock
+    from clarion.ingest.plans import TrackingPlans
+    from tests.ingest.plans.support import event
+
+    app = client._transport.app  # type: ignore[attr-defined]  # the in-process application
+    plans = TrackingPlans(app.state.database, app.state.settings, SystemClock())
+    try:
+        for tenant, name in ((s.a, "A unplanned"), (s.b, "B unplanned")):
+            await client.post(
+                "/api/v1/tracking-plans", json={"name": "P", "default": True}, headers=tenant.admin
+            )
+            review = await plans.review(tenant.id, [event(tenant, 1, name=name)])
+            async with app.state.database.write_session() as session:
+                await plans.record(session, review)
+                await session.commit()
+    finally:
+        await plans.close()
+    url = "/api/v1/tracking-plans/violations"
+    for query, seen in (({}, ["B unplanned"]), ({"event": "A unplanned"}, [])):
+        items = (await client.get(url, params=query, headers=s.b.admin)).json()["items"]
+        assert [v["event_name"] for v in items] == seen
+    a_items = (await client.get(url, headers=s.a.admin)).json()["items"]
+    assert [v["event_name"] for v in a_items] == ["A unplanned"]
+
+
 def _routes(app: FastAPI) -> set[tuple[str, str]]:
     found = set()
     for route in app.routes:
@@ -178,3 +282,33 @@ async def test_workspace_b_cannot_reach_workspace_a(
     client: httpx.AsyncClient, seeded: Seeded, route: tuple[str, str]
 ) -> None:
     await CHECKS[route](client, seeded)
+
+
+async def _a_job_unchanged(client: httpx.AsyncClient, s: Seeded) -> None:
+    job = (await client.get(f"/api/v1/jobs/{s.job_id}", headers=s.a.admin)).json()
+    assert (job["state"], job["kind"]) == ("ready", "isolation.a-only")
+
+
+@check("GET", "/api/v1/jobs")
+async def _list_jobs(client: httpx.AsyncClient, s: Seeded) -> None:
+    assert (await client.get("/api/v1/jobs", headers=s.b.admin)).json()["items"] == []
+    assert [
+        j["id"] for j in (await client.get("/api/v1/jobs", headers=s.a.admin)).json()["items"]
+    ] == [s.job_id]
+
+
+@check("GET", "/api/v1/jobs/{job_id}")
+async def _read_job(client: httpx.AsyncClient, s: Seeded) -> None:
+    problem(await client.get(f"/api/v1/jobs/{s.job_id}", headers=s.b.admin), 404)
+
+
+@check("POST", "/api/v1/jobs/{job_id}/retry")
+async def _retry_job(client: httpx.AsyncClient, s: Seeded) -> None:
+    problem(await client.post(f"/api/v1/jobs/{s.job_id}/retry", headers=s.b.admin), 404)
+    await _a_job_unchanged(client, s)
+
+
+@check("DELETE", "/api/v1/jobs/{job_id}")
+async def _discard_job(client: httpx.AsyncClient, s: Seeded) -> None:
+    problem(await client.delete(f"/api/v1/jobs/{s.job_id}", headers=s.b.admin), 404)
+    await _a_job_unchanged(client, s)

@@ -22,6 +22,7 @@ from clarion.core.jobs.worker import Worker
 from clarion.core.problems import install_problem_handlers, problem_response
 from clarion.core.settings import Settings, get_settings
 from clarion.ingest import api as ingest_api
+from clarion.ingest.plans import api as tracking_plans_api
 from clarion.ingest.writer import EventWriter
 from clarion.operations import api as operations_api
 from clarion.pipeline import job_registry
@@ -138,6 +139,7 @@ def create_app(
     install_problem_handlers(app)
     app.include_router(ingest_api.tracking)
     app.include_router(ingest_api.events)
+    app.include_router(tracking_plans_api.router)
     app.include_router(workspaces_api.router)
     app.include_router(operations_api.router)
 

@@ -124,10 +124,8 @@ class PlanCache:
             self.drop(workspace_id)
 
     async def announce(self, workspace_id: int) -> None:
-        """Tell every process (this one at once) that the workspace's plans changed."""
-        for cache in list(_LIVE):
-            if cache._namespace == self._namespace:
-                cache.drop(workspace_id)
+        """Drop this cache's copy at once and, with Redis, tell every other process."""
+        self.drop(workspace_id)
         if self._redis is None:
             return
         try:
@@ -241,15 +239,15 @@ class PlanCache:
 async def announce_change(settings: Settings, workspace_id: int) -> None:
     """After a committed change to a workspace's plans: drop this process's copies at once
     and, with Redis, tell the other processes."""
-    for cache in list(_LIVE):
-        if cache._namespace == namespace(settings) and cache._redis is not None:
-            await cache.announce(workspace_id)
-            return
-    for cache in list(_LIVE):
-        if cache._namespace == namespace(settings):
-            cache.drop(workspace_id)
+    local = [cache for cache in list(_LIVE) if cache._namespace == namespace(settings)]
+    for cache in local:
+        cache.drop(workspace_id)
     if not settings.redis_url:
         return
+    for cache in local:
+        if cache._redis is not None:
+            await cache.announce(workspace_id)
+            return
     client = aioredis.Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
     prefix = namespace(settings)
     try:

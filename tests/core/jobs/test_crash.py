@@ -1,0 +1,60 @@
+"""A worker killed with SIGKILL mid-job: its job is taken over once the lease expires."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from clarion.core.clock import FrozenClock
+from clarion.core.database import Database
+from clarion.core.jobs.queue import NewJob
+from clarion.core.jobs.worker import DEFAULT_LEASE, JobContext, Registry, Worker
+from tests.conftest import Tenant
+from tests.core.jobs.conftest import add_jobs, jobs_of
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+async def test_a_killed_workers_job_is_taken_over(
+    database: Database, tenant: Tenant, kind: str, tmp_path: Path
+) -> None:
+    clock = FrozenClock(datetime.now(UTC))
+    await add_jobs(database, clock, NewJob(tenant.id, kind, {"order": 1001}))
+    marker = tmp_path / "holding"
+    process = subprocess.Popen(  # noqa: ASYNC220 - a real process, started once
+        [sys.executable, "-m", "tests.core.jobs.worker_process", database.url, kind, str(marker)],
+        cwd=ROOT,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not marker.exists():
+            assert process.poll() is None, "the worker process died on its own"
+            assert time.monotonic() < deadline, "the worker process never took the job"
+            await asyncio.sleep(0.05)
+        os.kill(process.pid, signal.SIGKILL)
+    finally:
+        process.kill()
+        process.wait()
+
+    [held] = await jobs_of(database, kind)
+    assert held.state == "running" and held.lease_owner and str(process.pid) in held.lease_owner
+
+    finished: list[JobContext] = []
+    registry = Registry()
+
+    async def handler(context: JobContext) -> None:
+        finished.append(context)
+
+    registry.add(kind, handler)
+    survivor = Worker(database, registry, clock=clock)
+    assert await survivor.drain() == 0  # the dead worker's lease has not expired yet
+    clock.advance(DEFAULT_LEASE + timedelta(minutes=1))
+    assert await survivor.drain() == 1
+    assert [(c.job.payload, c.job.attempts) for c in finished] == [({"order": 1001}, 2)]
+    assert await jobs_of(database, kind) == []

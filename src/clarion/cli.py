@@ -8,6 +8,7 @@ import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from datetime import datetime
 from typing import Annotated, TypeVar
 
 import typer
@@ -22,6 +23,8 @@ from clarion.core.jobs import service as jobs
 from clarion.core.jobs.service import JobState
 from clarion.core.jobs.worker import Worker
 from clarion.core.settings import Settings, get_settings
+from clarion.demo import behaviour as demo_behaviour
+from clarion.demo import load as demo_load
 from clarion.pipeline import job_registry
 from clarion.workspaces import service as workspaces
 from clarion.workspaces.schemas import KeyScope
@@ -140,6 +143,42 @@ def migrate() -> None:
             return await migrations.current_revision(database)
 
     typer.echo(f"database at revision {_run(work)}")
+
+
+@app.command()
+def demo(
+    seed: Annotated[int, typer.Option(help="Same seed, same shop; another seed, another.")] = 1,
+    end: Annotated[
+        datetime | None,
+        typer.Option(formats=["%Y-%m-%d"], help="Day after the demo year. [default: today UTC]"),
+    ] = None,
+    customers: Annotated[
+        int, typer.Option(min=1, help="Customers to sign up.")
+    ] = demo_behaviour.DEFAULT_CUSTOMERS,
+    if_empty: Annotated[
+        bool, typer.Option("--if-empty", help="Load only into a workspace without events.")
+    ] = False,
+    workspace: WorkspaceOption = workspaces.DEFAULT_WORKSPACE_SLUG,
+) -> None:
+    """Load a year of a demo gift shop (customers, products, orders) through ingestion."""
+    settings = get_settings()
+    clock = SystemClock()
+    plan = demo_behaviour.DemoPlan(
+        seed=seed, end=end.date() if end else clock.now().date(), customers=customers
+    )
+
+    async def work() -> str:
+        async with _ready_database(settings) as database:
+            if if_empty and await demo_load.workspace_has_events(
+                database, workspace_slug=workspace
+            ):
+                return f"demo skipped: workspace {workspace!r} already holds events"
+            summary = await demo_load.load_demo(
+                database, plan, workspace_slug=workspace, clock=clock
+            )
+            return summary.line()
+
+    typer.echo(_run(work))
 
 
 @workspaces_app.command("create")

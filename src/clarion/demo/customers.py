@@ -19,12 +19,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from functools import cache
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
-
-from faker import Faker
 
 from clarion.demo.catalog import categories
 from clarion.demo.rhythm import WINDOW_DAYS, Calendar
+
+if TYPE_CHECKING:
+    from faker import Faker
 
 NAMESPACE = uuid.UUID("6f1d7c52-3b0e-4b8e-9a53-4c1a2e7d9b10")
 EMAIL_DOMAINS = ("example.com", "example.net", "example.org")
@@ -156,6 +158,8 @@ def zone_named(name: str) -> ZoneInfo:
 
 @cache
 def _faker(locale: str) -> Faker:
+    from faker import Faker  # only the demo needs Faker: keep the CLI start fast
+
     return Faker(locale)
 
 

@@ -57,8 +57,10 @@ async def create_plan(client: httpx.AsyncClient, tenant: Tenant, **body: Any) ->
     return plan
 
 
-async def eventually(condition: Callable[[], bool], *, timeout: float = 5.0) -> None:
-    """Wait until `condition()` holds; fail after `timeout` seconds."""
-    async with asyncio.timeout(timeout):
-        while not condition():
-            await asyncio.sleep(0.01)
+async def eventually(condition: Callable[[], bool], *, within: float = 5.0) -> None:
+    """Wait until `condition()` holds, checking every 10 ms; fail after `within` seconds."""
+    for _ in range(int(within / 0.01)):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    assert condition(), f"still false after {within} s"

@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from clarion.core.database import sqlite_time
+from clarion.ingest.jobs import StoredEvent
 
 COLUMNS = (
     "workspace_id",
@@ -46,7 +47,10 @@ _POSTGRES_TYPES = {
     **dict.fromkeys(_TIMES, "timestamptz"),
     **dict.fromkeys(_DOCUMENTS, "jsonb"),
 }
-_CONFLICT = "ON CONFLICT (workspace_id, message_id) DO NOTHING RETURNING workspace_id, message_id"
+_CONFLICT = (
+    "ON CONFLICT (workspace_id, message_id) DO NOTHING "
+    "RETURNING id, workspace_id, message_id, user_id, anonymous_id"
+)
 # SQLite binds at most 32,766 values in one statement.
 _SQLITE_ROWS_PER_STATEMENT = 32_766 // len(COLUMNS)
 
@@ -61,24 +65,25 @@ _POSTGRES_INSERT = (
 
 def insert_events_sqlite(
     connection: sqlite3.Connection, encoded: list[tuple[Any, ...]]
-) -> set[tuple[int, str]]:
+) -> list[StoredEvent]:
     """Insert rows encoded by `encode_sqlite`, skipping known (workspace, messageId); the
-    (workspace, messageId) of those inserted.
+    events inserted.
 
     Runs inside the caller's write transaction.
     """
-    inserted: set[tuple[int, str]] = set()
+    inserted: list[StoredEvent] = []
     for start in range(0, len(encoded), _SQLITE_ROWS_PER_STATEMENT):
         chunk = encoded[start : start + _SQLITE_ROWS_PER_STATEMENT]
         placeholders = ", ".join([f"({', '.join('?' * len(COLUMNS))})"] * len(chunk))
         sql = f"INSERT INTO events ({', '.join(COLUMNS)}) VALUES {placeholders} {_CONFLICT}"  # noqa: S608
-        inserted.update(connection.execute(sql, list(chain.from_iterable(chunk))).fetchall())
+        rows = connection.execute(sql, list(chain.from_iterable(chunk))).fetchall()
+        inserted.extend(StoredEvent._make(row) for row in rows)
     return inserted
 
 
 async def insert_events_postgres(
     session: AsyncSession, rows: list[dict[str, Any]]
-) -> set[tuple[int, str]]:
+) -> list[StoredEvent]:
     """Insert rows (keys: COLUMNS) skipping known (workspace, messageId); those inserted.
 
     Runs in the session's transaction; the caller commits.
@@ -87,7 +92,7 @@ async def insert_events_postgres(
     raw = await connection.get_raw_connection()
     driver: Any = raw.driver_connection
     records = await driver.fetch(_POSTGRES_INSERT, *_postgres_arrays(rows))
-    return {(record[0], record[1]) for record in records}
+    return [StoredEvent._make(record) for record in records]
 
 
 def encode_sqlite(rows: list[dict[str, Any]]) -> list[tuple[Any, ...]]:

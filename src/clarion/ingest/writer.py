@@ -17,9 +17,13 @@ import threading
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from clarion.core.database import Database
+from clarion.core.jobs.queue import enqueue, enqueue_sqlite
+from clarion.core.jobs.wakeup import notify_local
+from clarion.ingest.jobs import StoredEvent, processing_jobs
 from clarion.ingest.store import encode_sqlite, insert_events_postgres, insert_events_sqlite
 
 POSTGRES_TRANSACTIONS = 4
@@ -54,9 +58,14 @@ class _Group:
                     if pending.encoded:
                         self.encoded.append(pending.encoded[index])
 
-    def settle(self, stored: set[Key]) -> None:
+    def received_at(self) -> datetime:
+        """When the group's latest request arrived: the time its jobs are enqueued at."""
+        latest: datetime = max(row["received_at"] for row in self.rows)
+        return latest
+
+    def settle(self, stored: list[StoredEvent]) -> None:
         """Tell each member how many of its rows were new."""
-        counts = Counter(id(self.owner[key]) for key in stored)
+        counts = Counter(id(self.owner[(event.workspace_id, event.message_id)]) for event in stored)
         for pending in self.members:
             _settle(pending, result=counts[id(pending)])
 
@@ -104,10 +113,11 @@ class EventWriter:
 
     async def _commit_postgres(self, group: _Group) -> None:
         try:
-            stored: set[Key] = set()
+            stored: list[StoredEvent] = []
             if group.rows:
                 async with self._database.write_session() as session:
                     stored = await insert_events_postgres(session, group.rows)
+                    await enqueue(session, processing_jobs(stored), now=group.received_at())
                     await session.commit()
             self.commits += 1
         except Exception as exc:
@@ -168,12 +178,16 @@ class _SqliteWriterThread:
         try:
             connection.execute("BEGIN IMMEDIATE")
             try:
-                stored = insert_events_sqlite(connection, group.encoded) if group.rows else set()
+                stored = insert_events_sqlite(connection, group.encoded) if group.rows else []
+                if stored:
+                    enqueue_sqlite(connection, processing_jobs(stored), now=group.received_at())
                 connection.execute("COMMIT")
             except BaseException:
                 connection.execute("ROLLBACK")
                 raise
             self._writer.commits += 1
+            if stored:
+                notify_local()
         except Exception as exc:
             if len(group.members) > 1:
                 for pending in group.members:

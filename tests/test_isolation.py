@@ -314,3 +314,73 @@ async def _retry_job(client: httpx.AsyncClient, s: Seeded) -> None:
 async def _discard_job(client: httpx.AsyncClient, s: Seeded) -> None:
     problem(await client.delete(f"/api/v1/jobs/{s.job_id}", headers=s.b.admin), 404)
     await _a_job_unchanged(client, s)
+
+
+async def _a_profile(client: httpx.AsyncClient, s: Seeded, tenant: Tenant | None = None) -> str:
+    """Apply the tenant's events to profiles (as the pipeline would); A's profile id."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy import select
+
+    from clarion.ingest.models import Event
+    from clarion.ingest.records import EventRecord
+    from clarion.profiles.service import apply_events
+
+    owner = tenant or s.a
+    # The application behind the in-process client owns the database.
+    database: Database = client._transport.app.state.database  # type: ignore[attr-defined]
+    async with database.write_session() as session:
+        rows = (await session.scalars(select(Event).where(Event.workspace_id == owner.id))).all()
+        records = [EventRecord.from_row(row) for row in rows]
+        await apply_events(session, workspace_id=owner.id, events=records, now=datetime.now(UTC))
+        await session.commit()
+    [profile] = (await client.get("/api/v1/profiles", headers=owner.admin)).json()["items"]
+    return str(profile["id"])
+
+
+@check("GET", "/api/v1/profiles")
+async def _list_profiles(client: httpx.AsyncClient, s: Seeded) -> None:
+    await _a_profile(client, s)
+    for query in ({}, {"user_id": "a-user"}):
+        response = await client.get("/api/v1/profiles", params=query, headers=s.b.admin)
+        assert response.json()["items"] == []
+    sent = await client.post("/v1/track", json={"userId": "b", "event": "B"}, auth=s.b.writer)
+    assert sent.status_code == 200
+    await _a_profile(client, s, s.b)
+    mine = await client.get("/api/v1/profiles", params={"user_id": "b"}, headers=s.b.admin)
+    assert [i["value"] for i in mine.json()["items"][0]["identities"]] == ["b"]
+
+
+@check("GET", "/api/v1/profiles/{profile_id}")
+async def _read_profile(client: httpx.AsyncClient, s: Seeded) -> None:
+    profile_id = await _a_profile(client, s)
+    problem(await client.get(f"/api/v1/profiles/{profile_id}", headers=s.b.admin), 404)
+
+
+@check("GET", "/api/v1/profiles/{profile_id}/events")
+async def _profile_events(client: httpx.AsyncClient, s: Seeded) -> None:
+    profile_id = await _a_profile(client, s)
+    problem(await client.get(f"/api/v1/profiles/{profile_id}/events", headers=s.b.admin), 404)
+
+
+@check("GET", "/api/v1/profiles/{profile_id}/merges")
+async def _profile_merges(client: httpx.AsyncClient, s: Seeded) -> None:
+    profile_id = await _a_profile(client, s)
+    problem(await client.get(f"/api/v1/profiles/{profile_id}/merges", headers=s.b.admin), 404)
+
+
+@check("POST", "/api/v1/profiles/{profile_id}/merges/{merge_id}/undo")
+async def _undo_merge(client: httpx.AsyncClient, s: Seeded) -> None:
+    profile_id = await _a_profile(client, s)
+    url = f"/api/v1/profiles/{profile_id}/merges/1/undo"
+    problem(await client.post(url, headers=s.b.admin), 404)
+    assert (
+        await client.get(f"/api/v1/profiles/{profile_id}", headers=s.a.admin)
+    ).status_code == 200
+
+
+@check("GET", "/api/v1/profiles/{profile_id}/traits/history")
+async def _trait_history(client: httpx.AsyncClient, s: Seeded) -> None:
+    profile_id = await _a_profile(client, s)
+    url = f"/api/v1/profiles/{profile_id}/traits/history"
+    problem(await client.get(url, headers=s.b.admin), 404)

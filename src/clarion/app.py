@@ -26,6 +26,7 @@ from clarion.ingest.plans import api as tracking_plans_api
 from clarion.ingest.writer import EventWriter
 from clarion.operations import api as operations_api
 from clarion.pipeline import job_registry
+from clarion.profiles import api as profiles_api
 from clarion.workspaces import api as workspaces_api
 from clarion.workspaces import service as workspaces
 from clarion.workspaces.cache import WriteKeyCache
@@ -142,6 +143,7 @@ def create_app(
     app.include_router(tracking_plans_api.router)
     app.include_router(workspaces_api.router)
     app.include_router(operations_api.router)
+    app.include_router(profiles_api.router)
 
     @app.get("/healthz", tags=["health"], include_in_schema=True)
     async def healthz(request: Request) -> Response:

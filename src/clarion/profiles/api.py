@@ -1,0 +1,154 @@
+"""Routes: reading profiles, their timelines, merges and trait history; undoing a merge."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from clarion.core.deps import AppClock, ReadSession, WriteSession
+from clarion.core.errors import FieldError, InvalidInput
+from clarion.ingest.schemas import EventRead
+from clarion.profiles import merges, queries
+from clarion.profiles.schemas import (
+    MergePage,
+    MergeRead,
+    ProfileEventPage,
+    ProfilePage,
+    ProfileRead,
+    TraitChangePage,
+    TraitChangeRead,
+)
+from clarion.workspaces.auth import ManagementCaller
+
+router = APIRouter(prefix="/api/v1/profiles", tags=["profiles"])
+
+Identity = Annotated[str | None, Query(min_length=1, max_length=255)]
+
+
+@router.get("", response_model=ProfilePage)
+async def list_profiles(
+    caller: ManagementCaller,
+    session: ReadSession,
+    user_id: Identity = None,
+    anonymous_id: Identity = None,
+    email: Identity = None,
+    phone: Identity = None,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 50,
+) -> ProfilePage:
+    """Canonical profiles, oldest first; or the one profile an identity belongs to."""
+    given = {
+        kind: value
+        for kind, value in (
+            ("user_id", user_id),
+            ("anonymous_id", anonymous_id),
+            ("email", email),
+            ("phone", phone),
+        )
+        if value is not None
+    }
+    if not given:
+        profiles, next_cursor = await queries.list_profiles(
+            session, workspace_id=caller.workspace_id, limit=limit, cursor=cursor
+        )
+    else:
+        if cursor is not None:
+            raise InvalidInput(
+                "A lookup by identity has one page.",
+                errors=[FieldError("cursor", "not allowed with an identity filter")],
+            )
+        found = {
+            await queries.get_by_identity(
+                session, workspace_id=caller.workspace_id, kind=kind, value=value
+            )
+            for kind, value in given.items()
+        }
+        profiles = [p for p in found if p is not None] if len(found) == 1 else []
+        next_cursor = None
+    views = await queries.view_profiles(session, profiles)
+    return ProfilePage(items=[ProfileRead.of(v) for v in views], next_cursor=next_cursor)
+
+
+@router.get("/{profile_id}", response_model=ProfileRead)
+async def read_profile(
+    profile_id: uuid.UUID, caller: ManagementCaller, session: ReadSession
+) -> ProfileRead:
+    """The profile; a merged-away id answers the profile it was merged into."""
+    profile = await queries.get_profile_or_raise(
+        session, workspace_id=caller.workspace_id, profile_id=profile_id
+    )
+    [view] = await queries.view_profiles(session, [profile])
+    return ProfileRead.of(view)
+
+
+@router.get("/{profile_id}/events", response_model=ProfileEventPage)
+async def list_profile_events(
+    profile_id: uuid.UUID,
+    caller: ManagementCaller,
+    session: ReadSession,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> ProfileEventPage:
+    """The profile's timeline (its whole merge tree), newest first."""
+    events, next_cursor = await queries.list_timeline(
+        session, workspace_id=caller.workspace_id, profile_id=profile_id, limit=limit, cursor=cursor
+    )
+    return ProfileEventPage(
+        items=[EventRead.model_validate(e) for e in events], next_cursor=next_cursor
+    )
+
+
+@router.get("/{profile_id}/merges", response_model=MergePage)
+async def list_profile_merges(
+    profile_id: uuid.UUID, caller: ManagementCaller, session: ReadSession
+) -> MergePage:
+    """Every merge, un-merge and refused merge of the profile, newest first."""
+    records = await queries.list_merges(
+        session, workspace_id=caller.workspace_id, profile_id=profile_id
+    )
+    return MergePage(items=[MergeRead.model_validate(r) for r in records])
+
+
+@router.post("/{profile_id}/merges/{merge_id}/undo", response_model=MergeRead)
+async def undo_merge(
+    profile_id: uuid.UUID,
+    merge_id: int,
+    caller: ManagementCaller,
+    session: WriteSession,
+    clock: AppClock,
+) -> MergeRead:
+    """Un-merge: the absorbed profile gets back its identities, events and traits."""
+    record = await merges.unmerge(
+        session,
+        workspace_id=caller.workspace_id,
+        profile_id=profile_id,
+        merge_id=merge_id,
+        now=clock.now(),
+    )
+    await session.commit()
+    return MergeRead.model_validate(record)
+
+
+@router.get("/{profile_id}/traits/history", response_model=TraitChangePage)
+async def list_trait_history(
+    profile_id: uuid.UUID,
+    caller: ManagementCaller,
+    session: ReadSession,
+    key: Annotated[str | None, Query(max_length=255)] = None,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> TraitChangePage:
+    """Every change of the profile's traits, most recent first."""
+    changes, next_cursor = await queries.list_trait_history(
+        session,
+        workspace_id=caller.workspace_id,
+        profile_id=profile_id,
+        key=key,
+        limit=limit,
+        cursor=cursor,
+    )
+    return TraitChangePage(
+        items=[TraitChangeRead.model_validate(c) for c in changes], next_cursor=next_cursor
+    )

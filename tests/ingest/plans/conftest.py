@@ -91,6 +91,8 @@ async def _product_json(request: Request) -> Response:
         delay = float(request.query_params.get("delay", "0"))
         if delay:
             await asyncio.sleep(delay)
+        if sku.startswith("gen-"):
+            return JSONResponse({"product": {"sku": sku, "price": 1.0}})
         if sku not in CATALOG:
             return JSONResponse({"error": "no such product"}, status_code=404)
         return JSONResponse({"product": CATALOG[sku], "asked": dict(request.query_params)})

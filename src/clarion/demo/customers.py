@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 NAMESPACE = uuid.UUID("6f1d7c52-3b0e-4b8e-9a53-4c1a2e7d9b10")
 EMAIL_DOMAINS = ("example.com", "example.net", "example.org")
 PHONE_SHARE = 0.6  # of customers where fictional numbers exist
+EARLY_SIGN_UPS = 0.4  # share of customers who joined in the year's first 60 days
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,8 +117,8 @@ class Persona(enum.StrEnum):
 # Persona: share of customers, visits per day of tenure, chance a visit ends in an order,
 # chance an unbought visit leaves a cart behind, items per order.
 PERSONAS: dict[Persona, tuple[float, float, float, float, tuple[int, int]]] = {
-    Persona.LOYAL: (0.06, 0.16, 0.55, 0.15, (2, 6)),
-    Persona.REGULAR: (0.44, 0.05, 0.25, 0.25, (1, 4)),
+    Persona.LOYAL: (0.06, 0.12, 0.55, 0.15, (2, 6)),
+    Persona.REGULAR: (0.44, 0.038, 0.25, 0.25, (1, 4)),
     Persona.OCCASIONAL: (0.34, 0.02, 0.1, 0.3, (1, 2)),
     Persona.CHURNED: (0.16, 0.09, 0.3, 0.25, (1, 3)),
 }
@@ -213,12 +214,12 @@ def _name(region: Region, rng: random.Random) -> tuple[str, str]:
 
 
 def _tenure(rng: random.Random, calendar: Calendar, persona: Persona) -> tuple[int, int, Persona]:
-    """Sign-up day and last active day; loyal customers joined early, churned ones left."""
+    """Sign-up day and last active day; churned customers leave 20 to 150 days after."""
     last_day = WINDOW_DAYS - 1
-    if persona is Persona.LOYAL:
-        signed_up = calendar.pick_days(rng, first=1, last=120, count=1)[0]
-    else:
-        signed_up = calendar.pick_days(rng, first=1, last=last_day - 1, count=1)[0]
+    # An established shop: many customers joined early in the year, loyal ones all did.
+    early = persona is Persona.LOYAL or rng.random() < EARLY_SIGN_UPS
+    latest = 60 if early else last_day - 1
+    signed_up = calendar.pick_days(rng, first=1, last=latest, count=1)[0]
     if persona is Persona.CHURNED:
         leaves = signed_up + rng.randint(20, 150)
         if leaves > last_day - 90:  # too recent to tell churn from a pause

@@ -86,11 +86,33 @@ async def load_demo(
     workspace_id, source_id = await demo_target(
         database, workspace_slug=workspace_slug, clock=clock
     )
+    sent, stored = await store_messages(
+        database, generate(plan), workspace_id=workspace_id, source_id=source_id, clock=clock
+    )
+    return DemoSummary(
+        customers=plan.customers,
+        products=len(load_catalog()),
+        sent=sent,
+        stored=stored,
+        seconds=time.perf_counter() - started,
+    )
+
+
+async def store_messages(
+    database: Database,
+    messages: Iterable[bytes],
+    *,
+    workspace_id: int,
+    source_id: uuid.UUID,
+    clock: Clock,
+) -> tuple[int, int]:
+    """Accept and store the messages batch by batch, as `/v1/batch` does; how many were sent
+    and how many were new. DemoRejected when the ingestion path refuses any of them."""
     writer = EventWriter(database)
     in_flight: set[asyncio.Task[int]] = set()
     sent = stored = 0
     try:
-        for batch in batches(generate(plan)):
+        for batch in batches(messages):
             accepted = ingest.accept_messages(
                 batch, workspace_id=workspace_id, source_id=source_id, received_at=clock.now()
             )
@@ -113,13 +135,7 @@ async def load_demo(
         # On failure, let what was handed to the writer finish before it stops.
         await asyncio.gather(*in_flight, return_exceptions=True)
         await writer.close()
-    return DemoSummary(
-        customers=plan.customers,
-        products=len(load_catalog()),
-        sent=sent,
-        stored=stored,
-        seconds=time.perf_counter() - started,
-    )
+    return sent, stored
 
 
 def batches(messages: Iterable[bytes]) -> Iterator[list[bytes]]:

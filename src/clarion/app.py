@@ -25,7 +25,7 @@ from clarion.ingest import api as ingest_api
 from clarion.ingest.plans import api as tracking_plans_api
 from clarion.ingest.writer import EventWriter
 from clarion.operations import api as operations_api
-from clarion.pipeline import job_registry
+from clarion.pipeline import Pipeline
 from clarion.profiles import api as profiles_api
 from clarion.workspaces import api as workspaces_api
 from clarion.workspaces import service as workspaces
@@ -97,11 +97,13 @@ def create_app(
         app.state.database = database
         app.state.event_writer = EventWriter(database)
         checkpoints = asyncio.create_task(database.checkpoint_continuously())
+        pipeline = Pipeline(database, settings, app_clock)
+        app.state.pipeline = pipeline
         worker = None
         if run_worker:
             jobs = Worker(
                 database,
-                job_registry(),
+                pipeline.registry(),
                 clock=app_clock,
                 concurrency=settings.worker_concurrency,
             )
@@ -121,6 +123,7 @@ def create_app(
             checkpoints.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await checkpoints  # it may hold a connection: let it give it back
+            await pipeline.close()
             await app.state.event_writer.close()
             await database.dispose()
 

@@ -25,7 +25,7 @@ from clarion.core.jobs.worker import Worker
 from clarion.core.settings import Settings, get_settings
 from clarion.demo import behaviour as demo_behaviour
 from clarion.demo import load as demo_load
-from clarion.pipeline import job_registry
+from clarion.pipeline import Pipeline
 from clarion.workspaces import service as workspaces
 from clarion.workspaces.schemas import KeyScope
 
@@ -117,14 +117,18 @@ def run_worker(
 
     async def work() -> None:
         async with _ready_database(settings) as database:
+            pipeline = Pipeline(database, settings, SystemClock())
             worker = Worker(
                 database,
-                job_registry(),
+                pipeline.registry(),
                 clock=SystemClock(),
                 concurrency=concurrency or settings.worker_concurrency,
             )
             log.info("worker %s running", worker.owner)
-            await worker.run()
+            try:
+                await worker.run()
+            finally:
+                await pipeline.close()
 
     with contextlib.suppress(KeyboardInterrupt):
         _run(work)

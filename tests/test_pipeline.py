@@ -1,0 +1,159 @@
+"""Accepted events become profiles through durable jobs, exactly once, through crashes,
+re-runs and database restarts."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from fastapi import FastAPI
+from sqlalchemy import select
+
+from clarion.core.clock import FrozenClock, SystemClock
+from clarion.core.database import Database
+from clarion.core.jobs.models import Job
+from clarion.core.jobs.queue import NewJob, enqueue
+from clarion.core.jobs.worker import Worker
+from clarion.ingest.jobs import PROCESS_EVENTS
+from clarion.ingest.records import EventRecord
+from clarion.pipeline import Pipeline
+from clarion.profiles import service as profiles
+from tests.conftest import Tenant
+
+SHOPPER = [
+    {"type": "page", "name": "Home", "anonymousId": "device-9", "messageId": "p1"},
+    {
+        "type": "identify",
+        "userId": "ada",
+        "anonymousId": "device-9",
+        "traits": {"email": "Ada@Example.com", "first_name": "Ada"},
+        "messageId": "i1",
+    },
+    {
+        "type": "track",
+        "event": "Order Completed",
+        "userId": "ada",
+        "properties": {"order_id": "o-1", "revenue": 30.5, "currency": "EUR"},
+        "messageId": "t1",
+    },
+]
+
+
+def pipeline_worker(app: FastAPI, clock: Any = None) -> Worker:
+    """A worker running the app's pipeline, as `clarion worker` does."""
+    pipeline: Pipeline = app.state.pipeline
+    return Worker(app.state.database, pipeline.registry(), clock=clock or SystemClock())
+
+
+async def ada(client: httpx.AsyncClient, tenant: Tenant) -> dict[str, Any]:
+    found = await client.get("/api/v1/profiles", params={"user_id": "ada"}, headers=tenant.admin)
+    [profile] = found.json()["items"]
+    return profile  # type: ignore[no-any-return]
+
+
+async def pending_jobs(database: Database, tenant: Tenant) -> list[Job]:
+    async with database.read_session() as session:
+        query = select(Job).where(Job.workspace_id == tenant.id, Job.kind == PROCESS_EVENTS)
+        return list((await session.scalars(query)).all())
+
+
+async def test_events_become_one_profile(
+    app: FastAPI, client: httpx.AsyncClient, tenant: Tenant
+) -> None:
+    sent = await client.post("/v1/batch", json={"batch": SHOPPER}, auth=tenant.writer)
+    assert sent.json()["accepted"] == 3
+    # Ingestion only stores: no profile exists until the jobs run.
+    nobody = await client.get("/api/v1/profiles", params={"user_id": "ada"}, headers=tenant.admin)
+    assert nobody.json()["items"] == []
+
+    await pipeline_worker(app).drain()
+    profile = await ada(client, tenant)
+    assert profile["traits"]["first_name"] == "Ada"
+    assert profile["computed"]["orders"] == 1
+    assert profile["computed"]["page_views"] == 1
+    assert {(i["kind"], i["value"]) for i in profile["identities"]} >= {
+        ("user_id", "ada"),
+        ("anonymous_id", "device-9"),
+        ("email", "ada@example.com"),
+    }
+    timeline = await client.get(f"/api/v1/profiles/{profile['id']}/events", headers=tenant.admin)
+    assert {e["message_id"] for e in timeline.json()["items"]} == {"p1", "i1", "t1"}
+    assert await pending_jobs(app.state.database, tenant) == []
+
+
+async def test_a_batch_processed_twice_is_applied_once(
+    app: FastAPI, client: httpx.AsyncClient, database: Database, tenant: Tenant
+) -> None:
+    await client.post("/v1/batch", json={"batch": SHOPPER}, auth=tenant.writer)
+    jobs = await pending_jobs(database, tenant)
+    # The same events handed on again (a re-run after a lost acknowledgement).
+    async with database.write_session() as session:
+        again = [NewJob(tenant.id, PROCESS_EVENTS, job.payload) for job in jobs]
+        await enqueue(session, again, now=datetime.now(UTC))
+        await session.commit()
+    await pipeline_worker(app).drain()
+    profile = await ada(client, tenant)
+    assert profile["computed"]["orders"] == 1
+    assert profile["computed"]["event_counts"] == {"Order Completed": 1}
+
+
+async def test_a_crashed_worker_loses_nothing_and_applies_nothing_twice(
+    app: FastAPI, client: httpx.AsyncClient, tenant: Tenant
+) -> None:
+    await client.post("/v1/batch", json={"batch": SHOPPER}, auth=tenant.writer)
+    clock = FrozenClock(datetime.now(UTC) + timedelta(seconds=5))
+    crashed = pipeline_worker(app, clock)
+    claimed = await crashed._maintain_and_claim()  # it dies holding the batch
+    assert claimed
+
+    clock.advance(timedelta(minutes=2))  # its lease expires
+    await pipeline_worker(app, clock).drain()
+    assert (await ada(client, tenant))["computed"]["orders"] == 1
+
+
+async def test_a_database_restart_mid_batch_is_retried_and_applied_once(
+    backend: str,
+    app: FastAPI,
+    client: httpx.AsyncClient,
+    database: Database,
+    tenant: Tenant,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    if backend != "postgresql":
+        pytest.skip("SQLite is a file in the process: it has no server to restart")
+    one_device = [{**message, "anonymousId": "device-9"} for message in SHOPPER]
+    await client.post("/v1/batch", json={"batch": one_device}, auth=tenant.writer)  # one job
+    dsn = database.url.replace("postgresql+asyncpg://", "postgresql://")
+    real_apply = profiles.apply_events
+    restarts = []
+
+    async def apply_then_lose_the_server(session: Any, **kwargs: Sequence[EventRecord]) -> None:
+        await real_apply(session, **kwargs)  # type: ignore[arg-type]
+        if not restarts:  # the server goes away before this transaction commits
+            restarts.append(True)
+            admin = await asyncpg.connect(dsn)
+            try:
+                await admin.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            finally:
+                await admin.close()
+
+    monkeypatch.setattr(profiles, "apply_events", apply_then_lose_the_server)
+    clock = FrozenClock(datetime.now(UTC) + timedelta(seconds=5))
+    worker = pipeline_worker(app, clock)
+    await worker.drain()
+    [failed] = await pending_jobs(database, tenant)
+    assert failed.state == "ready" and failed.attempts == 1 and failed.last_error
+    nobody = await client.get("/api/v1/profiles", params={"user_id": "ada"}, headers=tenant.admin)
+    assert nobody.json()["items"] == []  # nothing of the lost transaction was kept
+
+    clock.advance(timedelta(minutes=1))
+    await worker.drain()
+    assert (await ada(client, tenant))["computed"]["orders"] == 1
+    assert await pending_jobs(database, tenant) == []

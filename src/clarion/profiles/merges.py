@@ -153,7 +153,7 @@ async def _recompute(
         select(TraitChange).where(TraitChange.profile_id.in_(members)).order_by(TraitChange.id)
     )
     profile.traits, profile.trait_times = trait_rules.fold(
-        trait_rules.Recorded(c.key, c.new_value, c.timestamp, c.profile_id == profile.id, c.id)
+        trait_rules.Recorded(c.key, c.new, c.timestamp, c.profile_id == profile.id, c.id)
         for c in changes
     )
     events = await session.scalars(

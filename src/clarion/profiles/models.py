@@ -84,7 +84,11 @@ class ProfileEvent(Base):
 
 
 class TraitChange(Base):
-    """One change of one trait of one profile row: the trait history."""
+    """One change of one trait of one profile row: the trait history.
+
+    Values are stored wrapped as `{"v": value}`: SQLite would read a bare JSON scalar such as
+    `30` back as a number column, not as JSON.
+    """
 
     __tablename__ = "profile_trait_changes"
     __table_args__ = (Index(None, "profile_id", "id"),)
@@ -99,6 +103,16 @@ class TraitChange(Base):
     timestamp: Mapped[datetime] = mapped_column(UTCDateTime)
     source: Mapped[str] = mapped_column(String(16))
     recorded_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    @property
+    def old(self) -> Any:
+        """The value before the change (None when the key was absent)."""
+        return (self.old_value or {}).get("v")
+
+    @property
+    def new(self) -> Any:
+        """The value after the change."""
+        return (self.new_value or {}).get("v")
 
 
 class ProfileMerge(Base):

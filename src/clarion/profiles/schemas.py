@@ -136,8 +136,8 @@ class TraitChangeRead(BaseModel):
     id: int
     profile_id: uuid.UUID
     key: str
-    old_value: Any
-    new_value: Any
+    old: Any = Field(description="The value before (null when the key was absent).")
+    new: Any
     event_id: int | None
     timestamp: datetime
     source: str

@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import flag_modified
 
+from clarion.core.errors import FieldError, InvalidInput
 from clarion.ingest.records import EventRecord
 from clarion.profiles import batch
 from clarion.profiles import computed as computed_traits
@@ -177,3 +178,46 @@ def _account(
     flag_modified(account, "traits")
     flag_modified(account, "trait_times")
     return account
+
+
+async def upsert_profile(
+    session: AsyncSession,
+    *,
+    workspace_id: int,
+    user_id: str | None = None,
+    email: str | None = None,
+    phone: str | None = None,
+    traits: dict[str, Any],
+    now: datetime,
+    source: str = "import",
+) -> Profile:
+    """The profile of these identities, created or linked like an identify, with `traits` set
+    as of `now` (latest wins) and recorded in trait history under `source`. Flushes only."""
+    if source not in trait_rules.SOURCES:
+        raise InvalidInput(
+            f"Unknown trait source {source!r}.", errors=[FieldError("source", "unknown")]
+        )
+    contacts = {"email": email, "phone": phone}
+    keys = identity_keys(user_id=user_id, anonymous_id=None, traits=contacts, with_contacts=True)
+    if not keys:
+        raise InvalidInput(
+            "A profile needs a user_id, an email or a phone.",
+            errors=[FieldError("user_id", "give a user_id, a valid email or a valid phone")],
+        )
+    incoming = {**{k: v for k, v in contacts.items() if v is not None}, **traits}
+    graph = await batch.load_graph(session, workspace_id=workspace_id, keys=set(keys), now=now)
+    profile = graph.profiles[graph.resolve(keys, event_id=None, reason=source)]
+    outcome = _Outcome()
+    _set_traits(profile, incoming, now, None, source, outcome)
+    profile.updated_at = now
+    graph.touched.add(profile.id)
+    await batch.write_graph(session, graph)
+    await batch.write_rows(
+        session,
+        workspace_id=workspace_id,
+        now=now,
+        timeline=[],
+        changes=outcome.changes,
+        links=set(),
+    )
+    return profile

@@ -15,6 +15,7 @@ from clarion.ingest.plans.cache import LOCAL_TTL_S, announce_change, namespace
 from clarion.ingest.plans.schemas import TrackingPlanCreate
 from tests.conftest import Tenant
 from tests.ingest.plans.support import WHEN, create_plan, event, eventually
+from tests.support import free_port
 
 
 async def block_unplanned(database: Database, tenant: Tenant, plan_id: int) -> None:
@@ -134,3 +135,19 @@ async def test_with_redis_an_api_change_is_announced_to_every_process(
     finally:
         await other.close()
         await redis.aclose()
+
+
+async def test_when_redis_is_down_reviews_use_the_database_and_the_short_ttl(
+    client: httpx.AsyncClient, tenant: Tenant, database: Database, settings: Settings
+) -> None:
+    down = settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{free_port()}/0"})
+    plan = await create_plan(client, tenant)
+    clock = FrozenClock(WHEN)
+    plans = TrackingPlans(database, down, clock)
+    try:
+        assert await passes(plans, tenant)
+        await block_unplanned(database, tenant, plan["id"])
+        clock.advance(timedelta(seconds=LOCAL_TTL_S + 0.1))
+        assert not await passes(plans, tenant)
+    finally:
+        await plans.close()

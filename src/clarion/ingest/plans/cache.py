@@ -86,6 +86,7 @@ class PlanCache:
         self._pubsub: Any = None
         self._listener: asyncio.Task[None] | None = None
         self._subscribed = asyncio.Lock()
+        self._retry_at: datetime | None = None
         _LIVE.add(self)
 
     @property
@@ -139,7 +140,9 @@ class PlanCache:
         snapshot = await self._snapshot(workspace_id)
         plans = self._build(snapshot)
         if self._generations.get(workspace_id, 0) == generation:
-            self._entries[workspace_id] = (self._clock.now() + self._ttl, plans)
+            # Unsubscribed (no Redis, or Redis down), nothing tells us of changes: short TTL.
+            ttl = self._ttl if self._listener is not None else timedelta(seconds=LOCAL_TTL_S)
+            self._entries[workspace_id] = (self._clock.now() + ttl, plans)
         return plans
 
     async def _snapshot(self, workspace_id: int) -> dict[str, Any]:
@@ -193,6 +196,8 @@ class PlanCache:
         """Subscribe (once, before the first load) to change announcements."""
         if self._redis is None or self._listener is not None:
             return
+        if self._retry_at is not None and self._clock.now() < self._retry_at:
+            return  # Redis was down a moment ago: do not make every load wait on it
         async with self._subscribed:
             if self._listener is not None:
                 return
@@ -204,6 +209,7 @@ class PlanCache:
                     pass
             except (RedisError, OSError):
                 log.warning("tracking plans: cannot subscribe to changes", exc_info=True)
+                self._retry_at = self._clock.now() + timedelta(seconds=LOCAL_TTL_S)
                 return
             self._pubsub = pubsub
             self._listener = asyncio.create_task(self._receive())

@@ -17,6 +17,7 @@ $(VENV)/.synced: pyproject.toml uv.lock
 
 run: $(VENV)/.synced
 	$(BIN)/clarion migrate
+	$(BIN)/clarion demo --if-empty
 	$(BIN)/clarion serve --port $(PORT)
 
 migrate: $(VENV)/.synced

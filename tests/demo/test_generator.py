@@ -236,3 +236,9 @@ def test_repeat_buyers_and_churned_customers(messages: list[Message]) -> None:
     cutoff = datetime.combine(END, time(), UTC) - timedelta(days=90)
     churned = [user for user, seen in last_seen.items() if seen < cutoff and user in orders]
     assert len(churned) >= PLAN.customers // 20
+
+
+def test_more_customers_leave_the_first_ones_as_they_were() -> None:
+    fewer = set(generate(DemoPlan(seed=9, end=END, customers=40)))
+    more = set(generate(DemoPlan(seed=9, end=END, customers=60)))
+    assert fewer < more

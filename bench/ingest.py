@@ -299,13 +299,14 @@ class Server:
 
 
 @contextmanager
-def running_server(url: str, data_dir: Path) -> Iterator[Server]:
-    """`clarion serve` on a free port, healthy; SIGTERM (then SIGKILL) on exit."""
+def running_server(url: str, data_dir: Path, *, worker: bool = False) -> Iterator[Server]:
+    """`clarion serve` on a free port, healthy; SIGTERM (then SIGKILL) on exit. Without
+    `worker` it serves the API only, so ingestion is measured alone."""
     port = free_port()
     log_path = data_dir / "server.log"
     with log_path.open("wb") as output:
         process = subprocess.Popen(
-            [str(CLARION), "serve", "--port", str(port)],
+            [str(CLARION), "serve", "--port", str(port), "--worker" if worker else "--no-worker"],
             env=clarion_env(url, data_dir),
             stdout=output,
             stderr=subprocess.STDOUT,

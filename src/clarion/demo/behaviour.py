@@ -26,7 +26,6 @@ from clarion.demo.customers import (
     PERSONAS,
     Customer,
     Persona,
-    Region,
     actor_rng,
     draw_region,
     generate_customers,
@@ -73,13 +72,13 @@ def _encoded(messages: Iterator[dict[str, Any]]) -> Iterator[bytes]:
 class _Actor:
     """Builds the messages of one customer or visitor, numbering them for their ids."""
 
-    def __init__(self, seed: int, key: str, anonymous_id: str, region: Region) -> None:
+    def __init__(self, seed: int, key: str, anonymous_id: str, locale: str, timezone: str) -> None:
         self.seed, self.key = seed, key
         self._prefix = f"demo-{stable_id(seed, key).hex[:20]}-"
         self.anonymous_id = anonymous_id
         self.user_id: str | None = None
-        self.context = {"library": LIBRARY, "locale": region.locale, "timezone": region.zone}
-        self.zone = zone_named(region.zone)
+        self.context = {"library": LIBRARY, "locale": locale, "timezone": timezone}
+        self.zone = zone_named(timezone)
         self.orders = 0
         self._count = 0
 
@@ -133,8 +132,8 @@ def _customer_history(
     seed: int, calendar: Calendar, customer: Customer
 ) -> Iterator[dict[str, Any]]:
     rng = random.Random(customer.seed)  # noqa: S311 - a simulation, not secrets
-    region = Region(customer.locale.replace("-", "_"), customer.timezone)
-    actor = _Actor(seed, f"customer/{customer.index}", customer.anonymous_id, region)
+    key = f"customer/{customer.index}"
+    actor = _Actor(seed, key, customer.anonymous_id, customer.locale, customer.timezone)
     signed_up = customer.signed_up_day
     for day in calendar.pick_days(
         rng, first=max(signed_up - 14, 0), last=signed_up - 1, count=rng.randint(1, 3)
@@ -152,13 +151,10 @@ def _customer_history(
         if start + SESSION_LIMIT >= calendar.end_utc:
             continue
         roll = rng.random()
-        kind = (
-            "order"
-            if roll < buy * calendar.season(day)
-            else "cart"
-            if roll < buy + abandon
-            else "browse"
-        )
+        if roll < buy * calendar.season(day):
+            kind = "order"
+        else:
+            kind = "cart" if roll < buy + abandon else "browse"
         shop = _Visit(actor, rng, _Clock(rng, start), customer, number)
         yield from shop.run(kind, items, calendar.days[day])
 
@@ -166,7 +162,8 @@ def _customer_history(
 def _visitor_history(seed: int, calendar: Calendar, index: int) -> Iterator[dict[str, Any]]:
     rng = actor_rng(seed, "visitor", index)
     _, region = draw_region(rng)
-    actor = _Actor(seed, f"visitor/{index}", str(stable_id(seed, "visitor", index)), region)
+    anonymous_id = str(stable_id(seed, "visitor", index))
+    actor = _Actor(seed, f"visitor/{index}", anonymous_id, region.locale, region.zone)
     favourite = rng.choice(categories())
     for day in calendar.pick_days(
         rng, first=0, last=len(calendar.days) - 1, count=rng.randint(1, 3)

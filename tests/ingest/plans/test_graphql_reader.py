@@ -25,6 +25,14 @@ def test_selection_variables_and_aliases() -> None:
     assert not path_in_selection(query.selection, ["p", "weight"])
     assert not path_in_selection(query.selection, ["p", "price", "cents"])
     assert path_in_selection(query.selection, ["viewer", "id"])  # behind a named fragment
+    assert not path_in_selection(query.selection, ["viewer", "email"])  # the fragment is read
+
+
+def test_a_fragment_defined_elsewhere_leaves_its_level_open() -> None:
+    query = read_query("{ product { ...Remote ... on Product { sku } } }")
+    assert path_in_selection(query.selection, ["product", "sku"])
+    assert path_in_selection(query.selection, ["product", "anything"])
+    assert not path_in_selection(query.selection, ["other"])
 
 
 @pytest.mark.parametrize(

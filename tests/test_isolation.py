@@ -28,6 +28,7 @@ PUBLIC = {("GET", "/healthz")}
 class Seeded:
     """What workspace A holds, which workspace B must never reach."""
 
+    app: FastAPI
     a: Tenant
     b: Tenant
     event_id: int
@@ -38,7 +39,11 @@ class Seeded:
 
 @pytest.fixture
 async def seeded(
-    client: httpx.AsyncClient, database: Database, tenant: Tenant, other_tenant: Tenant
+    app: FastAPI,
+    client: httpx.AsyncClient,
+    database: Database,
+    tenant: Tenant,
+    other_tenant: Tenant,
 ) -> Seeded:
     sent = await client.post(
         "/v1/track",
@@ -56,7 +61,7 @@ async def seeded(
     )
     [job] = listed.json()["items"]
     return Seeded(
-        tenant, other_tenant, event["id"], keys[0]["id"], str(tenant.source_id), job["id"]
+        app, tenant, other_tenant, event["id"], keys[0]["id"], str(tenant.source_id), job["id"]
     )
 
 
@@ -246,7 +251,7 @@ async def _list_violations(client: httpx.AsyncClient, s: Seeded) -> None:
     from clarion.ingest.plans import TrackingPlans
     from tests.ingest.plans.support import event
 
-    app = client._transport.app  # type: ignore[attr-defined]  # the in-process application
+    app = s.app
     plans = TrackingPlans(app.state.database, app.state.settings, SystemClock())
     try:
         for tenant, name in ((s.a, "A unplanned"), (s.b, "B unplanned")):
@@ -333,8 +338,7 @@ async def _a_profile(client: httpx.AsyncClient, s: Seeded, tenant: Tenant | None
     from clarion.profiles.service import apply_events
 
     owner = tenant or s.a
-    # The application behind the in-process client owns the database.
-    database: Database = client._transport.app.state.database  # type: ignore[attr-defined]
+    database: Database = s.app.state.database
     async with database.write_session() as session:
         rows = (await session.scalars(select(Event).where(Event.workspace_id == owner.id))).all()
         records = [EventRecord.from_row(row) for row in rows]

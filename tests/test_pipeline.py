@@ -3,6 +3,7 @@ re-runs and database restarts."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -157,3 +158,51 @@ async def test_a_database_restart_mid_batch_is_retried_and_applied_once(
     await worker.drain()
     assert (await ada(client, tenant))["computed"]["orders"] == 1
     assert await pending_jobs(database, tenant) == []
+
+
+async def test_concurrent_workers_build_the_same_profiles(
+    app: FastAPI, client: httpx.AsyncClient, database: Database, tenant: Tenant
+) -> None:
+    """One customer's anonymous and identified events sit in different shards, so workers
+    apply them at the same time: profiles must come out whole, counted once."""
+    customers = 12
+    batch = []
+    for n in range(customers):
+        device, user = f"device-{n}", f"user-{n}"
+        batch += [
+            {"type": "page", "name": "Home", "anonymousId": device, "messageId": f"p{n}"},
+            {"type": "track", "event": "Product Viewed", "userId": user, "messageId": f"v{n}"},
+            {"type": "identify", "userId": user, "anonymousId": device, "messageId": f"i{n}"},
+            {
+                "type": "track",
+                "event": "Order Completed",
+                "userId": user,
+                "properties": {"revenue": 10, "currency": "USD"},
+                "messageId": f"o{n}",
+            },
+        ]
+    sent = await client.post("/v1/batch", json={"batch": batch}, auth=tenant.writer)
+    assert sent.json()["accepted"] == len(batch)
+
+    clock = FrozenClock(datetime.now(UTC) + timedelta(seconds=5))
+    workers = [pipeline_worker(app, clock) for _ in range(3)]
+    for _ in range(20):  # conflicts between workers end in retries: run them out
+        for worker in workers:
+            worker.concurrency = 2
+        await asyncio.gather(*(w.drain() for w in workers))
+        if not await pending_jobs(database, tenant):
+            break
+        clock.advance(timedelta(hours=2))
+    assert await pending_jobs(database, tenant) == []
+
+    listed = await client.get("/api/v1/profiles", params={"limit": 100}, headers=tenant.admin)
+    profiles = listed.json()["items"]
+    assert len(profiles) == customers
+    for profile in profiles:
+        kinds = {i["kind"] for i in profile["identities"]}
+        assert kinds == {"user_id", "anonymous_id"}
+        assert profile["computed"]["orders"] == 1
+        assert profile["computed"]["page_views"] == 1
+        assert profile["computed"]["event_counts"] == {"Product Viewed": 1, "Order Completed": 1}
+        events = await client.get(f"/api/v1/profiles/{profile['id']}/events", headers=tenant.admin)
+        assert len(events.json()["items"]) == 4

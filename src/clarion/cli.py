@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
-from typing import Annotated, TypeVar
+from pathlib import Path
+from typing import IO, Annotated, TypeVar
 
 import typer
 import uvicorn
@@ -26,6 +28,7 @@ from clarion.core.settings import Settings, get_settings
 from clarion.demo import behaviour as demo_behaviour
 from clarion.demo import load as demo_load
 from clarion.pipeline import Pipeline
+from clarion.profiles import exports, imports
 from clarion.workspaces import service as workspaces
 from clarion.workspaces.schemas import KeyScope
 
@@ -36,6 +39,10 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(workspaces_app, name="workspaces")
 jobs_app = typer.Typer(help="See, retry and discard durable jobs.", no_args_is_help=True)
 app.add_typer(jobs_app, name="jobs")
+import_app = typer.Typer(help="Import data from files.", no_args_is_help=True)
+app.add_typer(import_app, name="import")
+export_app = typer.Typer(help="Export data to files.", no_args_is_help=True)
+app.add_typer(export_app, name="export")
 log = logging.getLogger("clarion")
 
 T = TypeVar("T")
@@ -124,14 +131,25 @@ def run_worker(
                 clock=SystemClock(),
                 concurrency=concurrency or settings.worker_concurrency,
             )
+            _stop_on_signals()
             log.info("worker %s running", worker.owner)
             try:
-                await worker.run()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await worker.run()  # hands its running jobs back when stopped
             finally:
                 await pipeline.close()
+            log.info("worker %s stopped", worker.owner)
 
-    with contextlib.suppress(KeyboardInterrupt):
-        _run(work)
+    _run(work)
+
+
+def _stop_on_signals() -> None:
+    """SIGTERM and SIGINT cancel the running command's main task, so it stops cleanly."""
+    task = asyncio.current_task()
+    assert task is not None
+    loop = asyncio.get_running_loop()
+    for stop in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(stop, task.cancel)
 
 
 @app.command()
@@ -363,3 +381,74 @@ def discard_job(
 
     _run(work)
     typer.echo(f"job {job_id} discarded")
+
+
+async def _file_chunks(handle: IO[bytes]) -> AsyncIterator[bytes]:
+    while chunk := await asyncio.to_thread(handle.read, 256 * 1024):
+        yield chunk
+
+
+@import_app.command("profiles")
+def import_profiles(
+    file: Annotated[
+        Path,
+        typer.Argument(exists=True, dir_okay=False, help="CSV file, plain or gzip (.csv.gz)."),
+    ],
+    workspace: WorkspaceOption = workspaces.DEFAULT_WORKSPACE_SLUG,
+) -> None:
+    """Create or update a profile per CSV row; bad rows are reported by line, the rest kept."""
+    settings = get_settings()
+
+    async def work(handle: IO[bytes]) -> imports.ImportResult:
+        async with _ready_database(settings) as database:
+            async with database.read_session() as session:
+                found = await workspaces.get_workspace_by_slug_or_raise(session, slug=workspace)
+            return await imports.import_csv(
+                database,
+                workspace_id=found.id,
+                body=_file_chunks(handle),
+                clock=SystemClock(),
+                max_bytes=None,
+            )
+
+    with file.open("rb") as handle:
+        result = _run(lambda: work(handle))
+    typer.echo(
+        f"rows {result.rows}, created {result.created}, updated {result.updated},"
+        f" rejected {result.rejected}"
+    )
+    for error in result.errors:
+        typer.echo(f"line {error.line}: {error.field}: {error.message}")
+    if result.rejected > len(result.errors):
+        typer.echo(f"... and {result.rejected - len(result.errors)} more rejected rows")
+
+
+@export_app.command("profiles")
+def export_profiles(
+    format: Annotated[
+        exports.ExportFormat, typer.Option("--format", "-f", help="csv or jsonl.")
+    ] = exports.ExportFormat.CSV,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="File to write. [default: stdout]")
+    ] = None,
+    workspace: WorkspaceOption = workspaces.DEFAULT_WORKSPACE_SLUG,
+) -> None:
+    """Write every canonical profile (identities, traits, computed traits) as CSV or JSONL."""
+    settings = get_settings()
+
+    async def work(out: IO[str] | None) -> None:
+        async with _ready_database(settings) as database:
+            async with database.read_session() as session:
+                found = await workspaces.get_workspace_by_slug_or_raise(session, slug=workspace)
+            pieces = exports.stream_profiles(database, workspace_id=found.id, format=format)
+            async for piece in pieces:
+                if out is None:
+                    typer.echo(piece, nl=False)
+                else:
+                    await asyncio.to_thread(out.write, piece)
+
+    if output is None:
+        _run(lambda: work(None))
+        return
+    with output.open("w", encoding="utf-8", newline="") as out:
+        _run(lambda: work(out))

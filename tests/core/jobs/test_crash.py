@@ -41,6 +41,8 @@ async def test_a_killed_workers_job_is_taken_over(
     finally:
         process.kill()
         process.wait()
+        if process.stderr is not None:
+            process.stderr.close()
 
     [held] = await jobs_of(database, kind)
     assert held.state == "running" and held.lease_owner and str(process.pid) in held.lease_owner
@@ -58,3 +60,30 @@ async def test_a_killed_workers_job_is_taken_over(
     assert await survivor.drain() == 1
     assert [(c.job.payload, c.job.attempts) for c in finished] == [({"order": 1001}, 2)]
     assert await jobs_of(database, kind) == []
+
+
+def test_clarion_worker_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "CLARION_DATABASE_URL": f"sqlite:///{tmp_path / 'clarion.db'}",
+        "CLARION_DATA_DIR": str(tmp_path),
+    }
+    process = subprocess.Popen(
+        [str(Path(sys.executable).parent / "clarion"), "worker"],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stderr is not None
+        for line in process.stderr:
+            if "running" in line:
+                break
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+        assert "stopped" in process.stderr.read()
+    finally:
+        process.kill()
+        process.wait()
+        if process.stderr is not None:
+            process.stderr.close()

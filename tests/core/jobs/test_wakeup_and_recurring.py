@@ -132,3 +132,21 @@ def test_cron_expressions_are_checked() -> None:
         with pytest.raises(InvalidInput) as caught:
             validate_cron(bad)
         assert caught.value.errors[0].field == "cron"
+
+
+async def test_a_stopped_worker_hands_its_running_jobs_back(
+    database: Database, clock: FrozenClock, tenant: Tenant, kind: str
+) -> None:
+    started = asyncio.Event()
+    registry = Registry()
+
+    async def long_job(context: JobContext) -> None:
+        started.set()
+        await asyncio.Event().wait()  # runs until the worker stops
+
+    registry.add(kind, long_job)
+    await add_jobs(database, clock, NewJob(tenant.id, kind))
+    async with running(Worker(database, registry, clock=clock, poll_interval=SLOW_POLL)):
+        await asyncio.wait_for(started.wait(), timeout=10)
+    [job] = await jobs_of(database, kind)
+    assert (job.state, job.attempts, job.lease_owner) == ("ready", 0, None)

@@ -176,8 +176,8 @@ class Worker:
         self.processed = 0  # jobs finished (succeeded or failed), for metrics and tests
 
     async def run(self) -> None:
-        """Work until cancelled; on cancellation, running jobs are cancelled and left to
-        their leases (another worker, or this one restarted, takes them back)."""
+        """Work until cancelled; on cancellation, running jobs are cancelled and handed back
+        (if the database cannot be reached, their leases expire and any worker takes them)."""
         wakeup = Wakeup()
         background = [asyncio.create_task(self._heartbeat())]
         if not self.database.is_sqlite:
@@ -205,6 +205,22 @@ class Worker:
             for task in [*background, *self._running]:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
+            await asyncio.shield(self._release_leases())
+
+    async def _release_leases(self) -> None:
+        """Hand back the jobs this worker was running when it was stopped: their work rolled
+        back, so they are ready again at once, and the interrupted run does not count."""
+        with contextlib.suppress(Exception):  # unreachable database: the leases expire instead
+            async with self.database.write_session() as session:
+                await session.execute(
+                    text(
+                        "UPDATE jobs SET state = 'ready', lease_owner = NULL, "
+                        "lease_expires_at = NULL, attempts = attempts - 1, updated_at = :now "
+                        "WHERE lease_owner = :owner AND state = 'running'"
+                    ).bindparams(*_times("now")),
+                    {"now": self.clock.now(), "owner": self.owner},
+                )
+                await session.commit()
 
     async def drain(self, *, rounds: int = 1000) -> int:
         """Run every job due now, one claim batch after another, until none is left; how many

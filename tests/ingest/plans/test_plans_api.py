@@ -7,6 +7,8 @@ from typing import Any
 import httpx
 import pytest
 
+from clarion.core.database import Database
+from clarion.ingest.plans.models import TrackingPlan
 from tests.conftest import Tenant, problem
 from tests.ingest.plans.support import create_plan
 
@@ -199,3 +201,40 @@ async def test_graphql_mappings_may_follow_aliases_fragments_and_lists(
         mapping={"item.price": "price", "item.tags.0": "tag", "other.title": "other"},
     )
     await create_plan(client, tenant, events=[_rule(enrichments=[step])])
+
+
+async def test_header_values_are_never_shown_and_survive_a_round_trip(
+    client: httpx.AsyncClient, database: Database, tenant: Tenant
+) -> None:
+    step = {
+        "name": "catalog",
+        "kind": "http",
+        "url": "https://catalog.example/products/{sku}",
+        "variables": {"sku": "properties.sku"},
+        "headers": {"Authorization": "Bearer s3cret-token"},
+        "mapping": {"price": "price"},
+    }
+    body = {"name": "Enriched", "events": [{"name": "Product Viewed", "enrichments": [step]}]}
+    created = await client.post(URL, json=body, headers=tenant.admin)
+    assert created.status_code == 201, created.text
+    plan = created.json()
+    for headers in (tenant.admin, tenant.reader):
+        shown = (await client.get(f"{URL}/{plan['id']}", headers=headers)).text
+        assert "s3cret-token" not in shown and "<hidden>" in shown
+
+    # Read, change something else, send back: the token is kept.
+    edited = {k: plan[k] for k in ("name", "default", "source_ids", "events")}
+    edited["name"] = "Enriched v2"
+    updated = await client.put(f"{URL}/{plan['id']}", json=edited, headers=tenant.admin)
+    assert updated.status_code == 200, updated.text
+    async with database.read_session() as session:
+        stored = await session.get(TrackingPlan, plan["id"])
+        assert stored is not None
+        assert stored.events[0]["enrichments"][0]["headers"] == {
+            "Authorization": "Bearer s3cret-token"
+        }
+
+    # The placeholder for a header that was never stored is refused.
+    edited["events"][0]["enrichments"][0]["headers"]["X-Api-Key"] = "<hidden>"
+    refused = await client.put(f"{URL}/{plan['id']}", json=edited, headers=tenant.admin)
+    problem(refused, 400, "events.0.enrichments.0.headers.X-Api-Key")

@@ -44,6 +44,10 @@ class Action(StrEnum):
     ALLOWED = "allowed"
 
 
+# What reads show instead of a header's value; sent back, it keeps the stored value.
+HIDDEN = "<hidden>"
+
+
 class EnrichmentStep(BaseModel):
     """One call made for each matching event; its answer adds properties to the event."""
 
@@ -66,7 +70,13 @@ class EnrichmentStep(BaseModel):
             "or a JSON body (POST)."
         ),
     )
-    headers: dict[str, str] = Field(default_factory=dict)
+    headers: dict[str, str] = Field(
+        default_factory=dict,
+        description=(
+            f"Sent with each call. Values are never shown again: reads give {HIDDEN!r}, and "
+            f"{HIDDEN!r} sent back keeps the stored value."
+        ),
+    )
     mapping: dict[str, str] = Field(
         min_length=1,
         description=(

@@ -21,7 +21,12 @@ from clarion.core.errors import Conflict, FieldError, InvalidInput, NotFound
 from clarion.core.pagination import decode_cursor, encode_cursor
 from clarion.ingest.plans.definitions import check_rules
 from clarion.ingest.plans.models import TrackingPlan, TrackingPlanSource, TrackingViolation
-from clarion.ingest.plans.schemas import TrackingPlanCreate, TrackingPlanRead, ViolationKind
+from clarion.ingest.plans.schemas import (
+    HIDDEN,
+    TrackingPlanCreate,
+    TrackingPlanRead,
+    ViolationKind,
+)
 from clarion.workspaces import service as workspaces
 
 
@@ -66,6 +71,7 @@ async def update_plan(
 ) -> TrackingPlanRead:
     """The plan with its content replaced by `body`, one version later."""
     plan = await _plan_or_raise(session, workspace_id, plan_id)
+    body = _keep_hidden_headers(body, plan.events)
     check_rules(body.events)
     await _check_name(session, workspace_id, body.name, plan_id=plan.id)
     sources = await _check_sources(session, workspace_id, body.source_ids, plan_id=plan.id)
@@ -84,6 +90,54 @@ async def delete_plan(session: AsyncSession, *, workspace_id: int, plan_id: int)
     await session.execute(delete(TrackingPlanSource).where(TrackingPlanSource.plan_id == plan.id))
     await session.delete(plan)
     await session.flush()
+
+
+def _step_key(rule: dict[str, Any], step: dict[str, Any]) -> tuple[Any, ...]:
+    return (rule.get("type"), rule.get("name"), step.get("name"))
+
+
+def _hide_headers(rule: dict[str, Any]) -> dict[str, Any]:
+    """The rule as the API shows it: header values (tokens, as a rule) never leave."""
+    steps = [
+        {**step, "headers": dict.fromkeys(step.get("headers", {}), HIDDEN)}
+        for step in rule.get("enrichments", [])
+    ]
+    return {**rule, "enrichments": steps}
+
+
+def _keep_hidden_headers(
+    body: TrackingPlanCreate, stored: list[dict[str, Any]]
+) -> TrackingPlanCreate:
+    """`body` with each header still reading HIDDEN given its stored value, so a plan read
+    and sent back unchanged keeps its secrets; InvalidInput if there is none to keep."""
+    known = {
+        _step_key(rule, step): step.get("headers", {})
+        for rule in stored
+        for step in rule.get("enrichments", [])
+    }
+    events = []
+    for r, rule in enumerate(body.events):
+        steps = []
+        for n, step in enumerate(rule.enrichments):
+            headers = dict(step.headers)
+            old = known.get((rule.type.value, rule.name, step.name), {})
+            for header, value in headers.items():
+                if value != HIDDEN:
+                    continue
+                if header not in old:
+                    raise InvalidInput(
+                        f"Header {header!r} of step {step.name!r} has no stored value to keep.",
+                        errors=[
+                            FieldError(
+                                f"events.{r}.enrichments.{n}.headers.{header}",
+                                "send the value; the hidden placeholder keeps a stored one",
+                            )
+                        ],
+                    )
+                headers[header] = old[header]
+            steps.append(step.model_copy(update={"headers": headers}))
+        events.append(rule.model_copy(update={"enrichments": steps}))
+    return body.model_copy(update={"events": events})
 
 
 def _fill(plan: TrackingPlan, body: TrackingPlanCreate, now: datetime) -> None:
@@ -184,7 +238,7 @@ async def _read(session: AsyncSession, plans: Sequence[TrackingPlan]) -> list[Tr
             source_ids=links[plan.id],
             unplanned_events=plan.unplanned_events,
             invalid_events=plan.invalid_events,
-            events=plan.events,
+            events=[_hide_headers(rule) for rule in plan.events],
             version=plan.version,
             created_at=plan.created_at,
             updated_at=plan.updated_at,

@@ -5,16 +5,18 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import StreamingResponse
 
-from clarion.core.deps import AppClock, ReadSession, WriteSession
+from clarion.core.deps import AppClock, ReadSession, WriteSession, get_database
 from clarion.core.errors import FieldError, InvalidInput
 from clarion.ingest.schemas import EventRead
-from clarion.profiles import merges, queries
+from clarion.profiles import exports, imports, merges, queries
 from clarion.profiles.schemas import (
     MergePage,
     MergeRead,
     ProfileEventPage,
+    ProfileImportRead,
     ProfilePage,
     ProfileRead,
     TraitChangePage,
@@ -69,6 +71,71 @@ async def list_profiles(
         next_cursor = None
     views = await queries.view_profiles(session, profiles)
     return ProfilePage(items=[ProfileRead.of(v) for v in views], next_cursor=next_cursor)
+
+
+_IMPORT_DOC = {
+    "requestBody": {
+        "required": True,
+        "content": {"text/csv": {"schema": {"type": "string"}}},
+        "description": (
+            "UTF-8 CSV with a header naming user_id, email and/or phone columns and trait"
+            " columns (`name:int|float|bool|date|datetime|json` to type them), optionally"
+            f" gzip-compressed (`Content-Encoding: gzip`); at most"
+            f" {imports.MAX_IMPORT_BYTES // (1024 * 1024)} MB."
+        ),
+    }
+}
+
+
+@router.post("/imports", response_model=ProfileImportRead, openapi_extra=_IMPORT_DOC)
+async def import_profiles(
+    request: Request, caller: ManagementCaller, clock: AppClock
+) -> ProfileImportRead:
+    """Create or update a profile per CSV row (streamed, committed every 500 rows).
+
+    Each bad row is rejected and reported by line; a bad file as a whole changes nothing.
+    """
+    gzipped = imports.body_encoding(
+        content_type=request.headers.get("content-type"),
+        content_encoding=request.headers.get("content-encoding"),
+        content_length=request.headers.get("content-length"),
+    )
+    result = await imports.import_csv(
+        get_database(request),
+        workspace_id=caller.workspace_id,
+        body=request.stream(),
+        clock=clock,
+        gzipped=gzipped,
+    )
+    return ProfileImportRead.model_validate(result)
+
+
+@router.get(
+    "/export",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "content": {"text/csv": {}, "application/jsonl": {}},
+            "description": "Every canonical profile of the workspace, as an attachment.",
+        }
+    },
+)
+async def export_profiles(
+    request: Request,
+    caller: ManagementCaller,
+    clock: AppClock,
+    format: exports.ExportFormat = exports.ExportFormat.CSV,
+) -> StreamingResponse:
+    """Every canonical profile (identities, traits, computed traits) as CSV or JSON Lines."""
+    name = f"profiles-{clock.now():%Y%m%d-%H%M%S}.{format.value}"
+    pieces = exports.stream_profiles(
+        get_database(request), workspace_id=caller.workspace_id, format=format
+    )
+    return StreamingResponse(
+        (piece.encode() async for piece in pieces),
+        media_type=exports.MEDIA_TYPES[format],
+        headers={"Content-Disposition": f'attachment; filename="{name}"'},
+    )
 
 
 @router.get("/{profile_id}", response_model=ProfileRead)

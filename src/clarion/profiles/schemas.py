@@ -149,3 +149,25 @@ class TraitChangePage(BaseModel):
 
     items: list[TraitChangeRead]
     next_cursor: str | None
+
+
+class ImportRowErrorRead(BaseModel):
+    """A rejected row of an import: its first line in the file, the column at fault, why."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    line: int = Field(description="1-based line number in the file (the header is line 1).")
+    field: str = Field(description="The header of the column at fault, or `row`.")
+    message: str
+
+
+class ProfileImportRead(BaseModel):
+    """What an import did. `errors` lists the first rejected rows, in file order."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    rows: int = Field(description="Data rows read (blank lines are skipped).")
+    created: int
+    updated: int
+    rejected: int
+    errors: list[ImportRowErrorRead]

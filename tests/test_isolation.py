@@ -394,3 +394,36 @@ async def _trait_history(client: httpx.AsyncClient, s: Seeded) -> None:
     profile_id = await _a_profile(client, s)
     url = f"/api/v1/profiles/{profile_id}/traits/history"
     problem(await client.get(url, headers=s.b.admin), 404)
+
+
+@check("POST", "/api/v1/profiles/imports")
+async def _import_profiles(client: httpx.AsyncClient, s: Seeded) -> None:
+    profile_id = await _a_profile(client, s)
+    before = (await client.get(f"/api/v1/profiles/{profile_id}", headers=s.a.admin)).json()
+    # B imports A's user id: it makes B a profile of its own and never touches A's.
+    body = b"user_id,email,plan\na-user,a@example.com,taken\n"
+    headers = {**s.b.admin, "Content-Type": "text/csv"}
+    response = await client.post("/api/v1/profiles/imports", content=body, headers=headers)
+    assert response.status_code == 200, response.text
+    assert (response.json()["created"], response.json()["updated"]) == (1, 0)
+    after = (await client.get(f"/api/v1/profiles/{profile_id}", headers=s.a.admin)).json()
+    assert after == before
+    [mine] = (
+        await client.get("/api/v1/profiles", params={"user_id": "a-user"}, headers=s.b.admin)
+    ).json()["items"]
+    assert mine["id"] != profile_id and mine["traits"]["plan"] == "taken"
+
+
+@check("GET", "/api/v1/profiles/export")
+async def _export_profiles(client: httpx.AsyncClient, s: Seeded) -> None:
+    profile_id = await _a_profile(client, s)
+    headers = {**s.b.admin, "Content-Type": "text/csv"}
+    body = b"user_id,plan\nb-user,b-plan\n"
+    assert (await client.post("/api/v1/profiles/imports", content=body, headers=headers)).is_success
+    for format in ("csv", "jsonl"):
+        response = await client.get(
+            "/api/v1/profiles/export", params={"format": format}, headers=s.b.reader
+        )
+        assert response.status_code == 200
+        assert "b-user" in response.text and "b-plan" in response.text
+        assert profile_id not in response.text and "a-user" not in response.text

@@ -24,6 +24,7 @@ from clarion.core.errors import InvalidInput, PayloadTooLarge
 from clarion.profiles import exports, imports
 from tests.conftest import Tenant, problem
 from tests.profiles.conftest import Send, identify, track
+from tests.support import LiveServer
 
 URL = "/api/v1/profiles/imports"
 CSV_TYPE = {"Content-Type": "text/csv"}
@@ -537,3 +538,28 @@ async def test_export_then_import_elsewhere_gives_the_same_traits(
         )
 
     assert portable(again) == portable(text)
+
+
+async def test_over_real_http_chunked_gzip_upload_and_streamed_download(
+    live_server: LiveServer, tenant: Tenant
+) -> None:
+    text = "user_id,n:int\n" + "".join(f"u{i},{i}\n" for i in range(300))
+    packed = gzip.compress(text.encode())
+
+    async def upload() -> AsyncIterator[bytes]:  # no Content-Length: Transfer-Encoding chunked
+        for start in range(0, len(packed), 512):
+            yield packed[start : start + 512]
+
+    headers = {**tenant.admin, **CSV_TYPE, "Content-Encoding": "gzip"}
+    async with httpx.AsyncClient(base_url=live_server.url, timeout=60) as http:
+        response = await http.post(URL, content=upload(), headers=headers)
+        assert response.status_code == 200, response.text
+        assert response.json()["created"] == 300
+        async with http.stream(
+            "GET", "/api/v1/profiles/export", params={"format": "csv"}, headers=tenant.reader
+        ) as download:
+            assert download.status_code == 200
+            assert download.headers["content-disposition"].startswith("attachment;")
+            pieces = [piece async for piece in download.aiter_bytes()]
+    rows = csv_rows(b"".join(pieces).decode())
+    assert sorted(int(row["n:int"]) for row in rows) == list(range(300))

@@ -188,6 +188,28 @@ async def test_each_bad_row_is_reported_by_line_and_nothing_of_it_written(
         assert len(values) == 2 and not {3, 4, 5, 7, 8, 9, 10, 12} & set(values)
 
 
+async def test_values_one_database_could_not_store_are_rejected_on_both(
+    client: httpx.AsyncClient, tenant: Tenant
+) -> None:
+    body = (
+        "user_id,doc:json,n:int\n"
+        'u1,"""\\ud800""",1\n'  # a lone surrogate
+        'u2,"""a\\u0000b""",1\n'  # NUL, which PostgreSQL's JSON refuses
+        'u3,"{""k"": 18446744073709551616}",1\n'
+        "u4,1,9223372036854775808\n"
+        'u5,"{""k"": [1, ""ok""]}",-9223372036854775808\n'
+    )
+    result = await imported(client, tenant, body)
+    assert [(e["line"], e["field"], e["message"]) for e in result["errors"]] == [
+        (2, "doc:json", "not valid Unicode text"),
+        (3, "doc:json", "contains a NUL character"),
+        (4, "doc:json", "a number beyond 64 bits"),
+        (5, "n:int", "a number beyond 64 bits"),
+    ]
+    [profile] = await all_profiles(client, tenant)
+    assert profile["traits"] == {"doc": {"k": [1, "ok"]}, "n": -(2**63)}
+
+
 async def test_the_first_errors_are_reported_and_all_counted(
     client: httpx.AsyncClient, tenant: Tenant
 ) -> None:

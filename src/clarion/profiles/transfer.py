@@ -123,6 +123,10 @@ def _storable(value: Any) -> Any:
     elif isinstance(value, str):
         if "\x00" in value:  # PostgreSQL's JSON cannot hold it
             raise CellError("contains a NUL character")
+        try:
+            value.encode()
+        except UnicodeEncodeError:  # a lone surrogate, as JSON's "\ud800" spells one
+            raise CellError("not valid Unicode text") from None
     elif isinstance(value, list):
         for item in value:
             _storable(item)

@@ -23,7 +23,7 @@ from typing import Any
 
 from clarion.profiles import computed as computed_traits
 from clarion.profiles import traits as trait_rules
-from clarion.profiles.models import Profile, ProfileMerge
+from clarion.profiles.models import ProfileMerge
 
 USER_ID, ANONYMOUS_ID, EMAIL, PHONE = "user_id", "anonymous_id", "email", "phone"
 KINDS = (USER_ID, EMAIL, PHONE, ANONYMOUS_ID)  # resolution priority
@@ -73,6 +73,23 @@ def identity_keys(
 
 
 @dataclass(slots=True)
+class ProfileRow:
+    """A `profiles` row as a batch holds it: plain values, written back by `batch.write_graph`
+    in bulk statements rather than through the ORM's unit of work."""
+
+    id: uuid.UUID
+    workspace_id: int
+    canonical_id: uuid.UUID | None
+    traits: dict[str, Any]
+    trait_times: dict[str, Any]
+    computed: dict[str, Any]
+    first_seen_at: datetime | None
+    last_seen_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(slots=True)
 class NewIdentity:
     """An identity to insert, owned by `profile_id`."""
 
@@ -87,16 +104,16 @@ class Graph:
 
     workspace_id: int
     now: datetime
-    profiles: dict[uuid.UUID, Profile]
+    profiles: dict[uuid.UUID, ProfileRow]
     owner: dict[Key, uuid.UUID]
     user_ids: dict[uuid.UUID, set[str]]  # canonical id -> user ids of its whole tree
     blocked: set[frozenset[uuid.UUID]]  # profile pairs refused or un-merged before
     refused_with: dict[str, set[uuid.UUID]]  # anonymous id -> profiles it was refused with
-    new_profiles: list[Profile] = field(default_factory=list)
+    new_profiles: list[ProfileRow] = field(default_factory=list)
     new_identities: list[NewIdentity] = field(default_factory=list)
     merges: list[ProfileMerge] = field(default_factory=list)
     flattened: list[tuple[uuid.UUID, uuid.UUID]] = field(default_factory=list)
-    touched: set[uuid.UUID] = field(default_factory=set)
+    touched: set[uuid.UUID] = field(default_factory=set)  # rows to write back
 
     def canonical(self, profile_id: uuid.UUID) -> uuid.UUID:
         """The live profile a profile row resolves to."""
@@ -109,13 +126,15 @@ class Graph:
 
     def new_profile(self) -> uuid.UUID:
         """A fresh, empty profile."""
-        profile = Profile(
+        profile = ProfileRow(
             id=uuid.uuid4(),
             workspace_id=self.workspace_id,
             canonical_id=None,
             traits={},
             trait_times={},
             computed=computed_traits.empty(),
+            first_seen_at=None,
+            last_seen_at=None,
             created_at=self.now,
             updated_at=self.now,
         )
@@ -214,11 +233,12 @@ class Graph:
         for profile in self.profiles.values():
             if profile.canonical_id == absorbed:
                 profile.canonical_id = survivor
+                self.touched.add(profile.id)
         gone.canonical_id = survivor
         gone.updated_at = keep.updated_at = self.now
         self.flattened.append((absorbed, survivor))
         self.user_ids[survivor] |= self.user_ids.pop(absorbed, set())
-        self.touched.add(survivor)
+        self.touched |= {survivor, absorbed}
         self._record(survivor, absorbed, "merged", reason, key, event_id)
 
     def _record(

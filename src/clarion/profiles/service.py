@@ -22,7 +22,7 @@ from clarion.ingest.records import EventRecord
 from clarion.profiles import batch
 from clarion.profiles import computed as computed_traits
 from clarion.profiles import traits as trait_rules
-from clarion.profiles.identity import Graph, Key, identity_keys
+from clarion.profiles.identity import Graph, Key, ProfileRow, identity_keys
 from clarion.profiles.models import Account, Profile
 from clarion.profiles.traits import Change
 
@@ -109,7 +109,7 @@ def _resolve(graph: Graph, event: EventRecord) -> uuid.UUID | None:
 
 def _apply(
     graph: Graph,
-    profile: Profile,
+    profile: ProfileRow,
     event: EventRecord,
     outcome: _Outcome,
     accounts: dict[str, Account],
@@ -144,7 +144,7 @@ def _apply(
 
 
 def _set_traits(
-    profile: Profile,
+    profile: ProfileRow,
     incoming: dict[str, Any],
     timestamp: datetime,
     event_id: int | None,
@@ -206,7 +206,8 @@ async def upsert_profile(
         )
     incoming = {**{k: v for k, v in contacts.items() if v is not None}, **traits}
     graph = await batch.load_graph(session, workspace_id=workspace_id, keys=set(keys), now=now)
-    profile = graph.profiles[graph.resolve(keys, event_id=None, reason=source)]
+    profile_id = graph.resolve(keys, event_id=None, reason=source)
+    profile = graph.profiles[profile_id]
     outcome = _Outcome()
     _set_traits(profile, incoming, now, None, source, outcome)
     profile.updated_at = now
@@ -220,4 +221,7 @@ async def upsert_profile(
         changes=outcome.changes,
         links=set(),
     )
-    return profile
+    written = await session.get(Profile, profile_id, populate_existing=True)
+    if written is None:  # just written in this transaction: it cannot be missing
+        raise RuntimeError(f"profile {profile_id} was not written")
+    return written

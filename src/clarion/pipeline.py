@@ -47,9 +47,20 @@ from clarion.profiles import service as profiles
 MAX_EVENTS_PER_RUN = 1_000
 _FOLLOWING_JOBS = 200  # queued jobs looked at per run
 
-_EVENTS = text(
-    "SELECT id, workspace_id, source_id, message_id, type, name, user_id, anonymous_id,"
-    " group_id, previous_id, timestamp, received_at, properties, traits, context FROM events"
+_EVENT_COLUMNS = (
+    "id, workspace_id, source_id, message_id, type, name, user_id, anonymous_id, group_id,"
+    " previous_id, timestamp, received_at, properties, traits, context"
+)
+# On PostgreSQL the ids go as one array, each looked up by primary key: a LATERAL subquery
+# behind OFFSET 0 keeps the planner from scanning the workspace's events instead, which it
+# prefers while a freshly loaded table has no statistics yet.
+_EVENTS_POSTGRES = text(
+    f"SELECT e.* FROM unnest(CAST(:ids AS bigint[])) AS wanted(id) CROSS JOIN LATERAL"  # noqa: S608
+    f" (SELECT {_EVENT_COLUMNS} FROM events WHERE events.id = wanted.id"
+    f" AND events.workspace_id = :workspace_id OFFSET 0) AS e ORDER BY e.id"
+)
+_EVENTS_SQLITE = text(
+    f"SELECT {_EVENT_COLUMNS} FROM events"  # noqa: S608 - constant column names
     " WHERE workspace_id = :workspace_id AND id IN :ids ORDER BY id"
 ).bindparams(bindparam("ids", expanding=True))
 _FOLLOWING = """
@@ -161,9 +172,11 @@ async def _load_events(
     events: list[EventRecord] = []
     ordered = sorted(set(event_ids))
     sources: dict[Any, uuid.UUID] = {}
+    postgres = session.get_bind().dialect.name == "postgresql"
+    statement = _EVENTS_POSTGRES if postgres else _EVENTS_SQLITE
     for start in range(0, len(ordered), 900):
         rows = await session.execute(
-            _EVENTS, {"workspace_id": workspace_id, "ids": ordered[start : start + 900]}
+            statement, {"workspace_id": workspace_id, "ids": ordered[start : start + 900]}
         )
         for row in rows:
             source_id = sources.get(row[2])

@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import ColumnElement, and_, bindparam, or_, select, text, union, update
+from sqlalchemy import TextClause, bindparam, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -34,9 +34,7 @@ from clarion.profiles.models import (
     Account,
     Profile,
     ProfileAccount,
-    ProfileEvent,
     ProfileIdentity,
-    ProfileMerge,
 )
 from clarion.profiles.traits import Change
 
@@ -91,9 +89,32 @@ class _Codec:
             found = self._uuids[raw] = uuid.UUID(raw if isinstance(raw, str) else str(raw))
         return found
 
+    def read_id(self, raw: Any) -> uuid.UUID:
+        """A non-null UUID column's value."""
+        found = self.read_uuid(raw)
+        if found is None:
+            raise ValueError("NULL in a NOT NULL UUID column")
+        return found
+
     @staticmethod
     def read_json(raw: Any) -> Any:
         return orjson.loads(raw) if isinstance(raw, str | bytes) else raw
+
+
+def _in(postgres: bool, column: str, name: str, array_type: str) -> str:
+    """`column` among the list bound as `name`: one array parameter on PostgreSQL (one plan
+    whatever the length), an expanding list on SQLite."""
+    if postgres:
+        return f"{column} = ANY(CAST(:{name} AS {array_type}[]))"
+    return f"{column} IN :{name}"
+
+
+def _sql(postgres: bool, sql: str, *lists: str) -> TextClause:
+    """A statement whose `lists` parameters were written with `_in`."""
+    statement = text(sql)
+    if postgres:
+        return statement
+    return statement.bindparams(*(bindparam(name, expanding=True) for name in lists))
 
 
 async def _lock_keys(session: AsyncSession, workspace_id: int, keys: Iterable[Key]) -> None:
@@ -151,10 +172,13 @@ async def _load_rows(
 ) -> dict[uuid.UUID, ProfileRow]:
     """Like `load_profiles_closed`, as plain rows: the profiles and the canonical ones they
     point at, hop by hop (locked, in id order, on PostgreSQL)."""
-    statement = text(
-        f"SELECT {_PROFILE_COLUMNS} FROM profiles"  # noqa: S608 - constant column names
-        f" WHERE workspace_id = :ws AND id IN :ids ORDER BY id{' FOR UPDATE' if lock else ''}"
-    ).bindparams(bindparam("ids", expanding=True))
+    statement = _sql(
+        codec.postgres,
+        f"SELECT {_PROFILE_COLUMNS} FROM profiles WHERE workspace_id = :ws"  # noqa: S608
+        f" AND {_in(codec.postgres, 'id', 'ids', 'uuid')} ORDER BY id"
+        f"{' FOR UPDATE' if lock else ''}",
+        "ids",
+    )
     profiles: dict[uuid.UUID, ProfileRow] = {}
     wanted = set(ids)
     for _ in range(MAX_LOCK_HOPS):
@@ -164,7 +188,7 @@ async def _load_rows(
             )
             for row in rows:
                 profile = ProfileRow(
-                    id=codec.read_uuid(row[0]),  # type: ignore[arg-type]
+                    id=codec.read_id(row[0]),
                     workspace_id=workspace_id,
                     canonical_id=codec.read_uuid(row[1]),
                     traits=codec.read_json(row[2]),
@@ -200,17 +224,16 @@ async def _owners(
             size += len(group[-1][1])
         sql = " UNION ALL ".join(
             f"SELECT kind, value, profile_id FROM profile_identities"  # noqa: S608 - no input
-            f" WHERE workspace_id = :ws AND kind = :k{n} AND value IN :v{n}"
+            f" WHERE workspace_id = :ws AND kind = :k{n}"
+            f" AND {_in(codec.postgres, 'value', f'v{n}', 'text')}"
             for n in range(len(group))
         )
-        statement = text(sql).bindparams(
-            *(bindparam(f"v{n}", expanding=True) for n in range(len(group)))
-        )
+        statement = _sql(codec.postgres, sql, *(f"v{n}" for n in range(len(group))))
         values: dict[str, Any] = {"ws": workspace_id}
         for n, (kind, chunk) in enumerate(group):
             values[f"k{n}"], values[f"v{n}"] = kind, list(chunk)
         for kind, value, profile_id in await session.execute(statement, values):
-            owner[(kind, value)] = codec.read_uuid(profile_id)  # type: ignore[assignment]
+            owner[(kind, value)] = codec.read_id(profile_id)
     return owner
 
 
@@ -243,19 +266,31 @@ async def tree_user_ids(
     session: AsyncSession, canonical: set[uuid.UUID]
 ) -> dict[uuid.UUID, set[str]]:
     """The user ids held anywhere in each canonical profile's merge tree."""
+    codec = _Codec(session)
     found: dict[uuid.UUID, set[str]] = {c: set() for c in canonical}
+    statement = _sql(
+        codec.postgres,
+        "SELECT i.value, p.id, p.canonical_id FROM profiles AS p"  # noqa: S608 - no input
+        " JOIN profile_identities AS i ON i.profile_id = p.id"
+        f" WHERE i.kind = '{USER_ID}' AND ({_in(codec.postgres, 'p.id', 'ids', 'uuid')}"
+        f" OR {_in(codec.postgres, 'p.canonical_id', 'canonical', 'uuid')})",
+        "ids",
+        "canonical",
+    )
     for chunk in _chunks(sorted(canonical)):
-        rows = await session.execute(
-            select(ProfileIdentity.value, Profile.id, Profile.canonical_id)
-            .join(Profile, Profile.id == ProfileIdentity.profile_id)
-            .where(
-                ProfileIdentity.kind == USER_ID,
-                or_(Profile.id.in_(chunk), Profile.canonical_id.in_(chunk)),
-            )
-        )
-        for value, profile_id, canonical_id in rows:
-            found.setdefault(canonical_id or profile_id, set()).add(value)
+        ids = [codec.bind_uuid(c) for c in chunk]
+        for value, profile_id, canonical_id in await session.execute(
+            statement, {"ids": ids, "canonical": ids}
+        ):
+            tree = codec.read_uuid(canonical_id) or codec.read_id(profile_id)
+            found.setdefault(tree, set()).add(value)
     return found
+
+
+_BLOCKED = (
+    "SELECT survivor_id, absorbed_id, status, identity_kind, identity_value FROM profile_merges"
+    " WHERE workspace_id = :ws AND status IN ('refused', 'unmerged') AND "
+)
 
 
 async def _load_blocked(
@@ -263,57 +298,59 @@ async def _load_blocked(
 ) -> None:
     if not ids and not anonymous:
         return
-    conditions: list[ColumnElement[bool]] = []
-    for chunk in _chunks(sorted(ids)):
-        conditions += [ProfileMerge.survivor_id.in_(chunk), ProfileMerge.absorbed_id.in_(chunk)]
-    for chunk in _chunks(sorted(anonymous)):
-        conditions.append(
-            and_(
-                ProfileMerge.workspace_id == graph.workspace_id,
-                ProfileMerge.identity_kind == ANONYMOUS_ID,
-                ProfileMerge.identity_value.in_(chunk),
-            )
-        )
+    codec = _Codec(session)
+    pg = codec.postgres
     # One SELECT per condition, so each is served by its own index.
-    found = union(
-        *(
-            select(
-                ProfileMerge.survivor_id,
-                ProfileMerge.absorbed_id,
-                ProfileMerge.status,
-                ProfileMerge.identity_kind,
-                ProfileMerge.identity_value,
-            ).where(
-                condition,
-                ProfileMerge.workspace_id == graph.workspace_id,
-                ProfileMerge.status.in_(("refused", "unmerged")),
-            )
-            for condition in conditions
+    parts: list[tuple[str, str, list[Any]]] = []
+    for n, chunk in enumerate(_chunks(sorted(ids))):
+        values = [codec.bind_uuid(i) for i in chunk]
+        parts.append((_in(pg, "survivor_id", f"s{n}", "uuid"), f"s{n}", values))
+        parts.append((_in(pg, "absorbed_id", f"a{n}", "uuid"), f"a{n}", values))
+    for n, chunk in enumerate(_chunks(sorted(anonymous))):
+        condition = f"identity_kind = '{ANONYMOUS_ID}' AND " + _in(
+            pg, "identity_value", f"v{n}", "text"
         )
+        parts.append((condition, f"v{n}", list(chunk)))
+    statement = _sql(
+        pg,
+        " UNION ".join(_BLOCKED + condition for condition, _, _ in parts),
+        *(p[1] for p in parts),
     )
-    rows = await session.execute(found)
+    rows = await session.execute(
+        statement, {"ws": graph.workspace_id, **{name: values for _, name, values in parts}}
+    )
 
     def canon(profile_id: uuid.UUID) -> uuid.UUID:
         return graph.canonical(profile_id) if profile_id in graph.profiles else profile_id
 
-    for survivor_id, absorbed_id, status, identity_kind, identity_value in rows:
+    for raw_survivor, raw_absorbed, status, identity_kind, identity_value in rows:
+        survivor_id, absorbed_id = codec.read_id(raw_survivor), codec.read_id(raw_absorbed)
         graph.blocked.add(frozenset((canon(survivor_id), canon(absorbed_id))))
         if status == "refused" and identity_kind == ANONYMOUS_ID:
             graph.refused_with.setdefault(identity_value or "", set()).add(survivor_id)
+
+
+# Each id looked up through the unique index, even while the timeline, filling up from
+# empty, has no statistics and the planner would rather scan it (see pipeline._EVENTS_POSTGRES).
+_APPLIED_POSTGRES = text(
+    "SELECT found.event_id FROM unnest(CAST(:ids AS bigint[])) AS wanted(id) CROSS JOIN LATERAL"
+    " (SELECT event_id FROM profile_events WHERE workspace_id = :ws AND event_id = wanted.id"
+    " OFFSET 0) AS found"
+)
+_APPLIED_SQLITE = text(
+    "SELECT event_id FROM profile_events WHERE workspace_id = :ws AND event_id IN :ids"
+).bindparams(bindparam("ids", expanding=True))
 
 
 async def applied_event_ids(
     session: AsyncSession, *, workspace_id: int, event_ids: Sequence[int]
 ) -> set[int]:
     """Which of `event_ids` are already on a timeline (applied before)."""
+    statement = _APPLIED_POSTGRES if is_postgres(session) else _APPLIED_SQLITE
     found: set[int] = set()
     for chunk in _chunks(sorted(set(event_ids))):
-        rows = await session.scalars(
-            select(ProfileEvent.event_id).where(
-                ProfileEvent.workspace_id == workspace_id, ProfileEvent.event_id.in_(chunk)
-            )
-        )
-        found |= set(rows)
+        rows = await session.execute(statement, {"ws": workspace_id, "ids": list(chunk)})
+        found |= {event_id for (event_id,) in rows}
     return found
 
 

@@ -63,7 +63,11 @@ class _Codec:
         self._uuids: dict[Any, uuid.UUID] = {}
 
     def bind_time(self, value: datetime | None) -> Any:
-        return value if self.postgres else sqlite_time(value)
+        if self.postgres or value is None:
+            return value
+        if value.tzinfo is UTC:  # the usual case, without astimezone's cost
+            return value.replace(tzinfo=None).isoformat(" ", "microseconds")
+        return sqlite_time(value)
 
     def bind_uuid(self, value: uuid.UUID | None) -> Any:
         return value if self.postgres or value is None else value.hex

@@ -14,7 +14,7 @@ from clarion.core.clock import FrozenClock
 from clarion.core.database import Database, UTCDateTime
 from clarion.core.jobs.models import Job
 from clarion.core.jobs.worker import JobContext, Registry, Worker
-from clarion.ingest.jobs import PROCESS_EVENTS
+from clarion.ingest.jobs import PROCESS_EVENTS, StoredEvent, shard_of
 from clarion.ingest.plans.review import Review
 from clarion.ingest.records import EventRecord
 from clarion.pipeline import Pipeline
@@ -56,7 +56,9 @@ async def jobs_of(database: Database, tenant: Tenant) -> list[Job]:
         return list((await session.scalars(query.order_by(Job.id))).all())
 
 
-def counting_worker(app: FastAPI, tenant: Tenant, runs: list[list[int]]) -> Worker:
+def counting_worker(
+    app: FastAPI, tenant: Tenant, runs: list[list[int]], *, concurrency: int = 4
+) -> Worker:
     """A pipeline worker that notes, for each run of this tenant's jobs, its event ids."""
     pipeline: Pipeline = app.state.pipeline
 
@@ -68,7 +70,7 @@ def counting_worker(app: FastAPI, tenant: Tenant, runs: list[list[int]]) -> Work
     registry = Registry()
     registry.add(PROCESS_EVENTS, handler)
     clock = FrozenClock(datetime.now(UTC) + timedelta(seconds=5))
-    return Worker(app.state.database, registry, clock=clock)
+    return Worker(app.state.database, registry, clock=clock, concurrency=concurrency)
 
 
 async def applied(database: Database, tenant: Tenant) -> tuple[list[int], list[Any]]:
@@ -194,4 +196,107 @@ async def test_a_job_discarded_meanwhile_is_not_applied(
     events, history = await applied(database, tenant)
     assert events == sorted(first.payload["event_ids"] + second.payload["event_ids"])
     assert history == ["v1", "v2"]
+    assert await jobs_of(database, tenant) == []
+
+
+def devices_in_separate_shards(count: int) -> list[str]:
+    """Anonymous ids of `count` senders whose events go under different serial keys."""
+    found: dict[int, str] = {}
+    n = 0
+    while len(found) < count:
+        device = f"device-{n}"
+        found.setdefault(shard_of(StoredEvent(0, 0, "", None, device)), device)
+        n += 1
+    return list(found.values())
+
+
+async def send_from(client: httpx.AsyncClient, tenant: Tenant, device: str, n: int) -> None:
+    message = {
+        "type": "track",
+        "event": "Viewed",
+        "anonymousId": device,
+        "messageId": f"{device}-{n}",
+    }
+    sent = await client.post("/v1/batch", json={"batch": [message]}, auth=tenant.writer)
+    assert sent.json()["accepted"] == 1
+
+
+async def test_on_sqlite_one_run_serves_every_waiting_sender(
+    backend: str, app: FastAPI, client: httpx.AsyncClient, database: Database, tenant: Tenant
+) -> None:
+    devices = devices_in_separate_shards(3)
+    for device in devices:
+        await send_from(client, tenant, device, 1)
+    jobs = await jobs_of(database, tenant)
+    assert len({job.serial_key for job in jobs}) == 3
+    runs: list[list[int]] = []
+    await counting_worker(app, tenant, runs, concurrency=1).drain()
+
+    # SQLite has one writer: one run takes every queue. PostgreSQL runs the shards apart,
+    # so that workers share them.
+    assert len(runs) == (1 if backend == "sqlite" else 3)
+    events, _ = await applied(database, tenant)
+    assert events == sorted(i for job in jobs for i in job.payload["event_ids"])
+    assert await jobs_of(database, tenant) == []
+
+
+async def test_a_queue_whose_first_job_runs_elsewhere_is_not_taken_over(
+    app: FastAPI, client: httpx.AsyncClient, database: Database, tenant: Tenant
+) -> None:
+    mine, theirs = devices_in_separate_shards(2)
+    await send_from(client, tenant, mine, 1)
+    await send_from(client, tenant, theirs, 1)
+    await send_from(client, tenant, theirs, 2)
+    first, running, waiting = await jobs_of(database, tenant)
+    async with database.write_session() as session:  # leased far ahead to a worker elsewhere
+        await session.execute(
+            text(
+                "UPDATE jobs SET state = 'running', lease_owner = 'elsewhere',"
+                " lease_expires_at = :far WHERE id = :id"
+            ).bindparams(bindparam("far", type_=UTCDateTime())),
+            {"id": running.id, "far": datetime.now(UTC) + timedelta(hours=1)},
+        )
+        await session.commit()
+    runs: list[list[int]] = []
+    try:
+        await counting_worker(app, tenant, runs, concurrency=1).drain()
+        assert runs == [first.payload["event_ids"]]
+        events, _ = await applied(database, tenant)
+        assert events == sorted(first.payload["event_ids"])  # nothing of the other queue
+        assert [job.id for job in await jobs_of(database, tenant)] == [running.id, waiting.id]
+    finally:
+        async with database.write_session() as session:
+            await session.execute(
+                text("DELETE FROM jobs WHERE workspace_id = :ws"), {"ws": tenant.id}
+            )
+            await session.commit()
+
+
+async def test_a_job_id_reused_meanwhile_is_not_mistaken_for_the_job_read(
+    app: FastAPI, client: httpx.AsyncClient, database: Database, tenant: Tenant
+) -> None:
+    await send_separately(client, tenant, 3)
+    *_, third = await jobs_of(database, tenant)
+    pipeline: Pipeline = app.state.pipeline
+    real_review = pipeline.tracking_plans.review
+
+    async def review_then_replace(workspace_id: int, events: list[EventRecord]) -> Review:
+        review = await real_review(workspace_id, events)
+        if workspace_id == tenant.id and not replaced:
+            replaced.append(True)  # the newest job goes, and SQLite gives its id to the next
+            async with database.write_session() as session:
+                await session.execute(text("DELETE FROM jobs WHERE id = :id"), {"id": third.id})
+                await session.commit()
+            await send_separately(client, tenant, 1, first=4)
+        return review
+
+    replaced: list[bool] = []
+    pipeline.tracking_plans.review = review_then_replace  # type: ignore[method-assign]
+    try:
+        await counting_worker(app, tenant, []).drain()
+    finally:
+        del pipeline.tracking_plans.review
+    events, history = await applied(database, tenant)
+    assert history == ["v1", "v2", "v4"]  # the newcomer's events were applied, not lost
+    assert len(events) == 6 == len(set(events))
     assert await jobs_of(database, tenant) == []

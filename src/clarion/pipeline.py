@@ -14,8 +14,11 @@ senders), up to `MAX_EVENTS_PER_RUN` events: their events join its batch and the
 deleted in the same transaction that applies them. No other worker can run those jobs
 meanwhile (only the oldest live job of a serial key is ever claimed, and this one is live
 until it commits), so each sender's events stay in order and are applied exactly once, while
-one run does the work of many small jobs. A retried job takes over nothing, so an event that
-keeps failing fails only its own job.
+one run does the work of many small jobs. On SQLite, whose single writer makes parallel runs
+pointless, a run also takes over the queues of the other keys whose first live job is still
+ready when it writes (checked inside that write transaction), so one run serves every sender
+that is waiting instead of one run per shard. A retried job takes over nothing, so an event
+that keeps failing fails only its own job.
 
 Later stages (segments, journeys) join step 2, in that order.
 """
@@ -63,20 +66,25 @@ _EVENTS_SQLITE = text(
     f"SELECT {_EVENT_COLUMNS} FROM events"  # noqa: S608 - constant column names
     " WHERE workspace_id = :workspace_id AND id IN :ids ORDER BY id"
 ).bindparams(bindparam("ids", expanding=True))
-_FOLLOWING = """
-SELECT id, kind, state, run_at, payload FROM jobs
-WHERE workspace_id = :workspace_id AND serial_key = :serial_key AND id > :id
+# Live jobs with a serial key in the run's workspace, in id order: behind the run's own job
+# under its key, and (on SQLite) under every key.
+_LIVE = """
+SELECT id, serial_key, kind, state, run_at, payload FROM jobs
+WHERE workspace_id = :workspace_id AND serial_key IS NOT NULL {same_key}
   AND state IN ('ready', 'running')
 ORDER BY id LIMIT :limit
 """
-_TAKE = "DELETE FROM jobs WHERE id IN :ids AND state = 'ready' RETURNING id"
+_SAME_KEY = "AND serial_key = :serial_key AND id > :id"
+_STATES = "SELECT id, state, payload FROM jobs WHERE id IN :ids"
+_TAKE = "DELETE FROM jobs WHERE id IN :ids AND state = 'ready'"
 
 
 @dataclass(frozen=True, slots=True)
 class _Queued:
-    """A ready job behind the running one, whose events a run may take over."""
+    """A ready job whose events a run may take over, and the serial key it waits under."""
 
     id: int
+    serial_key: str
     event_ids: list[int]
 
 
@@ -121,14 +129,22 @@ class Pipeline:
     async def _queued_behind(
         self, session: AsyncSession, context: JobContext, events: int
     ) -> list[_Queued]:
-        """The ready, due jobs right behind this one under its serial key, in order, stopping
-        at the first that is not (or at `MAX_EVENTS_PER_RUN` events)."""
+        """The ready, due jobs a run takes over, in id order, up to `MAX_EVENTS_PER_RUN`
+        events: those right behind its own job under its serial key and, on SQLite, the
+        queues of other serial keys whose first live job is ready. Under each key they are
+        a prefix of its live jobs, so nothing is taken past a job that is not ready."""
         job = context.job
         if job.serial_key is None or job.attempts > 1:
             return []
+        every_key = self.database.is_sqlite
         rows = await session.execute(
-            text(_FOLLOWING).columns(
-                id=BigId, kind=String, state=String, run_at=UTCDateTime, payload=JSONDocument
+            text(_LIVE.format(same_key="" if every_key else _SAME_KEY)).columns(
+                id=BigId,
+                serial_key=String,
+                kind=String,
+                state=String,
+                run_at=UTCDateTime,
+                payload=JSONDocument,
             ),
             {
                 "workspace_id": job.workspace_id,
@@ -139,13 +155,22 @@ class Pipeline:
         )
         now = context.clock.now()
         queued: list[_Queued] = []
+        stopped: set[str] = set()  # keys with a job not to be taken, nor anything after it
         for row in rows:
+            if row.serial_key in stopped or row.id == job.id:
+                continue
             ids = _event_ids(row.payload)
-            if row.kind != PROCESS_EVENTS or row.state != "ready" or row.run_at > now:
-                break
-            if ids is None or events + len(ids) > MAX_EVENTS_PER_RUN:
-                break
-            queued.append(_Queued(row.id, ids))
+            if (
+                row.kind != PROCESS_EVENTS
+                or row.state != "ready"
+                or row.run_at > now
+                or (row.serial_key == job.serial_key and row.id < job.id)
+                or ids is None
+                or events + len(ids) > MAX_EVENTS_PER_RUN
+            ):
+                stopped.add(row.serial_key)
+                continue
+            queued.append(_Queued(row.id, row.serial_key, ids))
             events += len(ids)
         return queued
 
@@ -221,19 +246,39 @@ def _document(raw: Any) -> dict[str, Any]:
 
 
 async def _take(session: AsyncSession, queued: list[_Queued]) -> list[_Queued]:
-    """Delete the queued jobs still ready, in the caller's transaction; those deleted.
+    """Delete, in the caller's transaction, the queued jobs that may still be taken; those.
 
-    One that is no longer ready was discarded or parked dead meanwhile, so it no longer
-    holds back the ones after it; none can be running while the caller's job is live.
+    Under each key they are taken in order up to one now running elsewhere (its worker, not
+    this run, goes on with that queue). One gone or dead meanwhile was finished, discarded or
+    parked, so it no longer holds back the ones after it. A job is recognized by its events,
+    not only its id, which SQLite may have given to a newer job since. On PostgreSQL the
+    states are read under row locks, on SQLite inside its single writer's transaction: they
+    cannot change before the commit.
     """
     if not queued:
         return []
     ids: BindParameter[Any] = bindparam("ids", expanding=True)
-    result = await session.execute(
-        text(_TAKE).bindparams(ids).columns(id=BigId), {"ids": [job.id for job in queued]}
+    lock = "" if session.get_bind().dialect.name == "sqlite" else " FOR UPDATE"
+    rows = await session.execute(
+        text(_STATES + lock).bindparams(ids).columns(id=BigId, state=String, payload=JSONDocument),
+        {"ids": [job.id for job in queued]},
     )
-    deleted = set(result.scalars())
-    return [job for job in queued if job.id in deleted]
+    # SQLite hands a deleted job's id to the next job enqueued: a row with the id but other
+    # events is another job, and the one that was read is gone.
+    states = {row.id: (row.state, _event_ids(row.payload)) for row in rows}
+    taken: list[_Queued] = []
+    stopped: set[str] = set()
+    for job in queued:
+        state, event_ids = states.get(job.id, (None, None))
+        if event_ids != job.event_ids:
+            continue
+        if state == "running":
+            stopped.add(job.serial_key)
+        elif state == "ready" and job.serial_key not in stopped:
+            taken.append(job)
+    if taken:
+        await session.execute(text(_TAKE).bindparams(ids), {"ids": [job.id for job in taken]})
+    return taken
 
 
 def _only(review: Review, event_ids: set[int]) -> Review:

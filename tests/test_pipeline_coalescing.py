@@ -7,9 +7,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+import pytest
 from fastapi import FastAPI
 from sqlalchemy import bindparam, select, text
 
+from clarion import pipeline as pipeline_module
 from clarion.core.clock import FrozenClock
 from clarion.core.database import Database, UTCDateTime
 from clarion.core.jobs.models import Job
@@ -221,7 +223,7 @@ async def send_from(client: httpx.AsyncClient, tenant: Tenant, device: str, n: i
     assert sent.json()["accepted"] == 1
 
 
-async def test_on_sqlite_one_run_serves_every_waiting_sender(
+async def test_under_light_load_one_sqlite_run_serves_every_waiting_sender(
     backend: str, app: FastAPI, client: httpx.AsyncClient, database: Database, tenant: Tenant
 ) -> None:
     devices = devices_in_separate_shards(3)
@@ -232,11 +234,30 @@ async def test_on_sqlite_one_run_serves_every_waiting_sender(
     runs: list[list[int]] = []
     await counting_worker(app, tenant, runs, concurrency=1).drain()
 
-    # SQLite has one writer: one run takes every queue. PostgreSQL runs the shards apart,
-    # so that workers share them.
+    # SQLite has one writer: a run whose own queue is short takes the other keys' queues.
+    # PostgreSQL runs the keys apart, so that workers share them.
     assert len(runs) == (1 if backend == "sqlite" else 3)
     events, _ = await applied(database, tenant)
     assert events == sorted(i for job in jobs for i in job.payload["event_ids"])
+    assert await jobs_of(database, tenant) == []
+
+
+async def test_a_run_with_a_long_queue_of_its_own_leaves_the_other_keys(
+    app: FastAPI,
+    client: httpx.AsyncClient,
+    database: Database,
+    tenant: Tenant,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(pipeline_module, "CROSS_KEY_BELOW", 1)  # one event is a long queue
+    for device in devices_in_separate_shards(3):
+        await send_from(client, tenant, device, 1)
+    runs: list[list[int]] = []
+    await counting_worker(app, tenant, runs, concurrency=1).drain()
+
+    assert len(runs) == 3  # so that other workers can take the other keys at once
+    events, _ = await applied(database, tenant)
+    assert len(events) == 3
     assert await jobs_of(database, tenant) == []
 
 

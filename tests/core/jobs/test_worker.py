@@ -241,3 +241,15 @@ async def test_many_workers_run_each_job_exactly_once(
     assert sorted(ran) == sorted({*ran}) and len(ran) == 120
     assert sum(counts) == 120
     assert await jobs_of(database, kind) == []
+
+
+async def test_a_finished_jobs_id_is_never_given_to_another(
+    database: Database, clock: FrozenClock, tenant: Tenant, kind: str
+) -> None:
+    ran: list[JobContext] = []
+    worker = Worker(database, recording(kind, ran), clock=clock)
+    await add_jobs(database, clock, NewJob(tenant.id, kind))
+    await worker.drain()
+    await add_jobs(database, clock, NewJob(tenant.id, kind))
+    await worker.drain()
+    assert ran[1].job.id > ran[0].job.id  # SQLite would reuse the top rowid without AUTOINCREMENT

@@ -65,6 +65,8 @@ class Job(Base):
             postgresql_where=text(f"{LIVE} AND serial_key IS NOT NULL"),
         ),
         Index(None, "workspace_id", "state", "id"),
+        # Never reuse a deleted job's id on SQLite: ids order serial keys and name jobs.
+        {"sqlite_autoincrement": True},
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)

@@ -52,6 +52,7 @@ def upgrade() -> None:
             ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_jobs")),
+        sqlite_autoincrement=True,  # a finished job's id is never given to another
     )
     op.create_index(
         op.f("ix_jobs_priority_run_at_id"),

@@ -29,7 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from clarion.core.database import sqlite_time
 from clarion.core.errors import Conflict
-from clarion.profiles.identity import ANONYMOUS_ID, USER_ID, Graph, Key, ProfileRow
+from clarion.profiles.identity import ANONYMOUS_ID, Graph, Key, ProfileRow
 from clarion.profiles.models import (
     Account,
     Profile,
@@ -227,9 +227,19 @@ async def _owners(
             group.append(parts.pop(0))
             size += len(group[-1][1])
         sql = " UNION ALL ".join(
-            f"SELECT kind, value, profile_id FROM profile_identities"  # noqa: S608 - no input
-            f" WHERE workspace_id = :ws AND kind = :k{n}"
-            f" AND {_in(codec.postgres, 'value', f'v{n}', 'text')}"
+            (
+                # Each value probed through the unique index: given `value = ANY(...)`, a
+                # planner without statistics yet filters every identity of the kind instead.
+                f"SELECT found.* FROM unnest(CAST(:v{n} AS text[])) AS wanted(value)"  # noqa: S608
+                f" CROSS JOIN LATERAL (SELECT kind, value, profile_id FROM profile_identities"
+                f" WHERE workspace_id = :ws AND kind = :k{n} AND value = wanted.value"
+                f" OFFSET 0) AS found"
+            )
+            if codec.postgres
+            else (
+                f"SELECT kind, value, profile_id FROM profile_identities"  # noqa: S608
+                f" WHERE workspace_id = :ws AND kind = :k{n} AND value IN :v{n}"
+            )
             for n in range(len(group))
         )
         statement = _sql(codec.postgres, sql, *(f"v{n}" for n in range(len(group))))
@@ -266,21 +276,29 @@ async def load_graph(
     return graph
 
 
+# PostgreSQL: each tree reached from its root by key (root, members by canonical_id, their
+# user ids by profile_id), whatever the planner believes of tables still filling up.
+_TREE_USER_IDS_POSTGRES = text(
+    "SELECT i.value, m.id, m.canonical_id FROM unnest(CAST(:ids AS uuid[])) AS wanted(id)"
+    " CROSS JOIN LATERAL (SELECT id, canonical_id FROM profiles WHERE id = wanted.id"
+    " UNION ALL SELECT id, canonical_id FROM profiles WHERE canonical_id = wanted.id) AS m"
+    " CROSS JOIN LATERAL (SELECT value FROM profile_identities WHERE profile_id = m.id"
+    " AND kind = 'user_id' OFFSET 0) AS i"
+)
+_TREE_USER_IDS_SQLITE = text(
+    "SELECT i.value, p.id, p.canonical_id FROM profiles AS p"
+    " JOIN profile_identities AS i ON i.profile_id = p.id"
+    " WHERE i.kind = 'user_id' AND (p.id IN :ids OR p.canonical_id IN :canonical)"
+).bindparams(bindparam("ids", expanding=True), bindparam("canonical", expanding=True))
+
+
 async def tree_user_ids(
     session: AsyncSession, canonical: set[uuid.UUID]
 ) -> dict[uuid.UUID, set[str]]:
     """The user ids held anywhere in each canonical profile's merge tree."""
     codec = _Codec(session)
     found: dict[uuid.UUID, set[str]] = {c: set() for c in canonical}
-    statement = _sql(
-        codec.postgres,
-        "SELECT i.value, p.id, p.canonical_id FROM profiles AS p"  # noqa: S608 - no input
-        " JOIN profile_identities AS i ON i.profile_id = p.id"
-        f" WHERE i.kind = '{USER_ID}' AND ({_in(codec.postgres, 'p.id', 'ids', 'uuid')}"
-        f" OR {_in(codec.postgres, 'p.canonical_id', 'canonical', 'uuid')})",
-        "ids",
-        "canonical",
-    )
+    statement = _TREE_USER_IDS_POSTGRES if codec.postgres else _TREE_USER_IDS_SQLITE
     for chunk in _chunks(sorted(canonical)):
         ids = [codec.bind_uuid(c) for c in chunk]
         for value, profile_id, canonical_id in await session.execute(

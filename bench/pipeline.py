@@ -260,12 +260,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                 for n in options.workers
             ]
             latency = measure_latency(kind, options, Path(tmp) / "latency")
-        per_worker = [run["events_per_s_per_worker"] for run in runs]
+        # The per-worker target is one `clarion worker` process's; what a second one adds is
+        # the scaling target's business (PostgreSQL only: SQLite has one writer).
+        one_worker = [run["events_per_s"] for run in runs if run["workers"] == 1]
         entry: dict[str, Any] = {"throughput": runs, "latency": latency}
         if len(runs) > 1 and runs[0]["workers"] == 1:
             entry["scaling_2_over_1"] = round(runs[1]["events_per_s"] / runs[0]["events_per_s"], 2)
         entry["target_met"] = (
-            min(per_worker) >= TARGET_PER_WORKER
+            bool(one_worker)
+            and one_worker[0] >= TARGET_PER_WORKER
             and latency["latency_s_p99"] < TARGET_P99_S
             and (kind != "postgresql" or entry.get("scaling_2_over_1", 0) >= TARGET_SCALING)
         )

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import queue
 import signal
 import subprocess
 import sys
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -67,6 +69,7 @@ def test_clarion_worker_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
         **os.environ,
         "CLARION_DATABASE_URL": f"sqlite:///{tmp_path / 'clarion.db'}",
         "CLARION_DATA_DIR": str(tmp_path),
+        "CLARION_LOG_LEVEL": "info",  # the test waits for the worker's "running" line
     }
     process = subprocess.Popen(
         [str(Path(sys.executable).parent / "clarion"), "worker"],
@@ -74,16 +77,20 @@ def test_clarion_worker_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
         stderr=subprocess.PIPE,
         text=True,
     )
+    lines: queue.Queue[str] = queue.Queue()
+    assert process.stderr is not None
+    reader = threading.Thread(target=lambda: [lines.put(line) for line in process.stderr or ()])
+    reader.start()
     try:
-        assert process.stderr is not None
-        for line in process.stderr:
-            if "running" in line:
-                break
+        deadline = time.monotonic() + 60
+        while "running" not in lines.get(timeout=max(0.1, deadline - time.monotonic())):
+            pass
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0
-        assert "stopped" in process.stderr.read()
+        reader.join(timeout=10)
+        assert any("stopped" in line for line in list(lines.queue))
     finally:
         process.kill()
         process.wait()
-        if process.stderr is not None:
-            process.stderr.close()
+        reader.join(timeout=10)
+        process.stderr.close()

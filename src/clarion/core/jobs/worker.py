@@ -173,6 +173,7 @@ class Worker:
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not secrets
         self._running: set[asyncio.Task[None]] = set()
+        self._maintained_at: datetime | None = None
         self.processed = 0  # jobs finished (succeeded or failed), for metrics and tests
 
     async def run(self) -> None:
@@ -235,11 +236,20 @@ class Worker:
         return ran
 
     async def _maintain_and_claim(self) -> list[ClaimedJob]:
+        """Claim what fits in the free slots; once per poll interval, also take back expired
+        leases and enqueue due recurring jobs (kept off the claim path: it runs per batch)."""
         free = self.concurrency - len(self._running)
+        now = self.clock.now()
+        maintain = self._maintained_at is None or (
+            (now - self._maintained_at).total_seconds() >= self.poll_interval
+        )
+        if free <= 0 and not maintain:
+            return []
         async with self.database.write_session() as session:
-            now = self.clock.now()
-            await session.execute(text(_REAP).bindparams(*_times("now")), {"now": now})
-            await enqueue_due_recurring_jobs(session, now=now)
+            if maintain:
+                self._maintained_at = now
+                await session.execute(text(_REAP).bindparams(*_times("now")), {"now": now})
+                await enqueue_due_recurring_jobs(session, now=now)
             claimed = await self._claim(session, free, now) if free > 0 else []
             await session.commit()
         return claimed

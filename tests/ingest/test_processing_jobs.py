@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import httpx
+import pytest
 from sqlalchemy import select
 
 from clarion.core.database import Database
 from clarion.core.jobs.models import Job
+from clarion.core.jobs.queue import enqueue
 from clarion.ingest.jobs import PROCESS_EVENTS, StoredEvent, processing_jobs, shard_of
+from clarion.ingest.models import Event
+from clarion.ingest.service import Shared, accept_messages
+from clarion.ingest.store import insert_events_postgres
 from tests.conftest import Tenant
 
 
@@ -52,3 +59,25 @@ def test_senders_shard_stably() -> None:
     jobs = processing_jobs([same_sender, one])
     assert [job.payload for job in jobs] == [{"event_ids": [1, 2]}]
     assert jobs[0].serial_key == f"events:{shard_of(one)}"
+
+
+async def test_events_and_their_jobs_commit_together_or_not_at_all(
+    backend: str, database: Database, tenant: Tenant
+) -> None:
+    """The fast insert runs in the session's transaction: rolled back, it leaves nothing."""
+    if backend != "postgresql":
+        pytest.skip("SQLite's event writer has its own transaction; see test_writer.py")
+    accepted = accept_messages(
+        [b'{"type": "track", "event": "E", "userId": "u", "messageId": "rolled-back"}'],
+        workspace_id=tenant.id,
+        source_id=tenant.source_id,
+        received_at=datetime.now(UTC),
+        shared=Shared(),
+    )
+    async with database.write_session() as session:
+        stored = await insert_events_postgres(session, accepted.rows)
+        await enqueue(session, processing_jobs(stored), now=datetime.now(UTC))
+        await session.rollback()
+    async with database.read_session() as session:
+        assert await session.scalar(select(Event.id).where(Event.workspace_id == tenant.id)) is None
+    assert await processing_jobs_of(database, tenant) == []

@@ -88,11 +88,11 @@ async def insert_events_postgres(
 
     Runs in the session's transaction; the caller commits.
     """
+    # Through SQLAlchemy's driver adapter, which opens the transaction (the bare asyncpg
+    # connection would run the statement in autocommit), without per-value type processing.
     connection = await session.connection()
-    raw = await connection.get_raw_connection()
-    driver: Any = raw.driver_connection
-    records = await driver.fetch(_POSTGRES_INSERT, *_postgres_arrays(rows))
-    return [StoredEvent._make(record) for record in records]
+    result = await connection.exec_driver_sql(_POSTGRES_INSERT, tuple(_postgres_arrays(rows)))
+    return [StoredEvent._make(record) for record in result]
 
 
 def encode_sqlite(rows: list[dict[str, Any]]) -> list[tuple[Any, ...]]:

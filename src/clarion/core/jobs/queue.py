@@ -15,7 +15,6 @@ from typing import Any
 
 import orjson
 from sqlalchemy import event, text
-from sqlalchemy.dialects.postgresql import insert as postgres_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
@@ -69,11 +68,46 @@ async def enqueue(session: AsyncSession, jobs: Sequence[NewJob], *, now: datetim
         return 0
     rows = [_values(job, now) for job in jobs]
     if session.get_bind().dialect.name == "postgresql":
-        statement = postgres_insert(Job).on_conflict_do_nothing().returning(Job.id)
+        inserted = await _insert_postgres(session, rows)
     else:
         statement = sqlite_insert(Job).on_conflict_do_nothing().returning(Job.id)
-    inserted = len((await session.execute(statement, rows)).all())
-    await wake_on_commit(session)
+        inserted = len((await session.execute(statement, rows)).all())
+    _notify_local_on_commit(session)
+    return inserted
+
+
+# One round trip on the hot path (ingestion enqueues with every commit): the rows as arrays,
+# and the NOTIFY that PostgreSQL delivers to every listening worker on commit.
+_POSTGRES_TYPES = {
+    "workspace_id": "integer",
+    "payload": "jsonb",
+    "priority": "smallint",
+    "run_at": "timestamptz",
+    "attempts": "integer",
+    "max_attempts": "integer",
+    "created_at": "timestamptz",
+    "updated_at": "timestamptz",
+}
+_COLUMNS = tuple(_values(NewJob(0, ""), datetime.now(UTC)))
+_POSTGRES_INSERT = (
+    f"WITH added AS (INSERT INTO jobs ({', '.join(_COLUMNS)}) "  # noqa: S608 - constant names
+    "SELECT * FROM unnest("
+    + ", ".join(
+        f"${n}::{_POSTGRES_TYPES.get(column, 'varchar')}[]" for n, column in enumerate(_COLUMNS, 1)
+    )
+    + f") ON CONFLICT DO NOTHING RETURNING 1) "  # noqa: S608 - constant names
+    f"SELECT count(*), pg_notify('{CHANNEL}', '') FROM added"
+)
+
+
+async def _insert_postgres(session: AsyncSession, rows: list[dict[str, Any]]) -> int:
+    arrays = tuple(
+        [orjson.dumps(row[c]).decode() if c == "payload" else row[c] for row in rows]
+        for c in _COLUMNS
+    )
+    # Through SQLAlchemy's driver adapter: it opens the session's transaction if need be.
+    connection = await session.connection()
+    inserted: int = (await connection.exec_driver_sql(_POSTGRES_INSERT, arrays)).scalar_one()
     return inserted
 
 
@@ -83,6 +117,10 @@ async def wake_on_commit(session: AsyncSession) -> None:
     if session.get_bind().dialect.name == "postgresql":
         # Delivered by PostgreSQL at commit, to every listening process, or not at all.
         await session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": CHANNEL})
+    _notify_local_on_commit(session)
+
+
+def _notify_local_on_commit(session: AsyncSession) -> None:
     sync_session = session.sync_session
     if not sync_session.info.get("clarion_wake_on_commit"):
         sync_session.info["clarion_wake_on_commit"] = True
@@ -94,7 +132,7 @@ def _after_commit(session: Session) -> None:
     notify_local()
 
 
-_SQLITE_COLUMNS = tuple(_values(NewJob(0, ""), datetime.now(UTC)))
+_SQLITE_COLUMNS = _COLUMNS
 _SQLITE_INSERT = (
     f"INSERT INTO jobs ({', '.join(_SQLITE_COLUMNS)}) "  # noqa: S608 - constant column names
     f"VALUES ({', '.join('?' * len(_SQLITE_COLUMNS))}) ON CONFLICT DO NOTHING"

@@ -100,6 +100,14 @@ _POSTGRES_INSERT = (
 )
 
 
+# A data-modifying WITH runs whether or not its rows are read.
+_POSTGRES_INSERT_PLAIN = (
+    _POSTGRES_INSERT.replace(" ON CONFLICT DO NOTHING RETURNING 1) ", ") ")
+    .replace("SELECT count(*), pg_notify", "SELECT pg_notify")
+    .replace(" FROM added", "")
+)
+
+
 async def _insert_postgres(session: AsyncSession, rows: list[dict[str, Any]]) -> int:
     arrays = tuple(
         [orjson.dumps(row[c]).decode() if c == "payload" else row[c] for row in rows]
@@ -107,8 +115,13 @@ async def _insert_postgres(session: AsyncSession, rows: list[dict[str, Any]]) ->
     )
     # Through SQLAlchemy's driver adapter: it opens the session's transaction if need be.
     connection = await session.connection()
-    inserted: int = (await connection.exec_driver_sql(_POSTGRES_INSERT, arrays)).scalar_one()
-    return inserted
+    if any(row["dedupe_key"] is not None for row in rows):
+        result = await connection.exec_driver_sql(_POSTGRES_INSERT, arrays)
+        inserted: int = result.scalar_one()
+        return inserted
+    # Nothing to de-duplicate (the event pipeline's jobs): no speculative insertion.
+    await connection.exec_driver_sql(_POSTGRES_INSERT_PLAIN, arrays)
+    return len(rows)
 
 
 async def wake_on_commit(session: AsyncSession) -> None:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import pytest
+
 from clarion.core.database import Database
+from clarion.core.errors import InvalidInput
 from clarion.profiles import queries, service
 from tests.conftest import Tenant
 from tests.profiles.conftest import Send, apply, identify, track
@@ -109,3 +112,33 @@ async def test_upsert_profile_links_by_email(database: Database, tenant: Tenant)
     found = await by(database, tenant, "phone", "+4722334455")
     assert found is not None and found.id == first.id
     assert found.traits == {"vip": False, "email": "ann@example.com", "phone": "+47 (22) 33-44-55"}
+
+
+async def test_upsert_profiles_in_one_pass_resolves_like_one_at_a_time(
+    database: Database, tenant: Tenant
+) -> None:
+    now = datetime.now(UTC)
+    upserts = [
+        service.ProfileUpsert(email="Bea@Example.com", traits={"plan": "free"}),
+        service.ProfileUpsert(user_id="cy", traits={"plan": "pro"}),
+        # Links the first row's profile to a user id, within the same batch.
+        service.ProfileUpsert(user_id="bea", email="bea@example.com", traits={"plan": "plus"}),
+        service.ProfileUpsert(user_id="cy", traits={"age": 41}),
+    ]
+    async with database.write_session() as session:
+        answers = await service.upsert_profiles(
+            session, workspace_id=tenant.id, upserts=upserts, now=now
+        )
+        await session.commit()
+    ids = [profile_id for profile_id, _ in answers]
+    assert ids[0] == ids[2] and ids[1] == ids[3] and ids[0] != ids[1]
+    bea = await by(database, tenant, "user_id", "bea")
+    cy = await by(database, tenant, "user_id", "cy")
+    assert bea is not None and bea.id == ids[0] and bea.traits["plan"] == "plus"
+    assert cy is not None and cy.traits == {"plan": "pro", "age": 41}
+
+    async with database.write_session() as session:
+        with pytest.raises(InvalidInput):
+            await service.upsert_profiles(
+                session, workspace_id=tenant.id, upserts=[service.ProfileUpsert()], now=now
+            )

@@ -1,4 +1,4 @@
-"""Importing profiles from CSV, streamed: one `upsert_profile` per row, committed in chunks.
+"""Importing profiles from CSV, streamed: each chunk upserted in one pass, committed whole.
 
 The body is read as it arrives (gunzipped on the fly), split into records and upserted
 `CHUNK_ROWS` rows per transaction, so a file of any length is imported in bounded memory and a
@@ -28,7 +28,7 @@ from clarion.core.database import Database
 from clarion.core.errors import ClarionError, Conflict, FieldError, InvalidInput
 from clarion.profiles import csvstream, transfer
 from clarion.profiles.identity import normalize_email, normalize_phone
-from clarion.profiles.service import upsert_profile
+from clarion.profiles.service import ProfileUpsert, upsert_profile, upsert_profiles
 
 CHUNK_ROWS = 500
 MAX_IMPORT_BYTES = 100 * 1024 * 1024  # of CSV text, on the wire and once gunzipped
@@ -317,7 +317,16 @@ class _ChunkWriter:
         for attempt in range(CHUNK_ATTEMPTS):
             try:
                 async with self.database.write_session() as session:
-                    outcomes: list[_Outcome] = [await self._upsert(session, r, now) for r in rows]
+                    upserts = [ProfileUpsert(r.user_id, r.email, r.phone, r.traits) for r in rows]
+                    outcomes: list[_Outcome] = list(
+                        await upsert_profiles(
+                            session,
+                            workspace_id=self.workspace_id,
+                            upserts=upserts,
+                            now=now,
+                            source="import",
+                        )
+                    )
                     await session.commit()
                 return outcomes
             except (ClarionError, SQLAlchemyError) as exc:

@@ -180,6 +180,68 @@ def _account(
     return account
 
 
+@dataclass(frozen=True, slots=True)
+class ProfileUpsert:
+    """One profile to create or update by its identities, with traits to set."""
+
+    user_id: str | None = None
+    email: str | None = None
+    phone: str | None = None
+    traits: dict[str, Any] = field(default_factory=dict)
+
+
+async def upsert_profiles(
+    session: AsyncSession,
+    *,
+    workspace_id: int,
+    upserts: Sequence[ProfileUpsert],
+    now: datetime,
+    source: str = "import",
+) -> list[tuple[uuid.UUID, datetime]]:
+    """For each upsert, in order, what `upsert_profile` does, in one pass over the batch: the
+    (profile id, created at) of each. InvalidInput for the first upsert with no identity.
+    Flushes only."""
+    if source not in trait_rules.SOURCES:
+        raise InvalidInput(
+            f"Unknown trait source {source!r}.", errors=[FieldError("source", "unknown")]
+        )
+    planned = []
+    for upsert in upserts:
+        contacts = {"email": upsert.email, "phone": upsert.phone}
+        keys = identity_keys(
+            user_id=upsert.user_id, anonymous_id=None, traits=contacts, with_contacts=True
+        )
+        if not keys:
+            raise InvalidInput(
+                "A profile needs a user_id, an email or a phone.",
+                errors=[FieldError("user_id", "give a user_id, a valid email or a valid phone")],
+            )
+        incoming = {**{k: v for k, v in contacts.items() if v is not None}, **upsert.traits}
+        planned.append((keys, incoming))
+    every_key = {key for keys, _ in planned for key in keys}
+    graph = await batch.load_graph(session, workspace_id=workspace_id, keys=every_key, now=now)
+    outcome = _Outcome()
+    resolved = []
+    for keys, incoming in planned:
+        profile = graph.profiles[graph.resolve(keys, event_id=None, reason=source)]
+        _set_traits(profile, incoming, now, None, source, outcome)
+        profile.updated_at = now
+        graph.touched.add(profile.id)
+        resolved.append(profile.id)
+    await batch.write_graph(session, graph)
+    await batch.write_rows(
+        session,
+        workspace_id=workspace_id,
+        now=now,
+        timeline=[],
+        changes=outcome.changes,
+        links=set(),
+    )
+    # A later upsert may have merged an earlier one's profile: answer where each one lives.
+    canonical = [graph.profiles[graph.canonical(profile_id)] for profile_id in resolved]
+    return [(profile.id, profile.created_at) for profile in canonical]
+
+
 async def upsert_profile(
     session: AsyncSession,
     *,

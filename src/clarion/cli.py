@@ -22,6 +22,7 @@ from clarion.core.clock import SystemClock
 from clarion.core.database import Database
 from clarion.core.errors import ClarionError
 from clarion.core.jobs import service as jobs
+from clarion.core.jobs.models import Job
 from clarion.core.jobs.service import JobState
 from clarion.core.jobs.worker import Worker
 from clarion.core.settings import Settings, get_settings
@@ -335,14 +336,18 @@ def list_jobs(
             page, _ = await jobs.list_jobs(
                 session, workspace_id=found.id, state=state, kind=kind, limit=limit
             )
-            return [
-                f"{job.id}\t{job.kind}\t{job.state}\tattempts {job.attempts}/{job.max_attempts}"
-                f"\t{job.run_at:%Y-%m-%d %H:%M:%S}\t{(job.last_error or '').splitlines()[:1]}"
-                for job in page
-            ]
+            return [_job_line(job) for job in page]
 
     for line in _run(work):
         typer.echo(line)
+
+
+def _job_line(job: Job) -> str:
+    error = (job.last_error or "").partition("\n")[0]
+    return (
+        f"{job.id}\t{job.kind}\t{job.state}\tattempts {job.attempts}/{job.max_attempts}"
+        f"\t{job.run_at:%Y-%m-%d %H:%M:%S}\t{error}"
+    )
 
 
 @jobs_app.command("retry")

@@ -133,6 +133,7 @@ def test_cli_lists_retries_and_discards(fresh_database: Database, tmp_path: Path
         [line] = listed.output.strip().splitlines()
         job_id = re.match(r"(\d+)\tcli\.test\tdead", line)
         assert job_id, line
+        assert line.endswith("PermanentFailure: the SMS provider rejected the credentials")
         retried = runner.invoke(cli, ["jobs", "retry", job_id.group(1)])
         assert retried.exit_code == 0 and "will run again" in retried.output
         discarded = runner.invoke(cli, ["jobs", "discard", job_id.group(1)])

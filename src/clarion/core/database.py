@@ -89,6 +89,7 @@ def sqlite_time(value: datetime | None) -> str | None:
 # Python None is SQL NULL, never the JSON literal `null`.
 JSONDocument = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
 # 64-bit keys; SQLite only auto-increments an INTEGER PRIMARY KEY.
+MAX_ROW_ID = 2**63 - 1  # the largest such key: a bigger number names no row
 BigId = BigInteger().with_variant(Integer(), "sqlite")
 
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from clarion.core.clock import Clock
-from clarion.core.database import Database
+from clarion.core.database import MAX_ROW_ID, Database
 
 
 def get_database(request: Request) -> Database:
@@ -39,3 +39,5 @@ async def write_session(request: Request) -> AsyncIterator[AsyncSession]:
 AppClock = Annotated[Clock, Depends(get_clock)]
 ReadSession = Annotated[AsyncSession, Depends(read_session)]
 WriteSession = Annotated[AsyncSession, Depends(write_session)]
+# A numeric id in a path: out of the 64-bit range it is a 422 naming it, never a driver error.
+RowId = Annotated[int, Path(ge=1, le=MAX_ROW_ID)]

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
+from clarion.core.database import MAX_ROW_ID
 from clarion.core.errors import FieldError, InvalidInput
 
 
@@ -33,3 +35,29 @@ def _bad_cursor() -> InvalidInput:
         "The cursor is not one this API returned.",
         errors=[FieldError("cursor", "not a valid cursor")],
     )
+
+
+def decode_id_cursor(cursor: str) -> int:
+    """The row id inside a cursor made by `encode_cursor(id)`; InvalidInput naming `cursor`
+    when it is not one, or names no possible row (so it never reaches the database)."""
+    [row_id] = decode_cursor(cursor, arity=1)
+    return cursor_row_id(row_id)
+
+
+def decode_time_id_cursor(cursor: str) -> tuple[datetime, int]:
+    """The (UTC time, row id) inside a cursor made by `encode_cursor(time.isoformat(), id)`;
+    InvalidInput naming `cursor` otherwise."""
+    moment, row_id = decode_cursor(cursor, arity=2)
+    try:
+        parsed = datetime.fromisoformat(moment)
+    except (TypeError, ValueError) as exc:
+        raise _bad_cursor() from exc
+    parsed = parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    return parsed, cursor_row_id(row_id)
+
+
+def cursor_row_id(value: Any) -> int:
+    """`value` as a row id taken from a cursor; InvalidInput naming `cursor` if it is none."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= MAX_ROW_ID:
+        raise _bad_cursor()
+    return value

@@ -10,7 +10,7 @@ import msgspec
 import orjson
 from fastapi import APIRouter, Query, Request, Response
 
-from clarion.core.deps import ReadSession, get_clock, get_database
+from clarion.core.deps import ReadSession, RowId, get_clock, get_database
 from clarion.core.errors import FieldError, InvalidInput, Unauthorized
 from clarion.ingest import service
 from clarion.ingest.messages import MESSAGE_TYPES, TOP_LEVEL, Batch, openapi_components
@@ -223,7 +223,7 @@ async def list_events(
 
 
 @events.get("/{event_id}", response_model=EventRead)
-async def read_event(event_id: int, caller: ManagementCaller, session: ReadSession) -> EventRead:
+async def read_event(event_id: RowId, caller: ManagementCaller, session: ReadSession) -> EventRead:
     """One event of the workspace."""
     event = await service.get_event_or_raise(
         session, workspace_id=caller.workspace_id, event_id=event_id

@@ -23,8 +23,8 @@ import orjson
 from sqlalchemy import Select, and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from clarion.core.errors import FieldError, InvalidInput, NotFound
-from clarion.core.pagination import decode_cursor, encode_cursor
+from clarion.core.errors import FieldError, NotFound
+from clarion.core.pagination import decode_time_id_cursor, encode_cursor
 from clarion.ingest.messages import (
     ABSENT,
     DECODERS,
@@ -276,7 +276,7 @@ async def list_events(
     if where.until is not None:
         query = query.where(Event.timestamp < where.until)
     if cursor is not None:
-        after_timestamp, after_id = _read_cursor(cursor)
+        after_timestamp, after_id = decode_time_id_cursor(cursor)
         query = query.where(
             or_(
                 Event.timestamp < after_timestamp,
@@ -289,16 +289,3 @@ async def list_events(
         return events, None
     last = events[limit - 1]
     return events[:limit], encode_cursor(last.timestamp.isoformat(), last.id)
-
-
-def _read_cursor(cursor: str) -> tuple[datetime, int]:
-    timestamp, event_id = decode_cursor(cursor, arity=2)
-    try:
-        moment = as_utc(datetime.fromisoformat(timestamp))
-        assert moment is not None
-        return moment, int(event_id)
-    except (TypeError, ValueError) as exc:
-        raise InvalidInput(
-            "The cursor is not one this API returned.",
-            errors=[FieldError("cursor", "not a valid cursor")],
-        ) from exc

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 
-from clarion.core.deps import AppClock, ReadSession, WriteSession
+from clarion.core.deps import AppClock, ReadSession, RowId, WriteSession
 from clarion.core.jobs import service
 from clarion.core.jobs.service import JobState
 from clarion.operations.schemas import JobPage, JobRead
@@ -37,7 +37,7 @@ async def list_jobs(
 
 
 @router.get("/{job_id}", response_model=JobRead)
-async def read_job(job_id: int, caller: ManagementCaller, session: ReadSession) -> JobRead:
+async def read_job(job_id: RowId, caller: ManagementCaller, session: ReadSession) -> JobRead:
     """One job, with its last error."""
     job = await service.get_job_or_raise(session, workspace_id=caller.workspace_id, job_id=job_id)
     return JobRead.model_validate(job)
@@ -45,7 +45,7 @@ async def read_job(job_id: int, caller: ManagementCaller, session: ReadSession) 
 
 @router.post("/{job_id}/retry", response_model=JobRead)
 async def retry_job(
-    job_id: int, caller: ManagementCaller, session: WriteSession, clock: AppClock
+    job_id: RowId, caller: ManagementCaller, session: WriteSession, clock: AppClock
 ) -> JobRead:
     """Run a dead job again with fresh attempts (or a waiting one now)."""
     job = await service.retry_job(
@@ -56,7 +56,7 @@ async def retry_job(
 
 
 @router.delete("/{job_id}", status_code=204)
-async def discard_job(job_id: int, caller: ManagementCaller, session: WriteSession) -> Response:
+async def discard_job(job_id: RowId, caller: ManagementCaller, session: WriteSession) -> Response:
     """Discard a dead or waiting job for good."""
     await service.discard_job(session, workspace_id=caller.workspace_id, job_id=job_id)
     await session.commit()

@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
 
-from clarion.core.deps import AppClock, ReadSession, WriteSession, get_database
+from clarion.core.deps import AppClock, ReadSession, RowId, WriteSession, get_database
 from clarion.core.errors import FieldError, InvalidInput
 from clarion.ingest.schemas import EventRead
 from clarion.profiles import exports, imports, merges, queries
@@ -181,7 +181,7 @@ async def list_profile_merges(
 @router.post("/{profile_id}/merges/{merge_id}/undo", response_model=MergeRead)
 async def undo_merge(
     profile_id: uuid.UUID,
-    merge_id: int,
+    merge_id: RowId,
     caller: ManagementCaller,
     session: WriteSession,
     clock: AppClock,

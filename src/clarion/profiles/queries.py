@@ -17,7 +17,7 @@ from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from clarion.core.errors import FieldError, InvalidInput, NotFound
-from clarion.core.pagination import decode_cursor, encode_cursor
+from clarion.core.pagination import cursor_row_id, decode_cursor, encode_cursor
 from clarion.ingest.models import Event
 from clarion.profiles.identity import EMAIL, PHONE, normalize_email, normalize_phone
 from clarion.profiles.models import (
@@ -116,7 +116,7 @@ def _cursor(cursor: str) -> tuple[datetime, Any]:
     try:
         if isinstance(second, str):
             return datetime.fromisoformat(first), uuid.UUID(second)
-        return datetime.fromisoformat(first), int(second)
+        return datetime.fromisoformat(first), cursor_row_id(second)
     except (TypeError, ValueError) as exc:
         raise InvalidInput(
             "The cursor is not one this API returned.",

@@ -9,10 +9,10 @@ from enum import StrEnum
 from sqlalchemy import Select, delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from clarion.core.errors import Conflict, FieldError, InvalidInput, NotFound
+from clarion.core.errors import Conflict, NotFound
 from clarion.core.jobs.models import Job
 from clarion.core.jobs.queue import wake_on_commit
-from clarion.core.pagination import decode_cursor, encode_cursor
+from clarion.core.pagination import decode_id_cursor, encode_cursor
 
 
 class JobState(StrEnum):
@@ -39,13 +39,7 @@ async def list_jobs(
     if kind is not None:
         query = query.where(Job.kind == kind)
     if cursor is not None:
-        [after_id] = decode_cursor(cursor, arity=1)
-        if not isinstance(after_id, int):
-            raise InvalidInput(
-                "The cursor is not one this API returned.",
-                errors=[FieldError("cursor", "not a valid cursor")],
-            )
-        query = query.where(Job.id < after_id)
+        query = query.where(Job.id < decode_id_cursor(cursor))
     jobs = (await session.scalars(query.order_by(Job.id.desc()).limit(limit + 1))).all()
     if len(jobs) <= limit:
         return jobs, None

@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response, status
 
-from clarion.core.deps import AppClock, ReadSession, WriteSession
+from clarion.core.deps import AppClock, ReadSession, RowId, WriteSession
 from clarion.core.settings import Settings
 from clarion.ingest.plans import service
 from clarion.ingest.plans.cache import announce_change
@@ -84,7 +84,7 @@ async def create_plan(
 
 @router.get("/{plan_id}", response_model=TrackingPlanRead)
 async def read_plan(
-    plan_id: int, caller: ManagementCaller, session: ReadSession
+    plan_id: RowId, caller: ManagementCaller, session: ReadSession
 ) -> TrackingPlanRead:
     """One tracking plan of the workspace."""
     return await service.get_plan_or_raise(
@@ -94,7 +94,7 @@ async def read_plan(
 
 @router.put("/{plan_id}", response_model=TrackingPlanRead)
 async def update_plan(
-    plan_id: int,
+    plan_id: RowId,
     body: TrackingPlanUpdate,
     caller: ManagementCaller,
     session: WriteSession,
@@ -112,7 +112,7 @@ async def update_plan(
 
 @router.delete("/{plan_id}", status_code=status.HTTP_204_NO_CONTENT)
 async def delete_plan(
-    plan_id: int, caller: ManagementCaller, session: WriteSession, request: Request
+    plan_id: RowId, caller: ManagementCaller, session: WriteSession, request: Request
 ) -> Response:
     """Delete the plan; its sources fall back to the default plan. Violations are kept."""
     await service.delete_plan(session, workspace_id=caller.workspace_id, plan_id=plan_id)

@@ -18,7 +18,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from clarion.core.errors import Conflict, FieldError, InvalidInput, NotFound
-from clarion.core.pagination import decode_cursor, encode_cursor
+from clarion.core.pagination import decode_time_id_cursor, encode_cursor
 from clarion.ingest.plans.definitions import check_rules
 from clarion.ingest.plans.models import TrackingPlan, TrackingPlanSource, TrackingViolation
 from clarion.ingest.plans.schemas import (
@@ -327,7 +327,7 @@ async def list_violations(
     if where.until is not None:
         query = query.where(TrackingViolation.created_at < where.until)
     if cursor is not None:
-        after, after_id = _read_cursor(cursor)
+        after, after_id = decode_time_id_cursor(cursor)
         query = query.where(
             or_(
                 TrackingViolation.created_at < after,
@@ -340,14 +340,3 @@ async def list_violations(
         return rows, None
     last = rows[limit - 1]
     return rows[:limit], encode_cursor(last.created_at.isoformat(), last.id)
-
-
-def _read_cursor(cursor: str) -> tuple[datetime, int]:
-    moment, row_id = decode_cursor(cursor, arity=2)
-    try:
-        return datetime.fromisoformat(moment), int(row_id)
-    except (TypeError, ValueError) as exc:
-        raise InvalidInput(
-            "The cursor is not one this API returned.",
-            errors=[FieldError("cursor", "not a valid cursor")],
-        ) from exc

@@ -18,11 +18,13 @@ import asyncpg
 import httpx
 import pytest
 from fastapi import FastAPI
+from typer.testing import CliRunner, Result
 
 from clarion.app import create_app
+from clarion.cli import app as cli_app
 from clarion.core.clock import SystemClock
 from clarion.core.database import Database
-from clarion.core.settings import Settings
+from clarion.core.settings import Settings, get_settings
 from clarion.workspaces import service as workspaces
 from clarion.workspaces.schemas import KeyScope
 from tests.support import LiveServer, start_live_server
@@ -226,3 +228,22 @@ def problem(response: httpx.Response, status: int, field: str | None = None) -> 
         fields = [error["field"] for error in body.get("errors", [])]
         assert field in fields, body
     return body
+
+
+@pytest.fixture
+def clarion(fresh_database: Database, tmp_path: Path) -> Iterator[CliRunner]:
+    """Runs `clarion` commands on a fresh database of the backend."""
+    get_settings.cache_clear()
+    runner = CliRunner(
+        env={"CLARION_DATABASE_URL": fresh_database.url, "CLARION_DATA_DIR": str(tmp_path)}
+    )
+    yield runner
+    get_settings.cache_clear()
+
+
+def run_cli(runner: CliRunner, *args: str, code: int = 0) -> Result:
+    """Run one `clarion` command, asserting its exit code; its result."""
+    get_settings.cache_clear()
+    result = runner.invoke(cli_app, list(args))
+    assert result.exit_code == code, result.output
+    return result

@@ -89,23 +89,22 @@ _POSTGRES_TYPES = {
     "updated_at": "timestamptz",
 }
 _COLUMNS = tuple(_values(NewJob(0, ""), datetime.now(UTC)))
-_POSTGRES_INSERT = (
-    f"WITH added AS (INSERT INTO jobs ({', '.join(_COLUMNS)}) "  # noqa: S608 - constant names
-    "SELECT * FROM unnest("
+_UNNEST_INSERT = (
+    f"INSERT INTO jobs ({', '.join(_COLUMNS)}) SELECT * FROM unnest("  # noqa: S608 - constants
     + ", ".join(
         f"${n}::{_POSTGRES_TYPES.get(column, 'varchar')}[]" for n, column in enumerate(_COLUMNS, 1)
     )
-    + f") ON CONFLICT DO NOTHING RETURNING 1) "  # noqa: S608 - constant names
-    f"SELECT count(*), pg_notify('{CHANNEL}', '') FROM added"
+    + ")"
 )
-
-
-# A data-modifying WITH runs whether or not its rows are read.
-_POSTGRES_INSERT_PLAIN = (
-    _POSTGRES_INSERT.replace(" ON CONFLICT DO NOTHING RETURNING 1) ", ") ")
-    .replace("SELECT count(*), pg_notify", "SELECT pg_notify")
-    .replace(" FROM added", "")
+_NOTIFY = f"pg_notify('{CHANNEL}', '')"
+# With dedupe keys: skip live duplicates and count what was added.
+_POSTGRES_INSERT = (
+    f"WITH added AS ({_UNNEST_INSERT} ON CONFLICT DO NOTHING RETURNING 1) "  # noqa: S608
+    f"SELECT count(*), {_NOTIFY} FROM added"
 )
+# Without (the event pipeline's jobs): no speculative insertion. A data-modifying WITH runs
+# whether or not its rows are read.
+_POSTGRES_INSERT_PLAIN = f"WITH added AS ({_UNNEST_INSERT}) SELECT {_NOTIFY}"
 
 
 async def _insert_postgres(session: AsyncSession, rows: list[dict[str, Any]]) -> int:
@@ -119,7 +118,6 @@ async def _insert_postgres(session: AsyncSession, rows: list[dict[str, Any]]) ->
         result = await connection.exec_driver_sql(_POSTGRES_INSERT, arrays)
         inserted: int = result.scalar_one()
         return inserted
-    # Nothing to de-duplicate (the event pipeline's jobs): no speculative insertion.
     await connection.exec_driver_sql(_POSTGRES_INSERT_PLAIN, arrays)
     return len(rows)
 
@@ -145,10 +143,9 @@ def _after_commit(session: Session) -> None:
     notify_local()
 
 
-_SQLITE_COLUMNS = _COLUMNS
 _SQLITE_INSERT = (
-    f"INSERT INTO jobs ({', '.join(_SQLITE_COLUMNS)}) "  # noqa: S608 - constant column names
-    f"VALUES ({', '.join('?' * len(_SQLITE_COLUMNS))}) ON CONFLICT DO NOTHING"
+    f"INSERT INTO jobs ({', '.join(_COLUMNS)}) "  # noqa: S608 - constant column names
+    f"VALUES ({', '.join('?' * len(_COLUMNS))}) ON CONFLICT DO NOTHING"
 )
 
 
@@ -165,5 +162,5 @@ def enqueue_sqlite(
         values["payload"] = orjson.dumps(values["payload"]).decode()
         for name in ("run_at", "created_at", "updated_at"):
             values[name] = sqlite_time(values[name])
-        rows.append(tuple(values[column] for column in _SQLITE_COLUMNS))
+        rows.append(tuple(values[column] for column in _COLUMNS))
     connection.executemany(_SQLITE_INSERT, rows)

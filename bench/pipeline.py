@@ -50,10 +50,12 @@ from bench.ingest import (
     machine,
     migrate,
     percentile,
+    postgres_cpu_seconds,
     raw_senders,
     run_async,
     running_server,
     stop,
+    tree_cpu_seconds,
 )
 from clarion.core.database import Database
 from clarion.core.jobs.models import Job
@@ -162,6 +164,7 @@ def measure_throughput(kind: str, workers: int, options: Options, folder: Path) 
         if loaded.returncode != 0:
             raise BenchError(f"clarion demo failed:\n{loaded.stdout}{loaded.stderr}")
         log.info("%s: demo loaded: %s", kind, loaded.stdout.strip())
+        postgres_before = postgres_cpu_seconds()
         processes = [
             subprocess.Popen(
                 [str(CLARION), "worker"],
@@ -173,9 +176,15 @@ def measure_throughput(kind: str, workers: int, options: Options, folder: Path) 
         ]
         try:
             seconds = wait_processed(url, processes)
+            worker_cpu = sum(tree_cpu_seconds(process.pid) for process in processes)
+            postgres_after = postgres_cpu_seconds()
         finally:
             for process in processes:
                 stop(process)
+        postgres_cpu = sum(
+            seconds_used - postgres_before.get(pid, 0.0)
+            for pid, seconds_used in postgres_after.items()
+        )
         stored, applied, after_first, window, _ = run_async(_applied(url))
     rate = after_first / window if window else 0.0
     log.info("%s, %d worker(s): %d events applied in %.1f s", kind, workers, applied, window)
@@ -187,6 +196,8 @@ def measure_throughput(kind: str, workers: int, options: Options, folder: Path) 
         "processing_seconds": round(window, 2),
         "events_per_s": round(rate, 1),
         "events_per_s_per_worker": round(rate / workers, 1),
+        # Start-up included; PostgreSQL's figure is zero on SQLite.
+        "cpu_seconds": {"workers": round(worker_cpu, 2), "postgres": round(postgres_cpu, 2)},
     }
 
 

@@ -13,13 +13,20 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from clarion.core.errors import FieldError, InvalidInput, NotFound
 from clarion.core.pagination import cursor_row_id, decode_cursor, encode_cursor
 from clarion.ingest.models import Event
-from clarion.profiles.identity import EMAIL, PHONE, normalize_email, normalize_phone
+from clarion.profiles.identity import (
+    ANONYMOUS_ID,
+    EMAIL,
+    PHONE,
+    USER_ID,
+    normalize_email,
+    normalize_phone,
+)
 from clarion.profiles.models import (
     Account,
     Profile,
@@ -240,3 +247,89 @@ async def list_trait_history(
     if len(changes) <= limit:
         return changes, None
     return changes[:limit], encode_cursor(changes[limit - 1].id)
+
+
+@dataclass(frozen=True, slots=True)
+class TrackedEvent:
+    """A track event on a profile's timeline, as later stages (segments) read it."""
+
+    event_id: int
+    name: str
+    timestamp: datetime
+    properties: dict[str, Any]
+
+
+async def canonical_profiles(
+    session: AsyncSession, *, workspace_id: int, profile_ids: Sequence[uuid.UUID]
+) -> list[Profile]:
+    """The canonical profiles among `profile_ids` (merged-away ids are left out); on
+    PostgreSQL locked FOR UPDATE, so concurrent writers of a profile take turns."""
+    if not profile_ids:
+        return []
+    query = (
+        select(Profile)
+        .where(
+            Profile.workspace_id == workspace_id,
+            Profile.id.in_(profile_ids),
+            Profile.canonical_id.is_(None),
+        )
+        .order_by(Profile.id)
+    )
+    if session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update()
+    return list((await session.scalars(query)).all())
+
+
+async def sender_ids(
+    session: AsyncSession, *, workspace_id: int, profile_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, tuple[str | None, str | None]]:
+    """Per canonical profile, a user id and an anonymous id of its merge tree (either may
+    be None): what a message about the profile is sent as, so that it resolves back to it."""
+    found: dict[uuid.UUID, tuple[str | None, str | None]] = {}
+    if not profile_ids:
+        return found
+    owner = func.coalesce(Profile.canonical_id, Profile.id)
+    rows = await session.execute(
+        select(owner.label("canonical"), ProfileIdentity.kind, ProfileIdentity.value)
+        .join(Profile, Profile.id == ProfileIdentity.profile_id)
+        .where(
+            ProfileIdentity.workspace_id == workspace_id,
+            owner.in_(profile_ids),
+            ProfileIdentity.kind.in_((USER_ID, ANONYMOUS_ID)),
+        )
+        .order_by(ProfileIdentity.id)
+    )
+    for canonical, kind, value in rows:
+        user_id, anonymous_id = found.get(canonical, (None, None))
+        if kind == USER_ID and user_id is None:
+            user_id = value
+        elif kind == ANONYMOUS_ID and anonymous_id is None:
+            anonymous_id = value
+        found[canonical] = (user_id, anonymous_id)
+    return found
+
+
+async def tracked_events(
+    session: AsyncSession, *, workspace_id: int, profile_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, list[TrackedEvent]]:
+    """Every track event on the timelines of the canonical profiles' merge trees, by
+    canonical profile, oldest first."""
+    found: dict[uuid.UUID, list[TrackedEvent]] = {profile_id: [] for profile_id in profile_ids}
+    if not profile_ids:
+        return found
+    owner = func.coalesce(Profile.canonical_id, Profile.id)
+    rows = await session.execute(
+        select(owner.label("canonical"), Event.id, Event.name, Event.timestamp, Event.properties)
+        .select_from(ProfileEvent)
+        .join(Profile, Profile.id == ProfileEvent.profile_id)
+        .join(Event, Event.id == ProfileEvent.event_id)
+        .where(
+            ProfileEvent.workspace_id == workspace_id,
+            owner.in_(profile_ids),
+            Event.type == "track",
+        )
+        .order_by(Event.timestamp, Event.id)
+    )
+    for canonical, event_id, name, timestamp, properties in rows:
+        found[canonical].append(TrackedEvent(event_id, name or "", timestamp, properties or {}))
+    return found

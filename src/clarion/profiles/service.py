@@ -56,16 +56,32 @@ def _lookup_keys(event: EventRecord) -> set[Key]:
     return keys
 
 
+@dataclass
+class AppliedBatch:
+    """What a batch changed, by canonical profile at its end: what later stages (segments,
+    journeys) re-evaluate."""
+
+    events: dict[uuid.UUID, list[EventRecord]] = field(default_factory=dict)
+    trait_keys: dict[uuid.UUID, set[str]] = field(default_factory=dict)
+    absorbed: dict[uuid.UUID, uuid.UUID] = field(default_factory=dict)  # merged away -> survivor
+
+    def profile_ids(self) -> set[uuid.UUID]:
+        """Every canonical profile the batch changed."""
+        return set(self.events) | set(self.trait_keys)
+
+
 async def apply_events(
     session: AsyncSession, *, workspace_id: int, events: Sequence[EventRecord], now: datetime
-) -> None:
-    """Attribute each event to its profile, resolving identities, traits and computed traits.
+) -> AppliedBatch:
+    """Attribute each event to its profile, resolving identities, traits and computed traits;
+    what changed.
 
     Events of another workspace, or already applied, are skipped. Flushes, never commits.
     """
     events = [e for e in events if e.workspace_id == workspace_id]
+    applied_batch = AppliedBatch()
     if not events:
-        return
+        return applied_batch
     keys = set().union(*(_lookup_keys(e) for e in events))
     graph = await batch.load_graph(session, workspace_id=workspace_id, keys=keys, now=now)
     applied = await batch.applied_event_ids(
@@ -77,6 +93,7 @@ async def apply_events(
         group_ids={e.group_id for e in events if e.type == "group" and e.group_id},
     )
     outcome = _Outcome()
+    targets: list[tuple[uuid.UUID, EventRecord]] = []
     for event in events:
         if event.id in applied:
             continue
@@ -84,6 +101,7 @@ async def apply_events(
         target = _resolve(graph, event)
         if target is not None:
             _apply(graph, graph.profiles[target], event, outcome, accounts)
+            targets.append((target, event))
     session.add_all(outcome.new_accounts)
     await batch.write_graph(session, graph)
     await batch.write_rows(
@@ -94,6 +112,16 @@ async def apply_events(
         changes=outcome.changes,
         links=outcome.links,
     )
+    for target, event in targets:
+        applied_batch.events.setdefault(graph.canonical(target), []).append(event)
+    for change in outcome.changes:
+        applied_batch.trait_keys.setdefault(graph.canonical(change.profile_id), set()).add(
+            change.key
+        )
+    for merge in graph.merges:
+        if merge.status == "merged":
+            applied_batch.absorbed[merge.absorbed_id] = graph.canonical(merge.survivor_id)
+    return applied_batch
 
 
 def _resolve(graph: Graph, event: EventRecord) -> uuid.UUID | None:

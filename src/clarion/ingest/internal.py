@@ -1,0 +1,77 @@
+"""Events Clarion emits itself (`Segment Entered`, later delivery feedback), appended to the
+event log in the caller's transaction with their processing jobs, so they flow on to
+profiles, segments and journeys exactly like events sent by a library.
+
+They carry `INTERNAL_SOURCE` as source and `context.library.name = "clarion"`; their
+messageIds are derived from what caused them, so a retried transaction stores nothing twice.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.dialects.postgresql import insert as postgres_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from clarion.core.jobs.queue import enqueue
+from clarion.ingest.jobs import StoredEvent, processing_jobs
+from clarion.ingest.models import Event
+
+INTERNAL_SOURCE = uuid.UUID(int=0)
+LIBRARY = {"library": {"name": "clarion"}}
+
+
+@dataclass(frozen=True, slots=True)
+class InternalEvent:
+    """A track event about a profile, sent as its user id or else its anonymous id."""
+
+    workspace_id: int
+    message_id: str
+    name: str
+    user_id: str | None
+    anonymous_id: str | None
+    timestamp: datetime
+    properties: dict[str, Any] = field(default_factory=dict)
+
+
+async def emit_events(
+    session: AsyncSession, events: list[InternalEvent], *, now: datetime
+) -> list[StoredEvent]:
+    """Append the events (those whose messageId is new) and enqueue their processing; the
+    events stored. Events with neither id cannot be resolved to a profile and are skipped."""
+    rows = [
+        {
+            "workspace_id": event.workspace_id,
+            "source_id": INTERNAL_SOURCE,
+            "message_id": event.message_id,
+            "type": "track",
+            "name": event.name,
+            "user_id": event.user_id,
+            "anonymous_id": event.anonymous_id,
+            "timestamp": event.timestamp,
+            "original_timestamp": event.timestamp,
+            "received_at": now,
+            "properties": event.properties,
+            "context": LIBRARY,
+        }
+        for event in events
+        if event.user_id or event.anonymous_id
+    ]
+    if not rows:
+        return []
+    insert = postgres_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    statement = (
+        insert(Event)
+        .on_conflict_do_nothing(index_elements=["workspace_id", "message_id"])
+        .returning(
+            Event.id, Event.workspace_id, Event.message_id, Event.user_id, Event.anonymous_id
+        )
+    )
+    result = await session.execute(statement, rows)
+    stored = [StoredEvent._make(row) for row in result]
+    await enqueue(session, processing_jobs(stored), now=now)
+    return stored

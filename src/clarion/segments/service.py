@@ -1,0 +1,322 @@
+"""Segments: defining them (validated, with warnings), reading them and their members.
+
+Membership itself, batch and real-time, is in `membership.py`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, select, text
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from clarion.core.errors import Conflict, FieldError, InvalidInput, NotFound
+from clarion.core.pagination import decode_cursor, decode_id_cursor, encode_cursor
+from clarion.segments import rules as rule_nodes
+from clarion.segments.models import Segment, SegmentChange, SegmentMember
+from clarion.segments.parsing import RuleError, parse_rule
+from clarion.segments.rules import Rule
+
+# Unknown names are looked for among this many of the newest events / profiles: enough to
+# catch a typo, bounded so that saving a segment never scans a whole log.
+RECENT_EVENTS = 100_000
+RECENT_PROFILES = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class CheckedRule:
+    """A valid rule, its canonical JSON, and warnings about names not seen yet."""
+
+    rule: Rule
+    document: dict[str, Any]
+    warnings: list[FieldError]
+
+
+def _nodes(document: Any, path: str = "rule") -> Iterator[tuple[str, dict[str, Any]]]:
+    """Every condition object of a canonical rule document with its path."""
+    if not isinstance(document, dict):
+        return
+    yield path, document
+    for i, child in enumerate(document.get("conditions") or []):
+        yield from _nodes(child, f"{path}.conditions.{i}")
+    for key in ("condition", "where"):
+        if isinstance(document.get(key), dict):
+            yield from _nodes(document[key], f"{path}.{key}")
+
+
+async def check_rule(
+    session: AsyncSession, *, workspace_id: int, raw: Any, segment_id: int | None = None
+) -> CheckedRule:
+    """The rule `raw` describes, checked against the workspace: referenced segments exist
+    and form no cycle (InvalidInput naming the node); names not seen yet are warnings."""
+    try:
+        rule = parse_rule(raw)
+    except RuleError as error:
+        raise InvalidInput("The rule is not valid.", errors=error.errors) from error
+    document = rule_nodes.to_json(rule)
+    errors: list[FieldError] = []
+    for path, node in _nodes(document):
+        if node["type"] != "segment":
+            continue
+        referenced = node["segment_id"]
+        if referenced == segment_id:
+            errors.append(FieldError(f"{path}.segment_id", "a segment cannot contain itself"))
+            continue
+        chain = await _reference_chain(session, workspace_id, referenced, segment_id)
+        if chain is None:
+            errors.append(FieldError(f"{path}.segment_id", f"no segment {referenced} here"))
+        elif chain:
+            cycle = " -> ".join(str(i) for i in [segment_id, *chain])
+            errors.append(FieldError(f"{path}.segment_id", f"would make a cycle: {cycle}"))
+    if errors:
+        raise InvalidInput("The rule is not valid.", errors=errors)
+    warnings = await _unseen_names(session, workspace_id, document)
+    return CheckedRule(rule, document, warnings)
+
+
+async def _reference_chain(
+    session: AsyncSession, workspace_id: int, start: int, target: int | None
+) -> list[int] | None:
+    """None when `start` is not a segment of the workspace; else the path of references
+    from `start` back to `target` (a cycle), or [] when there is none."""
+    rules = await _rules_by_id(session, workspace_id)
+    if start not in rules:
+        return None
+    if target is None:
+        return []
+    stack: list[tuple[int, list[int]]] = [(start, [start])]
+    seen: set[int] = set()
+    while stack:
+        current, path = stack.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        for _, node in _nodes(rules.get(current)):
+            if node["type"] != "segment":
+                continue
+            referenced: int = node["segment_id"]
+            if referenced == target:
+                return [*path, target]
+            stack.append((referenced, [*path, referenced]))
+    return []
+
+
+async def _rules_by_id(session: AsyncSession, workspace_id: int) -> dict[int, dict[str, Any]]:
+    rows = await session.execute(
+        select(Segment.id, Segment.rule).where(Segment.workspace_id == workspace_id)
+    )
+    return {row.id: row.rule for row in rows}
+
+
+async def _unseen_names(
+    session: AsyncSession, workspace_id: int, document: dict[str, Any]
+) -> list[FieldError]:
+    warnings: list[FieldError] = []
+    newest = await session.scalar(
+        text("SELECT max(id) FROM events WHERE workspace_id = :w"), {"w": workspace_id}
+    )
+    for path, node in _nodes(document):
+        if node["type"] in ("event", "aggregate", "occurrence"):
+            seen = await session.scalar(
+                text(
+                    "SELECT 1 FROM events WHERE workspace_id = :w AND id > :floor"
+                    " AND type = 'track' AND name = :name LIMIT 1"
+                ),
+                {"w": workspace_id, "floor": (newest or 0) - RECENT_EVENTS, "name": node["event"]},
+            )
+            if seen is None:
+                warnings.append(
+                    FieldError(f"{path}.event", f"no recent event is called {node['event']!r}")
+                )
+        elif node["type"] == "trait":
+            key = node["trait"].split(".", 1)[0]
+            if not await _trait_seen(session, workspace_id, key):
+                warnings.append(FieldError(f"{path}.trait", f"no recent profile has {key!r}"))
+    return warnings
+
+
+async def _trait_seen(session: AsyncSession, workspace_id: int, key: str) -> bool:
+    if session.get_bind().dialect.name == "postgresql":
+        has_key, value = "jsonb_exists(traits, :key)", key
+    else:
+        has_key, value = "json_type(traits, :key) IS NOT NULL", '$."' + key.replace('"', '""') + '"'
+    found = await session.scalar(
+        text(
+            f"SELECT 1 FROM (SELECT traits FROM profiles WHERE workspace_id = :w"  # noqa: S608
+            f" AND canonical_id IS NULL ORDER BY created_at DESC LIMIT :n) AS recent"
+            f" WHERE {has_key} LIMIT 1"
+        ),
+        {"w": workspace_id, "n": RECENT_PROFILES, "key": value},
+    )
+    return found is not None
+
+
+async def create_segment(
+    session: AsyncSession,
+    *,
+    workspace_id: int,
+    name: str,
+    description: str,
+    raw_rule: Any,
+    now: datetime,
+    template: str | None = None,
+) -> tuple[Segment, list[FieldError]]:
+    """A new segment and its rule's warnings; Conflict when the name is taken."""
+    checked = await check_rule(session, workspace_id=workspace_id, raw=raw_rule)
+    segment = Segment(
+        workspace_id=workspace_id,
+        name=name,
+        description=description,
+        rule=checked.document,
+        version=1,
+        template=template,
+        member_count=0,
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(segment)
+    await _flush_named(session, name)
+    return segment, checked.warnings
+
+
+async def _flush_named(session: AsyncSession, name: str) -> None:
+    try:
+        async with session.begin_nested():
+            await session.flush()
+    except IntegrityError as error:
+        raise Conflict(
+            f"A segment called {name!r} already exists.",
+            errors=[FieldError("name", "is taken by another segment")],
+        ) from error
+
+
+async def get_segment_or_raise(
+    session: AsyncSession, *, workspace_id: int, segment_id: int
+) -> Segment:
+    """The workspace's segment; NotFound otherwise."""
+    segment = await session.scalar(
+        select(Segment).where(Segment.workspace_id == workspace_id, Segment.id == segment_id)
+    )
+    if segment is None:
+        raise NotFound(f"No segment {segment_id} in this workspace.")
+    return segment
+
+
+async def update_segment(
+    session: AsyncSession,
+    *,
+    workspace_id: int,
+    segment_id: int,
+    name: str | None,
+    description: str | None,
+    raw_rule: Any,
+    now: datetime,
+) -> tuple[Segment, list[FieldError]]:
+    """The segment with the given fields changed; a new rule bumps its version."""
+    segment = await get_segment_or_raise(session, workspace_id=workspace_id, segment_id=segment_id)
+    warnings: list[FieldError] = []
+    if raw_rule is not None:
+        checked = await check_rule(
+            session, workspace_id=workspace_id, raw=raw_rule, segment_id=segment_id
+        )
+        if checked.document != segment.rule:
+            segment.rule = checked.document
+            segment.version += 1
+        warnings = checked.warnings
+    if description is not None:
+        segment.description = description
+    if name is not None:
+        segment.name = name
+    segment.updated_at = now
+    await _flush_named(session, segment.name)
+    return segment, warnings
+
+
+async def delete_segment(session: AsyncSession, *, workspace_id: int, segment_id: int) -> None:
+    """Delete the segment with its members and history; Conflict while another segment's
+    rule refers to it."""
+    await get_segment_or_raise(session, workspace_id=workspace_id, segment_id=segment_id)
+    users = [
+        other_id
+        for other_id, document in (await _rules_by_id(session, workspace_id)).items()
+        if any(
+            node.get("segment_id") == segment_id
+            for _, node in _nodes(document)
+            if node["type"] == "segment"
+        )
+    ]
+    if users:
+        raise Conflict(f"Segments {', '.join(map(str, sorted(users)))} refer to this segment.")
+    await session.execute(
+        delete(Segment).where(Segment.workspace_id == workspace_id, Segment.id == segment_id)
+    )
+
+
+async def list_segments(
+    session: AsyncSession, *, workspace_id: int, limit: int, cursor: str | None
+) -> tuple[Sequence[Segment], str | None]:
+    """The workspace's segments by id, cursor-paged."""
+    query = select(Segment).where(Segment.workspace_id == workspace_id).order_by(Segment.id)
+    if cursor is not None:
+        query = query.where(Segment.id > decode_id_cursor(cursor))
+    items = (await session.scalars(query.limit(limit + 1))).all()
+    more = len(items) > limit
+    items = items[:limit]
+    return items, encode_cursor(items[-1].id) if more else None
+
+
+async def list_members(
+    session: AsyncSession, *, workspace_id: int, segment_id: int, limit: int, cursor: str | None
+) -> tuple[list[SegmentMember], str | None]:
+    """A segment's members by profile id, cursor-paged."""
+    await get_segment_or_raise(session, workspace_id=workspace_id, segment_id=segment_id)
+    query = (
+        select(SegmentMember)
+        .where(SegmentMember.workspace_id == workspace_id, SegmentMember.segment_id == segment_id)
+        .order_by(SegmentMember.profile_id)
+    )
+    if cursor is not None:
+        query = query.where(SegmentMember.profile_id > _profile_cursor(cursor))
+    items = list((await session.scalars(query.limit(limit + 1))).all())
+    more = len(items) > limit
+    items = items[:limit]
+    return items, encode_cursor(items[-1].profile_id.hex) if more else None
+
+
+def _profile_cursor(cursor: str) -> uuid.UUID:
+    (raw,) = decode_cursor(cursor, arity=1)
+    try:
+        return uuid.UUID(hex=str(raw))
+    except ValueError as error:
+        raise InvalidInput(
+            "The cursor is not one this API gave out.",
+            errors=[FieldError("cursor", "is not valid")],
+        ) from error
+
+
+async def list_changes(
+    session: AsyncSession,
+    *,
+    workspace_id: int,
+    segment_id: int | None = None,
+    profile_ids: Sequence[uuid.UUID] | None = None,
+    limit: int,
+    cursor: str | None,
+) -> tuple[Sequence[SegmentChange], str | None]:
+    """Entries and exits, newest first, of one segment or of some profiles, cursor-paged."""
+    query = select(SegmentChange).where(SegmentChange.workspace_id == workspace_id)
+    if segment_id is not None:
+        query = query.where(SegmentChange.segment_id == segment_id)
+    if profile_ids is not None:
+        query = query.where(SegmentChange.profile_id.in_(profile_ids))
+    if cursor is not None:
+        query = query.where(SegmentChange.id < decode_id_cursor(cursor))
+    items = (await session.scalars(query.order_by(SegmentChange.id.desc()).limit(limit + 1))).all()
+    more = len(items) > limit
+    items = items[:limit]
+    return items, encode_cursor(items[-1].id) if more else None

@@ -28,6 +28,7 @@ from clarion.core.jobs.worker import Worker
 from clarion.core.settings import Settings, get_settings
 from clarion.demo import behaviour as demo_behaviour
 from clarion.demo import load as demo_load
+from clarion.ingest import orders
 from clarion.pipeline import Pipeline
 from clarion.profiles import exports, imports
 from clarion.workspaces import service as workspaces
@@ -426,6 +427,34 @@ def import_profiles(
         typer.echo(f"line {error.line}: {error.field}: {error.message}")
     if result.rejected > len(result.errors):
         typer.echo(f"... and {result.rejected - len(result.errors)} more rejected rows")
+
+
+@import_app.command("orders")
+def import_orders(
+    file: Annotated[
+        Path,
+        typer.Argument(
+            exists=True, dir_okay=False, help="Order-line CSV (UCI Online Retail), plain or gzip."
+        ),
+    ],
+    workspace: WorkspaceOption = workspaces.DEFAULT_WORKSPACE_SLUG,
+) -> None:
+    """Load orders and refunds as Segment events through ingestion; bad lines are reported."""
+    settings = get_settings()
+
+    async def work(text: IO[str]) -> orders.OrdersResult:
+        async with _ready_database(settings) as database:
+            return await orders.import_orders(
+                database, text, workspace_slug=workspace, clock=SystemClock()
+            )
+
+    with orders.open_orders(file) as text:
+        result = _run(lambda: work(text))
+    typer.echo(result.line())
+    for error in result.errors:
+        typer.echo(f"line {error.line}: {error.field}: {error.message}")
+    if result.problems > len(result.errors):
+        typer.echo(f"... and {result.problems - len(result.errors)} more problems")
 
 
 @export_app.command("profiles")

@@ -11,14 +11,8 @@ from sqlalchemy import func, select
 from clarion.core.clock import SystemClock
 from clarion.core.database import Database
 from clarion.demo.behaviour import DemoPlan, generate
-from clarion.demo.load import (
-    BATCH_MESSAGES,
-    DemoRejected,
-    batches,
-    load_demo,
-    store_messages,
-    workspace_has_events,
-)
+from clarion.demo.load import DemoRejected, load_demo, store_messages, workspace_has_events
+from clarion.ingest.bulk import BATCH_MESSAGES, batches
 from clarion.ingest.models import Event
 from clarion.ingest.service import MAX_BATCH_BYTES
 from tests.conftest import Tenant
@@ -84,8 +78,8 @@ async def test_a_rejected_message_fails_loudly(database: Database, tenant: Tenan
 
 def test_batches_respect_the_http_limits() -> None:
     small = [b"{}"] * (BATCH_MESSAGES * 2 + 1)
-    assert [len(b) for b in batches(small)] == [BATCH_MESSAGES, BATCH_MESSAGES, 1]
+    assert [len(b) for b in batches(small, bytes)] == [BATCH_MESSAGES, BATCH_MESSAGES, 1]
     large = [b"x" * 30_000] * 40
-    for batch in batches(large):
+    for batch in batches(large, bytes):
         assert sum(len(m) + 1 for m in batch) <= MAX_BATCH_BYTES
-    assert sum(len(b) for b in batches(large)) == 40
+    assert sum(len(b) for b in batches(large, bytes)) == 40

@@ -132,8 +132,10 @@ async def test_a_database_restart_mid_batch_is_retried_and_applied_once(
     real_apply = profiles.apply_events
     restarts = []
 
-    async def apply_then_lose_the_server(session: Any, **kwargs: Sequence[EventRecord]) -> None:
-        await real_apply(session, **kwargs)  # type: ignore[arg-type]
+    async def apply_then_lose_the_server(
+        session: Any, **kwargs: Sequence[EventRecord]
+    ) -> profiles.AppliedBatch:
+        applied = await real_apply(session, **kwargs)  # type: ignore[arg-type]
         if not restarts:  # the server goes away before this transaction commits
             restarts.append(True)
             admin = await asyncpg.connect(dsn)
@@ -144,6 +146,7 @@ async def test_a_database_restart_mid_batch_is_retried_and_applied_once(
                 )
             finally:
                 await admin.close()
+        return applied
 
     monkeypatch.setattr(profiles, "apply_events", apply_then_lose_the_server)
     clock = FrozenClock(datetime.now(UTC) + timedelta(seconds=5))

@@ -27,6 +27,8 @@ from clarion.ingest.writer import EventWriter
 from clarion.operations import api as operations_api
 from clarion.pipeline import Pipeline
 from clarion.profiles import api as profiles_api
+from clarion.segments import api as segments_api
+from clarion.segments.catalog import Catalog
 from clarion.workspaces import api as workspaces_api
 from clarion.workspaces import service as workspaces
 from clarion.workspaces.cache import WriteKeyCache
@@ -140,6 +142,7 @@ def create_app(
     app.state.clock = app_clock
     app.state.ready = False
     app.state.write_keys = WriteKeyCache()
+    app.state.segment_catalog = Catalog()
     install_problem_handlers(app)
     app.include_router(ingest_api.tracking)
     app.include_router(ingest_api.events)
@@ -147,6 +150,7 @@ def create_app(
     app.include_router(workspaces_api.router)
     app.include_router(operations_api.router)
     app.include_router(profiles_api.router)
+    app.include_router(segments_api.router)
 
     @app.get("/healthz", tags=["health"], include_in_schema=True)
     async def healthz(request: Request) -> Response:

@@ -6,8 +6,10 @@ in the transaction that stored them) the pipeline:
 1. reviews them against the workspace's tracking plan and enriches them, holding no
    database transaction (enrichment may call HTTP endpoints);
 2. in one write transaction, records the plan's violations, applies the events to profiles
-   (identity resolution, traits, computed traits, timeline) and completes the job, so a
-   crash at any point leaves the batch either wholly applied or not at all.
+   (identity resolution, traits, computed traits, timeline), re-evaluates the segments they
+   can change for the profiles they touched (entries and exits, `Segment Entered` /
+   `Segment Exited` events, lapse checks scheduled) and completes the job, so a crash at any
+   point leaves the batch either wholly applied or not at all.
 
 A job takes over the ready jobs queued behind it under its serial key (one shard of
 senders), up to `MAX_EVENTS_PER_RUN` events: their events join its batch and the jobs are
@@ -21,7 +23,10 @@ transaction), so one run serves every waiting sender instead of one run per shar
 what keeps its latency low. A retried job takes over nothing, so an event
 that keeps failing fails only its own job.
 
-Later stages (segments, journeys) join step 2, in that order.
+Segments also run two kinds of jobs of their own: `segments.lapse` re-evaluates one profile
+when time alone may change a membership, `segments.recompute` one segment or a workspace's
+(hourly, and right after a segment is created or its rule changes). Journeys will join
+step 2 after segments.
 """
 
 from __future__ import annotations
@@ -45,6 +50,9 @@ from clarion.ingest.plans import TrackingPlans
 from clarion.ingest.plans.review import Review
 from clarion.ingest.records import EventRecord
 from clarion.profiles import service as profiles
+from clarion.segments import aggregates, membership, recompute
+from clarion.segments.catalog import Catalog
+from clarion.segments.models import Segment
 
 # Events one run applies at most, its own job's and the ones it takes over. Bigger runs
 # amortize the per-transaction cost further but hold SQLite's single writer longer.
@@ -100,12 +108,81 @@ class Pipeline:
         self.database = database
         self.clock = clock
         self.tracking_plans = TrackingPlans(database, settings, clock)
+        self.segments = Catalog()
 
     def registry(self) -> Registry:
         """Every kind of job Clarion runs, with its handler."""
         registry = Registry()
         registry.add(PROCESS_EVENTS, self.process_events)
+        registry.add(profiles.PROFILES_CHANGED, self.profiles_changed)
+        registry.add(membership.LAPSE, self.reevaluate_profile)
+        registry.add(recompute.RECOMPUTE, self.recompute_segments)
         return registry
+
+    async def profiles_changed(self, context: JobContext) -> None:
+        """Re-evaluate the segments of profiles an upsert changed (API, CSV import)."""
+        workspace_id = context.job.workspace_id
+        try:
+            changed = profiles.changed_profiles(context.job.payload)
+        except (TypeError, ValueError, AttributeError) as error:
+            raise PermanentFailure(f"bad payload: {context.job.payload}") from error
+        async with self.database.write_session() as session:
+            await context.complete(session)
+            index = await self.segments.load(session, workspace_id)
+            await membership.evaluate_profiles(
+                session,
+                workspace_id=workspace_id,
+                index=index,
+                touched=_touched(changed),
+                absorbed=changed.absorbed,
+                now=self.clock.now(),
+                cause="realtime",
+            )
+            await session.commit()
+
+    async def reevaluate_profile(self, context: JobContext) -> None:
+        """Re-evaluate one profile's segments when time alone may have changed them."""
+        workspace_id = context.job.workspace_id
+        try:
+            profile_id = uuid.UUID(str(context.job.payload["profile_id"]))
+        except (KeyError, ValueError) as error:
+            raise PermanentFailure(f"payload names no profile: {context.job.payload}") from error
+        async with self.database.write_session() as session:
+            await context.complete(session)
+            index = await self.segments.load(session, workspace_id)
+            await membership.evaluate_profiles(
+                session,
+                workspace_id=workspace_id,
+                index=index,
+                touched={profile_id: membership.Touched(everything=True)},
+                absorbed={},
+                now=self.clock.now(),
+                cause="schedule",
+            )
+            await session.commit()
+
+    async def recompute_segments(self, context: JobContext) -> None:
+        """Recompute one segment (`segment_id`) or every segment of the workspace."""
+        workspace_id = context.job.workspace_id
+        segment_id = context.job.payload.get("segment_id")
+        async with self.database.write_session() as session:
+            await context.complete(session)
+            now = self.clock.now()
+            if segment_id is None:
+                await recompute.recompute_workspace(
+                    session, workspace_id=workspace_id, catalog=self.segments, now=now
+                )
+            else:
+                segment = await session.get(Segment, segment_id)
+                if segment is not None and segment.workspace_id == workspace_id:
+                    await recompute.compute_rfm_boundaries(
+                        session, workspace_id=workspace_id, now=now
+                    )
+                    index = await self.segments.load(session, workspace_id)
+                    await recompute.recompute_segment(
+                        session, workspace_id=workspace_id, segment=segment, index=index, now=now
+                    )
+            await session.commit()
 
     async def process_events(self, context: JobContext) -> None:
         """Review, enrich and apply one batch of stored events (and those of the ready jobs
@@ -126,8 +203,19 @@ class Pipeline:
                 mine = set(event_ids).union(*(job.event_ids for job in taken))
                 review = _only(review, mine)
             await self.tracking_plans.record(session, review)
-            await profiles.apply_events(
-                session, workspace_id=workspace_id, events=review.events, now=self.clock.now()
+            now = self.clock.now()
+            applied = await profiles.apply_events(
+                session, workspace_id=workspace_id, events=review.events, now=now
+            )
+            index = await self.segments.load(session, workspace_id)
+            await membership.evaluate_profiles(
+                session,
+                workspace_id=workspace_id,
+                index=index,
+                touched=_touched(applied),
+                absorbed=applied.absorbed,
+                now=now,
+                cause="realtime",
             )
             await session.commit()
 
@@ -183,6 +271,23 @@ class Pipeline:
     async def close(self) -> None:
         """Release what the stages hold (HTTP clients, cache subscriptions)."""
         await self.tracking_plans.close()
+
+
+def _touched(applied: profiles.AppliedBatch) -> dict[uuid.UUID, membership.Touched]:
+    """What segments re-evaluate for each profile the batch changed."""
+    touched: dict[uuid.UUID, membership.Touched] = {}
+    for profile_id in applied.profile_ids():
+        events = applied.events.get(profile_id, [])
+        touched[profile_id] = membership.Touched(
+            events=[
+                aggregates.TrackEvent(event.name or "", event.timestamp, event.properties)
+                for event in events
+                if event.type == "track"
+            ],
+            trait_keys=frozenset(applied.trait_keys.get(profile_id, ())),
+            seen=bool(events),
+        )
+    return touched
 
 
 def _event_ids(payload: dict[str, Any]) -> list[int] | None:

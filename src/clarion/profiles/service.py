@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import flag_modified
 
 from clarion.core.errors import FieldError, InvalidInput
+from clarion.core.jobs.queue import NewJob, enqueue
 from clarion.ingest.records import EventRecord
 from clarion.profiles import batch
 from clarion.profiles import computed as computed_traits
@@ -54,6 +55,10 @@ def _lookup_keys(event: EventRecord) -> set[Key]:
         if event.user_id:
             keys.add(("anonymous_id", event.user_id))
     return keys
+
+
+# Job kind: profiles changed by an upsert (API, CSV import), for later stages to re-evaluate.
+PROFILES_CHANGED = "profiles.changed"
 
 
 @dataclass
@@ -114,14 +119,47 @@ async def apply_events(
     )
     for target, event in targets:
         applied_batch.events.setdefault(graph.canonical(target), []).append(event)
+    _summarize(applied_batch, graph, outcome)
+    return applied_batch
+
+
+def _summarize(summary: AppliedBatch, graph: Graph, outcome: _Outcome) -> None:
+    """Add the batch's trait changes and merges to `summary`, by final canonical profile."""
     for change in outcome.changes:
-        applied_batch.trait_keys.setdefault(graph.canonical(change.profile_id), set()).add(
-            change.key
-        )
+        summary.trait_keys.setdefault(graph.canonical(change.profile_id), set()).add(change.key)
     for merge in graph.merges:
         if merge.status == "merged":
-            applied_batch.absorbed[merge.absorbed_id] = graph.canonical(merge.survivor_id)
-    return applied_batch
+            summary.absorbed[merge.absorbed_id] = graph.canonical(merge.survivor_id)
+
+
+async def _announce(
+    session: AsyncSession, *, workspace_id: int, graph: Graph, outcome: _Outcome, now: datetime
+) -> None:
+    """A `profiles.changed` job for what an upsert changed, in its transaction, so later
+    stages (segments) re-evaluate those profiles as they do after events."""
+    summary = AppliedBatch()
+    _summarize(summary, graph, outcome)
+    if not (summary.trait_keys or summary.absorbed):
+        return
+    payload = {
+        "trait_keys": {str(p): sorted(keys) for p, keys in summary.trait_keys.items()},
+        "absorbed": {str(gone): str(survivor) for gone, survivor in summary.absorbed.items()},
+    }
+    await enqueue(
+        session,
+        [NewJob(workspace_id=workspace_id, kind=PROFILES_CHANGED, payload=payload)],
+        now=now,
+    )
+
+
+def changed_profiles(payload: dict[str, Any]) -> AppliedBatch:
+    """What a `profiles.changed` job's payload says changed."""
+    summary = AppliedBatch()
+    for profile_id, keys in (payload.get("trait_keys") or {}).items():
+        summary.trait_keys[uuid.UUID(profile_id)] = set(keys)
+    for gone, survivor in (payload.get("absorbed") or {}).items():
+        summary.absorbed[uuid.UUID(gone)] = uuid.UUID(survivor)
+    return summary
 
 
 def _resolve(graph: Graph, event: EventRecord) -> uuid.UUID | None:
@@ -265,6 +303,7 @@ async def upsert_profiles(
         changes=outcome.changes,
         links=set(),
     )
+    await _announce(session, workspace_id=workspace_id, graph=graph, outcome=outcome, now=now)
     # A later upsert may have merged an earlier one's profile: answer where each one lives.
     canonical = [graph.profiles[graph.canonical(profile_id)] for profile_id in resolved]
     return [(profile.id, profile.created_at) for profile in canonical]
@@ -311,6 +350,7 @@ async def upsert_profile(
         changes=outcome.changes,
         links=set(),
     )
+    await _announce(session, workspace_id=workspace_id, graph=graph, outcome=outcome, now=now)
     written = await session.get(Profile, profile_id, populate_existing=True)
     if written is None:  # just written in this transaction: it cannot be missing
         raise RuntimeError(f"profile {profile_id} was not written")

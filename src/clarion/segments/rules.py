@@ -189,6 +189,15 @@ class Rfm:
     monetary: tuple[int, ...] = ()
 
 
+@dataclass(frozen=True, slots=True)
+class TopPercent:
+    """The profile is among the top `percent` % of the workspace's buyers by `measure`:
+    its value is above the boundary the last batch recompute found."""
+
+    measure: Literal["lifetime_value"]
+    percent: int
+
+
 Rule: TypeAlias = (
     All
     | Any_

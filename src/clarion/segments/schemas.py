@@ -155,3 +155,14 @@ class RecomputeRead(BaseModel):
     entered: int
     exited: int
     at: datetime
+
+
+class TemplateRead(BaseModel):
+    """A ready-made segment."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    key: str
+    name: str
+    description: str
+    rule: dict[str, Any]

@@ -5,8 +5,10 @@ Membership itself, batch and real-time, is in `membership.py`.
 
 from __future__ import annotations
 
+import csv
+import io
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -15,17 +17,21 @@ from sqlalchemy import delete, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from clarion.core.database import Database
 from clarion.core.errors import Conflict, FieldError, InvalidInput, NotFound
 from clarion.core.pagination import decode_cursor, decode_id_cursor, encode_cursor
+from clarion.profiles import queries as profiles
 from clarion.segments import rules as rule_nodes
-from clarion.segments.models import Segment, SegmentChange, SegmentMember
+from clarion.segments.models import Segment, SegmentChange, SegmentMember, SegmentSize
 from clarion.segments.parsing import RuleError, parse_rule
 from clarion.segments.rules import Rule
+from clarion.segments.templates import TEMPLATES
 
 # Unknown names are looked for among this many of the newest events / profiles: enough to
 # catch a typo, bounded so that saving a segment never scans a whole log.
 RECENT_EVENTS = 100_000
 RECENT_PROFILES = 10_000
+EXPORT_PAGE = 1_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -320,3 +326,97 @@ async def list_changes(
     more = len(items) > limit
     items = items[:limit]
     return items, encode_cursor(items[-1].id) if more else None
+
+
+async def list_sizes(
+    session: AsyncSession, *, workspace_id: int, segment_id: int, limit: int
+) -> Sequence[SegmentSize]:
+    """The segment's size after each recompute, newest first."""
+    await get_segment_or_raise(session, workspace_id=workspace_id, segment_id=segment_id)
+    rows = await session.scalars(
+        select(SegmentSize)
+        .where(SegmentSize.segment_id == segment_id)
+        .order_by(SegmentSize.at.desc(), SegmentSize.id.desc())
+        .limit(limit)
+    )
+    return rows.all()
+
+
+async def profile_memberships(
+    session: AsyncSession, *, workspace_id: int, profile_id: uuid.UUID
+) -> list[tuple[int, str, datetime]]:
+    """(segment id, name, entered at) of every segment the profile (or the profile it was
+    merged into) is in now."""
+    profile = await profiles.get_profile_or_raise(
+        session, workspace_id=workspace_id, profile_id=profile_id
+    )
+    rows = await session.execute(
+        select(Segment.id, Segment.name, SegmentMember.entered_at)
+        .join(SegmentMember, SegmentMember.segment_id == Segment.id)
+        .where(SegmentMember.workspace_id == workspace_id)
+        .where(SegmentMember.profile_id == profile.id)
+        .order_by(Segment.id)
+    )
+    return [(row[0], row[1], row[2]) for row in rows]
+
+
+async def stream_members(
+    database: Database, *, workspace_id: int, segment_id: int
+) -> AsyncIterator[str]:
+    """Every member as CSV text (profile_id, user_id, anonymous_id, entered_at), in pieces,
+    read page by page in its own session."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["profile_id", "user_id", "anonymous_id", "entered_at"])
+    yield buffer.getvalue()
+    after: uuid.UUID | None = None
+    async with database.read_session() as session:
+        while True:
+            query = (
+                select(SegmentMember.profile_id, SegmentMember.entered_at)
+                .where(SegmentMember.workspace_id == workspace_id)
+                .where(SegmentMember.segment_id == segment_id)
+                .order_by(SegmentMember.profile_id)
+                .limit(EXPORT_PAGE)
+            )
+            if after is not None:
+                query = query.where(SegmentMember.profile_id > after)
+            page = (await session.execute(query)).all()
+            if not page:
+                return
+            senders = await profiles.sender_ids(
+                session, workspace_id=workspace_id, profile_ids=[row[0] for row in page]
+            )
+            buffer.seek(0)
+            buffer.truncate()
+            for profile_id, entered_at in page:
+                user_id, anonymous_id = senders.get(profile_id, (None, None))
+                writer.writerow(
+                    [profile_id, user_id or "", anonymous_id or "", entered_at.isoformat()]
+                )
+            yield buffer.getvalue()
+            after = page[-1][0]
+
+
+async def create_from_template(
+    session: AsyncSession, *, workspace_id: int, key: str, now: datetime
+) -> tuple[Segment, list[FieldError]]:
+    """The ready-made segment `key` in the workspace; NotFound for an unknown key, Conflict
+    when it was created before."""
+    template = TEMPLATES.get(key)
+    if template is None:
+        raise NotFound(f"No ready-made segment {key!r}; see GET /api/v1/segments/templates.")
+    existing = await session.scalar(
+        select(Segment.id).where(Segment.workspace_id == workspace_id, Segment.template == key)
+    )
+    if existing is not None:
+        raise Conflict(f"The ready-made segment {key!r} is segment {existing} already.")
+    return await create_segment(
+        session,
+        workspace_id=workspace_id,
+        name=template.name,
+        description=template.description,
+        raw_rule=template.rule,
+        now=now,
+        template=key,
+    )

@@ -1,0 +1,517 @@
+"""Per-profile event aggregates, kept event by event, that answer a rule's event conditions
+(`event`, `aggregate`, `occurrence`) without rescanning the event log.
+
+A `Spec` is what some condition needs of one (event, where, property): a stable `key` and a
+retention. The state is a JSON document, one entry per spec key; times are integer
+microseconds since the Unix epoch:
+
+    {"<key>": {"days": 30,                  # last-days windows: events with t >= now - 30 days
+               "ranges": [[start, end]],    # from/to windows: events with start <= t < end
+               "ev": [t, ...],              # those events, by time ([t, value] with a property)
+               "all": {"n": 3, "first": t, "last": t,          # all-time summary
+                       "num": 2, "sum": [partials], "min": 1, "max": 9.5,  # (property only)
+                       "distinct": {"n:1": 1, "s:red": 1, "b:true": 1}}}}  # (count_distinct)
+
+An entry's own retention fields say what it is complete for (`incomplete` compares them with
+the specs); an absent entry means no matching event (the state of a new profile), so a rule
+set that gains a spec needs `build` (backfill) for profiles that already had events. The
+value semantics (reading a dotted key, comparing) live here too, shared with `predicate.py`.
+"""
+
+from __future__ import annotations
+
+import bisect
+import copy
+import hashlib
+import json
+import math
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from functools import lru_cache
+from operator import eq, ge, gt, le, lt, ne
+from typing import Any
+
+from clarion.segments.rules import (
+    Aggregate,
+    All,
+    Any_,
+    Compare,
+    EventCondition,
+    Not,
+    Occurrence,
+    Performed,
+    Rule,
+    Window,
+    to_json,
+    walk,
+)
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_US = timedelta(microseconds=1)
+DAY_US = 86_400_000_000
+_HUGE = 2**1000  # an integer beyond this cannot be summed as a float
+
+# --- Values (README "Reading a value") ------------------------------------------------------
+
+
+def read(document: Any, path: str) -> Any:
+    """The value at the dotted `path` of a JSON document; None when missing or null."""
+    value = document
+    for part in path.split("."):
+        if not isinstance(value, dict):
+            return None
+        value = value.get(part)
+    return value
+
+
+def is_number(value: Any) -> bool:
+    """Whether a JSON value is a number (booleans are not)."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _eq(actual: Any, expected: Any) -> bool:
+    if isinstance(expected, bool) or isinstance(actual, bool):
+        return isinstance(actual, bool) and isinstance(expected, bool) and actual == expected
+    if isinstance(expected, str):
+        return isinstance(actual, str) and actual == expected
+    return is_number(actual) and is_number(expected) and actual == expected
+
+
+def _ordered(op: Callable[[Any, Any], bool], actual: Any, expected: Any) -> bool:
+    if isinstance(expected, str):
+        return isinstance(actual, str) and op(actual, expected)
+    return is_number(actual) and is_number(expected) and op(actual, expected)
+
+
+_Op = Callable[[Any, Any], bool]
+_ORDER: dict[str, _Op] = {"gt": gt, "gte": ge, "lt": lt, "lte": le}
+COUNT_COMPARE: dict[str, _Op] = {**_ORDER, "eq": eq, "neq": ne}
+
+
+def compare(op: str, expected: Any, actual: Any) -> bool:
+    """Whether `actual` (None: missing) satisfies `op expected`; calendar-day operators are
+    the caller's (they need a time zone) and never hold here."""
+    if op == "exists":
+        return actual is not None
+    if op == "eq":
+        return _eq(actual, expected)
+    if op == "neq":
+        return not _eq(actual, expected)
+    if op in _ORDER:
+        return _ordered(_ORDER[op], actual, expected)
+    if op == "between":
+        low, high = expected
+        return _ordered(ge, actual, low) and _ordered(le, actual, high)
+    if op in ("in", "not_in"):
+        found = any(_eq(actual, item) for item in expected)
+        return found if op == "in" else not found
+    if op == "contains":
+        if isinstance(actual, str):
+            return isinstance(expected, str) and expected in actual
+        return isinstance(actual, list) and any(_eq(item, expected) for item in actual)
+    if op == "starts_with":
+        return isinstance(actual, str) and isinstance(expected, str) and actual.startswith(expected)
+    return False
+
+
+def matches(where: Rule | None, properties: Mapping[str, Any]) -> bool:
+    """Whether an event's properties satisfy a `where` filter (None: every event)."""
+    match where:
+        case None:
+            return True
+        case All(conditions):
+            return all(matches(c, properties) for c in conditions)
+        case Any_(conditions):
+            return any(matches(c, properties) for c in conditions)
+        case Not(condition):
+            return not matches(condition, properties)
+        case Compare(path=path, operator=op, value=value):
+            return compare(op, value, read(properties, path))
+    raise TypeError(f"not a where filter: {where!r}")
+
+
+def _scalar(value: Any) -> Any:
+    """What an aggregate keeps of a property value: scalars, None for anything else (and
+    for numbers JSON cannot hold: infinities, NaN, integers beyond a float's range)."""
+    if isinstance(value, str | bool):
+        return value
+    if isinstance(value, int):
+        return value if abs(value) < _HUGE else None
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    return None
+
+
+def _distinct_key(value: Any) -> str:
+    """One text per distinct scalar: numerically equal numbers share one (1 and 1.0)."""
+    if isinstance(value, bool):
+        return "b:true" if value else "b:false"
+    if isinstance(value, str):
+        return "s:" + value
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return f"n:{value!r}"
+
+
+# --- Exact float sums (Shewchuk partials, as math.fsum keeps them) ---------------------------
+
+
+def _sum_add(partials: list[float], x: float) -> None:
+    # The partials hold the exact sum, so the total is the same in any order of arrival
+    # (and after merging two profiles) as math.fsum over all the values.
+    i = 0
+    for y in partials:
+        if abs(x) < abs(y):
+            x, y = y, x
+        high = x + y
+        low = y - (high - x)
+        if low:
+            partials[i] = low
+            i += 1
+        x = high
+    partials[i:] = [x]
+
+
+# --- Times ----------------------------------------------------------------------------------
+
+
+def micros(moment: datetime) -> int:
+    """`moment` as integer microseconds since the Unix epoch (naive: taken as UTC)."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return (moment - _EPOCH) // _US
+
+
+def instant(us: int) -> datetime:
+    """The UTC datetime `us` microseconds after the Unix epoch."""
+    return _EPOCH + timedelta(microseconds=us)
+
+
+# --- Specs ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Spec:
+    """What the rules need kept of the events named `event` matching `where`, with `prop`
+    (a dotted property, for aggregates): events of the last `days` days, events within the
+    `ranges` (start, end microseconds), an all-time summary, distinct values all-time."""
+
+    key: str
+    event: str
+    where: Rule | None
+    prop: str | None
+    days: int | None = None
+    ranges: tuple[tuple[int, int], ...] = ()
+    all_time: bool = False
+    distinct: bool = False
+
+
+@lru_cache(maxsize=4096)
+def _key(event: str, where: Rule | None, prop: str | None) -> str:
+    document = [event, None if where is None else to_json(where), prop]
+    canonical = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def spec_key(node: EventCondition) -> str:
+    """The key of the spec (and state entry) an event condition reads."""
+    return _key(node.event, node.where, node.property if isinstance(node, Aggregate) else None)
+
+
+@dataclass
+class _Needs:
+    days: int | None = None
+    ranges: set[tuple[int, int]] = field(default_factory=set)
+    all_time: bool = False
+    distinct: bool = False
+
+
+def specs_for(rules: Iterable[Rule]) -> dict[str, Spec]:
+    """The specs the event conditions of `rules` need, by key (segment references are not
+    followed: pass the referenced segments' rules too)."""
+    needs: dict[str, tuple[EventCondition, _Needs]] = {}
+    for rule in rules:
+        for node in walk(rule):
+            if not isinstance(node, Performed | Aggregate | Occurrence):
+                continue
+            _, need = needs.setdefault(spec_key(node), (node, _Needs()))
+            window = None if isinstance(node, Occurrence) else node.window
+            if window is None:
+                need.all_time = True
+                need.distinct |= isinstance(node, Aggregate) and node.function == "count_distinct"
+            elif window.days is not None:
+                need.days = max(need.days or 0, window.days)
+            else:
+                assert window.start is not None and window.end is not None
+                need.ranges.add((micros(window.start), micros(window.end)))
+    return {
+        key: Spec(
+            key=key,
+            event=node.event,
+            where=node.where,
+            prop=node.property if isinstance(node, Aggregate) else None,
+            days=need.days,
+            ranges=tuple(sorted(need.ranges)),
+            all_time=need.all_time,
+            distinct=need.distinct,
+        )
+        for key, (node, need) in needs.items()
+    }
+
+
+# --- Keeping the state ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TrackEvent:
+    """A track event as aggregates read it: its name, aware timestamp and properties."""
+
+    name: str
+    timestamp: datetime
+    properties: dict[str, Any] = field(default_factory=dict)
+
+
+def _time(item: Any) -> int:
+    return item if isinstance(item, int) else int(item[0])
+
+
+def _new_entry(spec: Spec) -> dict[str, Any]:
+    entry: dict[str, Any] = {}
+    if spec.days is not None:
+        entry["days"] = spec.days
+    if spec.ranges:
+        entry["ranges"] = [list(r) for r in spec.ranges]
+    if spec.days is not None or spec.ranges:
+        entry["ev"] = []
+    if spec.all_time:
+        summary: dict[str, Any] = {"n": 0, "first": None, "last": None}
+        if spec.prop is not None:
+            summary.update(num=0, sum=[], min=None, max=None)
+            if spec.distinct:
+                summary["distinct"] = {}
+        entry["all"] = summary
+    return entry
+
+
+def _retained(entry: Mapping[str, Any], t: int, now_us: int) -> bool:
+    if "days" in entry and t >= now_us - entry["days"] * DAY_US:
+        return True
+    return any(start <= t < end for start, end in entry.get("ranges", ()))
+
+
+def _add(entry: dict[str, Any], t: int, value: Any, has_prop: bool, now_us: int) -> bool:
+    changed = False
+    if "ev" in entry and _retained(entry, t, now_us):
+        bisect.insort(entry["ev"], [t, value] if has_prop else t, key=_time)
+        changed = True
+    summary = entry.get("all")
+    if summary is not None:
+        summary["n"] += 1
+        summary["first"] = t if summary["first"] is None else min(summary["first"], t)
+        summary["last"] = t if summary["last"] is None else max(summary["last"], t)
+        if has_prop and is_number(value):
+            summary["num"] += 1
+            _sum_add(summary["sum"], float(value))
+            summary["min"] = value if summary["min"] is None else min(summary["min"], value)
+            summary["max"] = value if summary["max"] is None else max(summary["max"], value)
+        if has_prop and value is not None and "distinct" in summary:
+            summary["distinct"][_distinct_key(value)] = 1
+        changed = True
+    return changed
+
+
+def observe(
+    state: dict[str, Any], specs: Mapping[str, Spec], event: TrackEvent, *, now: datetime
+) -> bool:
+    """Count one track event into `state` (in place) for every spec it matches; whether
+    anything changed. Call it once per event, in any order of timestamps."""
+    t, now_us = micros(event.timestamp), micros(now)
+    changed = False
+    for key, spec in specs.items():
+        if spec.event != event.name or not matches(spec.where, event.properties):
+            continue
+        entry = state.get(key)
+        fresh = entry is None
+        if entry is None:
+            entry = _new_entry(spec)
+        value = _scalar(read(event.properties, spec.prop)) if spec.prop is not None else None
+        if _add(entry, t, value, spec.prop is not None, now_us):
+            changed = True
+            if fresh:
+                state[key] = entry
+    return changed
+
+
+def _covers(entry: Mapping[str, Any], spec: Spec) -> bool:
+    if spec.days is not None and entry.get("days", -1) < spec.days:
+        return False
+    if not {tuple(r) for r in spec.ranges} <= {tuple(r) for r in entry.get("ranges", ())}:
+        return False
+    summary = entry.get("all")
+    if spec.all_time and summary is None:
+        return False
+    return not spec.distinct or (summary is not None and "distinct" in summary)
+
+
+def incomplete(state: Mapping[str, Any], specs: Mapping[str, Spec]) -> set[str]:
+    """The keys whose entries keep less than their spec needs (rebuild them with `build`)."""
+    return {key for key, spec in specs.items() if key in state and not _covers(state[key], spec)}
+
+
+def _narrow(entry: dict[str, Any], days: int | None, ranges: set[tuple[int, int]]) -> None:
+    if days is None:
+        entry.pop("days", None)
+    else:
+        entry["days"] = days
+    if ranges:
+        entry["ranges"] = [list(r) for r in sorted(ranges)]
+    else:
+        entry.pop("ranges", None)
+    if days is None and not ranges:
+        entry.pop("ev", None)
+
+
+def _ranges(entry: Mapping[str, Any]) -> set[tuple[int, int]]:
+    return {(int(r[0]), int(r[1])) for r in entry.get("ranges", ())}
+
+
+def prune(state: dict[str, Any], specs: Mapping[str, Spec], now: datetime) -> None:
+    """Drop (in place) the entries no spec needs and whatever no window can count from
+    `now` on; an entry keeps at most what its spec needs."""
+    now_us = micros(now)
+    for key in list(state):
+        spec, entry = specs.get(key), state[key]
+        if spec is None:
+            del state[key]
+            continue
+        has_days = spec.days is not None and "days" in entry
+        days = min(entry["days"], spec.days) if has_days else None
+        _narrow(entry, days, _ranges(entry) & set(spec.ranges))
+        summary = entry.get("all")
+        if summary is not None and not spec.all_time:
+            del entry["all"]
+        elif summary is not None and not spec.distinct:
+            summary.pop("distinct", None)
+        if "ev" in entry:
+            entry["ev"] = [item for item in entry["ev"] if _retained(entry, _time(item), now_us)]
+        if not entry.get("ev") and "all" not in entry and _covers(entry, spec):
+            del state[key]  # absent means "no matching event", which is what it holds
+
+
+def _combine_summaries(into: dict[str, Any], other: Mapping[str, Any]) -> None:
+    into["n"] += other["n"]
+    for name, pick in (("first", min), ("last", max), ("min", min), ("max", max)):
+        if name in into:
+            values = [v for v in (into[name], other.get(name)) if v is not None]
+            into[name] = pick(values) if values else None
+    if "num" in into:
+        into["num"] += other.get("num", 0)
+        for partial in other.get("sum", ()):
+            _sum_add(into["sum"], partial)
+    if "distinct" in into:
+        if "distinct" in other:
+            into["distinct"].update(other["distinct"])
+        else:
+            del into["distinct"]
+
+
+def combine(into: dict[str, Any], other: Mapping[str, Any]) -> None:
+    """Add `other`'s state to `into` (in place): the merge of two profiles."""
+    for key, theirs in other.items():
+        mine = into.get(key)
+        if mine is None:
+            into[key] = copy.deepcopy(theirs)
+            continue
+        has_days = "days" in mine and "days" in theirs
+        events = [*mine.get("ev", ()), *copy.deepcopy(theirs.get("ev", []))]
+        _narrow(
+            mine,
+            min(mine["days"], theirs["days"]) if has_days else None,
+            _ranges(mine) & _ranges(theirs),
+        )
+        if "ev" in mine:
+            mine["ev"] = sorted(events, key=_time)
+        if "all" in mine and "all" in theirs:
+            _combine_summaries(mine["all"], theirs["all"])
+        else:
+            mine.pop("all", None)
+
+
+def build(specs: Mapping[str, Spec], events: Iterable[TrackEvent], now: datetime) -> dict[str, Any]:
+    """The state of a profile with these events, from scratch (backfill)."""
+    state: dict[str, Any] = {}
+    for event in sorted(events, key=lambda e: micros(e.timestamp)):
+        observe(state, specs, event, now=now)
+    return state
+
+
+# --- Reading the state ----------------------------------------------------------------------
+
+
+def _window_items(entry: Mapping[str, Any] | None, window: Window, now_us: int) -> list[Any]:
+    events: list[Any] = [] if entry is None else entry.get("ev", [])
+    if window.days is not None:
+        return events[bisect.bisect_left(events, now_us - window.days * DAY_US, key=_time) :]
+    assert window.start is not None and window.end is not None
+    low = bisect.bisect_left(events, micros(window.start), key=_time)
+    return events[low : bisect.bisect_left(events, micros(window.end), key=_time)]
+
+
+def count(state: Mapping[str, Any], node: Performed, now: datetime) -> int:
+    """How many matching events `node` counts at `now`."""
+    entry = state.get(spec_key(node))
+    if node.window is not None:
+        return len(_window_items(entry, node.window, micros(now)))
+    return 0 if entry is None else int(entry.get("all", {}).get("n", 0))
+
+
+def _function(function: str, values: list[Any]) -> float | int | None:
+    if function == "count_distinct":
+        return len({_distinct_key(v) for v in values if v is not None})
+    numbers = [v for v in values if is_number(v)]
+    if function == "sum":
+        return round(math.fsum(numbers), 6)
+    if not numbers:
+        return None
+    if function == "avg":
+        return round(math.fsum(numbers) / len(numbers), 6)
+    found: float | int = min(numbers) if function == "min" else max(numbers)
+    return found
+
+
+def aggregate(state: Mapping[str, Any], node: Aggregate, now: datetime) -> float | int | None:
+    """The value of `node`'s function at `now`; None when avg, min or max have no number."""
+    entry = state.get(spec_key(node))
+    if node.window is not None:
+        items = _window_items(entry, node.window, micros(now))
+        return _function(node.function, [item[1] for item in items])
+    summary = {} if entry is None else entry.get("all", {})
+    num: int = summary.get("num", 0)
+    if node.function == "count_distinct":
+        return len(summary.get("distinct", ()))
+    if node.function == "sum":
+        return round(math.fsum(summary.get("sum", [])), 6)
+    if not num:
+        return None
+    if node.function == "avg":
+        return round(math.fsum(summary["sum"]) / num, 6)
+    found: float | int = summary["min"] if node.function == "min" else summary["max"]
+    return found
+
+
+def occurred(state: Mapping[str, Any], node: Occurrence) -> datetime | None:
+    """The first or last time of a matching event; None when there is none."""
+    summary = state.get(spec_key(node), {}).get("all", {})
+    moment = summary.get(node.which)
+    return None if moment is None else instant(moment)
+
+
+def window_exits(state: Mapping[str, Any], node: Performed | Aggregate, now: datetime) -> list[int]:
+    """The instants (microseconds, after `now`) at which an event counted now leaves the
+    node's last-days window: its time + N days + 1 microsecond."""
+    window = node.window
+    if window is None or window.days is None:
+        return []  # all-time and from/to counts do not change as time passes
+    items = _window_items(state.get(spec_key(node)), window, micros(now))
+    return [_time(item) + window.days * DAY_US + 1 for item in items]

@@ -1,0 +1,429 @@
+"""Real-time membership: each processed batch re-evaluates only the segments its events and
+trait changes can change, for the profiles they touched, from aggregates kept per profile
+(never rescanning the event log); a condition that lapses with time alone is re-evaluated
+at that moment by a job scheduled for that profile.
+
+Entering and leaving are written as membership rows and history, and emitted as
+`Segment Entered` / `Segment Exited` events into the event stream.
+"""
+
+from __future__ import annotations
+
+import copy
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy import delete, select, update
+from sqlalchemy import insert as insert_rows
+from sqlalchemy.dialects.postgresql import insert as postgres_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from clarion.core.jobs.queue import NewJob, enqueue
+from clarion.ingest.internal import InternalEvent, emit_events
+from clarion.profiles import queries as profiles
+from clarion.profiles.models import Profile
+from clarion.segments import aggregates, predicate
+from clarion.segments.catalog import SegmentIndex, rule_context
+from clarion.segments.models import ProfileSegmentState, Segment, SegmentChange, SegmentMember
+from clarion.segments.rules import RuleContext
+
+SEGMENT_ENTERED = "Segment Entered"
+SEGMENT_EXITED = "Segment Exited"
+LAPSE = "segments.lapse"  # job kind: re-evaluate one profile when time alone changes it
+# Lapse jobs run behind event processing, ahead of bulk work.
+LAPSE_PRIORITY = 5
+BULK_ROWS = 5_000
+
+
+@dataclass(frozen=True, slots=True)
+class Touched:
+    """What happened to one canonical profile: its new track events and changed traits."""
+
+    events: Sequence[aggregates.TrackEvent] = ()
+    trait_keys: frozenset[str] = frozenset()
+    seen: bool = False  # any event applied (first / last seen may have moved)
+    everything: bool = False  # merged, or time passed: every segment may have changed
+
+
+@dataclass
+class Changes:
+    """Entries and exits decided in one pass: (segment id, profile id)."""
+
+    entered: list[tuple[int, uuid.UUID]] = field(default_factory=list)
+    exited: list[tuple[int, uuid.UUID]] = field(default_factory=list)
+
+
+def facts_of(profile: Profile, state: Mapping[str, object]) -> predicate.ProfileFacts:
+    """What the predicate reads of a profile."""
+    return predicate.ProfileFacts(
+        traits=profile.traits,
+        computed=profile.computed,
+        first_seen_at=profile.first_seen_at,
+        last_seen_at=profile.last_seen_at,
+        aggregates=dict(state),
+    )
+
+
+async def evaluate_profiles(
+    session: AsyncSession,
+    *,
+    workspace_id: int,
+    index: SegmentIndex,
+    touched: Mapping[uuid.UUID, Touched],
+    absorbed: Mapping[uuid.UUID, uuid.UUID],
+    now: datetime,
+    cause: str,
+) -> Changes:
+    """Bring the touched profiles' memberships up to date; what changed. Flushes, never
+    commits: the caller's transaction holds the events that caused it."""
+    changes = Changes()
+    if not index.segments or not (touched or absorbed):
+        return changes
+    touched = dict(touched)
+    for survivor in absorbed.values():
+        touched[survivor] = Touched(everything=True)
+    await _forget(
+        session, workspace_id=workspace_id, index=index, profile_ids=list(absorbed), now=now
+    )
+    rows = await profiles.canonical_profiles(
+        session, workspace_id=workspace_id, profile_ids=sorted(touched)
+    )
+    if not rows:
+        return changes
+    ids = [row.id for row in rows]
+    states = await _states(session, ids)
+    stale = [i for i in ids if i not in states or states[i].specs_version != index.specs_version]
+    rebuilt = await _rebuild(session, workspace_id, index, stale, now)
+    context = await rule_context(session, workspace_id=workspace_id, index=index, now=now)
+    members = await _memberships(session, workspace_id, ids)
+    for profile in rows:
+        what = touched[profile.id]
+        if profile.id in rebuilt:
+            document = rebuilt[profile.id]
+            candidates = set(index.segments)
+        else:
+            # A copy: the loaded row must see a new value to know it changed.
+            document = copy.deepcopy(states[profile.id].aggregates)
+            for event in what.events:
+                aggregates.observe(document, index.specs, event, now=now)
+            aggregates.prune(document, index.specs, now)
+            candidates = (
+                set(index.segments)
+                if what.everything
+                else index.affected(
+                    (event.name for event in what.events), what.trait_keys, events=what.seen
+                )
+            )
+        facts = facts_of(profile, document)
+        _decide(
+            index, context, profile.id, facts, candidates, members.get(profile.id, set()), changes
+        )
+        await _keep_state(
+            session,
+            workspace_id,
+            index,
+            profile.id,
+            document,
+            states.get(profile.id),
+            facts,
+            context,
+            now,
+        )
+    await apply_changes(
+        session, workspace_id=workspace_id, index=index, changes=changes, now=now, cause=cause
+    )
+    return changes
+
+
+def _decide(
+    index: SegmentIndex,
+    context: RuleContext,
+    profile_id: uuid.UUID,
+    facts: predicate.ProfileFacts,
+    candidates: Iterable[int],
+    current: set[int],
+    changes: Changes,
+) -> None:
+    for segment_id in sorted(candidates):
+        holds = predicate.evaluate(index.segments[segment_id].rule, facts, context)
+        if holds and segment_id not in current:
+            changes.entered.append((segment_id, profile_id))
+        elif not holds and segment_id in current:
+            changes.exited.append((segment_id, profile_id))
+
+
+async def _states(
+    session: AsyncSession, profile_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, ProfileSegmentState]:
+    rows = await session.scalars(
+        select(ProfileSegmentState).where(ProfileSegmentState.profile_id.in_(profile_ids))
+    )
+    return {row.profile_id: row for row in rows}
+
+
+async def _rebuild(
+    session: AsyncSession,
+    workspace_id: int,
+    index: SegmentIndex,
+    profile_ids: Sequence[uuid.UUID],
+    now: datetime,
+) -> dict[uuid.UUID, dict[str, object]]:
+    """Aggregates built from the timelines: for profiles new to real-time evaluation, or
+    whose state was kept for another set of segments."""
+    if not profile_ids:
+        return {}
+    timelines = await profiles.tracked_events(
+        session, workspace_id=workspace_id, profile_ids=profile_ids
+    )
+    return {
+        profile_id: aggregates.build(
+            index.specs,
+            [aggregates.TrackEvent(e.name, e.timestamp, e.properties) for e in events],
+            now,
+        )
+        for profile_id, events in timelines.items()
+    }
+
+
+async def _memberships(
+    session: AsyncSession, workspace_id: int, profile_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, set[int]]:
+    found: dict[uuid.UUID, set[int]] = {}
+    rows = await session.execute(
+        select(SegmentMember.profile_id, SegmentMember.segment_id).where(
+            SegmentMember.workspace_id == workspace_id,
+            SegmentMember.profile_id.in_(profile_ids),
+        )
+    )
+    for profile_id, segment_id in rows:
+        found.setdefault(profile_id, set()).add(segment_id)
+    return found
+
+
+async def _keep_state(
+    session: AsyncSession,
+    workspace_id: int,
+    index: SegmentIndex,
+    profile_id: uuid.UUID,
+    document: dict[str, object],
+    row: ProfileSegmentState | None,
+    facts: predicate.ProfileFacts,
+    context: RuleContext,
+    now: datetime,
+) -> None:
+    """Store the profile's aggregates and schedule its next lapse check, if it moved sooner."""
+    upcoming = [
+        moment
+        for segment in index.segments.values()
+        if (moment := predicate.next_change(segment.rule, facts, context)) is not None
+    ]
+    next_check = min(upcoming, default=None)
+    previous = row.next_check_at if row is not None else None
+    if row is None:
+        row = ProfileSegmentState(profile_id=profile_id, workspace_id=workspace_id)
+        session.add(row)
+    row.aggregates = dict(document)
+    row.specs_version = index.specs_version
+    row.next_check_at = next_check
+    row.updated_at = now
+    if next_check is not None and (previous is None or previous <= now or next_check < previous):
+        await schedule_lapse(
+            session, workspace_id=workspace_id, profile_id=profile_id, at=next_check, now=now
+        )
+
+
+async def schedule_lapse(
+    session: AsyncSession,
+    *,
+    workspace_id: int,
+    profile_id: uuid.UUID,
+    at: datetime,
+    now: datetime,
+) -> None:
+    """A job re-evaluating the profile at `at` (one per profile and instant)."""
+    await enqueue(
+        session,
+        [
+            NewJob(
+                workspace_id=workspace_id,
+                kind=LAPSE,
+                payload={"profile_id": str(profile_id)},
+                run_at=at,
+                priority=LAPSE_PRIORITY,
+                dedupe_key=f"{profile_id}:{int(at.timestamp() * 1_000_000)}",
+            )
+        ],
+        now=now,
+    )
+
+
+async def _forget(
+    session: AsyncSession,
+    *,
+    workspace_id: int,
+    index: SegmentIndex,
+    profile_ids: Sequence[uuid.UUID],
+    now: datetime,
+) -> None:
+    """Profiles merged away are no longer anyone: their memberships end (recorded with
+    cause `merged`, not announced) and their state goes; the survivor is re-evaluated whole,
+    with the merged timeline."""
+    if not profile_ids:
+        return
+    gone = (
+        await session.execute(
+            select(SegmentMember.segment_id, SegmentMember.profile_id).where(
+                SegmentMember.workspace_id == workspace_id,
+                SegmentMember.profile_id.in_(profile_ids),
+            )
+        )
+    ).all()
+    await apply_changes(
+        session,
+        workspace_id=workspace_id,
+        index=index,
+        changes=Changes(exited=[(row[0], row[1]) for row in gone]),
+        now=now,
+        cause="merged",
+        emit=False,
+    )
+    await session.execute(
+        delete(ProfileSegmentState).where(ProfileSegmentState.profile_id.in_(profile_ids))
+    )
+
+
+async def apply_changes(
+    session: AsyncSession,
+    *,
+    workspace_id: int,
+    index: SegmentIndex,
+    changes: Changes,
+    now: datetime,
+    cause: str,
+    emit: bool = True,
+) -> Changes:
+    """Write entries and exits (members, history, counts) and emit their events; what was
+    really written. Each row is inserted or deleted at most once whoever else decided the
+    same change concurrently (a recompute and a lapse check, say): only the transaction
+    that wrote it records and announces it."""
+    written = Changes()
+    for start in range(0, len(changes.entered), BULK_ROWS):
+        chunk = changes.entered[start : start + BULK_ROWS]
+        insert = (
+            postgres_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+        )
+        result = await session.execute(
+            insert(SegmentMember)
+            .on_conflict_do_nothing(index_elements=["segment_id", "profile_id"])
+            .returning(SegmentMember.segment_id, SegmentMember.profile_id),
+            [
+                {
+                    "segment_id": segment_id,
+                    "profile_id": profile_id,
+                    "workspace_id": workspace_id,
+                    "entered_at": now,
+                }
+                for segment_id, profile_id in chunk
+            ],
+        )
+        written.entered.extend((row[0], row[1]) for row in result)
+    by_segment: dict[int, list[uuid.UUID]] = {}
+    for segment_id, profile_id in changes.exited:
+        by_segment.setdefault(segment_id, []).append(profile_id)
+    for segment_id, profile_ids in sorted(by_segment.items()):
+        for start in range(0, len(profile_ids), BULK_ROWS):
+            result = await session.execute(
+                delete(SegmentMember)
+                .where(
+                    SegmentMember.segment_id == segment_id,
+                    SegmentMember.profile_id.in_(profile_ids[start : start + BULK_ROWS]),
+                )
+                .returning(SegmentMember.segment_id, SegmentMember.profile_id)
+            )
+            written.exited.extend((row[0], row[1]) for row in result)
+    history = [("entered", pair) for pair in written.entered] + [
+        ("exited", pair) for pair in written.exited
+    ]
+    for start in range(0, len(history), BULK_ROWS):
+        await session.execute(
+            insert_rows(SegmentChange),
+            [
+                {
+                    "workspace_id": workspace_id,
+                    "segment_id": segment_id,
+                    "profile_id": profile_id,
+                    "change": change,
+                    "cause": cause,
+                    "at": now,
+                }
+                for change, (segment_id, profile_id) in history[start : start + BULK_ROWS]
+            ],
+        )
+    await _count(
+        session,
+        [(segment_id, 1) for segment_id, _ in written.entered]
+        + [(segment_id, -1) for segment_id, _ in written.exited],
+    )
+    if emit:
+        for start in range(0, len(history), BULK_ROWS):
+            part = history[start : start + BULK_ROWS]
+            await emit_changes(
+                session,
+                workspace_id,
+                index,
+                Changes(
+                    entered=[pair for change, pair in part if change == "entered"],
+                    exited=[pair for change, pair in part if change == "exited"],
+                ),
+                now,
+            )
+    return written
+
+
+async def _count(session: AsyncSession, deltas: Iterable[tuple[int, int]]) -> None:
+    totals: dict[int, int] = {}
+    for segment_id, delta in deltas:
+        totals[segment_id] = totals.get(segment_id, 0) + delta
+    for segment_id, delta in sorted(totals.items()):
+        if delta:
+            await session.execute(
+                update(Segment)
+                .where(Segment.id == segment_id)
+                .values(member_count=Segment.member_count + delta)
+            )
+
+
+async def emit_changes(
+    session: AsyncSession, workspace_id: int, index: SegmentIndex, changes: Changes, now: datetime
+) -> None:
+    """`Segment Entered` / `Segment Exited` events for the changes, into the event stream."""
+    pairs = [(SEGMENT_ENTERED, pair) for pair in changes.entered] + [
+        (SEGMENT_EXITED, pair) for pair in changes.exited
+    ]
+    senders = await profiles.sender_ids(
+        session, workspace_id=workspace_id, profile_ids=sorted({p for _, (_, p) in pairs})
+    )
+    stamp = int(now.timestamp() * 1_000_000)
+    events = []
+    for name, (segment_id, profile_id) in pairs:
+        user_id, anonymous_id = senders.get(profile_id, (None, None))
+        segment = index.segments.get(segment_id)
+        events.append(
+            InternalEvent(
+                workspace_id=workspace_id,
+                message_id=f"clarion:{name}:{segment_id}:{profile_id}:{stamp}",
+                name=name,
+                user_id=user_id,
+                anonymous_id=None if user_id else anonymous_id,
+                timestamp=now,
+                properties={
+                    "segment_id": segment_id,
+                    "segment_name": segment.name if segment else None,
+                    "profile_id": str(profile_id),
+                },
+            )
+        )
+    await emit_events(session, events, now=now)

@@ -1,0 +1,375 @@
+"""The in-memory compiler: one profile's answer to a segment rule, from its traits, computed
+traits, seen times and event aggregates (`aggregates.py`), exactly as `segments/README.md`
+says and as `sql.py` answers over the database.
+
+`evaluate` answers, `explain` shows every node's answer with what it observed, and
+`next_change` says until when the answer stands if nothing but time moves (so real-time
+membership knows when to look again).
+"""
+
+from __future__ import annotations
+
+import re
+from calendar import monthrange
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from datetime import UTC, date, datetime, timedelta, tzinfo
+from functools import lru_cache
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from clarion.segments import aggregates
+from clarion.segments.aggregates import COUNT_COMPARE, DAY_US, compare, instant, micros, read
+from clarion.segments.rules import (
+    DATE_OPERATORS,
+    MAX_DEPTH,
+    TIMEZONE_TRAIT,
+    Aggregate,
+    All,
+    Any_,
+    AttributeTime,
+    Compare,
+    InSegment,
+    Not,
+    Occurrence,
+    Performed,
+    Rfm,
+    Rule,
+    RuleContext,
+    to_json,
+)
+
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+# How many instants next_change tries before answering conservatively with the next one.
+_PROBES = 64
+
+
+@dataclass(frozen=True)
+class ProfileFacts:
+    """What a rule reads of one canonical profile."""
+
+    traits: dict[str, Any]
+    computed: dict[str, Any]
+    first_seen_at: datetime | None
+    last_seen_at: datetime | None
+    aggregates: dict[str, Any]  # the aggregates.py state document
+
+
+# --- Calendar days --------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=1024)
+def _zone(name: str) -> tzinfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        return UTC
+
+
+def profile_zone(traits: dict[str, Any]) -> tzinfo:
+    """The profile's time zone: its `timezone` trait when that names an IANA zone, else UTC."""
+    name = traits.get(TIMEZONE_TRAIT)
+    return _zone(name) if isinstance(name, str) and name.strip() else UTC
+
+
+def _date_text(value: Any) -> str | None:
+    return value[:10] if isinstance(value, str) and _DATE.match(value) else None
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _plus(day: date, days: int) -> date | None:
+    try:
+        return day + timedelta(days=days)
+    except OverflowError:
+        return None
+
+
+def _month_day(text: str) -> tuple[int, int] | None:
+    """The month and day of a date text when some year has them (2000 is a leap year)."""
+    month, day = int(text[5:7]), int(text[8:10])
+    return (month, day) if 1 <= month <= 12 and 1 <= day <= monthrange(2000, month)[1] else None
+
+
+def next_anniversary(text: str, today: date) -> date | None:
+    """The first day from `today` on whose month and day the date text falls (a 29 February
+    on 28 February in other years); None when no day ever does."""
+    month_day = _month_day(text)
+    if month_day is None:
+        return None
+    month, day = month_day
+    for year in (today.year, today.year + 1):
+        if year > 9999:
+            return None
+        if month == 2 and day == 29 and monthrange(year, 2)[1] == 28:
+            found = date(year, 2, 28)
+        else:
+            found = date(year, month, day)
+        if found >= today:
+            return found
+    return None
+
+
+def _calendar(op: str, days: int, value: Any, today: date) -> bool:
+    text = _date_text(value)
+    if text is None:
+        return False
+    if op == "anniversary_within_days":
+        found = next_anniversary(text, today)
+        return found is not None and (found - today).days <= days
+    earliest = (today - timedelta(days=days)).isoformat()
+    if op == "within_last_days":
+        return earliest <= text <= today.isoformat()
+    return text < earliest  # more_than_days_ago
+
+
+def _at_or_after(text: str) -> date | None:
+    """The first real date whose ISO text is >= `text` (dates are compared as text)."""
+    year, month, day = int(text[:4]), int(text[5:7]), int(text[8:10])
+    if year == 0:
+        return date(1, 1, 1)
+    if month == 0:
+        return date(year, 1, 1)
+    if month <= 12 and day == 0:
+        return date(year, month, 1)
+    if month <= 12 and day <= monthrange(year, month)[1]:
+        return date(year, month, day)
+    if month < 12:
+        return date(year, month + 1, 1)
+    return date(year + 1, 1, 1) if year < 9999 else None
+
+
+def _calendar_flips(op: str, days: int, text: str, today: date) -> tuple[list[date], date | None]:
+    """The days (after `today`) on which a calendar-day operator's answer may flip, complete
+    up to the returned horizon day (None: complete)."""
+    if op == "anniversary_within_days":
+        return _anniversary_flips(days, text, today)
+    first = _at_or_after(text)  # the first day on which D <= today holds
+    if first is None:
+        return [], None
+    # the first day whose text is > D: from today - N on it, D is too long ago
+    after = first if first.isoformat() != text else _plus(first, 1)
+    flips = [first] if op == "within_last_days" else []
+    too_old = None if after is None else _plus(after, days)
+    if too_old is not None:
+        flips.append(too_old)
+    return [day for day in flips if day > today], None
+
+
+def _anniversary_flips(days: int, text: str, today: date) -> tuple[list[date], date | None]:
+    # Anniversaries are at most 366 days apart, so N >= 365 always holds (or never does).
+    anniversary = next_anniversary(text, today)
+    if anniversary is None or days >= 365:
+        return [], None
+    flips: list[date] = []
+    for _ in range(3):
+        assert anniversary is not None
+        # It enters today .. today + N on A - N, and leaves on A + 1.
+        flips.extend(d for d in (_plus(anniversary, -days), _plus(anniversary, 1)) if d)
+        following = _plus(anniversary, 1)
+        anniversary = None if following is None else next_anniversary(text, following)
+        if anniversary is None:
+            return [d for d in flips if d > today], None
+    # Later anniversaries enter no earlier than their day - N.
+    horizon = _plus(anniversary, -days)
+    return [d for d in flips if d > today and (horizon is None or d < horizon)], horizon
+
+
+def _start_of(day: date, zone: tzinfo) -> int:
+    # Midnight that does not exist (a DST gap) maps, with fold=0, to the gap's start: still
+    # the first instant of the day.
+    return micros(datetime(day.year, day.month, day.day, tzinfo=zone))
+
+
+# --- Evaluating -----------------------------------------------------------------------------
+
+
+def _time_holds(op: str, value: datetime | int, moment: datetime | None, now: datetime) -> bool:
+    if moment is None:
+        return False
+    moment = _aware(moment)
+    if isinstance(value, datetime):
+        return moment < value if op == "before" else moment > value
+    cutoff = now - timedelta(days=value)
+    return moment >= cutoff if op == "within_last_days" else moment < cutoff
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return _aware(value).astimezone(UTC).isoformat().replace("+00:00", "Z")
+    return value
+
+
+def _earliest(horizons: Iterable[int | None]) -> int | None:
+    known = [h for h in horizons if h is not None]
+    return min(known) if known else None
+
+
+class _Evaluator:
+    """One profile at one instant."""
+
+    def __init__(self, facts: ProfileFacts, context: RuleContext) -> None:
+        self.facts = facts
+        self.context = context
+        self.now = _aware(context.now)
+        self.zone = profile_zone(facts.traits)
+        self.today = self.now.astimezone(self.zone).date()
+
+    def _segment(self, segment_id: int, depth: int) -> Rule | None:
+        # Cycles are refused when a segment is saved; the depth limit guards the rest.
+        return self.context.segments.get(segment_id) if depth < MAX_DEPTH else None
+
+    def holds(self, rule: Rule, depth: int = 0) -> bool:
+        match rule:
+            case All(conditions):
+                return all(self.holds(c, depth) for c in conditions)
+            case Any_(conditions):
+                return any(self.holds(c, depth) for c in conditions)
+            case Not(condition):
+                return not self.holds(condition, depth)
+            case InSegment(segment_id):
+                target = self._segment(segment_id, depth)
+                return target is not None and self.holds(target, depth + 1)
+        return self.leaf(rule)[0]
+
+    def leaf(self, rule: Rule) -> tuple[bool, Any]:
+        """A condition's answer and the value it observed."""
+        state, now = self.facts.aggregates, self.now
+        match rule:
+            case Compare(path=path, operator=op, value=value):
+                actual = read(self.facts.traits, path)
+                if op in DATE_OPERATORS:
+                    return _calendar(op, value, actual, self.today), actual
+                return compare(op, value, actual), actual
+            case AttributeTime(attribute, op, value):
+                moment = getattr(self.facts, attribute)
+                return _time_holds(op, value, moment, now), moment
+            case Performed():
+                n = aggregates.count(state, rule, now)
+                return COUNT_COMPARE[rule.operator](n, rule.count), n
+            case Aggregate(operator=op, value=expected):
+                found = aggregates.aggregate(state, rule, now)
+                if found is None:
+                    return False, None
+                if isinstance(expected, tuple):
+                    return expected[0] <= found <= expected[1], found
+                return COUNT_COMPARE[op](found, expected), found
+            case Occurrence(operator=op, value=value):
+                moment = aggregates.occurred(state, rule)
+                return _time_holds(op, value, moment, now), moment
+            case Rfm(recency, frequency, monetary):
+                scores = self.rfm_scores()
+                wanted = {"recency": recency, "frequency": frequency, "monetary": monetary}
+                holds = scores is not None and all(
+                    not accepted or scores[name] in accepted for name, accepted in wanted.items()
+                )
+                return holds, scores
+        raise TypeError(f"not a rule node: {rule!r}")
+
+    def rfm_scores(self) -> dict[str, int] | None:
+        """The profile's recency, frequency and monetary scores; None without orders or
+        without thresholds."""
+        thresholds, computed = self.context.rfm, self.facts.computed
+        orders: Any = computed.get("orders")
+        if thresholds is None or not aggregates.is_number(orders) or orders < 1:
+            return None
+        if not (thresholds.recency and thresholds.frequency and thresholds.monetary):
+            return None  # the batch recompute has not run over any buyer yet
+        last = computed.get("last_order_at")
+        if not isinstance(last, str):
+            return None
+        try:
+            last_order = _aware(datetime.fromisoformat(last))
+        except ValueError:
+            return None
+        revenue: Any = (computed.get("revenue") or {}).get(thresholds.currency, 0)
+        revenue = revenue if aggregates.is_number(revenue) else 0
+        return {
+            "recency": 1 + sum(last_order > _aware(t) for t in thresholds.recency),
+            "frequency": 1 + sum(orders > t for t in thresholds.frequency),
+            "monetary": 1 + sum(revenue > t for t in thresholds.monetary),
+        }
+
+    def explain(self, rule: Rule, depth: int = 0) -> dict[str, Any]:
+        document = to_json(rule)
+        match rule:
+            case All(conditions) | Any_(conditions):
+                children = [self.explain(c, depth) for c in conditions]
+                document["conditions"] = children
+                answers = (child["holds"] for child in children)
+                holds = all(answers) if isinstance(rule, All) else any(answers)
+            case Not(condition):
+                document["condition"] = self.explain(condition, depth)
+                holds = not document["condition"]["holds"]
+            case InSegment(segment_id):
+                target = self._segment(segment_id, depth)
+                document["condition"] = None if target is None else self.explain(target, depth + 1)
+                holds = target is not None and document["condition"]["holds"]
+            case _:
+                holds, observed = self.leaf(rule)
+                document["observed"] = _json_value(observed)
+                if isinstance(rule, Compare) and rule.operator in DATE_OPERATORS:
+                    document["today"] = self.today.isoformat()
+        document["holds"] = holds
+        return document
+
+    def changes(self, rule: Rule, found: set[int], depth: int = 0) -> int | None:
+        """Add to `found` the instants (microseconds) after now at which the node's answer
+        may change as time passes; complete up to the returned horizon (None: complete)."""
+        match rule:
+            case All(conditions) | Any_(conditions):
+                return _earliest([self.changes(c, found, depth) for c in conditions])
+            case Not(condition):
+                return self.changes(condition, found, depth)
+            case InSegment(segment_id):
+                target = self._segment(segment_id, depth)
+                return None if target is None else self.changes(target, found, depth + 1)
+            case Compare(path=path, operator=op, value=value) if op in DATE_OPERATORS:
+                text = _date_text(read(self.facts.traits, path))
+                if text is None:
+                    return None
+                days, horizon = _calendar_flips(op, value, text, self.today)
+                found.update(_start_of(day, self.zone) for day in days)
+                return None if horizon is None else _start_of(horizon, self.zone)
+            case AttributeTime(value=int() as days) | Occurrence(value=int() as days):
+                moment = self.leaf(rule)[1]
+                if moment is not None:
+                    # T >= now - N days holds up to T + N days, then fails (and the reverse
+                    # for more_than_days_ago).
+                    found.add(micros(moment) + days * DAY_US + 1)
+            case Performed() | Aggregate():
+                found.update(aggregates.window_exits(self.facts.aggregates, rule, self.now))
+        return None
+
+
+# --- The compiler's entry points ------------------------------------------------------------
+
+
+def evaluate(rule: Rule, facts: ProfileFacts, context: RuleContext) -> bool:
+    """Whether the profile matches the rule at `context.now`."""
+    return _Evaluator(facts, context).holds(rule)
+
+
+def explain(rule: Rule, facts: ProfileFacts, context: RuleContext) -> dict[str, Any]:
+    """The rule as JSON, every node with `holds` and (conditions) the value it `observed`."""
+    return _Evaluator(facts, context).explain(rule)
+
+
+def next_change(rule: Rule, facts: ProfileFacts, context: RuleContext) -> datetime | None:
+    """The earliest instant after `context.now` at which the answer may change with nothing
+    but time passing (never later than a real change); None when time changes nothing."""
+    evaluator = _Evaluator(facts, context)
+    now_us = micros(evaluator.now)
+    found: set[int] = set()
+    horizon = evaluator.changes(rule, found)
+    instants = sorted(t for t in found if t > now_us and (horizon is None or t < horizon))
+    answer = evaluator.holds(rule)
+    for moment in instants[:_PROBES]:
+        # Between two candidates nothing changes, so the first that differs is the change.
+        if _Evaluator(facts, replace(context, now=instant(moment))).holds(rule) != answer:
+            return instant(moment)
+    if len(instants) > _PROBES:
+        return instant(instants[_PROBES])
+    return None if horizon is None else instant(horizon)

@@ -1,0 +1,244 @@
+"""Batch membership: previews, recomputes as a diff against current members, and the RFM
+boundaries the rules read.
+
+A recompute runs the rule as SQL over the whole workspace (`sql.py`), compares the answer
+with the stored members and writes only the difference, with history and a size row. The
+first computation of a segment (just created, or its rule changed) is its baseline: its
+entries are recorded but not emitted as `Segment Entered` events, so creating a segment of a
+million customers does not start a million journeys.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import orjson
+from sqlalchemy import delete, func, select, text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from clarion.core.jobs.queue import NewJob, enqueue
+from clarion.core.jobs.recurring import schedule_recurring_job
+from clarion.segments import sql
+from clarion.segments.catalog import Catalog, SegmentIndex, rule_context
+from clarion.segments.membership import Changes, apply_changes
+from clarion.segments.models import (
+    RfmBoundaries,
+    Segment,
+    SegmentMember,
+    SegmentSize,
+)
+from clarion.segments.parsing import parse_rule
+from clarion.segments.rules import Rule
+
+RECOMPUTE = "segments.recompute"  # job kind: one segment, or all of a workspace's
+RECOMPUTE_PRIORITY = 20
+RECOMPUTE_CRON = "0 * * * *"  # every segment of a workspace, hourly (UTC)
+DEFAULT_CURRENCY = "USD"
+
+
+@dataclass(frozen=True, slots=True)
+class Recomputed:
+    """What one recompute changed."""
+
+    segment_id: int
+    size: int
+    entered: int
+    exited: int
+    at: datetime
+
+
+async def preview(
+    session: AsyncSession,
+    *,
+    workspace_id: int,
+    index: SegmentIndex,
+    rule: Rule,
+    now: datetime,
+    sample: int,
+) -> tuple[int, list[uuid.UUID]]:
+    """How many canonical profiles the rule selects now, and up to `sample` of them."""
+    context = await rule_context(
+        session, workspace_id=workspace_id, index=index, now=now, with_time_zones=True
+    )
+    query = sql.members_query(
+        rule, dialect=session.get_bind().dialect.name, workspace_id=workspace_id, context=context
+    ).subquery()
+    count = await session.scalar(select(func.count()).select_from(query))
+    ids = (await session.scalars(select(query.c[0]).limit(sample))).all()
+    return int(count or 0), list(ids)
+
+
+async def recompute_segment(
+    session: AsyncSession,
+    *,
+    workspace_id: int,
+    segment: Segment,
+    index: SegmentIndex,
+    now: datetime,
+) -> Recomputed:
+    """Bring the segment's members in line with its rule over the whole workspace."""
+    context = await rule_context(
+        session, workspace_id=workspace_id, index=index, now=now, with_time_zones=True
+    )
+    live = index.segments.get(segment.id)
+    # A segment created in this transaction is not in the index yet.
+    rule = (
+        live.rule
+        if live is not None and live.version == segment.version
+        else parse_rule(segment.rule)
+    )
+    query = sql.members_query(
+        rule, dialect=session.get_bind().dialect.name, workspace_id=workspace_id, context=context
+    )
+    wanted = set((await session.scalars(query)).all())
+    current = set(
+        (
+            await session.scalars(
+                select(SegmentMember.profile_id).where(SegmentMember.segment_id == segment.id)
+            )
+        ).all()
+    )
+    entered, exited = sorted(wanted - current), sorted(current - wanted)
+    baseline = segment.recomputed_at is None
+    written = await apply_changes(
+        session,
+        workspace_id=workspace_id,
+        index=index,
+        changes=Changes(
+            entered=[(segment.id, p) for p in entered], exited=[(segment.id, p) for p in exited]
+        ),
+        now=now,
+        cause="baseline" if baseline else "recompute",
+        emit=not baseline,
+    )
+    entered_count, exited_count = len(written.entered), len(written.exited)
+    await session.refresh(segment, ["member_count"])
+    segment.recomputed_at = now
+    session.add(
+        SegmentSize(
+            workspace_id=workspace_id,
+            segment_id=segment.id,
+            at=now,
+            size=segment.member_count,
+            entered=entered_count,
+            exited=exited_count,
+        )
+    )
+    await session.flush()
+    return Recomputed(segment.id, segment.member_count, entered_count, exited_count, now)
+
+
+async def recompute_workspace(
+    session: AsyncSession, *, workspace_id: int, catalog: Catalog, now: datetime
+) -> list[Recomputed]:
+    """Refresh the RFM boundaries, then recompute every segment of the workspace."""
+    await compute_rfm_boundaries(session, workspace_id=workspace_id, now=now)
+    index = await catalog.load(session, workspace_id)
+    segments = (
+        await session.scalars(
+            select(Segment).where(Segment.workspace_id == workspace_id).order_by(Segment.id)
+        )
+    ).all()
+    return [
+        await recompute_segment(
+            session, workspace_id=workspace_id, segment=segment, index=index, now=now
+        )
+        for segment in segments
+    ]
+
+
+async def compute_rfm_boundaries(
+    session: AsyncSession, *, workspace_id: int, now: datetime
+) -> RfmBoundaries | None:
+    """The 20/40/60/80 % boundaries of recency, frequency and monetary value over the
+    workspace's buyers, in the currency most of them paid in; None without buyers."""
+    if session.get_bind().dialect.name == "postgresql":
+        columns = (
+            "computed ->> 'last_order_at', computed ->> 'orders',"
+            " CAST(computed -> 'revenue' AS text)"
+        )
+    else:
+        columns = (
+            "json_extract(computed, '$.last_order_at'), json_extract(computed, '$.orders'),"
+            " json_extract(computed, '$.revenue')"
+        )
+    rows = (
+        await session.execute(
+            text(
+                f"SELECT {columns} FROM profiles WHERE workspace_id = :w"  # noqa: S608
+                " AND canonical_id IS NULL"
+            ),
+            {"w": workspace_id},
+        )
+    ).all()
+    buyers = [
+        (last, float(orders), _revenue(revenue))
+        for last, orders, revenue in rows
+        if last is not None and orders is not None and float(orders) >= 1
+    ]
+    if not buyers:
+        await session.execute(
+            delete(RfmBoundaries).where(RfmBoundaries.workspace_id == workspace_id)
+        )
+        return None
+    currencies: Counter[str] = Counter()
+    for _, _, revenue in buyers:
+        currencies.update(revenue.keys())
+    currency = currencies.most_common(1)[0][0] if currencies else DEFAULT_CURRENCY
+    recency = _boundaries([datetime.fromisoformat(last) for last, _, _ in buyers])
+    boundaries = await session.get(RfmBoundaries, workspace_id)
+    if boundaries is None:
+        boundaries = RfmBoundaries(workspace_id=workspace_id)
+        session.add(boundaries)
+    boundaries.currency = currency
+    boundaries.recency = [moment.isoformat() for moment in recency]
+    boundaries.frequency = _boundaries([orders for _, orders, _ in buyers])
+    boundaries.monetary = _boundaries([float(revenue.get(currency, 0)) for _, _, revenue in buyers])
+    boundaries.buyers = len(buyers)
+    boundaries.computed_at = now
+    await session.flush()
+    return boundaries
+
+
+def _revenue(raw: Any) -> dict[str, Any]:
+    if isinstance(raw, str):
+        raw = orjson.loads(raw)
+    return raw if isinstance(raw, dict) else {}
+
+
+def _boundaries(values: list[Any]) -> list[Any]:
+    """The nearest-rank 20, 40, 60 and 80 % values, ascending."""
+    ordered = sorted(values)
+    return [ordered[max(0, math.ceil(len(ordered) * k / 5) - 1)] for k in (1, 2, 3, 4)]
+
+
+async def schedule(session: AsyncSession, *, segment: Segment, now: datetime) -> None:
+    """A job recomputing the segment now, and the workspace's hourly recompute of every
+    segment (created with its first segment)."""
+    await enqueue(
+        session,
+        [
+            NewJob(
+                workspace_id=segment.workspace_id,
+                kind=RECOMPUTE,
+                payload={"segment_id": segment.id},
+                priority=RECOMPUTE_PRIORITY,
+                dedupe_key=f"segment:{segment.id}",
+            )
+        ],
+        now=now,
+    )
+    await schedule_recurring_job(
+        session,
+        workspace_id=segment.workspace_id,
+        name=RECOMPUTE,
+        kind=RECOMPUTE,
+        cron=RECOMPUTE_CRON,
+        priority=RECOMPUTE_PRIORITY,
+        now=now,
+    )

@@ -1,0 +1,501 @@
+"""Segment membership in SQL: a rule compiled to one query over a whole workspace.
+
+`members_query` selects the ids of a workspace's canonical profiles that match a rule at
+`context.now`, on SQLite and PostgreSQL, with exactly the meaning `README.md` gives (the
+in-memory `predicate.py` must agree with it). What shapes the SQL:
+
+- Every leaf is two-valued (COALESCE(..., false)): a missing value or a kind mismatch is
+  false, never NULL, so `not` is exact. A JSON value is read per kind (`SqliteValue`,
+  `PostgresValue`): its string, its number, ... each NULL unless the value is of that kind.
+- Event conditions are computed in one pass over the timeline, grouped by canonical profile,
+  and joined once (`sql_events`).
+- Calendar days depend on the profile's time zone: "today" is computed here for every zone
+  the workspace names, and picked per row by a CASE on the `timezone` trait.
+- Segment references are inlined; every value is a bound parameter.
+"""
+
+from __future__ import annotations
+
+import calendar
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from sqlalchemy import (
+    Boolean,
+    ColumnElement,
+    Numeric,
+    Select,
+    Text,
+    and_,
+    case,
+    cast,
+    exists,
+    false,
+    func,
+    literal,
+    not_,
+    or_,
+    select,
+    true,
+)
+from sqlalchemy.dialects.postgresql import JSONB, TIMESTAMP
+
+from clarion.core.database import sqlite_time
+from clarion.profiles.models import Profile
+from clarion.segments.rules import (
+    DATE_OPERATORS,
+    MAX_DEPTH,
+    MAX_NODES,
+    TIMEZONE_TRAIT,
+    Aggregate,
+    All,
+    Any_,
+    AttributeTime,
+    Compare,
+    InSegment,
+    Not,
+    Occurrence,
+    Performed,
+    Rfm,
+    Rule,
+    RuleContext,
+    walk,
+)
+from clarion.segments.sql_events import (
+    Condition,
+    JsonValue,
+    compare_count,
+    event_pass,
+    time_condition,
+)
+
+DIALECTS = ("sqlite", "postgresql")
+Scalar = str | bool | int | float
+_PROFILES = Profile.__table__
+# Inlined segments repeat their SQL at every reference: bound the whole.
+MAX_INLINED_NODES = 20 * MAX_NODES
+_TIMESTAMPTZ = TIMESTAMP(timezone=True)
+# Keys SQLite 3.40's JSON paths cannot name: it matches a path's label against the key as
+# escaped in the document, and orjson escapes quotes, backslashes and control characters.
+_ESCAPED = frozenset('"\\') | frozenset(map(chr, range(0x20)))
+_DATE_GLOB = "[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]*"
+_DATE_REGEX = "^[0-9]{4}-[0-9]{2}-[0-9]{2}"
+# `computed.last_order_at` is written by datetime.isoformat(): no fraction or six digits.
+_INSTANT_GLOB = "[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]T[0-9][0-9]:[0-9][0-9]:[0-9][0-9]*"
+_INSTANT_REGEX = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{6})?(Z|[+-]\d{2}:\d{2})?$"
+_OFFSET_REGEX = r"(Z|[+-]\d{2}:\d{2})$"
+
+
+def members_query(
+    rule: Rule, *, dialect: str, workspace_id: int, context: RuleContext
+) -> Select[Any]:
+    """The ids (`profiles.id`) of the workspace's canonical profiles matching `rule` at
+    `context.now`, as one SELECT for `dialect` (sqlite or postgresql)."""
+    if dialect not in DIALECTS:
+        raise ValueError(f"unsupported dialect {dialect!r}: use sqlite or postgresql")
+    rule = inline_segments(rule, context.segments)
+    context = replace(context, now=_aware(context.now))
+    compiler = _Compiler(dialect, context)
+    profiles = _PROFILES
+    query = select(profiles.c.id).where(
+        profiles.c.workspace_id == workspace_id, profiles.c.canonical_id.is_(None)
+    )
+    nodes = [n for n in walk(rule) if isinstance(n, Performed | Aggregate | Occurrence)]
+    if nodes:
+        found = event_pass(
+            nodes, dialect=dialect, workspace_id=workspace_id, now=context.now, values=compiler
+        )
+        compiler.events = found.conditions
+        query = query.select_from(
+            profiles.outerjoin(found.subquery, found.subquery.c.cid == profiles.c.id)
+        )
+    return query.where(compiler.condition(rule))
+
+
+def inline_segments(rule: Rule, segments: Mapping[int, Rule]) -> Rule:
+    """`rule` with every segment reference replaced by that segment's rule, inlined the same
+    way, as `predicate.py` follows them: a missing segment, or a reference deeper than
+    MAX_DEPTH (cycles are refused on save; this guards the rest), is false."""
+    done: dict[tuple[int, int], Rule] = {}
+
+    def inline(node: Rule, depth: int) -> Rule:
+        match node:
+            case InSegment(segment_id):
+                target = segments.get(segment_id) if depth < MAX_DEPTH else None
+                if target is None:
+                    return Any_(())
+                if (segment_id, depth) not in done:
+                    done[segment_id, depth] = inline(target, depth + 1)
+                return done[segment_id, depth]
+            case All(conditions):
+                return All(tuple(inline(c, depth) for c in conditions))
+            case Any_(conditions):
+                return Any_(tuple(inline(c, depth) for c in conditions))
+            case Not(condition):
+                return Not(inline(condition, depth))
+        return node
+
+    inlined = inline(rule, 0)
+    if _size(inlined, {}) > MAX_INLINED_NODES:
+        raise ValueError(f"the rule has more than {MAX_INLINED_NODES} nodes once inlined")
+    return inlined
+
+
+def _size(rule: Rule, known: dict[int, int]) -> int:
+    """The node count of a tree whose subtrees may be shared (each counted every time)."""
+    if id(rule) not in known:
+        children: tuple[Rule, ...] = ()
+        if isinstance(rule, All | Any_):
+            children = rule.conditions
+        elif isinstance(rule, Not):
+            children = (rule.condition,)
+        known[id(rule)] = 1 + sum(_size(child, known) for child in children)
+    return known[id(rule)]
+
+
+def profile_zone(name: Any) -> ZoneInfo:
+    """The zone a `timezone` trait names: an IANA zone, else (not a zone name) UTC."""
+    if isinstance(name, str):
+        try:
+            return ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError, OSError):
+            pass
+    return ZoneInfo("UTC")
+
+
+def anniversaries(today: date, days: int) -> list[str]:
+    """Every 'MM-DD' whose anniversary falls on one of `today .. today + days` (29 February
+    falls on 28 February in other years)."""
+    found: set[str] = set()
+    for offset in range(min(days, 366) + 1):  # a year and a day hold every month-day
+        day = today + timedelta(days=offset)
+        found.add(day.strftime("%m-%d"))
+        if (day.month, day.day) == (2, 28) and not calendar.isleap(day.year):
+            found.add("02-29")
+    return sorted(found)
+
+
+def _sure(condition: ColumnElement[Any]) -> Condition:
+    """A condition that is false where SQL would say NULL."""
+    return func.coalesce(condition, false(), type_=Boolean)
+
+
+class SqliteValue:
+    """A value at a path of a JSON text document (SQLite's json_type names its kind)."""
+
+    def __init__(self, document: ColumnElement[Any], parts: Sequence[str]) -> None:
+        self.document, self.path = _sqlite_locate(document, parts)
+        self.kind = func.json_type(self.document, self.path, type_=Text)
+        raw = func.json_extract(self.document, self.path)
+        self.string: ColumnElement[Any] = case((self.kind == "text", raw))
+        self.number: ColumnElement[Any] = case((self.kind.in_(("integer", "real")), raw))
+        self.present: Condition = self.kind != "null"
+        # json_extract reads booleans as 1 and 0: count them apart from numbers.
+        self.distinct_keys = (
+            case((self.kind.in_(("integer", "real", "text")), raw)),
+            case((self.kind.in_(("true", "false")), self.kind)),
+        )
+
+    def boolean(self, value: bool) -> Condition:
+        return self.kind == ("true" if value else "false")
+
+    def array_has(self, value: Scalar) -> Condition:
+        element = func.json_each(self.document, self.path).table_valued("type", "value")
+        if isinstance(value, bool):
+            same = element.c.type == ("true" if value else "false")
+        elif isinstance(value, str):
+            same = and_(element.c.type == "text", element.c.value == value)
+        else:
+            same = and_(element.c.type.in_(("integer", "real")), element.c.value == value)
+        return and_(self.kind == "array", exists().where(same))
+
+
+def _sqlite_locate(
+    document: ColumnElement[Any], parts: Sequence[str]
+) -> tuple[ColumnElement[Any], str]:
+    """A (document, JSON path) pair naming the value at `parts`. A key a path cannot name
+    is looked up by json_each, whose member becomes the document the rest is read from."""
+    path = "$"
+    for part in parts:
+        if _ESCAPED.isdisjoint(part):
+            path += f'."{part}"'
+            continue
+        member = func.json_each(document, path).table_valued("key", "value", "type")
+        document = (
+            select(
+                case(
+                    (member.c.type.in_(("true", "false", "null")), member.c.type),
+                    else_=func.json_quote(member.c.value),
+                )
+            )
+            .where(member.c.key == part)
+            .limit(1)
+            .scalar_subquery()
+        )
+        path = "$"
+    return document, path
+
+
+class PostgresValue:
+    """A value at a path of a jsonb document (`->` by text keys only reads objects)."""
+
+    def __init__(self, document: ColumnElement[Any], parts: Sequence[str]) -> None:
+        parent = document
+        for part in parts[:-1]:
+            parent = parent.op("->", return_type=JSONB)(literal(part, Text))
+        key = literal(parts[-1], Text)
+        self.json = parent.op("->", return_type=JSONB)(key)
+        text = parent.op("->>", return_type=Text)(key)
+        self.kind = func.jsonb_typeof(self.json, type_=Text)
+        self.string: ColumnElement[Any] = case((self.kind == "string", text))
+        # Cast inside the CASE: PostgreSQL does not promise to short-circuit AND.
+        self.number: ColumnElement[Any] = case((self.kind == "number", cast(text, Numeric)))
+        self.present: Condition = self.kind != "null"
+        self._text = text
+        # jsonb equality already tells kinds apart and holds 1 = 1.0.
+        self.distinct_keys = (case((self.kind.in_(("string", "number", "boolean")), self.json)),)
+
+    def boolean(self, value: bool) -> Condition:
+        return and_(self.kind == "boolean", self._text == ("true" if value else "false"))
+
+    def array_has(self, value: Scalar) -> Condition:
+        # Containment of a one-scalar array tests the top-level elements with jsonb equality.
+        probe = literal([value], JSONB)
+        return and_(self.kind == "array", self.json.op("@>", return_type=Boolean)(probe))
+
+
+class _Compiler:
+    """Compiles rule nodes (segment references already inlined) into conditions."""
+
+    def __init__(self, dialect: str, context: RuleContext) -> None:
+        self.postgres = dialect == "postgresql"
+        self.context = context
+        self.events: dict[int, Condition] = {}
+        self._zones: tuple[date, list[tuple[date, list[str]]]] | None = None
+
+    # --- the boolean tree ----------------------------------------------------------------
+
+    def condition(self, rule: Rule, properties: ColumnElement[Any] | None = None) -> Condition:
+        match rule:
+            case All(conditions):
+                parts = [self.condition(c, properties) for c in conditions]
+                return and_(*parts) if parts else true()
+            case Any_(conditions):
+                parts = [self.condition(c, properties) for c in conditions]
+                return or_(*parts) if parts else false()
+            case Not(condition):
+                return not_(self.condition(condition, properties))
+            case Compare(source="trait") if properties is None:
+                return _sure(self.compare(rule, _PROFILES.c.traits))
+            case Compare(source="property") if properties is not None:
+                return _sure(self.compare(rule, properties))
+            case AttributeTime(attribute, operator, value):
+                column = _PROFILES.c[attribute]
+                return _sure(time_condition(column, operator, value, self.context.now))
+            case Performed() | Aggregate() | Occurrence() if id(rule) in self.events:
+                return _sure(self.events[id(rule)])
+            case Rfm():
+                return _sure(self.rfm(rule))
+        raise ValueError(f"cannot compile {rule!r} here")
+
+    def where(self, rule: Rule, properties: ColumnElement[Any]) -> Condition:
+        """A `where` filter over an event's properties."""
+        return self.condition(rule, properties)
+
+    # --- reading and comparing values ------------------------------------------------------
+
+    def read(self, document: ColumnElement[Any], parts: Sequence[str]) -> JsonValue:
+        """The value at `parts` of a JSON document column."""
+        return PostgresValue(document, parts) if self.postgres else SqliteValue(document, parts)
+
+    def number(self, value: float) -> ColumnElement[Any]:
+        """A bound number. PostgreSQL reads JSON numbers as exact numerics; a float is bound
+        as the decimal Python prints for it, which is the decimal JSON carries for it."""
+        if not self.postgres:
+            return literal(value)
+        exact = Decimal(repr(value) if isinstance(value, float) else value)
+        # Cast, or PostgreSQL would type the parameter after the other side (a bigint count).
+        return cast(literal(exact, Numeric), Numeric)
+
+    def _ordered(self, text: ColumnElement[Any]) -> ColumnElement[Any]:
+        # Code-point order: SQLite's BINARY already is; PostgreSQL's "C" collation is.
+        return text.collate("C") if self.postgres else text
+
+    def compare(self, node: Compare, document: ColumnElement[Any]) -> ColumnElement[Any]:
+        """The condition of a trait or property comparison (NULL may stand for false)."""
+        found = self.read(document, node.path.split("."))
+        value = node.value
+        match node.operator:
+            case "eq":
+                return self._eq(found, value)
+            case "neq":
+                return not_(_sure(self._eq(found, value)))
+            case "gt" | "gte" | "lt" | "lte":
+                return self._order(found, node.operator, value)
+            case "between":
+                low, high = value
+                return and_(self._order(found, "gte", low), self._order(found, "lte", high))
+            case "in":
+                return self._in(found, value)
+            case "not_in":
+                return not_(_sure(self._in(found, value)))
+            case "contains":
+                if not isinstance(value, str):
+                    return found.array_has(value)
+                position = func.strpos if self.postgres else func.instr
+                return or_(position(found.string, value) > 0, found.array_has(value))
+            case "starts_with":
+                return func.substr(found.string, 1, len(value)) == literal(value, Text)
+            case "exists":
+                return found.present
+        if node.operator in DATE_OPERATORS:
+            return self._calendar(node.operator, value, found.string, document)
+        raise ValueError(f"unknown operator {node.operator!r}")
+
+    def _eq(self, found: JsonValue, value: Scalar) -> ColumnElement[Any]:
+        if isinstance(value, bool):
+            return found.boolean(value)
+        if isinstance(value, str):
+            return found.string == literal(value, Text)
+        return found.number == self.number(value)
+
+    def _order(self, found: JsonValue, operator: str, value: float | str) -> ColumnElement[Any]:
+        if isinstance(value, str):
+            return compare_count(self._ordered(found.string), operator, literal(value, Text))
+        return compare_count(found.number, operator, self.number(value))
+
+    def _in(self, found: JsonValue, values: Sequence[Scalar]) -> ColumnElement[Any]:
+        strings = [v for v in values if isinstance(v, str)]
+        numbers = [v for v in values if not isinstance(v, str | bool)]
+        parts = [found.boolean(v) for v in sorted({v for v in values if isinstance(v, bool)})]
+        if strings:
+            parts.append(found.string.in_(strings))
+        if numbers:
+            parts.append(found.number.in_([self.number(v) for v in numbers]))
+        return or_(*parts)
+
+    # --- calendar days in the profile's time zone ------------------------------------------
+
+    def _calendar(
+        self, operator: str, days: int, text: ColumnElement[Any], traits: ColumnElement[Any]
+    ) -> ColumnElement[Any]:
+        if self.postgres:
+            dated = text.op("~", return_type=Boolean)(literal(_DATE_REGEX, Text))
+        else:
+            dated = text.op("GLOB", return_type=Boolean)(literal(_DATE_GLOB, Text))
+        day = self._ordered(func.substr(text, 1, 10))
+        zone = self.read(traits, [TIMEZONE_TRAIT]).string
+        if operator == "within_last_days":
+            held = and_(
+                day >= self._per_zone(zone, lambda today: (today - timedelta(days)).isoformat()),
+                day <= self._per_zone(zone, lambda today: today.isoformat()),
+            )
+        elif operator == "more_than_days_ago":
+            held = day < self._per_zone(zone, lambda today: (today - timedelta(days)).isoformat())
+        else:
+            month_day = func.substr(text, 6, 5)
+            utc, others = self._zone_days()
+            held = month_day.in_(anniversaries(utc, days))
+            if others:
+                held = case(
+                    *[
+                        (zone.in_(names), month_day.in_(anniversaries(d, days)))
+                        for d, names in others
+                    ],
+                    else_=held,
+                )
+        return and_(dated, held)
+
+    def _per_zone(
+        self, zone: ColumnElement[Any], value: Callable[[date], str]
+    ) -> ColumnElement[Any]:
+        """`value(today)` for the row's zone: a CASE over the zones whose today is not UTC's."""
+        utc, others = self._zone_days()
+        if not others:
+            return literal(value(utc), Text)
+        return case(
+            *[(zone.in_(names), literal(value(d), Text)) for d, names in others],
+            else_=literal(value(utc), Text),
+        )
+
+    def _zone_days(self) -> tuple[date, list[tuple[date, list[str]]]]:
+        """UTC's today, and the workspace's zone names grouped by a today that differs."""
+        if self._zones is None:
+            now = self.context.now
+            utc = now.astimezone(UTC).date()
+            by_day: dict[date, list[str]] = defaultdict(list)
+            for name in sorted(self.context.time_zones):
+                today = now.astimezone(profile_zone(name)).date()
+                if today != utc:
+                    by_day[today].append(name)
+            self._zones = (utc, sorted(by_day.items()))
+        return self._zones
+
+    # --- RFM -------------------------------------------------------------------------------
+
+    def rfm(self, node: Rfm) -> ColumnElement[Any]:
+        """Each listed dimension's score (1 + the thresholds the value is above) is listed.
+        As `predicate.py` has it, a profile has scores only when it has orders, a readable
+        `last_order_at`, and the workspace has thresholds for all three dimensions."""
+        thresholds = self.context.rfm
+        if thresholds is None or not all(
+            (thresholds.recency, thresholds.frequency, thresholds.monetary)
+        ):
+            return false()
+        computed = _PROFILES.c.computed
+        orders = self.read(computed, ["orders"]).number
+        revenue = self.read(computed, ["revenue", thresholds.currency]).number
+        last_order, recency_bounds = self._recency(computed, thresholds.recency)
+        dimensions: list[tuple[tuple[int, ...], ColumnElement[Any], list[Any]]] = [
+            (node.recency, last_order, recency_bounds),
+            (node.frequency, orders, [self.number(t) for t in thresholds.frequency]),
+            (
+                node.monetary,
+                func.coalesce(revenue, 0),
+                [self.number(t) for t in thresholds.monetary],
+            ),
+        ]
+        parts = [orders >= 1, last_order.is_not(None)]
+        for scores, value, bounds in dimensions:
+            if scores:
+                score: ColumnElement[Any] = literal(1)
+                for bound in bounds:
+                    score = score + case((value > bound, 1), else_=0)
+                parts.append(score.in_(scores))
+        return and_(*parts)
+
+    def _recency(
+        self, computed: ColumnElement[Any], bounds: Sequence[datetime]
+    ) -> tuple[ColumnElement[Any], list[Any]]:
+        """`last_order_at` as a comparable instant (NULL when unreadable), and the
+        thresholds bound to compare with it."""
+        text = self.read(computed, ["last_order_at"]).string
+        if self.postgres:
+            valid = text.op("~", return_type=Boolean)(literal(_INSTANT_REGEX, Text))
+            # No offset means UTC (as fromisoformat reads it in predicate.py), whatever the
+            # session's time zone.
+            zoned = case(
+                (text.op("~", return_type=Boolean)(literal(_OFFSET_REGEX, Text)), text),
+                else_=text.concat("+00:00"),
+            )
+            instant = case((valid, cast(zoned, _TIMESTAMPTZ)))
+            return instant, [literal(_aware(b), _TIMESTAMPTZ) for b in bounds]
+        # As UTCDateTime stores times on SQLite, 'YYYY-MM-DD HH:MM:SS.ffffff' in UTC, which
+        # compares as text: strftime applies the offset, the fraction is kept as written.
+        fraction = case(
+            (func.substr(text, 20, 1) == ".", func.substr(text, 20, 7)),
+            else_=".000000",
+        )
+        valid = text.op("GLOB", return_type=Boolean)(literal(_INSTANT_GLOB, Text))
+        instant = case((valid, func.strftime("%Y-%m-%d %H:%M:%S", text).concat(fraction)))
+        return instant, [literal(sqlite_time(_aware(b)), Text) for b in bounds]
+
+
+def _aware(moment: datetime) -> datetime:
+    """A naive datetime taken as UTC (as `predicate.py` takes it)."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)

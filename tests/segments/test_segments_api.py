@@ -1,0 +1,401 @@
+"""Segments over the API: definitions and their bad input, preview, real-time entries and
+exits with their events, lapses at the moment they happen, recompute, explain, members."""
+
+from __future__ import annotations
+
+import csv
+import io
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from sqlalchemy import delete, select
+
+from clarion.core.clock import FrozenClock
+from clarion.core.database import Database
+from clarion.core.jobs.models import RecurringJob
+from clarion.core.jobs.worker import Worker
+from clarion.core.settings import Settings
+from clarion.ingest.models import Event
+from clarion.pipeline import Pipeline
+from clarion.segments.models import Segment
+from tests.conftest import Tenant, problem
+
+BUYERS = {
+    "type": "event",
+    "event": "Order Completed",
+    "operator": "gte",
+    "count": 2,
+    "window": {"last_days": 30},
+}
+
+
+@dataclass
+class Shop:
+    """A tenant with a pipeline and worker on a frozen clock, and helpers to use them."""
+
+    client: httpx.AsyncClient
+    tenant: Tenant
+    clock: FrozenClock
+    worker: Worker
+    database: Database
+
+    async def send(self, *messages: dict[str, Any]) -> None:
+        """Ingest the messages and process everything due."""
+        for message in messages:
+            message.setdefault("messageId", uuid.uuid4().hex)
+        response = await self.client.post(
+            "/v1/batch", json={"batch": list(messages)}, auth=self.tenant.writer
+        )
+        assert response.status_code == 200, response.text
+        await self.run()
+
+    async def run(self) -> None:
+        """Run every job due at the clock's time (and those they cause)."""
+        await self.worker.drain()
+
+    async def create(self, rule: Any, name: str = "Buyers") -> dict[str, Any]:
+        response = await self.client.post(
+            "/api/v1/segments",
+            json={"name": name, "rule": rule},
+            headers=self.tenant.admin,
+        )
+        assert response.status_code == 201, response.text
+        body: dict[str, Any] = response.json()
+        return body
+
+    async def members(self, segment_id: int) -> set[str]:
+        response = await self.client.get(
+            f"/api/v1/segments/{segment_id}/members", headers=self.tenant.admin
+        )
+        assert response.status_code == 200, response.text
+        return {item["profile_id"] for item in response.json()["items"]}
+
+    async def profile_id(self, user_id: str) -> str:
+        found = await self.client.get(
+            "/api/v1/profiles", params={"user_id": user_id}, headers=self.tenant.admin
+        )
+        [profile] = found.json()["items"]
+        return str(profile["id"])
+
+    async def emitted(self, name: str) -> list[dict[str, Any]]:
+        async with self.database.read_session() as session:
+            rows = await session.scalars(
+                select(Event)
+                .where(Event.workspace_id == self.tenant.id, Event.name == name)
+                .order_by(Event.id)
+            )
+            return [{"user_id": e.user_id, "properties": e.properties} for e in rows.all()]
+
+
+@pytest.fixture
+async def shop(
+    app: FastAPI, client: httpx.AsyncClient, tenant: Tenant, settings: Settings
+) -> AsyncIterator[Shop]:
+    clock = FrozenClock(datetime.now(UTC) + timedelta(seconds=1))
+    pipeline = Pipeline(app.state.database, settings, clock)
+    worker = Worker(app.state.database, pipeline.registry(), clock=clock)
+    yield Shop(client, tenant, clock, worker, app.state.database)
+    await pipeline.close()
+
+
+def order(user_id: str, at: datetime, revenue: float = 10.0) -> dict[str, Any]:
+    return {
+        "type": "track",
+        "event": "Order Completed",
+        "userId": user_id,
+        "timestamp": at.isoformat(),
+        "properties": {"revenue": revenue, "currency": "USD"},
+    }
+
+
+async def test_bad_rules_are_refused_naming_the_node_and_nothing_is_saved(shop: Shop) -> None:
+    admin = shop.tenant.admin
+    cases = [
+        ({"type": "trait", "trait": "plan", "operator": "like", "value": "x"}, "rule.operator"),
+        ({"type": "trait", "trait": "age", "operator": "gt", "value": [1]}, "rule.value"),
+        (
+            {"type": "all", "conditions": [{**BUYERS, "window": {"last_days": 0}}]},
+            "rule.conditions.0.window.last_days",
+        ),
+        (
+            {"type": "event", "event": "X", "window": {"from": "2026-02-01", "to": "2026-01-01"}},
+            "rule.window",
+        ),
+        ({"type": "segment", "segment_id": 999_999}, "rule.segment_id"),
+        ({"type": "shape"}, "rule.type"),
+        ([["plan eq pro"], ["age huge 3"]], "rule.1.0.operator"),
+    ]
+    for rule, field in cases:
+        response = await shop.client.post(
+            "/api/v1/segments", json={"name": "Bad", "rule": rule}, headers=admin
+        )
+        problem(response, 400, field)
+    listed = await shop.client.get("/api/v1/segments", headers=admin)
+    assert listed.json()["items"] == []
+
+
+async def test_a_cycle_of_references_is_refused(shop: Shop) -> None:
+    first = await shop.create({"type": "trait", "trait": "plan", "operator": "eq", "value": "pro"})
+    second = await shop.create({"type": "segment", "segment_id": first["id"]}, name="Second")
+    response = await shop.client.patch(
+        f"/api/v1/segments/{first['id']}",
+        json={
+            "rule": {"type": "not", "condition": {"type": "segment", "segment_id": second["id"]}}
+        },
+        headers=shop.tenant.admin,
+    )
+    body = problem(response, 400, "rule.condition.segment_id")
+    assert "cycle" in body["errors"][0]["message"]
+    unchanged = await shop.client.get(f"/api/v1/segments/{first['id']}", headers=shop.tenant.admin)
+    assert unchanged.json()["version"] == 1
+    # A segment another one names cannot be deleted.
+    refused = await shop.client.delete(f"/api/v1/segments/{first['id']}", headers=shop.tenant.admin)
+    problem(refused, 409)
+
+
+async def test_conjunctive_form_validation_and_warnings(shop: Shop) -> None:
+    response = await shop.client.post(
+        "/api/v1/segments/validate",
+        json={"rule": [["plan eq pro", "plan eq team"], ["age gte 18"]]},
+        headers=shop.tenant.admin,
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["rule"] == {
+        "type": "all",
+        "conditions": [
+            {
+                "type": "any",
+                "conditions": [
+                    {"type": "trait", "trait": "plan", "operator": "eq", "value": "pro"},
+                    {"type": "trait", "trait": "plan", "operator": "eq", "value": "team"},
+                ],
+            },
+            {"type": "trait", "trait": "age", "operator": "gte", "value": 18},
+        ],
+    }
+    # Nobody has these traits yet: a warning per node, not an error.
+    assert {w["field"] for w in body["warnings"]} == {
+        "rule.conditions.0.conditions.0.trait",
+        "rule.conditions.0.conditions.1.trait",
+        "rule.conditions.1.trait",
+    }
+
+
+async def without_hourly_recompute(shop: Shop) -> None:
+    """Drop the workspace's hourly recompute, so that only real-time work moves anyone."""
+    async with shop.database.write_session() as session:
+        await session.execute(
+            delete(RecurringJob).where(RecurringJob.workspace_id == shop.tenant.id)
+        )
+        await session.commit()
+
+
+async def test_realtime_entry_and_exit_emit_events(shop: Shop) -> None:
+    now = shop.clock.now()
+    segment = await shop.create(BUYERS)
+    await shop.run()  # the baseline recompute: nobody yet
+    await without_hourly_recompute(shop)
+    await shop.send(order("ada", now - timedelta(days=3)))
+    assert await shop.members(segment["id"]) == set()
+    await shop.send(order("ada", now - timedelta(days=1)))
+    ada = await shop.profile_id("ada")
+    assert await shop.members(segment["id"]) == {ada}
+    entered = await shop.emitted("Segment Entered")
+    assert entered == [
+        {
+            "user_id": "ada",
+            "properties": {
+                "segment_id": segment["id"],
+                "segment_name": "Buyers",
+                "profile_id": ada,
+            },
+        }
+    ]
+    memberships = await shop.client.get(
+        f"/api/v1/profiles/{ada}/segments", headers=shop.tenant.admin
+    )
+    assert [m["segment_id"] for m in memberships.json()] == [segment["id"]]
+    # 27 days after the first order it leaves the 30-day window: a scheduled job, not a scan,
+    # takes ada out at that moment.
+    shop.clock.advance(timedelta(days=26, hours=23))
+    await shop.run()
+    assert await shop.members(segment["id"]) == {ada}
+    shop.clock.advance(timedelta(hours=1, seconds=1))
+    await shop.run()
+    assert await shop.members(segment["id"]) == set()
+    exited = await shop.emitted("Segment Exited")
+    assert [e["properties"]["segment_id"] for e in exited] == [segment["id"]]
+    history = await shop.client.get(
+        f"/api/v1/segments/{segment['id']}/changes", headers=shop.tenant.admin
+    )
+    assert [(c["change"], c["cause"]) for c in history.json()["items"]] == [
+        ("exited", "schedule"),
+        ("entered", "realtime"),
+    ]
+
+
+async def test_trait_changes_move_profiles_and_recompute_agrees(shop: Shop) -> None:
+    segment = await shop.create(
+        {"type": "trait", "trait": "plan", "operator": "in", "value": ["pro", "team"]},
+        name="Paying",
+    )
+    await shop.run()
+    await shop.send(
+        {"type": "identify", "userId": "bo", "traits": {"plan": "pro"}},
+        {"type": "identify", "userId": "cy", "traits": {"plan": "free"}},
+    )
+    bo = await shop.profile_id("bo")
+    assert await shop.members(segment["id"]) == {bo}
+    recomputed = await shop.client.post(
+        f"/api/v1/segments/{segment['id']}/recompute", headers=shop.tenant.admin
+    )
+    assert recomputed.status_code == 200, recomputed.text
+    assert recomputed.json() | {"at": None} == {
+        "segment_id": segment["id"],
+        "size": 1,
+        "entered": 0,
+        "exited": 0,
+        "at": None,
+    }
+    await shop.send({"type": "identify", "userId": "bo", "traits": {"plan": "free"}})
+    assert await shop.members(segment["id"]) == set()
+    sizes = await shop.client.get(
+        f"/api/v1/segments/{segment['id']}/sizes", headers=shop.tenant.admin
+    )
+    # The baseline (on the worker's clock, a second ahead) and the recompute (on the API's).
+    assert sorted((s["size"], s["entered"]) for s in sizes.json()) == [(0, 0), (1, 0)]
+
+
+async def test_preview_explain_members_and_export(shop: Shop) -> None:
+    now = shop.clock.now()
+    await shop.send(
+        order("dee", now - timedelta(days=2), 40.0),
+        order("dee", now - timedelta(days=1), 70.0),
+        order("eli", now - timedelta(days=1), 5.0),
+    )
+    rule = {
+        "type": "aggregate",
+        "event": "Order Completed",
+        "property": "revenue",
+        "function": "sum",
+        "operator": "gte",
+        "value": 100,
+        "window": {"last_days": 30},
+    }
+    preview = await shop.client.post(
+        "/api/v1/segments/preview", json={"rule": rule}, headers=shop.tenant.admin
+    )
+    dee = await shop.profile_id("dee")
+    assert preview.json()["count"] == 1
+    assert preview.json()["sample"] == [dee]
+    segment = await shop.create(rule, name="Big spenders")
+    await shop.run()
+    assert await shop.members(segment["id"]) == {dee}
+    explained = await shop.client.get(
+        f"/api/v1/segments/{segment['id']}/explain",
+        params={"profile_id": dee},
+        headers=shop.tenant.admin,
+    )
+    assert explained.status_code == 200, explained.text
+    body = explained.json()
+    assert body["holds"] is True and body["member"] is True
+    assert body["rule"]["holds"] is True
+    assert body["rule"]["observed"] == 110
+    exported = await shop.client.get(
+        f"/api/v1/segments/{segment['id']}/members.csv", headers=shop.tenant.admin
+    )
+    rows = list(csv.DictReader(io.StringIO(exported.text)))
+    assert [(r["profile_id"], r["user_id"]) for r in rows] == [(dee, "dee")]
+
+
+async def test_another_workspace_sees_nothing(shop: Shop, other_tenant: Tenant) -> None:
+    segment = await shop.create({"type": "trait", "trait": "plan", "operator": "exists"})
+    for method, path in [
+        ("GET", f"/api/v1/segments/{segment['id']}"),
+        ("PATCH", f"/api/v1/segments/{segment['id']}"),
+        ("DELETE", f"/api/v1/segments/{segment['id']}"),
+        ("GET", f"/api/v1/segments/{segment['id']}/members"),
+        ("GET", f"/api/v1/segments/{segment['id']}/members.csv"),
+        ("GET", f"/api/v1/segments/{segment['id']}/changes"),
+        ("GET", f"/api/v1/segments/{segment['id']}/sizes"),
+        ("POST", f"/api/v1/segments/{segment['id']}/recompute"),
+    ]:
+        response = await shop.client.request(
+            method, path, headers=other_tenant.admin, json={} if method == "PATCH" else None
+        )
+        problem(response, 404)
+    referencing = await shop.client.post(
+        "/api/v1/segments",
+        json={"name": "Theirs", "rule": {"type": "segment", "segment_id": segment["id"]}},
+        headers=other_tenant.admin,
+    )
+    problem(referencing, 400, "rule.segment_id")
+    async with shop.database.read_session() as session:
+        names = (await session.scalars(select(Segment.name))).all()
+    assert "Theirs" not in names
+
+
+async def test_ready_made_segments(shop: Shop) -> None:
+    listed = await shop.client.get("/api/v1/segments/templates", headers=shop.tenant.admin)
+    keys = {t["key"] for t in listed.json()}
+    assert {"high_value", "at_risk", "cart_abandoners", "new_customers"} <= keys
+    assert {"birthdays_this_week", "rfm_champions", "rfm_hibernating"} <= keys
+    made = await shop.client.post(
+        "/api/v1/segments/templates/new_customers", headers=shop.tenant.admin
+    )
+    assert made.status_code == 201, made.text
+    again = await shop.client.post(
+        "/api/v1/segments/templates/new_customers", headers=shop.tenant.admin
+    )
+    problem(again, 409)
+    problem(
+        await shop.client.post("/api/v1/segments/templates/nope", headers=shop.tenant.admin), 404
+    )
+    await shop.send({"type": "identify", "userId": "fay", "traits": {"name": "Fay"}})
+    fay = await shop.profile_id("fay")
+    assert await shop.members(made.json()["id"]) == {fay}
+
+
+async def test_a_recompute_and_a_lapse_deciding_the_same_exit_record_it_once(shop: Shop) -> None:
+    now = shop.clock.now()
+    segment = await shop.create(BUYERS)
+    await shop.send(order("gus", now - timedelta(days=2)), order("gus", now - timedelta(days=1)))
+    assert len(await shop.members(segment["id"])) == 1
+    # Past the window, the lapse job and the hourly recompute are both due and run at once.
+    shop.clock.advance(timedelta(days=29))
+    await shop.run()
+    assert await shop.members(segment["id"]) == set()
+    history = await shop.client.get(
+        f"/api/v1/segments/{segment['id']}/changes", headers=shop.tenant.admin
+    )
+    assert [c["change"] for c in history.json()["items"]] == ["exited", "entered"]
+    assert len(await shop.emitted("Segment Exited")) == 1
+    read = await shop.client.get(f"/api/v1/segments/{segment['id']}", headers=shop.tenant.admin)
+    assert read.json()["member_count"] == 0
+
+
+async def test_a_csv_import_moves_profiles_in_and_out(shop: Shop) -> None:
+    segment = await shop.create({"type": "trait", "trait": "vip", "operator": "eq", "value": True})
+    await shop.run()
+
+    async def upload(body: str) -> None:
+        response = await shop.client.post(
+            "/api/v1/profiles/imports",
+            content=body.encode(),
+            headers={**shop.tenant.admin, "Content-Type": "text/csv"},
+        )
+        assert response.status_code == 200, response.text
+        await shop.run()
+
+    await upload("user_id,vip:bool\nhal,true\nivy,false\n")
+    hal = await shop.profile_id("hal")
+    assert await shop.members(segment["id"]) == {hal}
+    await upload("user_id,vip:bool\nhal,false\n")
+    assert await shop.members(segment["id"]) == set()

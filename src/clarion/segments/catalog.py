@@ -169,6 +169,7 @@ async def rule_context(
             recency=tuple(datetime.fromisoformat(moment) for moment in boundaries.recency),
             frequency=tuple(boundaries.frequency),
             monetary=tuple(boundaries.monetary),
+            monetary_percentiles=tuple(boundaries.monetary_percentiles),
         )
     zones: frozenset[str] = frozenset()
     if with_time_zones:

@@ -120,5 +120,6 @@ class RfmBoundaries(Base):
     recency: Mapped[list[str]] = mapped_column(JSONDocument)  # ISO instants
     frequency: Mapped[list[float]] = mapped_column(JSONDocument)
     monetary: Mapped[list[float]] = mapped_column(JSONDocument)
+    monetary_percentiles: Mapped[list[float]] = mapped_column(JSONDocument)  # 1st..99th
     buyers: Mapped[int] = mapped_column(Integer)
     computed_at: Mapped[datetime] = mapped_column(UTCDateTime)

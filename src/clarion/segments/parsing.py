@@ -27,6 +27,7 @@ from clarion.segments.rules import (
     MAX_LIST,
     MAX_NAME,
     MAX_NODES,
+    MEASURES,
     ORDER_OPERATORS,
     TIME_OPERATORS,
     Aggregate,
@@ -41,6 +42,7 @@ from clarion.segments.rules import (
     Performed,
     Rfm,
     Rule,
+    TopPercent,
     Window,
 )
 
@@ -111,7 +113,19 @@ class _Reader:
                 self.fail(f"{path}.segment_id", "must be a segment id (a positive integer)")
                 return None
             return InSegment(segment_id)
+        if kind == "top_percent":
+            return self._top_percent(raw, path)
         return self._rfm(raw, path)
+
+    def _top_percent(self, raw: dict[str, Any], path: str) -> TopPercent | None:
+        measure, percent = raw.get("measure", "lifetime_value"), raw.get("percent")
+        if measure not in MEASURES:
+            self.fail(f"{path}.measure", f"must be one of {', '.join(MEASURES)}")
+            return None
+        if not isinstance(percent, int) or not _is_int(percent) or not 1 <= percent <= 99:
+            self.fail(f"{path}.percent", "must be a whole number from 1 to 99")
+            return None
+        return TopPercent(measure, percent)
 
     def _no_extra(self, raw: dict[str, Any], path: str, allowed: frozenset[str]) -> None:
         for key in raw:
@@ -336,6 +350,7 @@ _FIELDS: dict[str, frozenset[str]] = {
     "occurrence": _COMMON | {"event", "where", "which", "operator", "value"},
     "segment": _COMMON | {"segment_id"},
     "rfm": _COMMON | {"recency", "frequency", "monetary"},
+    "top_percent": _COMMON | {"measure", "percent"},
 }
 _RULE_TYPES = frozenset(_FIELDS) - {"property"}
 _WHERE_TYPES = frozenset({"all", "any", "not", "property"})

@@ -36,6 +36,7 @@ from clarion.segments.rules import (
     Rfm,
     Rule,
     RuleContext,
+    TopPercent,
     to_json,
 )
 
@@ -266,7 +267,24 @@ class _Evaluator:
                     not accepted or scores[name] in accepted for name, accepted in wanted.items()
                 )
                 return holds, scores
+            case TopPercent(percent=percent):
+                value = self.monetary_value()
+                boundaries = self.context.rfm.monetary_percentiles if self.context.rfm else ()
+                holds = (
+                    value is not None and len(boundaries) == 99 and value > boundaries[99 - percent]
+                )
+                return holds, value
         raise TypeError(f"not a rule node: {rule!r}")
+
+    def monetary_value(self) -> float | None:
+        """The buyer's revenue in the RFM currency (0 when none); None for a non-buyer."""
+        if self.context.rfm is None:
+            return None
+        orders: Any = self.facts.computed.get("orders")
+        if not aggregates.is_number(orders) or orders < 1:
+            return None
+        revenue: Any = (self.facts.computed.get("revenue") or {}).get(self.context.rfm.currency, 0)
+        return revenue if aggregates.is_number(revenue) else 0
 
     def rfm_scores(self) -> dict[str, int] | None:
         """The profile's recency, frequency and monetary scores; None without orders or

@@ -190,15 +190,17 @@ async def compute_rfm_boundaries(
     for _, _, revenue in buyers:
         currencies.update(revenue.keys())
     currency = currencies.most_common(1)[0][0] if currencies else DEFAULT_CURRENCY
-    recency = _boundaries([datetime.fromisoformat(last) for last, _, _ in buyers])
+    recency = _quantiles(sorted(datetime.fromisoformat(last) for last, _, _ in buyers), 5)
     boundaries = await session.get(RfmBoundaries, workspace_id)
     if boundaries is None:
         boundaries = RfmBoundaries(workspace_id=workspace_id)
         session.add(boundaries)
     boundaries.currency = currency
     boundaries.recency = [moment.isoformat() for moment in recency]
-    boundaries.frequency = _boundaries([orders for _, orders, _ in buyers])
-    boundaries.monetary = _boundaries([float(revenue.get(currency, 0)) for _, _, revenue in buyers])
+    boundaries.frequency = _quantiles(sorted(orders for _, orders, _ in buyers), 5)
+    monetary = sorted(_money(revenue.get(currency, 0)) for _, _, revenue in buyers)
+    boundaries.monetary = _quantiles(monetary, 5)
+    boundaries.monetary_percentiles = _quantiles(monetary, 100)
     boundaries.buyers = len(buyers)
     boundaries.computed_at = now
     await session.flush()
@@ -211,10 +213,14 @@ def _revenue(raw: Any) -> dict[str, Any]:
     return raw if isinstance(raw, dict) else {}
 
 
-def _boundaries(values: list[Any]) -> list[Any]:
-    """The nearest-rank 20, 40, 60 and 80 % values, ascending."""
-    ordered = sorted(values)
-    return [ordered[max(0, math.ceil(len(ordered) * k / 5) - 1)] for k in (1, 2, 3, 4)]
+def _money(value: Any) -> float:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0.0
+
+
+def _quantiles(ordered: list[Any], parts: int) -> list[Any]:
+    """The nearest-rank boundaries between `parts` equal parts of the ascending values: the
+    20/40/60/80 % ones for 5, the 1st to 99th percentiles for 100."""
+    return [ordered[max(0, math.ceil(len(ordered) * k / parts) - 1)] for k in range(1, parts)]
 
 
 async def schedule(session: AsyncSession, *, segment: Segment, now: datetime) -> None:

@@ -63,6 +63,7 @@ TIME_OPERATORS: tuple[TimeOperator, ...] = (
 Attribute = Literal["first_seen_at", "last_seen_at"]
 ATTRIBUTES: tuple[Attribute, ...] = ("first_seen_at", "last_seen_at")
 Which = Literal["first", "last"]
+MEASURES = ("lifetime_value",)
 
 # The trait holding a profile's IANA time zone (calendar days are counted in it; UTC when it
 # is missing or unknown).
@@ -209,6 +210,7 @@ Rule: TypeAlias = (
     | Occurrence
     | InSegment
     | Rfm
+    | TopPercent
 )
 EventCondition: TypeAlias = Performed | Aggregate | Occurrence
 
@@ -294,6 +296,8 @@ def to_json(rule: Rule) -> dict[str, Any]:
                 if scores:
                     document[name] = list(scores)
             return document
+        case TopPercent(measure, percent):
+            return {"type": "top_percent", "measure": measure, "percent": percent}
     raise TypeError(f"not a rule node: {rule!r}")
 
 
@@ -346,6 +350,8 @@ class RfmThresholds:
     recency: tuple[datetime, ...]  # last_order_at boundaries
     frequency: tuple[float, ...]  # orders
     monetary: tuple[float, ...]  # revenue in minor units of `currency`
+    # The 1st to 99th percentiles of the same revenue (`top_percent`); empty: not computed.
+    monetary_percentiles: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

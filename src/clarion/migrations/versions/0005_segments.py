@@ -150,6 +150,7 @@ def upgrade() -> None:
         sa.Column("recency", JSONDocument, nullable=False),
         sa.Column("frequency", JSONDocument, nullable=False),
         sa.Column("monetary", JSONDocument, nullable=False),
+        sa.Column("monetary_percentiles", JSONDocument, nullable=False),
         sa.Column("buyers", sa.Integer(), nullable=False),
         sa.Column("computed_at", UTCDateTime(), nullable=False),
         _workspace("segment_rfm_boundaries"),

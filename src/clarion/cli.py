@@ -31,6 +31,9 @@ from clarion.demo import load as demo_load
 from clarion.ingest import orders
 from clarion.pipeline import Pipeline
 from clarion.profiles import exports, imports
+from clarion.segments import recompute
+from clarion.segments import service as segments
+from clarion.segments.catalog import Catalog
 from clarion.workspaces import service as workspaces
 from clarion.workspaces.schemas import KeyScope
 
@@ -41,6 +44,8 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(workspaces_app, name="workspaces")
 jobs_app = typer.Typer(help="See, retry and discard durable jobs.", no_args_is_help=True)
 app.add_typer(jobs_app, name="jobs")
+segments_app = typer.Typer(help="List and recompute segments.", no_args_is_help=True)
+app.add_typer(segments_app, name="segments")
 import_app = typer.Typer(help="Import data from files.", no_args_is_help=True)
 app.add_typer(import_app, name="import")
 export_app = typer.Typer(help="Export data to files.", no_args_is_help=True)
@@ -349,6 +354,68 @@ def _job_line(job: Job) -> str:
         f"{job.id}\t{job.kind}\t{job.state}\tattempts {job.attempts}/{job.max_attempts}"
         f"\t{job.run_at:%Y-%m-%d %H:%M:%S}\t{error}"
     )
+
+
+@segments_app.command("list")
+def list_segments(workspace: WorkspaceOption = workspaces.DEFAULT_WORKSPACE_SLUG) -> None:
+    """List a workspace's segments: id, name, members, last recompute."""
+    settings = get_settings()
+
+    async def work() -> list[str]:
+        async with _ready_database(settings) as database, database.read_session() as session:
+            found = await workspaces.get_workspace_by_slug_or_raise(session, slug=workspace)
+            page, _ = await segments.list_segments(
+                session, workspace_id=found.id, limit=10_000, cursor=None
+            )
+            return [
+                f"{s.id}\t{s.name}\t{s.member_count} members\t"
+                f"{f'{s.recomputed_at:%Y-%m-%d %H:%M:%S}' if s.recomputed_at else 'never computed'}"
+                for s in page
+            ]
+
+    for line in _run(work):
+        typer.echo(line)
+
+
+@segments_app.command("recompute")
+def recompute_segments(
+    segment_id: Annotated[
+        int | None, typer.Argument(help="One segment; all when left out.")
+    ] = None,
+    workspace: WorkspaceOption = workspaces.DEFAULT_WORKSPACE_SLUG,
+) -> None:
+    """Recompute one segment, or every segment of the workspace, over all its profiles now."""
+    settings = get_settings()
+    clock = SystemClock()
+
+    async def work() -> list[recompute.Recomputed]:
+        async with _ready_database(settings) as database, database.write_session() as session:
+            found = await workspaces.get_workspace_by_slug_or_raise(session, slug=workspace)
+            catalog = Catalog()
+            if segment_id is None:
+                done = await recompute.recompute_workspace(
+                    session, workspace_id=found.id, catalog=catalog, now=clock.now()
+                )
+            else:
+                segment = await segments.get_segment_or_raise(
+                    session, workspace_id=found.id, segment_id=segment_id
+                )
+                one = await recompute.recompute_one(
+                    session,
+                    workspace_id=found.id,
+                    segment=segment,
+                    catalog=catalog,
+                    now=clock.now(),
+                )
+                done = [one]
+            await session.commit()
+            return done
+
+    for result in _run(work):
+        typer.echo(
+            f"segment {result.segment_id}: {result.size:,} members"
+            f" ({result.entered:,} entered, {result.exited:,} exited)"
+        )
 
 
 @jobs_app.command("retry")

@@ -175,12 +175,12 @@ class Pipeline:
             else:
                 segment = await session.get(Segment, segment_id)
                 if segment is not None and segment.workspace_id == workspace_id:
-                    await recompute.compute_rfm_boundaries(
-                        session, workspace_id=workspace_id, now=now
-                    )
-                    index = await self.segments.load(session, workspace_id)
-                    await recompute.recompute_segment(
-                        session, workspace_id=workspace_id, segment=segment, index=index, now=now
+                    await recompute.recompute_one(
+                        session,
+                        workspace_id=workspace_id,
+                        segment=segment,
+                        catalog=self.segments,
+                        now=now,
                     )
             await session.commit()
 

@@ -199,12 +199,12 @@ async def recompute_segment(
     segment = await service.get_segment_or_raise(
         session, workspace_id=caller.workspace_id, segment_id=segment_id
     )
-    await recompute.compute_rfm_boundaries(
-        session, workspace_id=caller.workspace_id, now=clock.now()
-    )
-    index = await _catalog(request).load(session, caller.workspace_id)
-    result = await recompute.recompute_segment(
-        session, workspace_id=caller.workspace_id, segment=segment, index=index, now=clock.now()
+    result = await recompute.recompute_one(
+        session,
+        workspace_id=caller.workspace_id,
+        segment=segment,
+        catalog=_catalog(request),
+        now=clock.now(),
     )
     await session.commit()
     return RecomputeRead(

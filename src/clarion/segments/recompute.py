@@ -248,3 +248,14 @@ async def schedule(session: AsyncSession, *, segment: Segment, now: datetime) ->
         priority=RECOMPUTE_PRIORITY,
         now=now,
     )
+
+
+async def recompute_one(
+    session: AsyncSession, *, workspace_id: int, segment: Segment, catalog: Catalog, now: datetime
+) -> Recomputed:
+    """Refresh the RFM boundaries, then recompute the one segment."""
+    await compute_rfm_boundaries(session, workspace_id=workspace_id, now=now)
+    index = await catalog.load(session, workspace_id)
+    return await recompute_segment(
+        session, workspace_id=workspace_id, segment=segment, index=index, now=now
+    )

@@ -203,6 +203,9 @@ leaves = st.one_of(
     behaviour(),
     rfm,
     st.sampled_from([1, 2]).map(lambda i: {"type": "segment", "segment_id": i}),
+    st.sampled_from([1, 10, 50, 99]).map(
+        lambda p: {"type": "top_percent", "measure": "lifetime_value", "percent": p}
+    ),
 )
 rules = st.recursive(
     leaves,
@@ -225,6 +228,7 @@ RFM = RfmThresholds(
     recency=tuple(NOW - timedelta(days=d) for d in (60, 30, 7, 1)),
     frequency=(1, 1, 2, 3),
     monetary=(500, 1_000, 2_000, 5_000),
+    monetary_percentiles=tuple(float(60 * k) for k in range(1, 100)),
 )
 
 # --- Profiles --------------------------------------------------------------------------------

@@ -22,8 +22,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from itertools import groupby
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import (
     Boolean,
@@ -45,8 +45,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB, TIMESTAMP
 
-from clarion.core.database import sqlite_time
 from clarion.profiles.models import Profile
+from clarion.segments.predicate import profile_zone
 from clarion.segments.rules import (
     DATE_OPERATORS,
     MAX_DEPTH,
@@ -64,6 +64,7 @@ from clarion.segments.rules import (
     Rfm,
     Rule,
     RuleContext,
+    TopPercent,
     walk,
 )
 from clarion.segments.sql_events import (
@@ -84,11 +85,13 @@ _TIMESTAMPTZ = TIMESTAMP(timezone=True)
 # escaped in the document, and orjson escapes quotes, backslashes and control characters.
 _ESCAPED = frozenset('"\\') | frozenset(map(chr, range(0x20)))
 _DATE_GLOB = "[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]*"
-_DATE_REGEX = "^[0-9]{4}-[0-9]{2}-[0-9]{2}"
 # `computed.last_order_at` is written by datetime.isoformat(): no fraction or six digits.
 _INSTANT_GLOB = "[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]T[0-9][0-9]:[0-9][0-9]:[0-9][0-9]*"
-_INSTANT_REGEX = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{6})?(Z|[+-]\d{2}:\d{2})?$"
-_OFFSET_REGEX = r"(Z|[+-]\d{2}:\d{2})$"
+_INSTANT_SHAPES = tuple(
+    f"0000-00-00T00:00:00{fraction}{offset}"
+    for fraction in ("", ".000000")
+    for offset in ("", "Z", "+00:00", "-00:00")
+)
 
 
 def members_query(
@@ -158,16 +161,6 @@ def _size(rule: Rule, known: dict[int, int]) -> int:
     return known[id(rule)]
 
 
-def profile_zone(name: Any) -> ZoneInfo:
-    """The zone a `timezone` trait names: an IANA zone, else (not a zone name) UTC."""
-    if isinstance(name, str):
-        try:
-            return ZoneInfo(name)
-        except (ZoneInfoNotFoundError, ValueError, OSError):
-            pass
-    return ZoneInfo("UTC")
-
-
 def anniversaries(today: date, days: int) -> list[str]:
     """Every 'MM-DD' whose anniversary falls on one of `today .. today + days` (29 February
     falls on 28 February in other years)."""
@@ -202,9 +195,11 @@ class SqliteValue:
         )
 
     def boolean(self, value: bool) -> Condition:
+        """Whether the value is this boolean."""
         return self.kind == ("true" if value else "false")
 
     def array_has(self, value: Scalar) -> Condition:
+        """Whether the value is an array with an element `eq` to `value`."""
         element = func.json_each(self.document, self.path).table_valued("type", "value")
         if isinstance(value, bool):
             same = element.c.type == ("true" if value else "false")
@@ -261,9 +256,11 @@ class PostgresValue:
         self.distinct_keys = (case((self.kind.in_(("string", "number", "boolean")), self.json)),)
 
     def boolean(self, value: bool) -> Condition:
+        """Whether the value is this boolean."""
         return and_(self.kind == "boolean", self._text == ("true" if value else "false"))
 
     def array_has(self, value: Scalar) -> Condition:
+        """Whether the value is an array with an element `eq` to `value`."""
         # Containment of a one-scalar array tests the top-level elements with jsonb equality.
         probe = literal([value], JSONB)
         return and_(self.kind == "array", self.json.op("@>", return_type=Boolean)(probe))
@@ -281,6 +278,7 @@ class _Compiler:
     # --- the boolean tree ----------------------------------------------------------------
 
     def condition(self, rule: Rule, properties: ColumnElement[Any] | None = None) -> Condition:
+        """A node's two-valued condition (`properties`: inside an event's `where`)."""
         match rule:
             case All(conditions):
                 parts = [self.condition(c, properties) for c in conditions]
@@ -301,6 +299,8 @@ class _Compiler:
                 return _sure(self.events[id(rule)])
             case Rfm():
                 return _sure(self.rfm(rule))
+            case TopPercent(percent=percent):
+                return _sure(self.top_percent(percent))
         raise ValueError(f"cannot compile {rule!r} here")
 
     def where(self, rule: Rule, properties: ColumnElement[Any]) -> Condition:
@@ -317,7 +317,9 @@ class _Compiler:
         """A bound number. PostgreSQL reads JSON numbers as exact numerics; a float is bound
         as the decimal Python prints for it, which is the decimal JSON carries for it."""
         if not self.postgres:
-            return literal(value)
+            # SQLite binds 64-bit integers; JSON's larger ones are read as reals anyway.
+            big = isinstance(value, int) and not -(2**63) <= value < 2**63
+            return literal(float(value) if big else value)
         exact = Decimal(repr(value) if isinstance(value, float) else value)
         # Cast, or PostgreSQL would type the parameter after the other side (a bigint count).
         return cast(literal(exact, Numeric), Numeric)
@@ -385,7 +387,7 @@ class _Compiler:
         self, operator: str, days: int, text: ColumnElement[Any], traits: ColumnElement[Any]
     ) -> ColumnElement[Any]:
         if self.postgres:
-            dated = text.op("~", return_type=Boolean)(literal(_DATE_REGEX, Text))
+            dated = func.translate(func.left(text, 10), "0123456789", "0" * 10) == "0000-00-00"
         else:
             dated = text.op("GLOB", return_type=Boolean)(literal(_DATE_GLOB, Text))
         day = self._ordered(func.substr(text, 1, 10))
@@ -430,7 +432,8 @@ class _Compiler:
             utc = now.astimezone(UTC).date()
             by_day: dict[date, list[str]] = defaultdict(list)
             for name in sorted(self.context.time_zones):
-                today = now.astimezone(profile_zone(name)).date()
+                # The zone as predicate.py reads the trait (unknown names: UTC).
+                today = now.astimezone(profile_zone({TIMEZONE_TRAIT: name})).date()
                 if today != utc:
                     by_day[today].append(name)
             self._zones = (utc, sorted(by_day.items()))
@@ -450,52 +453,99 @@ class _Compiler:
         computed = _PROFILES.c.computed
         orders = self.read(computed, ["orders"]).number
         revenue = self.read(computed, ["revenue", thresholds.currency]).number
-        last_order, recency_bounds = self._recency(computed, thresholds.recency)
-        dimensions: list[tuple[tuple[int, ...], ColumnElement[Any], list[Any]]] = [
-            (node.recency, last_order, recency_bounds),
-            (node.frequency, orders, [self.number(t) for t in thresholds.frequency]),
-            (
-                node.monetary,
-                func.coalesce(revenue, 0),
-                [self.number(t) for t in thresholds.monetary],
-            ),
-        ]
+        last_order, instant = self._recency(computed)
         parts = [orders >= 1, last_order.is_not(None)]
-        for scores, value, bounds in dimensions:
+        for scores, value, bounds, bind in (
+            (node.recency, last_order, thresholds.recency, instant),
+            (node.frequency, orders, thresholds.frequency, self.number),
+            (node.monetary, func.coalesce(revenue, 0), thresholds.monetary, self.number),
+        ):
             if scores:
-                score: ColumnElement[Any] = literal(1)
-                for bound in bounds:
-                    score = score + case((value > bound, 1), else_=0)
-                parts.append(score.in_(scores))
+                parts.append(_scored(value, sorted(bounds, key=_sortable), set(scores), bind))
         return and_(*parts)
 
+    def top_percent(self, percent: int) -> ColumnElement[Any]:
+        """A buyer whose revenue in the RFM currency (0 when none) is above the stored
+        (100 - percent)th percentile; as `predicate.py` has it."""
+        thresholds = self.context.rfm
+        if thresholds is None or len(thresholds.monetary_percentiles) != 99:
+            return false()
+        computed = _PROFILES.c.computed
+        orders = self.read(computed, ["orders"]).number
+        revenue = func.coalesce(self.read(computed, ["revenue", thresholds.currency]).number, 0)
+        boundary = thresholds.monetary_percentiles[99 - percent]
+        return and_(orders >= 1, revenue > self.number(boundary))
+
     def _recency(
-        self, computed: ColumnElement[Any], bounds: Sequence[datetime]
-    ) -> tuple[ColumnElement[Any], list[Any]]:
-        """`last_order_at` as a comparable instant (NULL when unreadable), and the
-        thresholds bound to compare with it."""
+        self, computed: ColumnElement[Any]
+    ) -> tuple[ColumnElement[Any], Callable[[datetime], ColumnElement[Any]]]:
+        """`last_order_at` as the text 'YYYY-MM-DDTHH:MM:SS.ffffff' of its UTC instant (NULL
+        when unreadable), which orders as the instants do, and how to bind an instant so."""
         text = self.read(computed, ["last_order_at"]).string
         if self.postgres:
-            valid = text.op("~", return_type=Boolean)(literal(_INSTANT_REGEX, Text))
-            # No offset means UTC (as fromisoformat reads it in predicate.py), whatever the
-            # session's time zone.
-            zoned = case(
-                (text.op("~", return_type=Boolean)(literal(_OFFSET_REGEX, Text)), text),
-                else_=text.concat("+00:00"),
-            )
-            instant = case((valid, cast(zoned, _TIMESTAMPTZ)))
-            return instant, [literal(_aware(b), _TIMESTAMPTZ) for b in bounds]
-        # As UTCDateTime stores times on SQLite, 'YYYY-MM-DD HH:MM:SS.ffffff' in UTC, which
-        # compares as text: strftime applies the offset, the fraction is kept as written.
+            # No kind check: the text of a number, boolean, array or object has no date shape.
+            text = computed.op("->>", return_type=Text)(literal("last_order_at", Text))
+        # computed.py writes datetime.isoformat() of UTC times: no fraction or six digits.
         fraction = case(
-            (func.substr(text, 20, 1) == ".", func.substr(text, 20, 7)),
-            else_=".000000",
+            (func.substr(text, 20, 1) == ".", func.substr(text, 20, 7)), else_=".000000"
         )
-        valid = text.op("GLOB", return_type=Boolean)(literal(_INSTANT_GLOB, Text))
-        instant = case((valid, func.strftime("%Y-%m-%d %H:%M:%S", text).concat(fraction)))
-        return instant, [literal(sqlite_time(_aware(b)), Text) for b in bounds]
+        if self.postgres:
+            # Shapes by translate, not by regex: a regex per row costs seconds on 1M rows.
+            shape = func.translate(text, "0123456789", "0" * 10)
+            utc = or_(
+                func.length(text).in_((19, 26)),
+                func.right(text, 1) == "Z",
+                func.right(text, 6).in_(("+00:00", "-00:00")),
+            )
+            moved = func.timezone("UTC", cast(text, _TIMESTAMPTZ))
+            instant = case(
+                (
+                    shape.in_(_INSTANT_SHAPES),
+                    case(
+                        (utc, func.left(text, 19).concat(fraction)),
+                        else_=func.to_char(moved, 'YYYY-MM-DD"T"HH24:MI:SS.US'),
+                    ),
+                ),
+            )
+        else:
+            valid = text.op("GLOB", return_type=Boolean)(literal(_INSTANT_GLOB, Text))
+            # strftime applies the offset (none: UTC); the fraction is kept as written.
+            moved = func.strftime("%Y-%m-%dT%H:%M:%S", text)
+            instant = case((valid, moved.concat(fraction)))
+        return instant, lambda moment: literal(_instant_text(moment), Text)
+
+
+def _instant_text(moment: datetime) -> str:
+    """An instant as `_Compiler._recency` writes `last_order_at`."""
+    return _aware(moment).astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds")
+
+
+def _scored(
+    value: ColumnElement[Any],
+    bounds: Sequence[Any],
+    scores: set[int],
+    bind: Callable[[Any], ColumnElement[Any]],
+) -> ColumnElement[Any]:
+    """Whether `1 + the number of bounds below value` is one of `scores`. With the bounds
+    sorted, score k is `bounds[k-2] < value <= bounds[k-1]`: each run of consecutive
+    scores is one interval, so the value is compared twice at most per run, not per bound."""
+    top = len(bounds) + 1
+    listed = sorted(score for score in scores if 1 <= score <= top)
+    intervals = []
+    for _, run in groupby(enumerate(listed), key=lambda pair: pair[1] - pair[0]):
+        members = [score for _, score in run]
+        low, high = members[0], members[-1]
+        parts = [value > bind(bounds[low - 2])] if low > 1 else []
+        if high < top:
+            parts.append(value <= bind(bounds[high - 1]))
+        intervals.append(and_(*parts) if parts else true())
+    return or_(*intervals) if intervals else false()
 
 
 def _aware(moment: datetime) -> datetime:
     """A naive datetime taken as UTC (as `predicate.py` takes it)."""
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _sortable(bound: Any) -> Any:
+    return _aware(bound) if isinstance(bound, datetime) else bound

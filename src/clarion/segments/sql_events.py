@@ -196,10 +196,9 @@ def _matches(node: EventCondition, event: Any, now: datetime, values: Values) ->
     parts = [event.name == node.event]
     window = _window(node)
     if window is not None:
-        if window.days is not None:
-            parts.append(event.timestamp >= now - timedelta(days=window.days))
-        else:
-            parts += [event.timestamp >= window.start, event.timestamp < window.end]
+        parts.append(event.timestamp >= window.cutoff(now))
+        if window.end is not None:
+            parts.append(event.timestamp < window.end)
     if node.where is not None:
         parts.append(values.where(node.where, event.properties))
     return and_(*parts)

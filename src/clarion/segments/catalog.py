@@ -20,14 +20,21 @@ from clarion.segments import aggregates
 from clarion.segments.models import RfmBoundaries, Segment
 from clarion.segments.parsing import parse_rule
 from clarion.segments.rules import (
+    DATE_OPERATORS,
     TIMEZONE_TRAIT,
+    Aggregate,
     All,
     AttributeTime,
+    Compare,
     InSegment,
+    Occurrence,
+    Performed,
     Rfm,
     RfmThresholds,
     Rule,
     RuleContext,
+    TopPercent,
+    Window,
     event_names,
     segment_ids,
     trait_keys,
@@ -56,6 +63,7 @@ class SegmentIndex:
     by_event: dict[str, set[int]] = field(default_factory=dict)
     by_trait: dict[str, set[int]] = field(default_factory=dict)
     every_event: set[int] = field(default_factory=set)  # read first / last seen
+    time_based: set[int] = field(default_factory=set)  # may change with time alone
     dependents: dict[int, set[int]] = field(default_factory=dict)  # segment -> who names it
     specs: dict[str, aggregates.Spec] = field(default_factory=dict)
     specs_version: str = ""
@@ -73,7 +81,9 @@ class SegmentIndex:
             nodes = list(walk(resolved))
             if any(isinstance(node, AttributeTime) for node in nodes):
                 index.every_event.add(segment.id)
-            if any(isinstance(node, Rfm) for node in nodes):
+            if any(_moves_with_time(node) for node in nodes):
+                index.time_based.add(segment.id)
+            if any(isinstance(node, Rfm | TopPercent) for node in nodes):
                 index.by_event.setdefault(ORDER_COMPLETED, set()).add(segment.id)
             for referenced in segment_ids(segment.rule):
                 index.dependents.setdefault(referenced, set()).add(segment.id)
@@ -112,6 +122,18 @@ class SegmentIndex:
                     found.add(dependent)
                     stack.append(dependent)
         return found
+
+
+def _moves_with_time(node: Rule) -> bool:
+    """Whether the node's answer can change with nothing but time passing."""
+    match node:
+        case Performed(window=Window(days=int())) | Aggregate(window=Window(days=int())):
+            return True
+        case AttributeTime(value=int()) | Occurrence(value=int()):
+            return True
+        case Compare(operator=operator):
+            return operator in DATE_OPERATORS
+    return False
 
 
 class Catalog:

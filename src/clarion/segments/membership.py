@@ -217,8 +217,9 @@ async def _keep_state(
     """Store the profile's aggregates and schedule its next lapse check, if it moved sooner."""
     upcoming = [
         moment
-        for segment in index.segments.values()
-        if (moment := predicate.next_change(segment.rule, facts, context)) is not None
+        for segment_id in index.time_based
+        if (moment := predicate.next_change(index.segments[segment_id].rule, facts, context))
+        is not None
     ]
     next_check = min(upcoming, default=None)
     previous = row.next_check_at if row is not None else None

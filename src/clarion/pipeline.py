@@ -286,6 +286,8 @@ def _touched(applied: profiles.AppliedBatch) -> dict[uuid.UUID, membership.Touch
             ],
             trait_keys=frozenset(applied.trait_keys.get(profile_id, ())),
             seen=bool(events),
+            everything=profile_id in applied.rebuilt,
+            rebuild=profile_id in applied.rebuilt,
         )
     return touched
 

@@ -399,3 +399,26 @@ async def test_a_csv_import_moves_profiles_in_and_out(shop: Shop) -> None:
     assert await shop.members(segment["id"]) == {hal}
     await upload("user_id,vip:bool\nhal,false\n")
     assert await shop.members(segment["id"]) == set()
+
+
+async def test_merges_and_unmerges_move_memberships(shop: Shop) -> None:
+    now = shop.clock.now()
+    rule = {"type": "event", "event": "Order Completed", "operator": "gte", "count": 2}
+    segment = await shop.create(rule, name="Repeat buyers")
+    await shop.run()
+    device_order = {**order("x", now - timedelta(days=1)), "anonymousId": "dev-7"}
+    del device_order["userId"]
+    await shop.send(order("kim", now - timedelta(days=2)), device_order)
+    assert await shop.members(segment["id"]) == set()
+    # An alias merges the device's profile into kim's: two orders now.
+    await shop.send({"type": "alias", "userId": "kim", "previousId": "dev-7"})
+    kim = await shop.profile_id("kim")
+    assert await shop.members(segment["id"]) == {kim}
+    merges = await shop.client.get(f"/api/v1/profiles/{kim}/merges", headers=shop.tenant.admin)
+    [merge] = [m for m in merges.json()["items"] if m["status"] == "merged"]
+    undone = await shop.client.post(
+        f"/api/v1/profiles/{kim}/merges/{merge['id']}/undo", headers=shop.tenant.admin
+    )
+    assert undone.status_code == 200, undone.text
+    await shop.run()
+    assert await shop.members(segment["id"]) == set()

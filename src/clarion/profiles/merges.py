@@ -19,7 +19,7 @@ from sqlalchemy.orm.attributes import flag_modified
 
 from clarion.core.errors import Conflict, NotFound
 from clarion.ingest.models import Event
-from clarion.profiles import batch, queries
+from clarion.profiles import batch, queries, service
 from clarion.profiles import computed as computed_traits
 from clarion.profiles import traits as trait_rules
 from clarion.profiles.identity import Key, identity_keys
@@ -60,6 +60,9 @@ async def unmerge(
     await _recompute(session, profiles[merge.absorbed_id], sorted(side), now)
     merge.status, merge.undone_at = "unmerged", now
     await session.flush()
+    await service.announce_rebuilt(
+        session, workspace_id=workspace_id, profile_ids=[root.id, merge.absorbed_id], now=now
+    )
     return merge
 
 

@@ -69,10 +69,11 @@ class AppliedBatch:
     events: dict[uuid.UUID, list[EventRecord]] = field(default_factory=dict)
     trait_keys: dict[uuid.UUID, set[str]] = field(default_factory=dict)
     absorbed: dict[uuid.UUID, uuid.UUID] = field(default_factory=dict)  # merged away -> survivor
+    rebuilt: set[uuid.UUID] = field(default_factory=set)  # timelines re-attributed (un-merge)
 
     def profile_ids(self) -> set[uuid.UUID]:
         """Every canonical profile the batch changed."""
-        return set(self.events) | set(self.trait_keys)
+        return set(self.events) | set(self.trait_keys) | self.rebuilt
 
 
 async def apply_events(
@@ -159,7 +160,21 @@ def changed_profiles(payload: dict[str, Any]) -> AppliedBatch:
         summary.trait_keys[uuid.UUID(profile_id)] = set(keys)
     for gone, survivor in (payload.get("absorbed") or {}).items():
         summary.absorbed[uuid.UUID(gone)] = uuid.UUID(survivor)
+    summary.rebuilt = {uuid.UUID(profile_id) for profile_id in payload.get("rebuilt") or []}
     return summary
+
+
+async def announce_rebuilt(
+    session: AsyncSession, *, workspace_id: int, profile_ids: Sequence[uuid.UUID], now: datetime
+) -> None:
+    """A `profiles.changed` job for profiles whose timelines were re-attributed (an
+    un-merge): later stages rebuild what they keep of them."""
+    payload = {"rebuilt": [str(profile_id) for profile_id in profile_ids]}
+    await enqueue(
+        session,
+        [NewJob(workspace_id=workspace_id, kind=PROFILES_CHANGED, payload=payload)],
+        now=now,
+    )
 
 
 def _resolve(graph: Graph, event: EventRecord) -> uuid.UUID | None:

@@ -46,6 +46,7 @@ class Touched:
     trait_keys: frozenset[str] = frozenset()
     seen: bool = False  # any event applied (first / last seen may have moved)
     everything: bool = False  # merged, or time passed: every segment may have changed
+    rebuild: bool = False  # its timeline changed under it (un-merge): aggregates from scratch
 
 
 @dataclass
@@ -84,7 +85,9 @@ async def evaluate_profiles(
         return changes
     touched = dict(touched)
     for survivor in absorbed.values():
-        touched[survivor] = Touched(everything=True)
+        # Its aggregates must now count the merged profile's events too (already on the
+        # timeline, as are this batch's): rebuilt from it.
+        touched[survivor] = Touched(everything=True, rebuild=True)
     await _forget(
         session, workspace_id=workspace_id, index=index, profile_ids=list(absorbed), now=now
     )
@@ -95,7 +98,11 @@ async def evaluate_profiles(
         return changes
     ids = [row.id for row in rows]
     states = await _states(session, ids)
-    stale = [i for i in ids if i not in states or states[i].specs_version != index.specs_version]
+    stale = [
+        i
+        for i in ids
+        if i not in states or states[i].specs_version != index.specs_version or touched[i].rebuild
+    ]
     rebuilt = await _rebuild(session, workspace_id, index, stale, now)
     context = await rule_context(session, workspace_id=workspace_id, index=index, now=now)
     members = await _memberships(session, workspace_id, ids)

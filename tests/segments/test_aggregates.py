@@ -12,7 +12,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from clarion.segments import aggregates
+from clarion.segments import aggregates, values
 from clarion.segments.aggregates import Spec, TrackEvent
 from clarion.segments.parsing import parse_rule
 from clarion.segments.rules import Aggregate, Occurrence, Performed, Rule, Window
@@ -351,7 +351,7 @@ def scan(condition: Rule, events: list[TrackEvent], now: datetime) -> Any:
         e
         for e in events
         if e.name == condition.event
-        and aggregates.matches(condition.where, e.properties)
+        and values.matches(condition.where, e.properties)
         and in_window(e.timestamp, window, now)
     ]
     if isinstance(condition, Performed):
@@ -359,11 +359,11 @@ def scan(condition: Rule, events: list[TrackEvent], now: datetime) -> Any:
     if isinstance(condition, Occurrence):
         times = [e.timestamp for e in chosen]
         return (min if condition.which == "first" else max)(times) if times else None
-    values: list[Any] = [e.properties.get(condition.property) for e in chosen]
-    numbers = [v for v in values if aggregates.is_number(v)]
+    found: list[Any] = [e.properties.get(condition.property) for e in chosen]
+    numbers = [v for v in found if values.is_number(v)]
     match condition.function:
         case "count_distinct":
-            scalars = [v for v in values if isinstance(v, bool | str) or aggregates.is_number(v)]
+            scalars = [v for v in found if isinstance(v, bool | str) or values.is_number(v)]
             return len({(type(v) if isinstance(v, bool | str) else "n", v) for v in scalars})
         case "sum":
             return round(math.fsum(numbers), 6)

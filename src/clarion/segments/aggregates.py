@@ -15,7 +15,7 @@ microseconds since the Unix epoch:
 An entry's own retention fields say what it is complete for (`incomplete` compares them with
 the specs); an absent entry means no matching event (the state of a new profile), so a rule
 set that gains a spec needs `build` (backfill) for profiles that already had events. The
-value semantics (reading a dotted key, comparing) live here too, shared with `predicate.py`.
+value semantics (reading a dotted key, comparing) are in `values.py`.
 """
 
 from __future__ import annotations
@@ -25,20 +25,15 @@ import copy
 import hashlib
 import json
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
-from operator import eq, ge, gt, le, lt, ne
 from typing import Any
 
 from clarion.segments.rules import (
     Aggregate,
-    All,
-    Any_,
-    Compare,
     EventCondition,
-    Not,
     Occurrence,
     Performed,
     Rule,
@@ -46,113 +41,11 @@ from clarion.segments.rules import (
     to_json,
     walk,
 )
+from clarion.segments.values import distinct_key, is_number, matches, read, scalar
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = timedelta(microseconds=1)
 DAY_US = 86_400_000_000
-_HUGE = 2**1000  # an integer beyond this cannot be summed as a float
-
-# --- Values (README "Reading a value") ------------------------------------------------------
-
-
-def read(document: Any, path: str) -> Any:
-    """The value at the dotted `path` of a JSON document; None when missing or null."""
-    value = document
-    for part in path.split("."):
-        if not isinstance(value, dict):
-            return None
-        value = value.get(part)
-    return value
-
-
-def is_number(value: Any) -> bool:
-    """Whether a JSON value is a number (booleans are not)."""
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def _eq(actual: Any, expected: Any) -> bool:
-    if isinstance(expected, bool) or isinstance(actual, bool):
-        return isinstance(actual, bool) and isinstance(expected, bool) and actual == expected
-    if isinstance(expected, str):
-        return isinstance(actual, str) and actual == expected
-    return is_number(actual) and is_number(expected) and actual == expected
-
-
-def _ordered(op: Callable[[Any, Any], bool], actual: Any, expected: Any) -> bool:
-    if isinstance(expected, str):
-        return isinstance(actual, str) and op(actual, expected)
-    return is_number(actual) and is_number(expected) and op(actual, expected)
-
-
-_Op = Callable[[Any, Any], bool]
-_ORDER: dict[str, _Op] = {"gt": gt, "gte": ge, "lt": lt, "lte": le}
-COUNT_COMPARE: dict[str, _Op] = {**_ORDER, "eq": eq, "neq": ne}
-
-
-def compare(op: str, expected: Any, actual: Any) -> bool:
-    """Whether `actual` (None: missing) satisfies `op expected`; calendar-day operators are
-    the caller's (they need a time zone) and never hold here."""
-    if op == "exists":
-        return actual is not None
-    if op == "eq":
-        return _eq(actual, expected)
-    if op == "neq":
-        return not _eq(actual, expected)
-    if op in _ORDER:
-        return _ordered(_ORDER[op], actual, expected)
-    if op == "between":
-        low, high = expected
-        return _ordered(ge, actual, low) and _ordered(le, actual, high)
-    if op in ("in", "not_in"):
-        found = any(_eq(actual, item) for item in expected)
-        return found if op == "in" else not found
-    if op == "contains":
-        if isinstance(actual, str):
-            return isinstance(expected, str) and expected in actual
-        return isinstance(actual, list) and any(_eq(item, expected) for item in actual)
-    if op == "starts_with":
-        return isinstance(actual, str) and isinstance(expected, str) and actual.startswith(expected)
-    return False
-
-
-def matches(where: Rule | None, properties: Mapping[str, Any]) -> bool:
-    """Whether an event's properties satisfy a `where` filter (None: every event)."""
-    match where:
-        case None:
-            return True
-        case All(conditions):
-            return all(matches(c, properties) for c in conditions)
-        case Any_(conditions):
-            return any(matches(c, properties) for c in conditions)
-        case Not(condition):
-            return not matches(condition, properties)
-        case Compare(path=path, operator=op, value=value):
-            return compare(op, value, read(properties, path))
-    raise TypeError(f"not a where filter: {where!r}")
-
-
-def _scalar(value: Any) -> Any:
-    """What an aggregate keeps of a property value: scalars, None for anything else (and
-    for numbers JSON cannot hold: infinities, NaN, integers beyond a float's range)."""
-    if isinstance(value, str | bool):
-        return value
-    if isinstance(value, int):
-        return value if abs(value) < _HUGE else None
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    return None
-
-
-def _distinct_key(value: Any) -> str:
-    """One text per distinct scalar: numerically equal numbers share one (1 and 1.0)."""
-    if isinstance(value, bool):
-        return "b:true" if value else "b:false"
-    if isinstance(value, str):
-        return "s:" + value
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    return f"n:{value!r}"
-
 
 # --- Exact float sums (Shewchuk partials, as math.fsum keeps them) ---------------------------
 
@@ -316,7 +209,7 @@ def _add(entry: dict[str, Any], t: int, value: Any, has_prop: bool, now_us: int)
             summary["min"] = value if summary["min"] is None else min(summary["min"], value)
             summary["max"] = value if summary["max"] is None else max(summary["max"], value)
         if has_prop and value is not None and "distinct" in summary:
-            summary["distinct"][_distinct_key(value)] = 1
+            summary["distinct"][distinct_key(value)] = 1
         changed = True
     return changed
 
@@ -335,7 +228,7 @@ def observe(
         fresh = entry is None
         if entry is None:
             entry = _new_entry(spec)
-        value = _scalar(read(event.properties, spec.prop)) if spec.prop is not None else None
+        value = scalar(read(event.properties, spec.prop)) if spec.prop is not None else None
         if _add(entry, t, value, spec.prop is not None, now_us):
             changed = True
             if fresh:
@@ -468,7 +361,7 @@ def count(state: Mapping[str, Any], node: Performed, now: datetime) -> int:
 
 def _function(function: str, values: list[Any]) -> float | int | None:
     if function == "count_distinct":
-        return len({_distinct_key(v) for v in values if v is not None})
+        return len({distinct_key(v) for v in values if v is not None})
     numbers = [v for v in values if is_number(v)]
     if function == "sum":
         return round(math.fsum(numbers), 6)

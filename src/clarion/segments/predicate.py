@@ -18,8 +18,8 @@ from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from clarion.segments import aggregates
-from clarion.segments.aggregates import COUNT_COMPARE, DAY_US, compare, instant, micros, read
+from clarion.segments import aggregates, values
+from clarion.segments.aggregates import DAY_US, instant, micros
 from clarion.segments.rules import (
     DATE_OPERATORS,
     MAX_DEPTH,
@@ -39,6 +39,7 @@ from clarion.segments.rules import (
     TopPercent,
     to_json,
 )
+from clarion.segments.values import COUNT_COMPARE, compare, read
 
 _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 # How many instants next_change tries before answering conservatively with the next one.
@@ -281,17 +282,17 @@ class _Evaluator:
         if self.context.rfm is None:
             return None
         orders: Any = self.facts.computed.get("orders")
-        if not aggregates.is_number(orders) or orders < 1:
+        if not values.is_number(orders) or orders < 1:
             return None
         revenue: Any = (self.facts.computed.get("revenue") or {}).get(self.context.rfm.currency, 0)
-        return revenue if aggregates.is_number(revenue) else 0
+        return revenue if values.is_number(revenue) else 0
 
     def rfm_scores(self) -> dict[str, int] | None:
         """The profile's recency, frequency and monetary scores; None without orders or
         without thresholds."""
         thresholds, computed = self.context.rfm, self.facts.computed
         orders: Any = computed.get("orders")
-        if thresholds is None or not aggregates.is_number(orders) or orders < 1:
+        if thresholds is None or not values.is_number(orders) or orders < 1:
             return None
         if not (thresholds.recency and thresholds.frequency and thresholds.monetary):
             return None  # the batch recompute has not run over any buyer yet
@@ -303,7 +304,7 @@ class _Evaluator:
         except ValueError:
             return None
         revenue: Any = (computed.get("revenue") or {}).get(thresholds.currency, 0)
-        revenue = revenue if aggregates.is_number(revenue) else 0
+        revenue = revenue if values.is_number(revenue) else 0
         return {
             "recency": 1 + sum(last_order > _aware(t) for t in thresholds.recency),
             "frequency": 1 + sum(orders > t for t in thresholds.frequency),

@@ -34,7 +34,6 @@ from sqlalchemy import (
     and_,
     case,
     cast,
-    exists,
     false,
     func,
     literal,
@@ -43,7 +42,7 @@ from sqlalchemy import (
     select,
     true,
 )
-from sqlalchemy.dialects.postgresql import JSONB, TIMESTAMP
+from sqlalchemy.dialects.postgresql import TIMESTAMP
 
 from clarion.profiles.models import Profile
 from clarion.segments.predicate import profile_zone
@@ -74,16 +73,14 @@ from clarion.segments.sql_events import (
     event_pass,
     time_condition,
 )
+from clarion.segments.sql_values import PostgresValue, Scalar, SqliteValue
 
 DIALECTS = ("sqlite", "postgresql")
-Scalar = str | bool | int | float
+
 _PROFILES = Profile.__table__
 # Inlined segments repeat their SQL at every reference: bound the whole.
 MAX_INLINED_NODES = 20 * MAX_NODES
 _TIMESTAMPTZ = TIMESTAMP(timezone=True)
-# Keys SQLite 3.40's JSON paths cannot name: it matches a path's label against the key as
-# escaped in the document, and orjson escapes quotes, backslashes and control characters.
-_ESCAPED = frozenset('"\\') | frozenset(map(chr, range(0x20)))
 _DATE_GLOB = "[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]*"
 # `computed.last_order_at` is written by datetime.isoformat(): no fraction or six digits.
 _INSTANT_GLOB = "[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]T[0-9][0-9]:[0-9][0-9]:[0-9][0-9]*"
@@ -176,94 +173,6 @@ def anniversaries(today: date, days: int) -> list[str]:
 def _sure(condition: ColumnElement[Any]) -> Condition:
     """A condition that is false where SQL would say NULL."""
     return func.coalesce(condition, false(), type_=Boolean)
-
-
-class SqliteValue:
-    """A value at a path of a JSON text document (SQLite's json_type names its kind)."""
-
-    def __init__(self, document: ColumnElement[Any], parts: Sequence[str]) -> None:
-        self.document, self.path = _sqlite_locate(document, parts)
-        self.kind = func.json_type(self.document, self.path, type_=Text)
-        raw = func.json_extract(self.document, self.path)
-        self.string: ColumnElement[Any] = case((self.kind == "text", raw))
-        self.number: ColumnElement[Any] = case((self.kind.in_(("integer", "real")), raw))
-        self.present: Condition = self.kind != "null"
-        # json_extract reads booleans as 1 and 0: count them apart from numbers.
-        self.distinct_keys = (
-            case((self.kind.in_(("integer", "real", "text")), raw)),
-            case((self.kind.in_(("true", "false")), self.kind)),
-        )
-
-    def boolean(self, value: bool) -> Condition:
-        """Whether the value is this boolean."""
-        return self.kind == ("true" if value else "false")
-
-    def array_has(self, value: Scalar) -> Condition:
-        """Whether the value is an array with an element `eq` to `value`."""
-        element = func.json_each(self.document, self.path).table_valued("type", "value")
-        if isinstance(value, bool):
-            same = element.c.type == ("true" if value else "false")
-        elif isinstance(value, str):
-            same = and_(element.c.type == "text", element.c.value == value)
-        else:
-            same = and_(element.c.type.in_(("integer", "real")), element.c.value == value)
-        return and_(self.kind == "array", exists().where(same))
-
-
-def _sqlite_locate(
-    document: ColumnElement[Any], parts: Sequence[str]
-) -> tuple[ColumnElement[Any], str]:
-    """A (document, JSON path) pair naming the value at `parts`. A key a path cannot name
-    is looked up by json_each, whose member becomes the document the rest is read from."""
-    path = "$"
-    for part in parts:
-        if _ESCAPED.isdisjoint(part):
-            path += f'."{part}"'
-            continue
-        member = func.json_each(document, path).table_valued("key", "value", "type")
-        document = (
-            select(
-                case(
-                    (member.c.type.in_(("true", "false", "null")), member.c.type),
-                    else_=func.json_quote(member.c.value),
-                )
-            )
-            .where(member.c.key == part)
-            .limit(1)
-            .scalar_subquery()
-        )
-        path = "$"
-    return document, path
-
-
-class PostgresValue:
-    """A value at a path of a jsonb document (`->` by text keys only reads objects)."""
-
-    def __init__(self, document: ColumnElement[Any], parts: Sequence[str]) -> None:
-        parent = document
-        for part in parts[:-1]:
-            parent = parent.op("->", return_type=JSONB)(literal(part, Text))
-        key = literal(parts[-1], Text)
-        self.json = parent.op("->", return_type=JSONB)(key)
-        text = parent.op("->>", return_type=Text)(key)
-        self.kind = func.jsonb_typeof(self.json, type_=Text)
-        self.string: ColumnElement[Any] = case((self.kind == "string", text))
-        # Cast inside the CASE: PostgreSQL does not promise to short-circuit AND.
-        self.number: ColumnElement[Any] = case((self.kind == "number", cast(text, Numeric)))
-        self.present: Condition = self.kind != "null"
-        self._text = text
-        # jsonb equality already tells kinds apart and holds 1 = 1.0.
-        self.distinct_keys = (case((self.kind.in_(("string", "number", "boolean")), self.json)),)
-
-    def boolean(self, value: bool) -> Condition:
-        """Whether the value is this boolean."""
-        return and_(self.kind == "boolean", self._text == ("true" if value else "false"))
-
-    def array_has(self, value: Scalar) -> Condition:
-        """Whether the value is an array with an element `eq` to `value`."""
-        # Containment of a one-scalar array tests the top-level elements with jsonb equality.
-        probe = literal([value], JSONB)
-        return and_(self.kind == "array", self.json.op("@>", return_type=Boolean)(probe))
 
 
 class _Compiler:

@@ -422,3 +422,25 @@ async def test_merges_and_unmerges_move_memberships(shop: Shop) -> None:
     assert undone.status_code == 200, undone.text
     await shop.run()
     assert await shop.members(segment["id"]) == set()
+
+
+async def test_a_lapse_can_also_bring_a_profile_in(shop: Shop) -> None:
+    now = shop.clock.now()
+    lapsed = {
+        "type": "all",
+        "conditions": [
+            {"type": "event", "event": "Order Completed", "operator": "gte", "count": 1},
+            {**BUYERS, "operator": "eq", "count": 0, "window": {"last_days": 2}},
+        ],
+    }
+    segment = await shop.create(lapsed, name="Lapsed")
+    await shop.run()
+    await without_hourly_recompute(shop)
+    await shop.send(order("lou", now - timedelta(hours=30)))
+    assert await shop.members(segment["id"]) == set()
+    shop.clock.advance(timedelta(hours=18, seconds=1))  # the order is now 2 days old
+    await shop.run()
+    lou = await shop.profile_id("lou")
+    assert await shop.members(segment["id"]) == {lou}
+    entered = await shop.emitted("Segment Entered")
+    assert [e["user_id"] for e in entered] == ["lou"]

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from clarion.core.errors import FieldError, InvalidInput, NotFound
@@ -280,6 +280,23 @@ async def canonical_profiles(
     return list((await session.scalars(query)).all())
 
 
+async def _trees(
+    session: AsyncSession, workspace_id: int, profile_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, uuid.UUID]:
+    """Every profile row of the canonical profiles' merge trees, with its canonical profile:
+    the canonical rows by primary key, the merged ones through `canonical_id`'s index."""
+    rows = await session.execute(
+        select(Profile.id, Profile.canonical_id).where(
+            Profile.workspace_id == workspace_id,
+            or_(Profile.id.in_(profile_ids), Profile.canonical_id.in_(profile_ids)),
+        )
+    )
+    wanted = set(profile_ids)
+    return {
+        row_id: canonical or row_id for row_id, canonical in rows if (canonical or row_id) in wanted
+    }
+
+
 async def sender_ids(
     session: AsyncSession, *, workspace_id: int, profile_ids: Sequence[uuid.UUID]
 ) -> dict[uuid.UUID, tuple[str | None, str | None]]:
@@ -288,18 +305,17 @@ async def sender_ids(
     found: dict[uuid.UUID, tuple[str | None, str | None]] = {}
     if not profile_ids:
         return found
-    owner = func.coalesce(Profile.canonical_id, Profile.id)
+    trees = await _trees(session, workspace_id, profile_ids)
     rows = await session.execute(
-        select(owner.label("canonical"), ProfileIdentity.kind, ProfileIdentity.value)
-        .join(Profile, Profile.id == ProfileIdentity.profile_id)
+        select(ProfileIdentity.profile_id, ProfileIdentity.kind, ProfileIdentity.value)
         .where(
-            ProfileIdentity.workspace_id == workspace_id,
-            owner.in_(profile_ids),
+            ProfileIdentity.profile_id.in_(list(trees)),
             ProfileIdentity.kind.in_((USER_ID, ANONYMOUS_ID)),
         )
         .order_by(ProfileIdentity.id)
     )
-    for canonical, kind, value in rows:
+    for row_id, kind, value in rows:
+        canonical = trees[row_id]
         user_id, anonymous_id = found.get(canonical, (None, None))
         if kind == USER_ID and user_id is None:
             user_id = value
@@ -317,19 +333,19 @@ async def tracked_events(
     found: dict[uuid.UUID, list[TrackedEvent]] = {profile_id: [] for profile_id in profile_ids}
     if not profile_ids:
         return found
-    owner = func.coalesce(Profile.canonical_id, Profile.id)
+    trees = await _trees(session, workspace_id, profile_ids)
+    # Timeline rows by their profile index, events by primary key: never a scan of the log.
     rows = await session.execute(
-        select(owner.label("canonical"), Event.id, Event.name, Event.timestamp, Event.properties)
-        .select_from(ProfileEvent)
-        .join(Profile, Profile.id == ProfileEvent.profile_id)
+        select(ProfileEvent.profile_id, Event.id, Event.name, Event.timestamp, Event.properties)
         .join(Event, Event.id == ProfileEvent.event_id)
         .where(
-            ProfileEvent.workspace_id == workspace_id,
-            owner.in_(profile_ids),
+            ProfileEvent.profile_id.in_(list(trees)),
+            Event.workspace_id == workspace_id,
             Event.type == "track",
         )
-        .order_by(Event.timestamp, Event.id)
     )
-    for canonical, event_id, name, timestamp, properties in rows:
-        found[canonical].append(TrackedEvent(event_id, name or "", timestamp, properties or {}))
+    for row_id, event_id, name, timestamp, properties in rows:
+        found[trees[row_id]].append(TrackedEvent(event_id, name or "", timestamp, properties or {}))
+    for events in found.values():
+        events.sort(key=lambda event: (event.timestamp, event.event_id))
     return found

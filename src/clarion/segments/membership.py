@@ -26,6 +26,8 @@ from clarion.ingest.internal import InternalEvent, emit_events
 from clarion.profiles import queries as profiles
 from clarion.profiles.models import Profile
 from clarion.segments import aggregates, predicate
+from clarion.segments.aggregates import instant as to_instant
+from clarion.segments.aggregates import micros
 from clarion.segments.catalog import SegmentIndex, rule_context
 from clarion.segments.models import ProfileSegmentState, Segment, SegmentChange, SegmentMember
 from clarion.segments.rules import RuleContext
@@ -134,9 +136,11 @@ async def evaluate_profiles(
             index,
             profile.id,
             document,
+            None if profile.id in rebuilt else states.get(profile.id),
             states.get(profile.id),
             facts,
             context,
+            candidates,
             now,
         )
     await apply_changes(
@@ -216,25 +220,41 @@ async def _keep_state(
     index: SegmentIndex,
     profile_id: uuid.UUID,
     document: dict[str, object],
+    kept: ProfileSegmentState | None,
     row: ProfileSegmentState | None,
     facts: predicate.ProfileFacts,
     context: RuleContext,
+    candidates: set[int],
     now: datetime,
 ) -> None:
-    """Store the profile's aggregates and schedule its next lapse check, if it moved sooner."""
-    upcoming = [
-        moment
-        for segment_id in index.time_based
-        if (moment := predicate.next_change(index.segments[segment_id].rule, facts, context))
-        is not None
-    ]
-    next_check = min(upcoming, default=None)
+    """Store the profile's aggregates, and when time alone next changes each segment's
+    answer; schedule its next lapse check if that moved sooner. Only the segments just
+    re-evaluated (or whose instant has passed) are asked again: the others' inputs have not
+    changed, so their instants still hold."""
+    now_us = micros(now)
+    known: dict[str, int | None] = dict(kept.next_changes) if kept is not None else {}
+    instants: dict[str, int | None] = {}
+    for segment_id in index.time_based:
+        key = str(segment_id)
+        stored = known.get(key, -1)
+        if (
+            segment_id in candidates
+            or key not in known
+            or (stored is not None and stored <= now_us)
+        ):
+            moment = predicate.next_change(index.segments[segment_id].rule, facts, context)
+            instants[key] = None if moment is None else micros(moment)
+        else:
+            instants[key] = stored
+    upcoming = [instant for instant in instants.values() if instant is not None]
+    next_check = to_instant(min(upcoming)) if upcoming else None
     previous = row.next_check_at if row is not None else None
     if row is None:
         row = ProfileSegmentState(profile_id=profile_id, workspace_id=workspace_id)
         session.add(row)
     row.aggregates = dict(document)
     row.specs_version = index.specs_version
+    row.next_changes = instants
     row.next_check_at = next_check
     row.updated_at = now
     if next_check is not None and (previous is None or previous <= now or next_check < previous):
@@ -370,11 +390,6 @@ async def apply_changes(
                 for change, (segment_id, profile_id) in history[start : start + BULK_ROWS]
             ],
         )
-    await _count(
-        session,
-        [(segment_id, 1) for segment_id, _ in written.entered]
-        + [(segment_id, -1) for segment_id, _ in written.exited],
-    )
     if emit:
         for start in range(0, len(history), BULK_ROWS):
             part = history[start : start + BULK_ROWS]
@@ -388,6 +403,13 @@ async def apply_changes(
                 ),
                 now,
             )
+    # Last: the counters' row locks are what concurrent batches of the same segments wait
+    # on, so they are held for as short a time as the transaction allows.
+    await _count(
+        session,
+        [(segment_id, 1) for segment_id, _ in written.entered]
+        + [(segment_id, -1) for segment_id, _ in written.exited],
+    )
     return written
 
 

@@ -104,6 +104,8 @@ class ProfileSegmentState(Base):
     workspace_id: Mapped[int] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
     aggregates: Mapped[dict[str, Any]] = mapped_column(JSONDocument)
     specs_version: Mapped[str] = mapped_column(String(64))
+    # Per segment id (text), when time alone next changes its answer (epoch microseconds).
+    next_changes: Mapped[dict[str, int | None]] = mapped_column(JSONDocument, default=dict)
     next_check_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
 

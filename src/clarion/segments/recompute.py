@@ -33,7 +33,7 @@ from clarion.segments.models import (
     SegmentSize,
 )
 from clarion.segments.parsing import parse_rule
-from clarion.segments.rules import Rule
+from clarion.segments.rules import Rfm, Rule, TopPercent, walk
 
 RECOMPUTE = "segments.recompute"  # job kind: one segment, or all of a workspace's
 RECOMPUTE_PRIORITY = 20
@@ -253,9 +253,12 @@ async def schedule(session: AsyncSession, *, segment: Segment, now: datetime) ->
 async def recompute_one(
     session: AsyncSession, *, workspace_id: int, segment: Segment, catalog: Catalog, now: datetime
 ) -> Recomputed:
-    """Refresh the RFM boundaries, then recompute the one segment."""
-    await compute_rfm_boundaries(session, workspace_id=workspace_id, now=now)
+    """Recompute the one segment, refreshing the RFM boundaries first when its rule (or one
+    it names) reads them."""
     index = await catalog.load(session, workspace_id)
+    rule = index.expanded(segment.id) if segment.id in index.segments else parse_rule(segment.rule)
+    if any(isinstance(node, Rfm | TopPercent) for node in walk(rule)):
+        await compute_rfm_boundaries(session, workspace_id=workspace_id, now=now)
     return await recompute_segment(
         session, workspace_id=workspace_id, segment=segment, index=index, now=now
     )

@@ -23,6 +23,7 @@ from sqlalchemy import (
     ColumnElement,
     Float,
     Subquery,
+    Text,
     and_,
     case,
     cast,
@@ -161,7 +162,11 @@ def event_pass(
                 pick = func.min if which == "first" else func.max
                 columns.append(pick(case((rows, events.c.timestamp))).label(name))
                 finish.append((id(node), _occurred(name, time_operator, moment, now)))
-    canonical = func.coalesce(owner.c.canonical_id, owner.c.id)
+    canonical: ColumnElement[Any] = func.coalesce(owner.c.canonical_id, owner.c.id)
+    if not postgres:
+        # A bare coalesce() has no type affinity in SQLite, which then cannot index the
+        # aggregate for the join with profiles and scans it once per profile (quadratic).
+        canonical = cast(canonical, Text)
     query = (
         select(canonical.label("cid"), *columns)
         .select_from(

@@ -131,6 +131,7 @@ def upgrade() -> None:
         sa.Column("workspace_id", sa.Integer(), nullable=False),
         sa.Column("aggregates", JSONDocument, nullable=False),
         sa.Column("specs_version", sa.String(64), nullable=False),
+        sa.Column("next_changes", JSONDocument, nullable=False),
         sa.Column("next_check_at", UTCDateTime(), nullable=True),
         sa.Column("updated_at", UTCDateTime(), nullable=False),
         _profile("profile_segment_states"),

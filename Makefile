@@ -37,8 +37,15 @@ format: $(VENV)/.synced
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
+# The segments bench at full size takes about 20 minutes on PostgreSQL alone (docs/benchmarks.md):
+# `make bench SEGMENTS_BENCH=` runs it so; by default it is the smoke run.
+SEGMENTS_BENCH ?= --quick
+
 bench: $(VENV)/.synced
 	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/pipeline.py
+	$(BIN)/python bench/segments.py $(SEGMENTS_BENCH)
+	$(BIN)/python bench/retail.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -552,6 +552,31 @@ def message_counts(batches: Sequence[bytes]) -> list[int]:
     return [len(orjson.loads(body)["batch"]) for body in batches]
 
 
+async def send_paced(port: int, bodies: Sequence[bytes], interval: float) -> float:
+    """One batch body every `interval` seconds, on schedule, never bunched, over 4
+    connections; every response must accept the whole batch. The seconds it took."""
+    async with raw_senders(port, 4) as senders:
+        free: asyncio.Queue[Any] = asyncio.Queue()
+        for send in senders:
+            free.put_nowait(send)
+        start = time.monotonic()
+        tasks = []
+
+        async def post(body: bytes) -> None:
+            send = await free.get()
+            try:
+                status, payload = await send(body)
+                check_response(status, payload, len(orjson.loads(body)["batch"]))
+            finally:
+                free.put_nowait(send)
+
+        for n, body in enumerate(bodies):
+            await asyncio.sleep(max(0.0, start + n * interval - time.monotonic()))
+            tasks.append(asyncio.create_task(post(body)))
+        await asyncio.gather(*tasks)
+        return time.monotonic() - start
+
+
 async def send_batches(
     port: int, batches: Sequence[bytes], counts: Sequence[int], options: Options
 ) -> tuple[Load, float]:

@@ -44,16 +44,15 @@ from bench.ingest import (
     BenchError,
     MessageFactory,
     build_bodies,
-    check_response,
     clarion_env,
     fresh_database,
     machine,
     migrate,
     percentile,
     postgres_cpu_seconds,
-    raw_senders,
     run_async,
     running_server,
+    send_paced,
     stop,
     tree_cpu_seconds,
 )
@@ -207,7 +206,7 @@ def measure_latency(kind: str, options: Options, folder: Path) -> dict[str, Any]
     factory = MessageFactory(seed=11, now=datetime.now(UTC))
     bodies = build_bodies(factory, batches * LATENCY_BATCH)
     with fresh_database(kind, folder) as url, running_server(url, folder, worker=True) as server:
-        run_async(_send_paced(server.port, bodies))
+        run_async(send_paced(server.port, bodies, LATENCY_BATCH / LATENCY_RATE))
         wait_processed(url, [server.process])
         stored, applied, _, _, latencies = run_async(_applied(url))
     return {
@@ -218,30 +217,6 @@ def measure_latency(kind: str, options: Options, folder: Path) -> dict[str, Any]
         "latency_s_p99": round(percentile(latencies, 99), 3),
         "latency_s_max": round(max(latencies), 3),
     }
-
-
-async def _send_paced(port: int, bodies: Sequence[bytes]) -> None:
-    """One body every LATENCY_BATCH / LATENCY_RATE seconds, on schedule, never bunched."""
-    interval = LATENCY_BATCH / LATENCY_RATE
-    async with raw_senders(port, 4) as senders:
-        free: asyncio.Queue[Any] = asyncio.Queue()
-        for send in senders:
-            free.put_nowait(send)
-        start = time.monotonic()
-        tasks = []
-
-        async def post(body: bytes) -> None:
-            send = await free.get()
-            try:
-                status, payload = await send(body)
-                check_response(status, payload, len(orjson.loads(body)["batch"]))
-            finally:
-                free.put_nowait(send)
-
-        for n, body in enumerate(bodies):
-            await asyncio.sleep(max(0.0, start + n * interval - time.monotonic()))
-            tasks.append(asyncio.create_task(post(body)))
-        await asyncio.gather(*tasks)
 
 
 def parse_args(argv: Sequence[str] | None) -> Options:

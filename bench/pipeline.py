@@ -78,6 +78,7 @@ class Options:
     seconds: float
     databases: list[str]
     workers: list[int]
+    concurrency: int | None  # jobs each worker runs at once; None: the default setting
 
 
 async def _pending_jobs(database: Database) -> int:
@@ -166,7 +167,12 @@ def measure_throughput(kind: str, workers: int, options: Options, folder: Path) 
         postgres_before = postgres_cpu_seconds()
         processes = [
             subprocess.Popen(
-                [str(CLARION), "worker"],
+                [str(CLARION), "worker"]
+                + (
+                    []
+                    if options.concurrency is None
+                    else ["--concurrency", str(options.concurrency)]
+                ),
                 env=clarion_env(url, folder),
                 stdout=subprocess.DEVNULL,
                 stderr=(folder / f"worker-{n}.log").open("wb"),
@@ -225,6 +231,9 @@ def parse_args(argv: Sequence[str] | None) -> Options:
     parser.add_argument("--seconds", type=float, default=20.0, help="latency run length")
     parser.add_argument("--databases", default="sqlite,postgresql")
     parser.add_argument("--workers", default="1,2", help="worker counts for throughput")
+    parser.add_argument(
+        "--concurrency", type=int, default=None, help="jobs each worker runs at once (default 4)"
+    )
     parser.add_argument("--quick", action="store_true", help="200 customers, 5 s of latency")
     args = parser.parse_args(argv)
     return Options(
@@ -232,6 +241,7 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         seconds=5.0 if args.quick else args.seconds,
         databases=args.databases.split(","),
         workers=[int(n) for n in args.workers.split(",")],
+        concurrency=args.concurrency,
     )
 
 

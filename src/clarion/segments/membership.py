@@ -14,10 +14,10 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import delete, select, update
 from sqlalchemy import insert as insert_rows
-from sqlalchemy.dialects.postgresql import insert as postgres_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -38,6 +38,11 @@ LAPSE = "segments.lapse"  # job kind: re-evaluate one profile when time alone ch
 # Lapse jobs run behind event processing, ahead of bulk work.
 LAPSE_PRIORITY = 5
 BULK_ROWS = 5_000
+_ENTER_POSTGRES = (
+    "INSERT INTO segment_members (segment_id, profile_id, workspace_id, entered_at)"
+    " SELECT s, p, $3::integer, $4::timestamptz FROM unnest($1::bigint[], $2::uuid[]) AS e(s, p)"
+    " ON CONFLICT DO NOTHING RETURNING segment_id, profile_id"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -332,32 +337,47 @@ async def apply_changes(
     now: datetime,
     cause: str,
     emit: bool = True,
+    record: bool = True,
 ) -> Changes:
-    """Write entries and exits (members, history, counts) and emit their events; what was
-    really written. Each row is inserted or deleted at most once whoever else decided the
-    same change concurrently (a recompute and a lapse check, say): only the transaction
-    that wrote it records and announces it."""
+    """Write entries and exits (members, history unless `record` is false, counts) and emit
+    their events; what was really written. Each row is inserted or deleted at most once
+    whoever else decided the same change concurrently (a recompute and a lapse check, say):
+    only the transaction that wrote it records and announces it."""
     written = Changes()
+    postgres = session.get_bind().dialect.name == "postgresql"
     for start in range(0, len(changes.entered), BULK_ROWS):
         chunk = changes.entered[start : start + BULK_ROWS]
-        insert = (
-            postgres_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-        )
-        result = await session.execute(
-            insert(SegmentMember)
-            .on_conflict_do_nothing(index_elements=["segment_id", "profile_id"])
-            .returning(SegmentMember.segment_id, SegmentMember.profile_id),
-            [
-                {
-                    "segment_id": segment_id,
-                    "profile_id": profile_id,
-                    "workspace_id": workspace_id,
-                    "entered_at": now,
-                }
-                for segment_id, profile_id in chunk
-            ],
-        )
-        written.entered.extend((row[0], row[1]) for row in result)
+        if postgres:  # one statement of arrays: no per-row parameters to bind
+            connection = await session.connection()
+            rows: Sequence[Any] = (
+                await connection.exec_driver_sql(
+                    _ENTER_POSTGRES,
+                    (
+                        [segment_id for segment_id, _ in chunk],
+                        [profile_id for _, profile_id in chunk],
+                        workspace_id,
+                        now,
+                    ),
+                )
+            ).all()
+        else:
+            rows = (
+                await session.execute(
+                    sqlite_insert(SegmentMember)
+                    .on_conflict_do_nothing(index_elements=["segment_id", "profile_id"])
+                    .returning(SegmentMember.segment_id, SegmentMember.profile_id),
+                    [
+                        {
+                            "segment_id": segment_id,
+                            "profile_id": profile_id,
+                            "workspace_id": workspace_id,
+                            "entered_at": now,
+                        }
+                        for segment_id, profile_id in chunk
+                    ],
+                )
+            ).all()
+        written.entered.extend((int(row[0]), row[1]) for row in rows)
     by_segment: dict[int, list[uuid.UUID]] = {}
     for segment_id, profile_id in changes.exited:
         by_segment.setdefault(segment_id, []).append(profile_id)
@@ -375,7 +395,7 @@ async def apply_changes(
     history = [("entered", pair) for pair in written.entered] + [
         ("exited", pair) for pair in written.exited
     ]
-    for start in range(0, len(history), BULK_ROWS):
+    for start in range(0, len(history) if record else 0, BULK_ROWS):
         await session.execute(
             insert_rows(SegmentChange),
             [

@@ -113,8 +113,9 @@ async def recompute_segment(
             entered=[(segment.id, p) for p in entered], exited=[(segment.id, p) for p in exited]
         ),
         now=now,
-        cause="baseline" if baseline else "recompute",
+        cause="recompute",
         emit=not baseline,
+        record=not baseline,  # the baseline is one size row, not a history row per member
     )
     entered_count, exited_count = len(written.entered), len(written.exited)
     await session.refresh(segment, ["member_count"])

@@ -444,3 +444,25 @@ async def test_a_lapse_can_also_bring_a_profile_in(shop: Shop) -> None:
     assert await shop.members(segment["id"]) == {lou}
     entered = await shop.emitted("Segment Entered")
     assert [e["user_id"] for e in entered] == ["lou"]
+
+
+async def test_a_new_rule_is_recomputed_as_a_silent_baseline(shop: Shop) -> None:
+    await shop.send({"type": "identify", "userId": "max", "traits": {"plan": "pro"}})
+    segment = await shop.create(
+        {"type": "trait", "trait": "plan", "operator": "eq", "value": "team"}
+    )
+    await shop.run()
+    assert await shop.members(segment["id"]) == set()
+    changed = await shop.client.patch(
+        f"/api/v1/segments/{segment['id']}",
+        json={"rule": {"type": "trait", "trait": "plan", "operator": "eq", "value": "pro"}},
+        headers=shop.tenant.admin,
+    )
+    assert changed.json()["version"] == 2
+    await shop.run()
+    assert await shop.members(segment["id"]) == {await shop.profile_id("max")}
+    assert await shop.emitted("Segment Entered") == []
+    history = await shop.client.get(
+        f"/api/v1/segments/{segment['id']}/changes", headers=shop.tenant.admin
+    )
+    assert history.json()["items"] == []

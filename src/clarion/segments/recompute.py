@@ -4,8 +4,8 @@ boundaries the rules read.
 A recompute runs the rule as SQL over the whole workspace (`sql.py`), compares the answer
 with the stored members and writes only the difference, with history and a size row. The
 first computation of a segment (just created, or its rule changed) is its baseline: its
-entries are recorded but not emitted as `Segment Entered` events, so creating a segment of a
-million customers does not start a million journeys.
+members are written with one size row, no history row each and no `Segment Entered`
+events, so creating a segment of a million customers does not start a million journeys.
 """
 
 from __future__ import annotations

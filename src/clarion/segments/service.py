@@ -233,6 +233,7 @@ async def update_segment(
         if checked.document != segment.rule:
             segment.rule = checked.document
             segment.version += 1
+            segment.recomputed_at = None  # the new rule's first computation is a baseline
         warnings = checked.warnings
     if description is not None:
         segment.description = description

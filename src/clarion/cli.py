@@ -205,7 +205,15 @@ def demo(
             summary = await demo_load.load_demo(
                 database, plan, workspace_slug=workspace, clock=clock
             )
-            return summary.line()
+            async with database.write_session() as session:
+                found = await workspaces.get_workspace_by_slug_or_raise(session, slug=workspace)
+                ready = await segments.create_ready_made(
+                    session, workspace_id=found.id, now=clock.now()
+                )
+                for segment in ready:  # computed by the worker once the events are processed
+                    await recompute.schedule(session, segment=segment, now=clock.now())
+                await session.commit()
+            return f"{summary.line()}; {len(ready)} ready-made segments created"
 
     typer.echo(_run(work))
 

@@ -23,12 +23,16 @@ def test_demo_loads_once_and_if_empty_skips(clarion: CliRunner) -> None:
         r"20 customers, 100 products, [\d,]+ events stored .* in [\d.]+ s", first.output
     )
     assert _stored(first) > 500
+    assert "9 ready-made segments created" in first.output
+    listed = run_cli(clarion, "segments", "list").output
+    assert "New customers" in listed and "Champions (RFM)" in listed
 
     skipped = run_cli(clarion, "demo", "--seed", "5", *SMALL, "--if-empty")
     assert "skipped" in skipped.output and "already holds events" in skipped.output
 
     rerun = run_cli(clarion, "demo", "--seed", "5", *SMALL)
     assert _stored(rerun) == 0  # the same seed stores nothing twice
+    assert "0 ready-made segments created" in rerun.output
 
     other = run_cli(clarion, "demo", "--seed", "6", *SMALL)
     assert _stored(other) > 500  # another seed is another shop

@@ -421,3 +421,32 @@ async def create_from_template(
         now=now,
         template=key,
     )
+
+
+async def create_ready_made(
+    session: AsyncSession, *, workspace_id: int, now: datetime
+) -> list[Segment]:
+    """Every ready-made segment the workspace does not have yet, created now."""
+    existing = set(
+        (
+            await session.scalars(
+                select(Segment.template).where(
+                    Segment.workspace_id == workspace_id, Segment.template.is_not(None)
+                )
+            )
+        ).all()
+    )
+    names = set(
+        (
+            await session.scalars(select(Segment.name).where(Segment.workspace_id == workspace_id))
+        ).all()
+    )
+    created = []
+    for key, template in TEMPLATES.items():
+        if key in existing or template.name in names:
+            continue
+        segment, _ = await create_from_template(
+            session, workspace_id=workspace_id, key=key, now=now
+        )
+        created.append(segment)
+    return created

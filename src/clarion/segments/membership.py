@@ -253,14 +253,15 @@ async def _keep_state(
             instants[key] = stored
     upcoming = [instant for instant in instants.values() if instant is not None]
     next_check = to_instant(min(upcoming)) if upcoming else None
-    previous = row.next_check_at if row is not None else None
+    before: dict[str, int | None] = row.next_changes if row is not None else {}
+    scheduled = [moment for moment in before.values() if moment is not None]
+    previous = to_instant(min(scheduled)) if scheduled else None
     if row is None:
         row = ProfileSegmentState(profile_id=profile_id, workspace_id=workspace_id)
         session.add(row)
     row.aggregates = dict(document)
     row.specs_version = index.specs_version
     row.next_changes = instants
-    row.next_check_at = next_check
     row.updated_at = now
     if next_check is not None and (previous is None or previous <= now or next_check < previous):
         await schedule_lapse(

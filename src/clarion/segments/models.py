@@ -96,7 +96,6 @@ class ProfileSegmentState(Base):
     next change one of its memberships."""
 
     __tablename__ = "profile_segment_states"
-    __table_args__ = (Index(None, "workspace_id", "next_check_at"),)
 
     profile_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("profiles.id", ondelete="CASCADE"), primary_key=True
@@ -106,7 +105,6 @@ class ProfileSegmentState(Base):
     specs_version: Mapped[str] = mapped_column(String(64))
     # Per segment id (text), when time alone next changes its answer (epoch microseconds).
     next_changes: Mapped[dict[str, int | None]] = mapped_column(JSONDocument, default=dict)
-    next_check_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Literal, TypeAlias
+from typing import Any, Literal, TypeAlias, get_args
 
 CompareOperator = Literal[
     "eq",
@@ -29,39 +29,18 @@ CompareOperator = Literal[
     "more_than_days_ago",
     "anniversary_within_days",
 ]
-COMPARE_OPERATORS: tuple[CompareOperator, ...] = (
-    "eq",
-    "neq",
-    "gt",
-    "gte",
-    "lt",
-    "lte",
-    "in",
-    "not_in",
-    "contains",
-    "starts_with",
-    "exists",
-    "between",
-    "within_last_days",
-    "more_than_days_ago",
-    "anniversary_within_days",
-)
+COMPARE_OPERATORS: tuple[CompareOperator, ...] = get_args(CompareOperator)
 # Calendar-day operators over a date held in a trait or property ("YYYY-MM-DD...").
 DATE_OPERATORS = frozenset({"within_last_days", "more_than_days_ago", "anniversary_within_days"})
 ORDER_OPERATORS = frozenset({"gt", "gte", "lt", "lte"})
 CountOperator = Literal["eq", "neq", "gt", "gte", "lt", "lte"]
-COUNT_OPERATORS: tuple[CountOperator, ...] = ("eq", "neq", "gt", "gte", "lt", "lte")
+COUNT_OPERATORS: tuple[CountOperator, ...] = get_args(CountOperator)
 AggregateFunction = Literal["sum", "avg", "min", "max", "count_distinct"]
-AGGREGATE_FUNCTIONS: tuple[AggregateFunction, ...] = ("sum", "avg", "min", "max", "count_distinct")
+AGGREGATE_FUNCTIONS: tuple[AggregateFunction, ...] = get_args(AggregateFunction)
 TimeOperator = Literal["before", "after", "within_last_days", "more_than_days_ago"]
-TIME_OPERATORS: tuple[TimeOperator, ...] = (
-    "before",
-    "after",
-    "within_last_days",
-    "more_than_days_ago",
-)
+TIME_OPERATORS: tuple[TimeOperator, ...] = get_args(TimeOperator)
 Attribute = Literal["first_seen_at", "last_seen_at"]
-ATTRIBUTES: tuple[Attribute, ...] = ("first_seen_at", "last_seen_at")
+ATTRIBUTES: tuple[Attribute, ...] = get_args(Attribute)
 Which = Literal["first", "last"]
 MEASURES = ("lifetime_value",)
 

@@ -66,14 +66,14 @@ async def check_rule(
         raise InvalidInput("The rule is not valid.", errors=error.errors) from error
     document = rule_nodes.to_json(rule)
     errors: list[FieldError] = []
-    for path, node in _nodes(document):
-        if node["type"] != "segment":
-            continue
+    references = [(path, node) for path, node in _nodes(document) if node["type"] == "segment"]
+    rules = await _rules_by_id(session, workspace_id) if references else {}
+    for path, node in references:
         referenced = node["segment_id"]
         if referenced == segment_id:
             errors.append(FieldError(f"{path}.segment_id", "a segment cannot contain itself"))
             continue
-        chain = await _reference_chain(session, workspace_id, referenced, segment_id)
+        chain = _reference_chain(rules, referenced, segment_id)
         if chain is None:
             errors.append(FieldError(f"{path}.segment_id", f"no segment {referenced} here"))
         elif chain:
@@ -85,12 +85,11 @@ async def check_rule(
     return CheckedRule(rule, document, warnings)
 
 
-async def _reference_chain(
-    session: AsyncSession, workspace_id: int, start: int, target: int | None
+def _reference_chain(
+    rules: dict[int, dict[str, Any]], start: int, target: int | None
 ) -> list[int] | None:
-    """None when `start` is not a segment of the workspace; else the path of references
-    from `start` back to `target` (a cycle), or [] when there is none."""
-    rules = await _rules_by_id(session, workspace_id)
+    """None when `start` is not one of the workspace's segments (`rules`); else the path of
+    references from `start` back to `target` (a cycle), or [] when there is none."""
     if start not in rules:
         return None
     if target is None:

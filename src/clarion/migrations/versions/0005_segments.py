@@ -132,16 +132,10 @@ def upgrade() -> None:
         sa.Column("aggregates", JSONDocument, nullable=False),
         sa.Column("specs_version", sa.String(64), nullable=False),
         sa.Column("next_changes", JSONDocument, nullable=False),
-        sa.Column("next_check_at", UTCDateTime(), nullable=True),
         sa.Column("updated_at", UTCDateTime(), nullable=False),
         _profile("profile_segment_states"),
         _workspace("profile_segment_states"),
         sa.PrimaryKeyConstraint("profile_id", name=op.f("pk_profile_segment_states")),
-    )
-    op.create_index(
-        op.f("ix_profile_segment_states_workspace_id_next_check_at"),
-        "profile_segment_states",
-        ["workspace_id", "next_check_at"],
     )
 
     op.create_table(

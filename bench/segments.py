@@ -38,8 +38,11 @@ import asyncio
 import bisect
 import logging
 import math
+import os
 import random
 import resource
+import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -1337,6 +1340,18 @@ async def applied_since(url: str, boundary: int) -> dict[str, Any]:
     }
 
 
+def sample_stacks(pid: int, folder: Path, label: str) -> subprocess.Popen[bytes] | None:
+    """When `$BENCH_WORKER_PROFILE` names a folder and py-spy is installed, py-spy sampling
+    the worker `pid` into `<folder>/<run>-<label>.txt` (collapsed stacks) until SIGINT."""
+    profiles = os.environ.get("BENCH_WORKER_PROFILE")
+    spy = shutil.which("py-spy")
+    if not profiles or not spy:
+        return None
+    output = Path(profiles) / f"{folder.name}-{label}.txt"
+    command = [spy, "record", "--pid", str(pid), "--format", "raw", "-o", str(output)]
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 def drain_round(
     kind: str, url: str, folder: Path, label: str, messages: Sequence[bytes]
 ) -> dict[str, Any]:
@@ -1352,12 +1367,16 @@ def drain_round(
             stdout=subprocess.DEVNULL,
             stderr=output,
         )
+    sampler = sample_stacks(process.pid, folder, label)
     try:
         with RssSampler(process.pid) as rss:
             seconds = wait_drained(url, process, log_path)
             worker_cpu = tree_cpu_seconds(process.pid)
             postgres_after = postgres_cpu_seconds()
     finally:
+        if sampler is not None:
+            sampler.send_signal(signal.SIGINT)
+            sampler.wait(timeout=60)
         stop(process)
     figures = run_async(applied_since(url, boundary))
     postgres_cpu = sum(v - postgres_before.get(pid, 0.0) for pid, v in postgres_after.items())

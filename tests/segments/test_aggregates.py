@@ -142,9 +142,9 @@ def test_last_days_window_edges_and_future_events() -> None:
     )
     assert aggregates.count(state, node(BOUGHT_7), NOW) == 2  # the edge counts, so does later
     assert aggregates.count(state, node(BOUGHT_7), NOW + US) == 1
-    assert aggregates.window_exits(state, node(BOUGHT_7), NOW) == [
-        aggregates.micros(edge + timedelta(days=7) + US),
-        aggregates.micros(NOW + US + timedelta(days=7) + US),
+    assert aggregates.window_values(state, node(BOUGHT_7), NOW) == [
+        (aggregates.micros(edge + timedelta(days=7) + US), 1),
+        (aggregates.micros(NOW + US + timedelta(days=7) + US), 0),
     ]
 
 
@@ -155,7 +155,7 @@ def test_from_to_window_includes_from_and_excludes_to() -> None:
     state = aggregates.build(specs, events, NOW)
     assert aggregates.count(state, node(BOUGHT_MARCH), NOW) == 2
     assert aggregates.count(state, node(BOUGHT_MARCH), NOW + timedelta(days=900)) == 2
-    assert aggregates.window_exits(state, node(BOUGHT_MARCH), NOW) == []
+    assert aggregates.window_values(state, node(BOUGHT_MARCH), NOW) == []
 
 
 def test_state_is_json_and_compact() -> None:
@@ -426,3 +426,20 @@ def test_combined_states_equal_the_state_of_both_timelines(
         aggregates.prune(into, SPECS, NOW)
     for later in (NOW, NOW + timedelta(days=2)):
         assert answers(into, later) == [scan(c, mine + theirs, later) for c in CONDITIONS]
+
+
+@settings(max_examples=150, deadline=None)
+@given(events=events_strategy())
+def test_window_values_are_the_values_from_each_exit_on(events: list[TrackEvent]) -> None:
+    state = aggregates.build(SPECS, events, NOW)
+    for condition in CONDITIONS:
+        if not isinstance(condition, Performed | Aggregate):
+            continue
+        found = aggregates.window_values(state, condition, NOW)
+        assert [moment for moment, _ in found] == sorted({moment for moment, _ in found})
+        for moment, value in found:
+            at = aggregates.instant(moment)
+            assert at > NOW
+            assert value == scan(condition, events, at)
+            # ... and it is a real exit: just before it, the window held more.
+            assert scan(condition, events, at - US) != value or isinstance(condition, Aggregate)

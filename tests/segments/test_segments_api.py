@@ -23,7 +23,8 @@ from clarion.core.jobs.worker import Worker
 from clarion.core.settings import Settings
 from clarion.ingest.models import Event
 from clarion.pipeline import Pipeline
-from clarion.segments.models import Segment
+from clarion.profiles.models import ProfileEvent
+from clarion.segments.models import ProfileSegmentState, Segment
 from tests.conftest import Tenant, problem
 
 BUYERS = {
@@ -97,11 +98,17 @@ class Shop:
 async def shop(
     app: FastAPI, client: httpx.AsyncClient, tenant: Tenant, settings: Settings
 ) -> AsyncIterator[Shop]:
-    clock = FrozenClock(datetime.now(UTC) + timedelta(seconds=1))
+    # Ahead of the wall clock by more than a test lasts: jobs the event writer enqueues (at
+    # the wall clock's time) are always due when the test's worker runs. The API shares the
+    # test's clock, so what it schedules (the hourly recompute) is due only when a test moves
+    # the clock past it.
+    clock = FrozenClock(datetime.now(UTC) + timedelta(minutes=10))
+    wall, app.state.clock = app.state.clock, clock
     pipeline = Pipeline(app.state.database, settings, clock)
     worker = Worker(app.state.database, pipeline.registry(), clock=clock)
     yield Shop(client, tenant, clock, worker, app.state.database)
     await pipeline.close()
+    app.state.clock = wall
 
 
 def order(user_id: str, at: datetime, revenue: float = 10.0) -> dict[str, Any]:
@@ -269,7 +276,7 @@ async def test_trait_changes_move_profiles_and_recompute_agrees(shop: Shop) -> N
     sizes = await shop.client.get(
         f"/api/v1/segments/{segment['id']}/sizes", headers=shop.tenant.admin
     )
-    # The baseline (on the worker's clock, a second ahead) and the recompute (on the API's).
+    # The baseline and the recompute.
     assert sorted((s["size"], s["entered"]) for s in sizes.json()) == [(0, 0), (1, 0)]
 
 
@@ -466,3 +473,63 @@ async def test_a_new_rule_is_recomputed_as_a_silent_baseline(shop: Shop) -> None
         f"/api/v1/segments/{segment['id']}/changes", headers=shop.tenant.admin
     )
     assert history.json()["items"] == []
+
+
+async def test_segment_events_are_on_the_timeline_but_not_activity(shop: Shop) -> None:
+    """`Segment Entered` lands on the profile's timeline, yet moves neither its last-seen
+    time nor its computed event counts: Clarion did that, not the customer."""
+    now = shop.clock.now()
+    segment = await shop.create(BUYERS)
+    await shop.run()
+    await without_hourly_recompute(shop)
+    await shop.send(order("ada", now - timedelta(days=2)), order("ada", now - timedelta(days=1)))
+    ada = await shop.profile_id("ada")
+    assert await shop.members(segment["id"]) == {ada}
+    profile = (await shop.client.get(f"/api/v1/profiles/{ada}", headers=shop.tenant.admin)).json()
+    seen = datetime.fromisoformat(profile["computed"]["last_seen_at"].replace("Z", "+00:00"))
+    assert abs(seen - (now - timedelta(days=1))) < timedelta(milliseconds=1)
+    assert profile["computed"]["event_counts"] == {"Order Completed": 2}
+    async with shop.database.read_session() as session:
+        timeline = (
+            await session.scalars(
+                select(Event.name)
+                .join(ProfileEvent, ProfileEvent.event_id == Event.id)
+                .where(ProfileEvent.profile_id == uuid.UUID(ada))
+                .order_by(Event.id)
+            )
+        ).all()
+    assert timeline == ["Order Completed", "Order Completed", "Segment Entered"]
+
+
+async def test_a_new_profile_is_evaluated_against_every_segment(shop: Shop) -> None:
+    """A customer's first event counts for segments it does not mention: "not on the free
+    plan" holds for someone who has no plan at all."""
+    segment = await shop.create(
+        {
+            "type": "not",
+            "condition": {"type": "trait", "trait": "plan", "operator": "eq", "value": "free"},
+        },
+        name="Not free",
+    )
+    await shop.run()
+    await without_hourly_recompute(shop)
+    await shop.send({"type": "track", "event": "Page Viewed", "userId": "bo"})
+    bo = await shop.profile_id("bo")
+    assert await shop.members(segment["id"]) == {bo}
+    # An event no segment reads leaves the profile alone: nothing to re-evaluate.
+    async with shop.database.read_session() as session:
+        before = await session.scalar(
+            select(ProfileSegmentState.updated_at).where(
+                ProfileSegmentState.profile_id == uuid.UUID(bo)
+            )
+        )
+    shop.clock.advance(timedelta(minutes=5))
+    await shop.send({"type": "track", "event": "Page Viewed", "userId": "bo"})
+    async with shop.database.read_session() as session:
+        after = await session.scalar(
+            select(ProfileSegmentState.updated_at).where(
+                ProfileSegmentState.profile_id == uuid.UUID(bo)
+            )
+        )
+    assert before is not None and after == before
+    assert await shop.members(segment["id"]) == {bo}

@@ -1,6 +1,8 @@
 """Events Clarion emits itself (`Segment Entered`, later delivery feedback), appended to the
 event log in the caller's transaction with their processing jobs, so they flow on to
-profiles, segments and journeys exactly like events sent by a library.
+profiles, segments and journeys like events sent by a library, with one difference: they
+are on the profile's timeline but are not the customer's activity, so they move neither its
+first / last seen times nor its computed traits (`is_activity`).
 
 They carry `INTERNAL_SOURCE` as source and `context.library.name = "clarion"`; their
 messageIds are derived from what caused them, so a retried transaction stores nothing twice.
@@ -23,6 +25,11 @@ from clarion.ingest.models import Event
 
 INTERNAL_SOURCE = uuid.UUID(int=0)
 LIBRARY = {"library": {"name": "clarion"}}
+
+
+def is_activity(source_id: uuid.UUID) -> bool:
+    """Whether events of this source are something the customer did (not Clarion's own)."""
+    return source_id != INTERNAL_SOURCE
 
 
 @dataclass(frozen=True, slots=True)

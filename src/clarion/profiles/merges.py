@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import flag_modified
 
 from clarion.core.errors import Conflict, NotFound
+from clarion.ingest.internal import is_activity
 from clarion.ingest.models import Event
 from clarion.profiles import batch, queries, service
 from clarion.profiles import computed as computed_traits
@@ -169,6 +170,8 @@ async def _recompute(
     first: datetime | None = None
     last: datetime | None = None
     for event in events:
+        if not is_activity(event.source_id):
+            continue
         seen = computed_traits.Seen(event.type, event.name, event.timestamp, event.properties or {})
         computed_traits.add_event(computed, seen)
         first = event.timestamp if first is None else min(first, event.timestamp)

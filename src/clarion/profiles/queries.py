@@ -259,6 +259,40 @@ class TrackedEvent:
     properties: dict[str, Any]
 
 
+async def canonical_ids(
+    session: AsyncSession, *, workspace_id: int, profile_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, uuid.UUID]:
+    """For each of `profile_ids`, the canonical profile it is or was merged into (one
+    query); ids of no profile of the workspace are left out."""
+    if not profile_ids:
+        return {}
+    rows = await session.execute(
+        select(Profile.id, Profile.canonical_id).where(
+            Profile.workspace_id == workspace_id, Profile.id.in_(profile_ids)
+        )
+    )
+    return {row_id: canonical or row_id for row_id, canonical in rows}
+
+
+async def views_by_id(
+    session: AsyncSession, *, workspace_id: int, profile_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, ProfileView]:
+    """For each of `profile_ids`, the canonical profile it is (or was merged into) as a
+    view; ids of no profile of the workspace are left out. Reads only: nothing is locked."""
+    canonical_of = await canonical_ids(session, workspace_id=workspace_id, profile_ids=profile_ids)
+    if not canonical_of:
+        return {}
+    profiles = await session.scalars(
+        select(Profile).where(
+            Profile.workspace_id == workspace_id, Profile.id.in_(set(canonical_of.values()))
+        )
+    )
+    views = {view.profile.id: view for view in await view_profiles(session, list(profiles))}
+    return {
+        asked: views[canonical] for asked, canonical in canonical_of.items() if canonical in views
+    }
+
+
 async def canonical_profiles(
     session: AsyncSession, *, workspace_id: int, profile_ids: Sequence[uuid.UUID]
 ) -> list[Profile]:

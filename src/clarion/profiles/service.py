@@ -19,6 +19,7 @@ from sqlalchemy.orm.attributes import flag_modified
 
 from clarion.core.errors import FieldError, InvalidInput
 from clarion.core.jobs.queue import NewJob, enqueue
+from clarion.ingest.internal import is_activity
 from clarion.ingest.records import EventRecord
 from clarion.profiles import batch
 from clarion.profiles import computed as computed_traits
@@ -70,10 +71,11 @@ class AppliedBatch:
     trait_keys: dict[uuid.UUID, set[str]] = field(default_factory=dict)
     absorbed: dict[uuid.UUID, uuid.UUID] = field(default_factory=dict)  # merged away -> survivor
     rebuilt: set[uuid.UUID] = field(default_factory=set)  # timelines re-attributed (un-merge)
+    created: set[uuid.UUID] = field(default_factory=set)  # new profiles (never evaluated)
 
     def profile_ids(self) -> set[uuid.UUID]:
         """Every canonical profile the batch changed."""
-        return set(self.events) | set(self.trait_keys) | self.rebuilt
+        return set(self.events) | set(self.trait_keys) | self.rebuilt | self.created
 
 
 async def apply_events(
@@ -131,6 +133,9 @@ def _summarize(summary: AppliedBatch, graph: Graph, outcome: _Outcome) -> None:
     for merge in graph.merges:
         if merge.status == "merged":
             summary.absorbed[merge.absorbed_id] = graph.canonical(merge.survivor_id)
+    summary.created |= {
+        profile.id for profile in graph.new_profiles if graph.canonical(profile.id) == profile.id
+    }
 
 
 async def _announce(
@@ -140,11 +145,12 @@ async def _announce(
     stages (segments) re-evaluate those profiles as they do after events."""
     summary = AppliedBatch()
     _summarize(summary, graph, outcome)
-    if not (summary.trait_keys or summary.absorbed):
+    if not (summary.trait_keys or summary.absorbed or summary.created):
         return
     payload = {
         "trait_keys": {str(p): sorted(keys) for p, keys in summary.trait_keys.items()},
         "absorbed": {str(gone): str(survivor) for gone, survivor in summary.absorbed.items()},
+        "created": sorted(str(profile_id) for profile_id in summary.created),
     }
     await enqueue(
         session,
@@ -161,6 +167,7 @@ def changed_profiles(payload: dict[str, Any]) -> AppliedBatch:
     for gone, survivor in (payload.get("absorbed") or {}).items():
         summary.absorbed[uuid.UUID(gone)] = uuid.UUID(survivor)
     summary.rebuilt = {uuid.UUID(profile_id) for profile_id in payload.get("rebuilt") or []}
+    summary.created = {uuid.UUID(profile_id) for profile_id in payload.get("created") or []}
     return summary
 
 
@@ -204,6 +211,8 @@ def _apply(
             "applied_at": graph.now,
         }
     )
+    if not is_activity(event.source_id):
+        return  # on the timeline, but not something the customer did
     if profile.first_seen_at is None or event.timestamp < profile.first_seen_at:
         profile.first_seen_at = event.timestamp
     if profile.last_seen_at is None or event.timestamp > profile.last_seen_at:

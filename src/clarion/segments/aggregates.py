@@ -400,11 +400,22 @@ def occurred(state: Mapping[str, Any], node: Occurrence) -> datetime | None:
     return None if moment is None else instant(moment)
 
 
-def window_exits(state: Mapping[str, Any], node: Performed | Aggregate, now: datetime) -> list[int]:
-    """The instants (microseconds, after `now`) at which an event counted now leaves the
-    node's last-days window: its time + N days + 1 microsecond."""
+def window_values(
+    state: Mapping[str, Any], node: Performed | Aggregate, now: datetime
+) -> list[tuple[int, Any]]:
+    """The instants (microseconds, after `now`) at which events counted now leave the node's
+    last-days window, each with the node's value from then on: its `count`, or its
+    `aggregate`. Empty when time alone changes nothing (all-time and from/to windows)."""
     window = node.window
     if window is None or window.days is None:
-        return []  # all-time and from/to counts do not change as time passes
+        return []
     items = _window_items(state.get(spec_key(node)), window, micros(now))
-    return [_time(item) + window.days * DAY_US + 1 for item in items]
+    function = None if isinstance(node, Performed) else node.function
+    values = [item[1] for item in items] if function else []
+    found: list[tuple[int, Any]] = []
+    for i, item in enumerate(items):
+        if i + 1 < len(items) and _time(items[i + 1]) == _time(item):
+            continue  # events of one instant leave together
+        value = _function(function, values[i + 1 :]) if function else len(items) - i - 1
+        found.append((_time(item) + window.days * DAY_US + 1, value))
+    return found

@@ -9,14 +9,14 @@ Entering and leaving are written as membership rows and history, and emitted as
 
 from __future__ import annotations
 
-import copy
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, select, update
+import orjson
+from sqlalchemy import delete, select, text
 from sqlalchemy import insert as insert_rows
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -29,7 +29,7 @@ from clarion.segments import aggregates, predicate
 from clarion.segments.aggregates import instant as to_instant
 from clarion.segments.aggregates import micros
 from clarion.segments.catalog import SegmentIndex, rule_context
-from clarion.segments.models import ProfileSegmentState, Segment, SegmentChange, SegmentMember
+from clarion.segments.models import ProfileSegmentState, SegmentChange, SegmentMember
 from clarion.segments.rules import RuleContext
 
 SEGMENT_ENTERED = "Segment Entered"
@@ -38,6 +38,7 @@ LAPSE = "segments.lapse"  # job kind: re-evaluate one profile when time alone ch
 # Lapse jobs run behind event processing, ahead of bulk work.
 LAPSE_PRIORITY = 5
 BULK_ROWS = 5_000
+_COUNT = text("UPDATE segments SET member_count = member_count + :delta WHERE id = :id")
 _ENTER_POSTGRES = (
     "INSERT INTO segment_members (segment_id, profile_id, workspace_id, entered_at)"
     " SELECT s, p, $3::integer, $4::timestamptz FROM unnest($1::bigint[], $2::uuid[]) AS e(s, p)"
@@ -90,14 +91,23 @@ async def evaluate_profiles(
     changes = Changes()
     if not index.segments or not (touched or absorbed):
         return changes
-    touched = dict(touched)
+    # A profile whose changes no segment reads (Clarion's own events, say) is left alone.
+    affected = {profile_id: _candidates(index, what) for profile_id, what in touched.items()}
+    touched = {
+        profile_id: what
+        for profile_id, what in touched.items()
+        if affected[profile_id] or what.rebuild
+    }
     for survivor in absorbed.values():
         # Its aggregates must now count the merged profile's events too (already on the
         # timeline, as are this batch's): rebuilt from it.
         touched[survivor] = Touched(everything=True, rebuild=True)
+        affected[survivor] = set(index.segments)
     await _forget(
         session, workspace_id=workspace_id, index=index, profile_ids=list(absorbed), now=now
     )
+    if not touched:
+        return changes
     rows = await profiles.canonical_profiles(
         session, workspace_id=workspace_id, profile_ids=sorted(touched)
     )
@@ -113,6 +123,7 @@ async def evaluate_profiles(
     rebuilt = await _rebuild(session, workspace_id, index, stale, now)
     context = await rule_context(session, workspace_id=workspace_id, index=index, now=now)
     members = await _memberships(session, workspace_id, ids)
+    lapses: list[NewJob] = []
     for profile in rows:
         what = touched[profile.id]
         if profile.id in rebuilt:
@@ -120,22 +131,16 @@ async def evaluate_profiles(
             candidates = set(index.segments)
         else:
             # A copy: the loaded row must see a new value to know it changed.
-            document = copy.deepcopy(states[profile.id].aggregates)
+            document = orjson.loads(orjson.dumps(states[profile.id].aggregates))
             for event in what.events:
                 aggregates.observe(document, index.specs, event, now=now)
             aggregates.prune(document, index.specs, now)
-            candidates = (
-                set(index.segments)
-                if what.everything
-                else index.affected(
-                    (event.name for event in what.events), what.trait_keys, events=what.seen
-                )
-            )
+            candidates = affected[profile.id]
         facts = facts_of(profile, document)
-        _decide(
+        answers = _decide(
             index, context, profile.id, facts, candidates, members.get(profile.id, set()), changes
         )
-        await _keep_state(
+        lapse = _keep_state(
             session,
             workspace_id,
             index,
@@ -145,13 +150,23 @@ async def evaluate_profiles(
             states.get(profile.id),
             facts,
             context,
-            candidates,
+            answers,
             now,
         )
+        if lapse is not None:
+            lapses.append(lapse)
+    await enqueue(session, lapses, now=now)
     await apply_changes(
         session, workspace_id=workspace_id, index=index, changes=changes, now=now, cause=cause
     )
     return changes
+
+
+def _candidates(index: SegmentIndex, what: Touched) -> set[int]:
+    """The segments whose answer what happened to a profile can change."""
+    if what.everything:
+        return set(index.segments)
+    return index.affected((event.name for event in what.events), what.trait_keys, events=what.seen)
 
 
 def _decide(
@@ -162,13 +177,20 @@ def _decide(
     candidates: Iterable[int],
     current: set[int],
     changes: Changes,
-) -> None:
-    for segment_id in sorted(candidates):
-        holds = predicate.evaluate(index.segments[segment_id].rule, facts, context)
+) -> dict[int, bool]:
+    """Add the profile's entries and exits among `candidates` to `changes`; each
+    candidate's answer."""
+    answers = predicate.evaluate_many(
+        {segment_id: index.segments[segment_id].rule for segment_id in sorted(candidates)},
+        facts,
+        context,
+    )
+    for segment_id, holds in answers.items():
         if holds and segment_id not in current:
             changes.entered.append((segment_id, profile_id))
         elif not holds and segment_id in current:
             changes.exited.append((segment_id, profile_id))
+    return answers
 
 
 async def _states(
@@ -219,7 +241,7 @@ async def _memberships(
     return found
 
 
-async def _keep_state(
+def _keep_state(
     session: AsyncSession,
     workspace_id: int,
     index: SegmentIndex,
@@ -229,9 +251,9 @@ async def _keep_state(
     row: ProfileSegmentState | None,
     facts: predicate.ProfileFacts,
     context: RuleContext,
-    candidates: set[int],
+    answers: dict[int, bool],
     now: datetime,
-) -> None:
+) -> NewJob | None:
     """Store the profile's aggregates, and when time alone next changes each segment's
     answer; schedule its next lapse check if that moved sooner. Only the segments just
     re-evaluated (or whose instant has passed) are asked again: the others' inputs have not
@@ -242,12 +264,10 @@ async def _keep_state(
     for segment_id in index.time_based:
         key = str(segment_id)
         stored = known.get(key, -1)
-        if (
-            segment_id in candidates
-            or key not in known
-            or (stored is not None and stored <= now_us)
-        ):
-            moment = predicate.next_change(index.segments[segment_id].rule, facts, context)
+        if segment_id in answers or key not in known or (stored is not None and stored <= now_us):
+            moment = predicate.next_change(
+                index.segments[segment_id].rule, facts, context, holds=answers.get(segment_id)
+            )
             instants[key] = None if moment is None else micros(moment)
         else:
             instants[key] = stored
@@ -264,33 +284,19 @@ async def _keep_state(
     row.next_changes = instants
     row.updated_at = now
     if next_check is not None and (previous is None or previous <= now or next_check < previous):
-        await schedule_lapse(
-            session, workspace_id=workspace_id, profile_id=profile_id, at=next_check, now=now
-        )
+        return lapse_job(workspace_id=workspace_id, profile_id=profile_id, at=next_check)
+    return None
 
 
-async def schedule_lapse(
-    session: AsyncSession,
-    *,
-    workspace_id: int,
-    profile_id: uuid.UUID,
-    at: datetime,
-    now: datetime,
-) -> None:
+def lapse_job(*, workspace_id: int, profile_id: uuid.UUID, at: datetime) -> NewJob:
     """A job re-evaluating the profile at `at` (one per profile and instant)."""
-    await enqueue(
-        session,
-        [
-            NewJob(
-                workspace_id=workspace_id,
-                kind=LAPSE,
-                payload={"profile_id": str(profile_id)},
-                run_at=at,
-                priority=LAPSE_PRIORITY,
-                dedupe_key=f"{profile_id}:{int(at.timestamp() * 1_000_000)}",
-            )
-        ],
-        now=now,
+    return NewJob(
+        workspace_id=workspace_id,
+        kind=LAPSE,
+        payload={"profile_id": str(profile_id)},
+        run_at=at,
+        priority=LAPSE_PRIORITY,
+        dedupe_key=f"{profile_id}:{int(at.timestamp() * 1_000_000)}",
     )
 
 
@@ -438,13 +444,12 @@ async def _count(session: AsyncSession, deltas: Iterable[tuple[int, int]]) -> No
     totals: dict[int, int] = {}
     for segment_id, delta in deltas:
         totals[segment_id] = totals.get(segment_id, 0) + delta
-    for segment_id, delta in sorted(totals.items()):
-        if delta:
-            await session.execute(
-                update(Segment)
-                .where(Segment.id == segment_id)
-                .values(member_count=Segment.member_count + delta)
-            )
+    moved = [{"id": id_, "delta": delta} for id_, delta in sorted(totals.items()) if delta]
+    if moved:
+        # One row at a time in the order of the ids (an executemany runs them in order), as
+        # every writer does: concurrent batches wait for each other instead of deadlocking.
+        # A single UPDATE of several rows locks them in its scan's order, and deadlocked.
+        await session.execute(_COUNT, moved)
 
 
 async def emit_changes(

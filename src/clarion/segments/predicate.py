@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from calendar import monthrange
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, tzinfo
 from functools import lru_cache
 from typing import Any
@@ -42,8 +42,10 @@ from clarion.segments.rules import (
 from clarion.segments.values import COUNT_COMPARE, compare, read
 
 _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
-# How many instants next_change tries before answering conservatively with the next one.
-_PROBES = 64
+# How many instants next_change tries before answering conservatively with the next one
+# (a lapse check then, which finds no change and looks again): probing costs more than
+# the rare early check.
+_PROBES = 16
 
 
 @dataclass(frozen=True)
@@ -204,6 +206,17 @@ def _json_value(value: Any) -> Any:
     return value
 
 
+def _counted(rule: Performed | Aggregate, value: Any) -> bool:
+    """Whether an event condition holds with this count or aggregate value."""
+    if isinstance(rule, Performed):
+        return COUNT_COMPARE[rule.operator](value, rule.count)
+    if value is None:
+        return False
+    if isinstance(rule.value, tuple):
+        return bool(rule.value[0] <= value <= rule.value[1])
+    return COUNT_COMPARE[rule.operator](value, rule.value)
+
+
 def _earliest(horizons: Iterable[int | None]) -> int | None:
     known = [h for h in horizons if h is not None]
     return min(known) if known else None
@@ -212,10 +225,12 @@ def _earliest(horizons: Iterable[int | None]) -> int | None:
 class _Evaluator:
     """One profile at one instant."""
 
-    def __init__(self, facts: ProfileFacts, context: RuleContext) -> None:
+    def __init__(
+        self, facts: ProfileFacts, context: RuleContext, now: datetime | None = None
+    ) -> None:
         self.facts = facts
         self.context = context
-        self.now = _aware(context.now)
+        self.now = _aware(context.now if now is None else now)
         self.zone = profile_zone(facts.traits)
         self.today = self.now.astimezone(self.zone).date()
 
@@ -250,14 +265,10 @@ class _Evaluator:
                 return _time_holds(op, value, moment, now), moment
             case Performed():
                 n = aggregates.count(state, rule, now)
-                return COUNT_COMPARE[rule.operator](n, rule.count), n
-            case Aggregate(operator=op, value=expected):
+                return _counted(rule, n), n
+            case Aggregate():
                 found = aggregates.aggregate(state, rule, now)
-                if found is None:
-                    return False, None
-                if isinstance(expected, tuple):
-                    return expected[0] <= found <= expected[1], found
-                return COUNT_COMPARE[op](found, expected), found
+                return _counted(rule, found), found
             case Occurrence(operator=op, value=value):
                 moment = aggregates.occurred(state, rule)
                 return _time_holds(op, value, moment, now), moment
@@ -359,7 +370,15 @@ class _Evaluator:
                     # for more_than_days_ago).
                     found.add(micros(moment) + days * DAY_US + 1)
             case Performed() | Aggregate():
-                found.update(aggregates.window_exits(self.facts.aggregates, rule, self.now))
+                # Only the exits after which the condition's own answer differs: between
+                # them it holds still, whatever else leaves the window.
+                answer = self.leaf(rule)[0]
+                for moment, value in aggregates.window_values(
+                    self.facts.aggregates, rule, self.now
+                ):
+                    if _counted(rule, value) != answer:
+                        found.add(moment)
+                        answer = not answer
         return None
 
 
@@ -371,23 +390,34 @@ def evaluate(rule: Rule, facts: ProfileFacts, context: RuleContext) -> bool:
     return _Evaluator(facts, context).holds(rule)
 
 
+def evaluate_many(
+    rules: dict[int, Rule], facts: ProfileFacts, context: RuleContext
+) -> dict[int, bool]:
+    """`evaluate` of each rule (by key) for one profile, sharing what they all read."""
+    evaluator = _Evaluator(facts, context)
+    return {key: evaluator.holds(rule) for key, rule in rules.items()}
+
+
 def explain(rule: Rule, facts: ProfileFacts, context: RuleContext) -> dict[str, Any]:
     """The rule as JSON, every node with `holds` and (conditions) the value it `observed`."""
     return _Evaluator(facts, context).explain(rule)
 
 
-def next_change(rule: Rule, facts: ProfileFacts, context: RuleContext) -> datetime | None:
+def next_change(
+    rule: Rule, facts: ProfileFacts, context: RuleContext, *, holds: bool | None = None
+) -> datetime | None:
     """The earliest instant after `context.now` at which the answer may change with nothing
-    but time passing (never later than a real change); None when time changes nothing."""
+    but time passing (never later than a real change); None when time changes nothing.
+    `holds`, when given, is the answer at `context.now` (saving its evaluation)."""
     evaluator = _Evaluator(facts, context)
     now_us = micros(evaluator.now)
     found: set[int] = set()
     horizon = evaluator.changes(rule, found)
     instants = sorted(t for t in found if t > now_us and (horizon is None or t < horizon))
-    answer = evaluator.holds(rule)
+    answer = evaluator.holds(rule) if holds is None else holds
     for moment in instants[:_PROBES]:
         # Between two candidates nothing changes, so the first that differs is the change.
-        if _Evaluator(facts, replace(context, now=instant(moment))).holds(rule) != answer:
+        if _Evaluator(facts, context, instant(moment)).holds(rule) != answer:
             return instant(moment)
     if len(instants) > _PROBES:
         return instant(instants[_PROBES])

@@ -92,10 +92,10 @@ async def recompute_segment(
         if live is not None and live.version == segment.version
         else parse_rule(segment.rule)
     )
-    query = sql.members_query(
-        rule, dialect=session.get_bind().dialect.name, workspace_id=workspace_id, context=context
-    )
-    wanted = set((await session.scalars(query)).all())
+    # The members are read before the rule runs. Real time commits a profile's data with its
+    # membership, so a change committed in between shows in the rule's answer only: entering
+    # it again or exiting it again finds the row already written and changes nothing. Read
+    # the other way round, a profile that entered in between would be taken out again.
     current = set(
         (
             await session.scalars(
@@ -103,6 +103,10 @@ async def recompute_segment(
             )
         ).all()
     )
+    query = sql.members_query(
+        rule, dialect=session.get_bind().dialect.name, workspace_id=workspace_id, context=context
+    )
+    wanted = set((await session.scalars(query)).all())
     entered, exited = sorted(wanted - current), sorted(current - wanted)
     baseline = segment.recomputed_at is None
     written = await apply_changes(

@@ -546,3 +546,704 @@ async def _profile_segments(client: httpx.AsyncClient, s: Seeded) -> None:
     url = f"/api/v1/profiles/{profile_id}/segments"
     problem(await client.get(url, headers=s.b.admin), 404)
     assert [m["name"] for m in (await client.get(url, headers=s.a.admin)).json()] == ["A buyers"]
+
+
+# Messaging: channels and templates
+
+A_CHANNEL = {
+    "name": "A mail",
+    "kind": "email",
+    "settings": {"host": "smtp.a.example", "from_address": "news@a.example"},
+    "secrets": {"password": "a-password-never-shown"},
+}
+
+
+async def _a_channel(client: httpx.AsyncClient, s: Seeded) -> dict[str, Any]:
+    created = await client.post("/api/v1/channels", json=A_CHANNEL, headers=s.a.admin)
+    assert created.status_code == 201, created.text
+    channel: dict[str, Any] = created.json()
+    return channel
+
+
+async def _a_channel_unchanged(
+    client: httpx.AsyncClient, s: Seeded, channel: dict[str, Any]
+) -> None:
+    listed = (await client.get("/api/v1/channels", headers=s.a.admin)).json()["items"]
+    assert listed == [channel]
+
+
+def _channel_route_check(method: str, suffix: str) -> Check:
+    async def run(client: httpx.AsyncClient, s: Seeded) -> None:
+        channel = await _a_channel(client, s)
+        url = f"/api/v1/channels/{channel['id']}{suffix}"
+        body = {"PATCH": {"name": "taken", "secrets": {"password": "b"}}, "POST": {"to": "b@b.ex"}}
+        response = await client.request(method, url, json=body.get(method), headers=s.b.admin)
+        problem(response, 404)
+        await _a_channel_unchanged(client, s, channel)
+
+    return run
+
+
+for _method, _suffix in [("GET", ""), ("PATCH", ""), ("DELETE", ""), ("POST", "/test")]:
+    CHECKS[(_method, f"/api/v1/channels/{{channel_id}}{_suffix}")] = _channel_route_check(
+        _method, _suffix
+    )
+
+
+@check("GET", "/api/v1/channels")
+async def _list_channels(client: httpx.AsyncClient, s: Seeded) -> None:
+    channel = await _a_channel(client, s)
+    assert (await client.get("/api/v1/channels", headers=s.b.admin)).json()["items"] == []
+    await _a_channel_unchanged(client, s, channel)
+
+
+@check("POST", "/api/v1/channels")
+async def _create_channel(client: httpx.AsyncClient, s: Seeded) -> None:
+    channel = await _a_channel(client, s)
+    mine = await client.post("/api/v1/channels", json=A_CHANNEL, headers=s.b.admin)
+    assert mine.status_code == 201  # names per workspace; the first of its kind in B
+    assert mine.json()["is_default"] and channel["is_default"]
+    await _a_channel_unchanged(client, s, channel)
+
+
+A_TEMPLATE = {
+    "name": "A welcome",
+    "channel": "email",
+    "content": {"subject": "Hi {{ profile.traits.name }}", "html": "<p>A only</p>"},
+}
+
+
+async def _a_template(client: httpx.AsyncClient, s: Seeded) -> dict[str, Any]:
+    created = await client.post("/api/v1/templates", json=A_TEMPLATE, headers=s.a.admin)
+    assert created.status_code == 201, created.text
+    template: dict[str, Any] = created.json()
+    return template
+
+
+async def _a_template_unchanged(
+    client: httpx.AsyncClient, s: Seeded, template: dict[str, Any]
+) -> None:
+    read = await client.get(f"/api/v1/templates/{template['id']}", headers=s.a.admin)
+    assert read.json() == template
+
+
+def _template_route_check(method: str, suffix: str) -> Check:
+    async def run(client: httpx.AsyncClient, s: Seeded) -> None:
+        template = await _a_template(client, s)
+        url = f"/api/v1/templates/{template['id']}{suffix}"
+        body = {"PATCH": {"name": "taken"}, "POST": {"profile": {"traits": {"name": "B"}}}}
+        response = await client.request(method, url, json=body.get(method), headers=s.b.admin)
+        problem(response, 404)
+        await _a_template_unchanged(client, s, template)
+
+    return run
+
+
+for _method, _suffix, _route in [
+    ("GET", "", ""),
+    ("PATCH", "", ""),
+    ("DELETE", "", ""),
+    ("GET", "/versions", "/versions"),
+    ("GET", "/versions/1", "/versions/{version}"),
+    ("POST", "/preview", "/preview"),
+]:
+    CHECKS[(_method, f"/api/v1/templates/{{template_id}}{_route}")] = _template_route_check(
+        _method, _suffix
+    )
+
+
+@check("GET", "/api/v1/templates")
+async def _list_message_templates(client: httpx.AsyncClient, s: Seeded) -> None:
+    template = await _a_template(client, s)
+    for query in ({}, {"archived": "true"}, {"channel": "email"}):
+        listed = await client.get("/api/v1/templates", params=query, headers=s.b.admin)
+        assert listed.json()["items"] == []
+    await _a_template_unchanged(client, s, template)
+
+
+@check("POST", "/api/v1/templates")
+async def _create_message_template(client: httpx.AsyncClient, s: Seeded) -> None:
+    from datetime import UTC, datetime
+
+    from clarion.messaging.models import SubscriptionTopic
+
+    template = await _a_template(client, s)
+    async with s.app.state.database.write_session() as session:
+        topic = SubscriptionTopic(
+            workspace_id=s.a.id, name="A news", channel="email", default_state="opted_in",
+            double_opt_in=False, created_at=datetime.now(UTC),
+        )  # fmt: skip
+        session.add(topic)
+        await session.commit()
+    steal = {**A_TEMPLATE, "name": "steal", "topic_id": topic.id}
+    problem(await client.post("/api/v1/templates", json=steal, headers=s.b.admin), 422, "topic_id")
+    mine = await client.post("/api/v1/templates", json=A_TEMPLATE, headers=s.b.admin)
+    assert mine.status_code == 201  # names are per workspace
+    # B previews its own template for A's profile: no such profile in B.
+    profile_id = await _a_profile(client, s)
+    url = f"/api/v1/templates/{mine.json()['id']}/preview"
+    body = {"profile_id": profile_id}
+    problem(await client.post(url, json=body, headers=s.b.admin), 404, "profile_id")
+    await _a_template_unchanged(client, s, template)
+
+
+@check("POST", "/api/v1/templates/validate")
+async def _validate_message_template(client: httpx.AsyncClient, s: Seeded) -> None:
+    template = await _a_template(client, s)
+    body = {"channel": "email", "content": A_TEMPLATE["content"]}
+    a = await client.post("/api/v1/templates/validate", json=body, headers=s.a.admin)
+    b = await client.post("/api/v1/templates/validate", json=body, headers=s.b.admin)
+    assert a.json() == b.json() and b.status_code == 200  # no workspace data behind it
+    assert (await client.get("/api/v1/templates", headers=s.b.admin)).json()["items"] == []
+    await _a_template_unchanged(client, s, template)
+
+
+# Consent: topics, says, suppressions, and the public pages a signed link opens
+
+
+def _links(s: Seeded) -> Any:
+    from clarion.messaging.consent.service import Links
+
+    return Links.from_settings(s.app.state.settings, s.app.state.secret_key)
+
+
+def _path(url: str) -> str:
+    return "/" + url.split("/", 3)[3]
+
+
+async def _a_consent(client: httpx.AsyncClient, s: Seeded) -> tuple[dict[str, Any], str]:
+    """A double opt-in topic of A's, A's profile opted out of it, and A's suppression."""
+    topic_body = {"name": "A news", "channel": "email", "double_opt_in": True}
+    created = await client.post("/api/v1/topics", json=topic_body, headers=s.a.admin)
+    assert created.status_code == 201, created.text
+    topic: dict[str, Any] = created.json()
+    profile_id = await _a_profile(client, s)
+    say = {"channel": "email", "topic_id": topic["id"], "state": "opted_out"}
+    url = f"/api/v1/profiles/{profile_id}/consent"
+    assert (await client.put(url, json=say, headers=s.a.admin)).status_code == 200
+    suppression = {"channel": "email", "address": "a@a.example"}
+    assert (
+        await client.post("/api/v1/suppressions", json=suppression, headers=s.a.admin)
+    ).status_code == 201
+    return topic, profile_id
+
+
+async def _a_consent_unchanged(
+    client: httpx.AsyncClient, s: Seeded, topic: dict[str, Any], profile_id: str
+) -> None:
+    assert (await client.get("/api/v1/topics", headers=s.a.admin)).json()["items"] == [topic]
+    says = (await client.get(f"/api/v1/profiles/{profile_id}/consent", headers=s.a.admin)).json()
+    assert [(x["scope"], x["state"], x["source"]) for x in says] == [
+        (f"email:{topic['id']}", "opted_out", "api")
+    ]
+    kept = (await client.get("/api/v1/suppressions", headers=s.a.admin)).json()["items"]
+    assert [x["address"] for x in kept] == ["a@a.example"]
+
+
+def _consent_route_check(method: str, path: str, body: dict[str, Any] | None) -> Check:
+    async def run(client: httpx.AsyncClient, s: Seeded) -> None:
+        topic, profile_id = await _a_consent(client, s)
+        [suppression] = (await client.get("/api/v1/suppressions", headers=s.a.admin)).json()[
+            "items"
+        ]
+        ids = {
+            "topic_id": topic["id"],
+            "profile_id": profile_id,
+            "suppression_id": suppression["id"],
+        }
+        url = path.format(**ids)
+        payload = {k: ids.get(v, v) for k, v in body.items()} if body else None
+        problem(await client.request(method, url, json=payload, headers=s.b.admin), 404)
+        await _a_consent_unchanged(client, s, topic, profile_id)
+
+    return run
+
+
+for _method, _path_template, _body in [
+    ("GET", "/api/v1/topics/{topic_id}", None),
+    ("PATCH", "/api/v1/topics/{topic_id}", {"name": "taken"}),
+    ("DELETE", "/api/v1/topics/{topic_id}", None),
+    ("GET", "/api/v1/profiles/{profile_id}/consent", None),
+    ("PUT", "/api/v1/profiles/{profile_id}/consent", {"channel": "email", "state": "opted_in"}),
+    ("POST", "/api/v1/profiles/{profile_id}/consent/opt-in", {"topic_id": "topic_id"}),
+    ("DELETE", "/api/v1/suppressions/{suppression_id}", None),
+]:
+    CHECKS[(_method, _path_template)] = _consent_route_check(_method, _path_template, _body)
+
+
+@check("GET", "/api/v1/topics")
+async def _list_topics(client: httpx.AsyncClient, s: Seeded) -> None:
+    topic, profile_id = await _a_consent(client, s)
+    assert (await client.get("/api/v1/topics", headers=s.b.admin)).json()["items"] == []
+    await _a_consent_unchanged(client, s, topic, profile_id)
+
+
+@check("POST", "/api/v1/topics")
+async def _create_topic(client: httpx.AsyncClient, s: Seeded) -> None:
+    topic, profile_id = await _a_consent(client, s)
+    same_name = {"name": "A news", "channel": "email"}
+    assert (
+        await client.post("/api/v1/topics", json=same_name, headers=s.b.admin)
+    ).status_code == 201  # names are per workspace
+    await _a_consent_unchanged(client, s, topic, profile_id)
+
+
+@check("GET", "/api/v1/suppressions")
+async def _list_suppressions(client: httpx.AsyncClient, s: Seeded) -> None:
+    topic, profile_id = await _a_consent(client, s)
+    assert (await client.get("/api/v1/suppressions", headers=s.b.admin)).json()["items"] == []
+    await _a_consent_unchanged(client, s, topic, profile_id)
+
+
+@check("POST", "/api/v1/suppressions")
+async def _create_suppression(client: httpx.AsyncClient, s: Seeded) -> None:
+    topic, profile_id = await _a_consent(client, s)
+    body = {"channel": "email", "address": "A@A.example", "reason": "complaint"}
+    created = await client.post("/api/v1/suppressions", json=body, headers=s.b.admin)
+    assert created.status_code == 201  # B's own list: A's entry is not B's
+    await _a_consent_unchanged(client, s, topic, profile_id)
+
+
+@check("POST", "/api/v1/consents/import")
+async def _import_consents(client: httpx.AsyncClient, s: Seeded) -> None:
+    topic, profile_id = await _a_consent(client, s)
+    headers = {**s.b.admin, "Content-Type": "text/csv"}
+    made = await client.post(
+        "/api/v1/profiles/imports", content=b"user_id\na-user\n", headers=headers
+    )
+    assert made.status_code == 200, made.text
+    items = [
+        {"user_id": "a-user", "channel": "email", "topic": topic["id"], "state": "opted_in"},
+        {"user_id": "a-user", "channel": "email", "topic": "A news", "state": "opted_in"},
+        {"user_id": "a-user", "channel": "email", "state": "opted_out"},
+    ]
+    response = await client.post("/api/v1/consents/import", json=items, headers=s.b.admin)
+    assert response.status_code == 200, response.text
+    assert response.json()["applied"] == 1  # only the channel-wide say, on B's own a-user
+    assert [(e["index"], e["field"]) for e in response.json()["errors"]] == [
+        (0, "topic"),
+        (1, "topic"),
+    ]
+    await _a_consent_unchanged(client, s, topic, profile_id)
+
+
+def _public_check(method: str, prefix: str) -> Check:
+    """A link signed for B's workspace naming A's profile or topic (and one of A's naming
+    B's topic) finds nothing: the same 404 page, and A keeps its consent."""
+
+    async def run(client: httpx.AsyncClient, s: Seeded) -> None:
+        import uuid
+
+        topic, profile_id = await _a_consent(client, s)
+        b_topic = (
+            await client.post(
+                "/api/v1/topics", json={"name": "B", "channel": "email"}, headers=s.b.admin
+            )
+        ).json()
+        links, a_profile = _links(s), uuid.UUID(profile_id)
+        urls = {
+            "/u/": [
+                links.unsubscribe(workspace_id=s.b.id, profile_id=a_profile),
+                links.unsubscribe(workspace_id=s.b.id, profile_id=a_profile, topic_id=topic["id"]),
+                links.unsubscribe(
+                    workspace_id=s.a.id, profile_id=a_profile, topic_id=b_topic["id"]
+                ),
+            ],
+            "/p/": [links.preferences(workspace_id=s.b.id, profile_id=a_profile)],
+            "/c/": [
+                links.confirm(workspace_id=s.b.id, profile_id=a_profile, topic_id=topic["id"]),
+                links.confirm(workspace_id=s.a.id, profile_id=a_profile, topic_id=b_topic["id"]),
+            ],
+        }[prefix]
+        form = f"List-Unsubscribe=One-Click&action=undo&topic={topic['id']}&all_email_off=1"
+        for url in urls:
+            response = await client.request(
+                method,
+                _path(url),
+                content=form.encode(),
+                headers={"Content-Type": "application/x-www-form-urlencoded"},
+            )
+            assert response.status_code == 404, response.text
+            assert response.headers["content-type"].startswith("text/html")
+        await _a_consent_unchanged(client, s, topic, profile_id)
+
+    return run
+
+
+for _prefix in ("/u/", "/p/", "/c/"):
+    for _method in ("GET", "POST"):
+        CHECKS[(_method, _prefix + "{token}")] = _public_check(_method, _prefix)
+
+
+# Messaging: tracking links (the token is the only key) and the in-app inbox
+
+
+async def _a_tracked_message(s: Seeded, *, channel: str = "email") -> tuple[Any, Any]:
+    """A's profile of user "a-user" and a message to it: a sent email whose view page was
+    kept, or an inbox message delivered to it."""
+    from tests.messaging.test_engagement import make_message, person
+    from tests.messaging.test_inbox import deliver
+
+    database: Database = s.app.state.database
+    profile_id = await person(database, s.a, "a-user")
+    if channel == "inbox":
+        return profile_id, await deliver(database, s.a, profile_id, "A only")
+    html = {"html": "<p>A only</p>"}
+    return profile_id, await make_message(database, s.a, profile_id, content=html)
+
+
+async def _a_tracked_message_untouched(s: Seeded, message_id: Any) -> None:
+    from sqlalchemy import func, select
+
+    from clarion.messaging.models import Message, MessageEvent
+
+    async with s.app.state.database.read_session() as session:
+        message = await session.get(Message, message_id)
+        recorded = await session.scalar(
+            select(func.count()).where(MessageEvent.message_id == message_id)
+        )
+    assert message is not None
+    assert (message.status, message.opened_at, message.clicked_at) == ("sent", None, None)
+    assert recorded == 0
+
+
+def _tracking_check(method: str, kind: str) -> Check:
+    async def run(client: httpx.AsyncClient, s: Seeded) -> None:
+        from clarion.messaging.tracking import TRANSPARENT_GIF, LinkSigner
+
+        _, message_id = await _a_tracked_message(s)
+        # A token for A's message, signed under any key but this installation's.
+        forged = LinkSigner("another-installation-secret-key")
+        genuine = LinkSigner(s.app.state.secret_key)
+        paths = {
+            "open": lambda signer: f"/t/o/{signer.sign_open(message_id)}.gif",
+            "click": lambda signer: f"/t/c/{signer.sign_click(message_id, 0)}",
+            "view": lambda signer: f"/v/{signer.sign_view(message_id)}",
+        }[kind]
+        response = await client.request(method, paths(forged))
+        if kind == "open":
+            assert response.status_code == 200
+            assert response.content == (TRANSPARENT_GIF if method == "GET" else b"")
+        else:
+            assert response.status_code == 404 and "location" not in response.headers
+            assert "A only" not in response.text
+        await _a_tracked_message_untouched(s, message_id)
+        reached = await client.request(method, paths(genuine))  # the real link does work
+        assert reached.status_code in (200, 302)
+        if kind == "view":
+            assert "A only" in reached.text
+
+    return run
+
+
+for _method, _path_, _kind in [
+    ("GET", "/t/o/{token}.gif", "open"),
+    ("HEAD", "/t/o/{token}.gif", "open"),
+    ("GET", "/t/c/{token}", "click"),
+    ("HEAD", "/t/c/{token}", "click"),
+    ("GET", "/v/{token}", "view"),
+]:
+    CHECKS[(_method, _path_)] = _tracking_check(_method, _kind)
+
+
+@dataclass
+class _Inboxes:
+    message_id: Any
+    a: dict[str, str]  # A's app, for A's "a-user"
+    b: dict[str, str]  # B's app, for B's own "a-user"
+    mixed: dict[str, str]  # B's inbox key with A's hash of "a-user"
+
+
+async def _inboxes(client: httpx.AsyncClient, s: Seeded) -> _Inboxes:
+    from tests.messaging.test_engagement import person
+    from tests.messaging.test_inbox import inbox_headers
+
+    _, message_id = await _a_tracked_message(s, channel="inbox")
+    await person(s.app.state.database, s.b, "a-user")  # the same user id in B
+    return _Inboxes(
+        message_id,
+        a=await inbox_headers(client, s.a, "a-user"),
+        b=await inbox_headers(client, s.b, "a-user"),
+        mixed=await inbox_headers(client, s.a, "a-user", key_of=s.b),
+    )
+
+
+async def _a_inbox_unchanged(client: httpx.AsyncClient, i: _Inboxes) -> None:
+    page = (await client.get("/inbox/v1/messages", headers=i.a)).json()
+    assert [m["title"] for m in page["items"]] == ["A only"]
+    assert (page["unread_count"], page["items"][0]["archived_at"]) == (1, None)
+
+
+@check("GET", "/inbox/v1/messages")
+async def _list_inbox(client: httpx.AsyncClient, s: Seeded) -> None:
+    i = await _inboxes(client, s)
+    problem(await client.get("/inbox/v1/messages", headers=i.mixed), 401)
+    for archived in ("false", "true"):
+        response = await client.get(
+            "/inbox/v1/messages", params={"archived": archived}, headers=i.b
+        )
+        assert response.json() == {"items": [], "next_cursor": None, "unread_count": 0}
+    await _a_inbox_unchanged(client, i)
+
+
+@check("POST", "/inbox/v1/messages/read-all")
+async def _read_all_inbox(client: httpx.AsyncClient, s: Seeded) -> None:
+    i = await _inboxes(client, s)
+    problem(await client.post("/inbox/v1/messages/read-all", headers=i.mixed), 401)
+    response = await client.post("/inbox/v1/messages/read-all", headers=i.b)
+    assert response.json() == {"updated": 0}
+    await _a_inbox_unchanged(client, i)
+
+
+def _inbox_message_check(action: str) -> Check:
+    async def run(client: httpx.AsyncClient, s: Seeded) -> None:
+        i = await _inboxes(client, s)
+        url = f"/inbox/v1/messages/{i.message_id}/{action}"
+        problem(await client.post(url, headers=i.mixed), 401)
+        problem(await client.post(url, headers=i.b), 404)
+        await _a_inbox_unchanged(client, i)
+
+    return run
+
+
+for _action in ("read", "unread", "archive"):
+    CHECKS[("POST", f"/inbox/v1/messages/{{message_id}}/{_action}")] = _inbox_message_check(_action)
+
+
+@check("GET", "/inbox/v1/stream")
+async def _inbox_stream(client: httpx.AsyncClient, s: Seeded) -> None:
+    from tests.messaging.test_engagement import person
+    from tests.messaging.test_inbox import deliver, next_message, sse
+    from tests.support import start_live_server
+
+    i = await _inboxes(client, s)
+    problem(await client.get("/inbox/v1/stream", headers=i.mixed), 401)
+    database: Database = s.app.state.database
+    a_profile = await person(database, s.a, "a-user")
+    b_profile = await person(database, s.b, "a-user")
+    with start_live_server(s.app.state.settings) as server:
+        async with sse(server.url, i.b) as lines:
+            await deliver(database, s.a, a_profile, "A again")  # first, so a leak shows first
+            mine = await deliver(database, s.b, b_profile, "B only")
+            assert (await next_message(lines))["id"] == str(mine)
+
+
+@check("GET", "/api/v1/inbox/credentials")
+async def _inbox_credentials(client: httpx.AsyncClient, s: Seeded) -> None:
+    from tests.messaging.test_inbox import credentials
+
+    a, b = await credentials(client, s.a), await credentials(client, s.b)
+    assert a["inbox_key"] != b["inbox_key"] and a["inbox_secret"] != b["inbox_secret"]
+    assert b["inbox_key"].startswith(f"ibx_{s.b.id}_")
+
+
+# --- Messages and sending rules ----------------------------------------------------------------
+
+
+async def _a_message(client: httpx.AsyncClient, s: Seeded) -> dict[str, Any]:
+    """A message of A's (queued: no worker runs here) to A's profile `a-user`."""
+    from clarion.core.jobs.worker import Worker
+    from clarion.pipeline import Pipeline
+
+    clock = SystemClock()
+    pipeline = Pipeline(s.app.state.database, s.app.state.settings, clock)
+    await Worker(s.app.state.database, pipeline.registry(), clock=clock).drain()  # a-user
+    await pipeline.close()
+    template = await _a_template(client, s)
+    sent = await client.post(
+        "/api/v1/messages",
+        json={"template_id": template["id"], "user_id": "a-user", "idempotency_key": "a-1"},
+        headers=s.a.admin,
+    )
+    assert sent.status_code == 202, sent.text
+    message: dict[str, Any] = sent.json()
+    return message
+
+
+@check("POST", "/api/v1/messages")
+async def _send_message(client: httpx.AsyncClient, s: Seeded) -> None:
+    message = await _a_message(client, s)
+    # B can name neither A's template nor A's profile: nothing is queued anywhere.
+    body = {"template_id": message["template_id"], "user_id": "a-user"}
+    problem(await client.post("/api/v1/messages", json=body, headers=s.b.admin), 422)
+    body = {"template_id": message["template_id"], "profile_id": message["profile_id"]}
+    problem(await client.post("/api/v1/messages", json=body, headers=s.b.admin), 422)
+    assert (await client.get("/api/v1/messages", headers=s.b.admin)).json()["items"] == []
+    listed = (await client.get("/api/v1/messages", headers=s.a.admin)).json()["items"]
+    assert [m["id"] for m in listed] == [message["id"]]
+
+
+@check("GET", "/api/v1/messages")
+async def _list_messages(client: httpx.AsyncClient, s: Seeded) -> None:
+    message = await _a_message(client, s)
+    for query in ({}, {"profile_id": message["profile_id"]}, {"status": "queued"}):
+        listed = await client.get("/api/v1/messages", params=query, headers=s.b.admin)
+        assert listed.json()["items"] == []
+        mine = await client.get("/api/v1/messages", params=query, headers=s.a.admin)
+        assert [m["id"] for m in mine.json()["items"]] == [message["id"]]
+
+
+@check("GET", "/api/v1/messages/{message_id}")
+async def _read_message(client: httpx.AsyncClient, s: Seeded) -> None:
+    message = await _a_message(client, s)
+    problem(await client.get(f"/api/v1/messages/{message['id']}", headers=s.b.admin), 404)
+    read = await client.get(f"/api/v1/messages/{message['id']}", headers=s.a.admin)
+    assert read.json()["status"] == "queued"
+
+
+@check("GET", "/api/v1/messaging/policy")
+@check("PUT", "/api/v1/messaging/policy")
+async def _policy(client: httpx.AsyncClient, s: Seeded) -> None:
+    quiet = {"quiet_hours_start": "21:00", "quiet_hours_end": "08:00", "quiet_channels": ["sms"]}
+    put = await client.put("/api/v1/messaging/policy", json=quiet, headers=s.a.admin)
+    assert put.status_code == 200, put.text
+    b = (await client.get("/api/v1/messaging/policy", headers=s.b.admin)).json()
+    assert b["quiet_hours_start"] is None and b["quiet_channels"] == []
+    other = {"quiet_hours_start": "22:00", "quiet_hours_end": "07:00"}
+    assert (
+        await client.put("/api/v1/messaging/policy", json=other, headers=s.b.admin)
+    ).status_code == 200
+    a = (await client.get("/api/v1/messaging/policy", headers=s.a.admin)).json()
+    assert (a["quiet_hours_start"], a["quiet_channels"]) == ("21:00", ["sms"])
+
+
+@check("GET", "/api/v1/frequency-caps")
+@check("POST", "/api/v1/frequency-caps")
+@check("DELETE", "/api/v1/frequency-caps/{cap_id}")
+async def _caps(client: httpx.AsyncClient, s: Seeded) -> None:
+    body = {"channel": "email", "max_messages": 3, "period_seconds": 86400}
+    cap = (await client.post("/api/v1/frequency-caps", json=body, headers=s.a.admin)).json()
+    assert (await client.get("/api/v1/frequency-caps", headers=s.b.admin)).json() == []
+    problem(await client.delete(f"/api/v1/frequency-caps/{cap['id']}", headers=s.b.admin), 404)
+    listed = (await client.get("/api/v1/frequency-caps", headers=s.a.admin)).json()
+    assert [c["id"] for c in listed] == [cap["id"]]
+
+
+# Campaigns
+
+
+async def _a_campaign(client: httpx.AsyncClient, s: Seeded) -> dict[str, Any]:
+    """A draft campaign of A's to its segment (holding A's profile), with A's template."""
+    segment, _ = await _a_segment(client, s)
+    template = await _a_template(client, s)
+    body = {
+        "name": "A sale",
+        "audience": {"type": "segment", "segment_id": segment["id"]},
+        "template_id": template["id"],
+    }
+    created = await client.post("/api/v1/campaigns", json=body, headers=s.a.admin)
+    assert created.status_code == 201, created.text
+    campaign: dict[str, Any] = created.json()
+    return campaign
+
+
+async def _a_campaign_unchanged(
+    client: httpx.AsyncClient, s: Seeded, campaign: dict[str, Any]
+) -> None:
+    read = await client.get(f"/api/v1/campaigns/{campaign['id']}", headers=s.a.admin)
+    assert read.json() == campaign
+    preview = await client.get(f"/api/v1/campaigns/{campaign['id']}/preview", headers=s.a.admin)
+    assert preview.json()["count"] == 1
+
+
+def _campaign_route_check(method: str, suffix: str) -> Check:
+    async def run(client: httpx.AsyncClient, s: Seeded) -> None:
+        campaign = await _a_campaign(client, s)
+        url = f"/api/v1/campaigns/{campaign['id']}{suffix}"
+        body = {"PATCH": {"name": "taken"}}.get(method)
+        response = await client.request(method, url, json=body, headers=s.b.admin)
+        problem(response, 404)
+        await _a_campaign_unchanged(client, s, campaign)
+
+    return run
+
+
+for _method, _suffix in [
+    ("GET", ""),
+    ("PATCH", ""),
+    ("DELETE", ""),
+    ("POST", "/send"),
+    ("POST", "/pause"),
+    ("POST", "/resume"),
+    ("POST", "/cancel"),
+    ("GET", "/preview"),
+    ("GET", "/results"),
+    ("GET", "/recipients"),
+]:
+    CHECKS[(_method, f"/api/v1/campaigns/{{campaign_id}}{_suffix}")] = _campaign_route_check(
+        _method, _suffix
+    )
+
+
+@check("GET", "/api/v1/campaigns")
+async def _list_campaigns(client: httpx.AsyncClient, s: Seeded) -> None:
+    campaign = await _a_campaign(client, s)
+    assert (await client.get("/api/v1/campaigns", headers=s.b.admin)).json()["items"] == []
+    await _a_campaign_unchanged(client, s, campaign)
+
+
+@check("POST", "/api/v1/campaigns")
+async def _create_campaign(client: httpx.AsyncClient, s: Seeded) -> None:
+    campaign = await _a_campaign(client, s)
+    mine = await client.post("/api/v1/templates", json=A_TEMPLATE, headers=s.b.admin)
+    segment = campaign["audience"]["segment_id"]
+    steal = {
+        "name": "A sale",
+        "audience": {"type": "segment", "segment_id": segment},
+        "template_id": mine.json()["id"],
+    }
+    response = await client.post("/api/v1/campaigns", json=steal, headers=s.b.admin)
+    problem(response, 422, "audience.segment_id")
+    steal = {**steal, "audience": {"type": "list", "user_ids": ["a-user"]}}
+    response = await client.post(
+        "/api/v1/campaigns", json={**steal, "template_id": campaign["template_id"]},
+        headers=s.b.admin,
+    )  # fmt: skip
+    problem(response, 422, "template_id")
+    created = await client.post("/api/v1/campaigns", json=steal, headers=s.b.admin)
+    assert created.status_code == 201  # names per workspace; A's user is no one in B
+    url = f"/api/v1/campaigns/{created.json()['id']}/preview"
+    assert (await client.get(url, headers=s.b.admin)).json() == {"count": 0, "sample": []}
+    await _a_campaign_unchanged(client, s, campaign)
+
+
+@check("POST", "/api/v1/campaigns/preview")
+async def _preview_audience(client: httpx.AsyncClient, s: Seeded) -> None:
+    campaign = await _a_campaign(client, s)
+    url = "/api/v1/campaigns/preview"
+    profile_id = await _a_profile(client, s)
+    listed = {"type": "list", "user_ids": ["a-user"], "profile_ids": [profile_id]}
+    mine = await client.post(url, json={"audience": listed}, headers=s.a.admin)
+    assert mine.json()["count"] == 1
+    theirs = await client.post(url, json={"audience": listed}, headers=s.b.admin)
+    assert theirs.json() == {"count": 0, "sample": []}
+    problem(
+        await client.post(url, json={"audience": campaign["audience"]}, headers=s.b.admin),
+        422,
+        "audience.segment_id",
+    )
+
+
+@check("POST", "/api/v1/channels/{channel_id}/bounces")
+async def _report_bounce(client: httpx.AsyncClient, s: Seeded) -> None:
+    channel = await _a_channel(client, s)
+    url = f"/api/v1/channels/{channel['id']}/bounces"
+    problem(await client.post(url, content=b"mail", headers=s.b.admin), 404)
+    mine = await client.post(url, content=b"not a bounce", headers=s.a.admin)
+    assert mine.json() == {"status": None}
+
+
+@check("POST", "/hooks/twilio/{channel_id}")
+async def _twilio_hook(client: httpx.AsyncClient, s: Seeded) -> None:
+    # Only a callback signed with the channel's own auth token is heard: B's key is no help.
+    sms = {
+        "name": "A texts",
+        "kind": "sms",
+        "settings": {"account_sid": "AC1", "from_number": "+15550000000"},
+        "secrets": {"auth_token": "a-token"},
+    }
+    channel = (await client.post("/api/v1/channels", json=sms, headers=s.a.admin)).json()
+    params = {"MessageSid": "SM1", "MessageStatus": "delivered"}
+    hook = f"/hooks/twilio/{channel['id']}"
+    problem(await client.post(hook, data=params, headers=s.b.admin), 403)
+    problem(await client.post(hook, data=params, headers={"X-Twilio-Signature": "x"}), 403)

@@ -15,6 +15,7 @@ from fastapi.openapi.utils import get_openapi
 from sqlalchemy import text
 
 from clarion import __version__
+from clarion.campaigns import api as campaigns_api
 from clarion.core import migrations
 from clarion.core.clock import Clock, SystemClock
 from clarion.core.database import Database
@@ -24,6 +25,9 @@ from clarion.core.settings import Settings, get_settings
 from clarion.ingest import api as ingest_api
 from clarion.ingest.plans import api as tracking_plans_api
 from clarion.ingest.writer import EventWriter
+from clarion.messaging import api as messaging_api
+from clarion.messaging import api_callbacks, api_inbox, api_messages, api_public
+from clarion.messaging.consent import api as consent_api
 from clarion.operations import api as operations_api
 from clarion.pipeline import Pipeline
 from clarion.profiles import api as profiles_api
@@ -151,6 +155,17 @@ def create_app(
     app.include_router(operations_api.router)
     app.include_router(profiles_api.router)
     app.include_router(segments_api.router)
+    app.include_router(campaigns_api.router)
+    app.include_router(messaging_api.router)
+    app.include_router(api_messages.router)
+    app.include_router(api_callbacks.hooks)
+    app.include_router(api_callbacks.router)
+    app.include_router(consent_api.router)
+    app.include_router(consent_api.public)
+    app.include_router(api_public.public)
+    app.include_router(api_inbox.inbox)
+    app.include_router(api_inbox.router)
+    app.add_middleware(api_inbox.InboxCors)  # CORS for /inbox/v1 only
 
     @app.get("/healthz", tags=["health"], include_in_schema=True)
     async def healthz(request: Request) -> Response:

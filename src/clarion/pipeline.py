@@ -25,8 +25,9 @@ that keeps failing fails only its own job.
 
 Segments also run two kinds of jobs of their own: `segments.lapse` re-evaluates one profile
 when time alone may change a membership, `segments.recompute` one segment or a workspace's
-(hourly, and right after a segment is created or its rule changes). Journeys will join
-step 2 after segments.
+(hourly, and right after a segment is created or its rule changes). Campaigns run
+`campaigns.launch` (snapshot an audience) and `campaigns.dispatch` (ask messaging for a
+chunk of messages). Journeys will join step 2 after segments.
 """
 
 from __future__ import annotations
@@ -38,17 +39,26 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+from redis.asyncio import Redis
 from sqlalchemy import BindParameter, String, bindparam, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from clarion.campaigns import dispatch as campaigns
 from clarion.core.clock import Clock
+from clarion.core.crypto import Vault
 from clarion.core.database import BigId, Database, JSONDocument, UTCDateTime
 from clarion.core.jobs.worker import JobContext, PermanentFailure, Registry
 from clarion.core.settings import Settings
+from clarion.ingest.internal import is_activity
 from clarion.ingest.jobs import PROCESS_EVENTS
 from clarion.ingest.plans import TrackingPlans
 from clarion.ingest.plans.review import Review
 from clarion.ingest.records import EventRecord
+from clarion.messaging import delivery
+from clarion.messaging.channel_config import ChannelPool
+from clarion.messaging.ratelimit import LocalRateLimiter, RateLimiter, RedisRateLimiter
+from clarion.messaging.sending import Composer
+from clarion.messaging.tracking import LinkSigner
 from clarion.profiles import service as profiles
 from clarion.segments import aggregates, membership, recompute
 from clarion.segments.catalog import Catalog
@@ -109,6 +119,7 @@ class Pipeline:
         self.clock = clock
         self.tracking_plans = TrackingPlans(database, settings, clock)
         self.segments = Catalog()
+        self.delivery = messaging_delivery(database, settings, clock)
 
     def registry(self) -> Registry:
         """Every kind of job Clarion runs, with its handler."""
@@ -117,6 +128,9 @@ class Pipeline:
         registry.add(profiles.PROFILES_CHANGED, self.profiles_changed)
         registry.add(membership.LAPSE, self.reevaluate_profile)
         registry.add(recompute.RECOMPUTE, self.recompute_segments)
+        registry.add(campaigns.LAUNCH, campaigns.launch)
+        registry.add(campaigns.DISPATCH, campaigns.dispatch)
+        registry.add(delivery.DELIVER, self.delivery.deliver)
         return registry
 
     async def profiles_changed(self, context: JobContext) -> None:
@@ -269,8 +283,27 @@ class Pipeline:
         return sorted(queued, key=lambda queued_job: queued_job.id)
 
     async def close(self) -> None:
-        """Release what the stages hold (HTTP clients, cache subscriptions)."""
+        """Release what the stages hold (HTTP clients, cache subscriptions, connections
+        to providers)."""
         await self.tracking_plans.close()
+        await self.delivery.close()
+
+
+def messaging_delivery(database: Database, settings: Settings, clock: Clock) -> delivery.Delivery:
+    """Message delivery as this process runs it: its channel connections, link signer and
+    send-rate buckets (in Redis when configured, so every worker shares them)."""
+    secret = settings.resolved_secret_key()
+    composer = Composer(
+        channels=ChannelPool(Vault(secret)),
+        signer=LinkSigner(secret),
+        public_url=settings.public_url,
+    )
+    limiter: RateLimiter = (
+        RedisRateLimiter(Redis.from_url(settings.redis_url))
+        if settings.redis_url
+        else LocalRateLimiter()
+    )
+    return delivery.Delivery(database, clock, composer, limiter)
 
 
 def _touched(applied: profiles.AppliedBatch) -> dict[uuid.UUID, membership.Touched]:
@@ -285,8 +318,8 @@ def _touched(applied: profiles.AppliedBatch) -> dict[uuid.UUID, membership.Touch
                 if event.type == "track"
             ],
             trait_keys=frozenset(applied.trait_keys.get(profile_id, ())),
-            seen=bool(events),
-            everything=profile_id in applied.rebuilt,
+            seen=any(is_activity(event.source_id) for event in events),
+            everything=profile_id in applied.rebuilt or profile_id in applied.created,
             rebuild=profile_id in applied.rebuilt,
         )
     return touched

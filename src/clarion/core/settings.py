@@ -72,6 +72,15 @@ class Settings(BaseSettings):
     )
     host: str = Field(default="127.0.0.1", description="Address `clarion serve` listens on.")
     port: int = Field(default=8000, ge=1, le=65535, description="Port `clarion serve` listens on.")
+    public_url: str = Field(
+        default="http://127.0.0.1:8000",
+        pattern=r"^https?://[^\s/?#<>,\"]+(/[^\s?#<>,\"]*)?$",
+        description=(
+            "Base URL end customers reach Clarion at, used in the links messages carry "
+            "(unsubscribe, preferences, confirmation, tracking). Use https in production: "
+            "one-click unsubscribe (RFC 8058) needs it."
+        ),
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         default="info", description="Log level of the server and workers."
     )

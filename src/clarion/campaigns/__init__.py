@@ -1,0 +1,1 @@
+"""Campaigns: one-off and scheduled broadcasts of a template to a segment or a list."""

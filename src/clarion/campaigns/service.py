@@ -1,0 +1,286 @@
+"""Campaigns: defining them (checked against templates, channels and segments), reading
+them, and moving them through their states.
+
+    draft ──send──► scheduled ──(launch job)──► sending ──(all queued or skipped)──► sent
+      │  └─────────────send now─────────────────►  │ ▲
+      │                                     pause  │ │ resume
+    delete                                         ▼ │
+                                                  paused
+    scheduled, sending, paused ──cancel──► cancelled
+
+Anything else is a Conflict naming `state`. Only a draft or scheduled campaign can be
+edited, only a draft deleted. Sending, pausing, resuming and cancelling are in
+`lifecycle.py`; the jobs that do the sending in `dispatch.py`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from clarion.campaigns import audience as audiences
+from clarion.campaigns.models import Campaign, CampaignRecipient
+from clarion.campaigns.schemas import CampaignCreate, CampaignUpdate
+from clarion.core.errors import Conflict, FieldError, InvalidInput, NotFound
+from clarion.core.pagination import decode_cursor, decode_id_cursor, encode_cursor
+from clarion.messaging import channel_config
+from clarion.messaging import templates as message_templates
+from clarion.messaging.models import MessageTemplate
+from clarion.messaging.schemas import UnprocessableInput
+
+# Which states each action may start from.
+ALLOWED: dict[str, frozenset[str]] = {
+    "edit": frozenset({"draft", "scheduled"}),
+    "delete": frozenset({"draft"}),
+    "send": frozenset({"draft", "scheduled"}),
+    "pause": frozenset({"sending"}),
+    "resume": frozenset({"paused"}),
+    "cancel": frozenset({"scheduled", "sending", "paused"}),
+}
+
+
+_DONE = {
+    "edit": "edited",
+    "delete": "deleted",
+    "send": "sent",
+    "pause": "paused",
+    "resume": "resumed",
+    "cancel": "cancelled",
+}
+
+
+def require_state(campaign: Campaign, action: str) -> None:
+    """Conflict naming `state` unless the campaign's state allows `action`."""
+    if campaign.state not in ALLOWED[action]:
+        allowed = ", ".join(sorted(ALLOWED[action]))
+        raise Conflict(
+            f"A {campaign.state} campaign cannot be {_DONE[action]} (only {allowed}).",
+            errors=[FieldError("state", f"is {campaign.state}")],
+        )
+
+
+async def usable_template(
+    session: AsyncSession, workspace_id: int, template_id: int
+) -> MessageTemplate:
+    """The template new messages can use; 422 naming `template_id` when the workspace has
+    none, 409 when it is archived."""
+    try:
+        template, _ = await message_templates.current_version(
+            session, workspace_id=workspace_id, template_id=template_id
+        )
+    except NotFound as error:
+        raise UnprocessableInput(
+            "The campaign names no template of this workspace.",
+            errors=[FieldError("template_id", f"no template {template_id} here")],
+        ) from error
+    except Conflict as error:
+        raise Conflict(
+            error.detail, errors=[FieldError("template_id", "the template is archived")]
+        ) from error
+    return template
+
+
+async def check_channel(
+    session: AsyncSession, workspace_id: int, channel_id: int | None, kind: str
+) -> None:
+    """UnprocessableInput naming `channel_id` unless it is None or a channel of the
+    workspace of `kind`."""
+    if channel_id is None:
+        return
+    try:
+        row = await channel_config.get_channel_or_raise(
+            session, workspace_id=workspace_id, channel_id=channel_id
+        )
+    except NotFound as error:
+        raise UnprocessableInput(
+            "The campaign names no channel of this workspace.",
+            errors=[FieldError("channel_id", f"no channel {channel_id} here")],
+        ) from error
+    if row.kind != kind:
+        raise UnprocessableInput(
+            f"Channel {channel_id} is a {row.kind} channel; the template is for {kind}.",
+            errors=[FieldError("channel_id", f"is not a {kind} channel")],
+        )
+
+
+def _goal(campaign: Campaign, goal: Any) -> None:
+    campaign.goal_event = goal.event if goal is not None else None
+    campaign.goal_days = goal.within_days if goal is not None else None
+
+
+async def create_campaign(
+    session: AsyncSession, *, workspace_id: int, body: CampaignCreate, now: datetime
+) -> Campaign:
+    """A new draft campaign; 422 naming the template, channel or segment that is not the
+    workspace's, 409 for an archived template or a taken name. Flushes only."""
+    template = await usable_template(session, workspace_id, body.template_id)
+    await check_channel(session, workspace_id, body.channel_id, template.channel)
+    audience = body.audience.model_dump(mode="json")
+    await audiences.check(session, workspace_id=workspace_id, audience=audience)
+    campaign = Campaign(
+        workspace_id=workspace_id,
+        name=body.name,
+        description=body.description,
+        state="draft",
+        audience=audience,
+        template_id=template.id,
+        channel=template.channel,
+        category=template.category,
+        topic_id=template.topic_id,
+        channel_id=body.channel_id,
+        priority=body.priority,
+        throttle_per_minute=body.throttle_per_minute,
+        schedule_version=0,
+        snapshot_done=False,
+        audience_size=0,
+        slots={},
+        shift_seconds=0.0,
+        created_at=now,
+        updated_at=now,
+    )
+    _goal(campaign, body.goal)
+    session.add(campaign)
+    await _flush_named(session, body.name)
+    return campaign
+
+
+async def _flush_named(session: AsyncSession, name: str) -> None:
+    try:
+        async with session.begin_nested():
+            await session.flush()
+    except IntegrityError as error:
+        raise Conflict(
+            f"A campaign called {name!r} already exists.",
+            errors=[FieldError("name", "is taken by another campaign")],
+        ) from error
+
+
+async def get_campaign_or_raise(
+    session: AsyncSession, *, workspace_id: int, campaign_id: int, lock: bool = False
+) -> Campaign:
+    """The workspace's campaign (locked FOR UPDATE on PostgreSQL with `lock`); NotFound
+    otherwise."""
+    query = select(Campaign).where(
+        Campaign.workspace_id == workspace_id, Campaign.id == campaign_id
+    )
+    if lock:
+        query = query.execution_options(populate_existing=True)
+        if session.get_bind().dialect.name == "postgresql":
+            query = query.with_for_update()
+    campaign = await session.scalar(query)
+    if campaign is None:
+        raise NotFound(f"No campaign {campaign_id} in this workspace.")
+    return campaign
+
+
+async def list_campaigns(
+    session: AsyncSession,
+    *,
+    workspace_id: int,
+    state: str | None = None,
+    limit: int,
+    cursor: str | None,
+) -> tuple[Sequence[Campaign], str | None]:
+    """The workspace's campaigns (in one state when given), newest first, cursor-paged."""
+    query = select(Campaign).where(Campaign.workspace_id == workspace_id)
+    if state is not None:
+        query = query.where(Campaign.state == state)
+    if cursor is not None:
+        query = query.where(Campaign.id < decode_id_cursor(cursor))
+    items = (await session.scalars(query.order_by(Campaign.id.desc()).limit(limit + 1))).all()
+    more = len(items) > limit
+    items = items[:limit]
+    return items, encode_cursor(items[-1].id) if more else None
+
+
+async def update_campaign(
+    session: AsyncSession,
+    *,
+    workspace_id: int,
+    campaign_id: int,
+    body: CampaignUpdate,
+    now: datetime,
+) -> Campaign:
+    """The draft or scheduled campaign with the given fields changed (409 naming `state`
+    otherwise); checked as on creation. Flushes only."""
+    campaign = await get_campaign_or_raise(
+        session, workspace_id=workspace_id, campaign_id=campaign_id, lock=True
+    )
+    require_state(campaign, "edit")
+    given = body.model_fields_set
+    if "template_id" in given and body.template_id is not None:
+        template = await usable_template(session, workspace_id, body.template_id)
+        campaign.template_id = template.id
+        campaign.channel = template.channel
+        campaign.category = template.category
+        campaign.topic_id = template.topic_id
+    if "channel_id" in given:
+        campaign.channel_id = body.channel_id
+    await check_channel(session, workspace_id, campaign.channel_id, campaign.channel)
+    if "audience" in given and body.audience is not None:
+        audience = body.audience.model_dump(mode="json")
+        await audiences.check(session, workspace_id=workspace_id, audience=audience)
+        campaign.audience = audience
+    for field in ("name", "description", "priority"):
+        value = getattr(body, field)
+        if field in given and value is not None:
+            setattr(campaign, field, value)
+    if "throttle_per_minute" in given:
+        campaign.throttle_per_minute = body.throttle_per_minute
+    if "goal" in given:
+        _goal(campaign, body.goal)
+    campaign.updated_at = now
+    await _flush_named(session, campaign.name)
+    return campaign
+
+
+async def delete_campaign(session: AsyncSession, *, workspace_id: int, campaign_id: int) -> None:
+    """Delete a draft campaign; 409 naming `state` for any other."""
+    campaign = await get_campaign_or_raise(
+        session, workspace_id=workspace_id, campaign_id=campaign_id, lock=True
+    )
+    require_state(campaign, "delete")
+    await session.execute(delete(Campaign).where(Campaign.id == campaign.id))
+
+
+async def list_recipients(
+    session: AsyncSession,
+    *,
+    workspace_id: int,
+    campaign_id: int,
+    state: str | None,
+    limit: int,
+    cursor: str | None,
+) -> tuple[list[CampaignRecipient], str | None]:
+    """The campaign's recipients (in one state when given) by profile id, cursor-paged."""
+    await get_campaign_or_raise(session, workspace_id=workspace_id, campaign_id=campaign_id)
+    query = select(CampaignRecipient).where(
+        CampaignRecipient.workspace_id == workspace_id,
+        CampaignRecipient.campaign_id == campaign_id,
+    )
+    if state is not None:
+        query = query.where(CampaignRecipient.state == state)
+    if cursor is not None:
+        query = query.where(CampaignRecipient.profile_id > _profile_cursor(cursor))
+    query = query.order_by(CampaignRecipient.profile_id).limit(limit + 1)
+    items = list((await session.scalars(query)).all())
+    more = len(items) > limit
+    items = items[:limit]
+    return items, encode_cursor(items[-1].profile_id.hex) if more else None
+
+
+def _profile_cursor(cursor: str) -> uuid.UUID:
+    (raw,) = decode_cursor(cursor, arity=1)
+    try:
+        return uuid.UUID(hex=str(raw))
+    except ValueError as error:
+        raise InvalidInput(
+            "The cursor is not one this API gave out.",
+            errors=[FieldError("cursor", "is not valid")],
+        ) from error

@@ -1,0 +1,421 @@
+"""Configured channels: a workspace's ways to reach customers, with their provider settings
+and their secrets sealed by the `Vault` (never returned by the API), the adapters built from
+them, a per-process pool of those adapters, and test sends.
+
+Rules: names are unique per workspace; at most one channel per kind is the default (making
+one the default clears the others; the first channel of a kind becomes it unless told
+otherwise); an update without secrets keeps the stored ones; a webhook channel without a
+secret gets one generated.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from clarion.core.crypto import UnreadableSecret, Vault
+from clarion.core.errors import ClarionError, Conflict, FieldError, NotFound
+from clarion.core.pagination import decode_id_cursor, encode_cursor
+from clarion.messaging.channel_settings import (
+    ChannelConfig,
+    EmailConfig,
+    PushConfig,
+    SmsConfig,
+    WebhookConfig,
+    fingerprint,
+    parse_channel_config,
+)
+from clarion.messaging.channels.base import (
+    Channel,
+    ChannelKind,
+    DeliveryError,
+    Outgoing,
+    Sent,
+    TemporaryFailure,
+)
+from clarion.messaging.channels.email import DkimKey, EmailChannel, SmtpSettings, recipient_address
+from clarion.messaging.channels.push import FcmSettings, PushChannel
+from clarion.messaging.channels.sms import SmsChannel, TwilioSettings
+from clarion.messaging.channels.webhook import WebhookChannel, WebhookSettings, generate_secret
+from clarion.messaging.models import MessagingChannel
+from clarion.messaging.schemas import UnprocessableInput
+
+_UNSET: Any = object()
+
+
+class ProviderError(ClarionError):
+    """The provider did not take a message sent on request (a test send); `detail` is its
+    reason, as the channel reported it."""
+
+    status = 502
+    code = "provider-error"
+    title = "The provider did not take the message"
+
+
+class InboxChannel:
+    """The in-app inbox: delivery keeps the rendered content on the message row, which is
+    what the inbox shows, so sending has nothing left to do."""
+
+    kind: ChannelKind = "inbox"
+
+    async def send(self, message: Outgoing) -> Sent:
+        """Accept `message`; its id is the provider id."""
+        return Sent(provider_id=message.message_id)
+
+    async def close(self) -> None:
+        """Nothing to release."""
+
+
+# --- Configuration ----------------------------------------------------------------------------
+
+
+def _checked(kind: ChannelKind, settings: dict[str, Any], secrets: dict[str, Any]) -> ChannelConfig:
+    """The checked configuration, with a webhook secret generated when none is given."""
+    config = parse_channel_config(kind, settings, secrets)
+    if isinstance(config, WebhookConfig) and config.secrets.secret is None:
+        config = parse_channel_config(kind, settings, {**secrets, "secret": generate_secret()})
+    try:
+        build_adapter(config)  # what the adapters refuse is refused now, not at the first send
+    except ValueError as error:
+        raise UnprocessableInput(
+            f"The {kind} channel is not valid.", errors=[FieldError("settings", str(error))]
+        ) from error
+    return config
+
+
+def _store(row: MessagingChannel, config: ChannelConfig, vault: Vault) -> None:
+    row.settings = config.settings.model_dump(mode="json")
+    secrets = config.secrets.model_dump(mode="json", exclude_none=True)
+    row.credentials = vault.seal(secrets) if secrets else None
+
+
+async def create_channel(
+    session: AsyncSession,
+    *,
+    workspace_id: int,
+    vault: Vault,
+    name: str,
+    kind: ChannelKind,
+    settings: dict[str, Any],
+    secrets: dict[str, Any],
+    rate_per_second: float | None,
+    is_default: bool | None,
+    now: datetime,
+) -> MessagingChannel:
+    """A new channel with its secrets sealed; UnprocessableInput naming each field at fault,
+    Conflict when the name is taken. Flushes only."""
+    config = _checked(kind, settings, secrets)
+    if is_default is None:
+        is_default = await default_channel(session, workspace_id=workspace_id, kind=kind) is None
+    row = MessagingChannel(
+        workspace_id=workspace_id,
+        name=name,
+        kind=kind,
+        rate_per_second=rate_per_second,
+        is_default=False,
+        created_at=now,
+        updated_at=now,
+    )
+    _store(row, config, vault)
+    session.add(row)
+    await _flush_named(session, name)
+    if is_default:
+        await _make_default(session, row)
+    return row
+
+
+async def update_channel(
+    session: AsyncSession,
+    *,
+    workspace_id: int,
+    channel_id: int,
+    vault: Vault,
+    now: datetime,
+    name: str | None = None,
+    settings: dict[str, Any] | None = None,
+    secrets: dict[str, Any] | None = None,
+    rate_per_second: float | None = _UNSET,
+    is_default: bool | None = None,
+) -> MessagingChannel:
+    """The channel with the given fields changed: `settings` merged onto the stored ones,
+    each given secret replacing the stored one (None removing it), the others kept;
+    `rate_per_second` left out stays, None lifts the limit. Flushes only."""
+    row = await get_channel_or_raise(session, workspace_id=workspace_id, channel_id=channel_id)
+    if settings is not None or secrets is not None:
+        merged_settings = _merged(row.settings, settings or {})
+        merged_secrets = _merged(stored_secrets(row, vault), secrets or {})
+        _store(row, _checked(row.kind, merged_settings, merged_secrets), vault)  # type: ignore[arg-type]
+    if name is not None:
+        row.name = name
+    if rate_per_second is not _UNSET:
+        row.rate_per_second = rate_per_second
+    if is_default is False:
+        row.is_default = False
+    row.updated_at = now
+    await _flush_named(session, row.name)
+    if is_default:
+        await _make_default(session, row)
+    return row
+
+
+def _merged(stored: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    merged = {**stored, **changes}
+    return {key: value for key, value in merged.items() if value is not None}
+
+
+def stored_secrets(row: MessagingChannel, vault: Vault) -> dict[str, Any]:
+    """The channel's secrets in clear; Conflict when this secret key cannot read them."""
+    if row.credentials is None:
+        return {}
+    try:
+        return vault.open(row.credentials)
+    except UnreadableSecret as error:
+        raise Conflict(
+            f"Channel {row.id}'s secrets cannot be read with this secret key; set them again.",
+            errors=[FieldError("secrets", "unreadable")],
+        ) from error
+
+
+async def _make_default(session: AsyncSession, row: MessagingChannel) -> None:
+    await session.execute(
+        update(MessagingChannel)
+        .where(
+            MessagingChannel.workspace_id == row.workspace_id,
+            MessagingChannel.kind == row.kind,
+            MessagingChannel.id != row.id,
+            MessagingChannel.is_default.is_(True),
+        )
+        .values(is_default=False)
+        .execution_options(synchronize_session="fetch")
+    )
+    row.is_default = True
+    await session.flush()
+
+
+async def _flush_named(session: AsyncSession, name: str) -> None:
+    try:
+        async with session.begin_nested():
+            await session.flush()
+    except IntegrityError as error:
+        raise Conflict(
+            f"A channel called {name!r} already exists.",
+            errors=[FieldError("name", "is taken by another channel")],
+        ) from error
+
+
+async def get_channel_or_raise(
+    session: AsyncSession, *, workspace_id: int, channel_id: int
+) -> MessagingChannel:
+    """The workspace's channel; NotFound otherwise."""
+    row = await session.scalar(
+        select(MessagingChannel).where(
+            MessagingChannel.workspace_id == workspace_id, MessagingChannel.id == channel_id
+        )
+    )
+    if row is None:
+        raise NotFound(f"No channel {channel_id} in this workspace.")
+    return row
+
+
+async def list_channels(
+    session: AsyncSession,
+    *,
+    workspace_id: int,
+    kind: ChannelKind | None = None,
+    limit: int,
+    cursor: str | None,
+) -> tuple[Sequence[MessagingChannel], str | None]:
+    """The workspace's channels (of one kind when given) by id, cursor-paged."""
+    query = select(MessagingChannel).where(MessagingChannel.workspace_id == workspace_id)
+    if kind is not None:
+        query = query.where(MessagingChannel.kind == kind)
+    if cursor is not None:
+        query = query.where(MessagingChannel.id > decode_id_cursor(cursor))
+    items = (await session.scalars(query.order_by(MessagingChannel.id).limit(limit + 1))).all()
+    more = len(items) > limit
+    items = items[:limit]
+    return items, encode_cursor(items[-1].id) if more else None
+
+
+async def delete_channel(session: AsyncSession, *, workspace_id: int, channel_id: int) -> None:
+    """Delete the channel; messages sent through it keep their history. Flushes only."""
+    row = await get_channel_or_raise(session, workspace_id=workspace_id, channel_id=channel_id)
+    await session.delete(row)
+    await session.flush()
+
+
+async def default_channel(
+    session: AsyncSession, *, workspace_id: int, kind: ChannelKind | str
+) -> MessagingChannel | None:
+    """The workspace's default channel of `kind`, or None when it has none."""
+    row: MessagingChannel | None = await session.scalar(
+        select(MessagingChannel)
+        .where(
+            MessagingChannel.workspace_id == workspace_id,
+            MessagingChannel.kind == kind,
+            MessagingChannel.is_default.is_(True),
+        )
+        .order_by(MessagingChannel.id)
+        .limit(1)
+    )
+    return row
+
+
+def secret_fingerprints(row: MessagingChannel, vault: Vault) -> dict[str, str | None] | None:
+    """Each stored secret's name and a fingerprint that does not give it away (the last 4
+    characters of a token, the SHA-256 of a private key's public half, nothing for a
+    password); None when this secret key cannot read them."""
+    if row.credentials is None:
+        return {}
+    try:
+        secrets = vault.open(row.credentials)
+    except UnreadableSecret:
+        return None
+    return {name: fingerprint(name, value) for name, value in secrets.items()}
+
+
+# --- Adapters ---------------------------------------------------------------------------------
+
+
+def build_adapter(config: ChannelConfig) -> Channel:
+    """The channel adapter a checked configuration describes; ValueError when the adapter
+    refuses it."""
+    if isinstance(config, EmailConfig):
+        s, secrets = config.settings, config.secrets
+        dkim = None
+        if s.dkim_domain and s.dkim_selector and secrets.dkim_private_key:
+            dkim = DkimKey(s.dkim_domain, s.dkim_selector, secrets.dkim_private_key)
+        return EmailChannel(
+            SmtpSettings(
+                host=s.host, port=s.port, from_address=s.from_address, security=s.security,
+                username=s.username, password=secrets.password, from_name=s.from_name,
+                envelope_from=s.envelope_from, timeout=s.timeout, pool_size=s.pool_size,
+                dkim=dkim, helo_hostname=s.helo_hostname,
+            )
+        )  # fmt: skip
+    if isinstance(config, SmsConfig):
+        sms = config.settings
+        return SmsChannel(
+            TwilioSettings(
+                account_sid=sms.account_sid, auth_token=config.secrets.auth_token or "",
+                from_number=sms.from_number, messaging_service_sid=sms.messaging_service_sid,
+                status_callback_url=sms.status_callback_url, base_url=sms.base_url,
+                timeout=sms.timeout,
+            )
+        )  # fmt: skip
+    if isinstance(config, PushConfig):
+        account = config.secrets.service_account or {}
+        return PushChannel(
+            FcmSettings(
+                service_account=account,
+                base_url=config.settings.base_url,
+                timeout=config.settings.timeout,
+            )
+        )
+    if isinstance(config, WebhookConfig):
+        return WebhookChannel(
+            WebhookSettings(
+                secret=config.secrets.secret or "",
+                timeout=config.settings.timeout,
+                headers=dict(config.settings.headers),
+            )
+        )
+    return InboxChannel()
+
+
+def build_channel(row: MessagingChannel, vault: Vault) -> Channel:
+    """The adapter for a stored channel, its secrets unsealed; Conflict when they cannot be
+    read or no longer make a valid configuration (the channel must be set up again)."""
+    kind: ChannelKind = row.kind  # type: ignore[assignment]  # written from ChannelKind only
+    secrets = stored_secrets(row, vault)
+    try:
+        return build_adapter(parse_channel_config(kind, dict(row.settings), secrets))
+    except (UnprocessableInput, ValueError) as error:
+        raise Conflict(f"Channel {row.id} is not usable: {error}") from error
+
+
+class ChannelPool:
+    """One adapter per configured channel for this process, so connections are reused
+    across sends. An adapter is rebuilt when its channel changed (`updated_at`), and the
+    replaced one closed."""
+
+    def __init__(self, vault: Vault) -> None:
+        self._vault = vault
+        self._adapters: dict[int, tuple[datetime, Channel]] = {}
+        self._lock = asyncio.Lock()
+
+    async def get(self, row: MessagingChannel) -> Channel:
+        """The adapter for `row` as it is now; built on first use or after a change."""
+        held = self._adapters.get(row.id)
+        if held is not None and held[0] == row.updated_at:
+            return held[1]
+        async with self._lock:
+            held = self._adapters.get(row.id)
+            if held is not None and held[0] == row.updated_at:
+                return held[1]
+            adapter = build_channel(row, self._vault)
+            self._adapters[row.id] = (row.updated_at, adapter)
+        if held is not None:
+            await held[1].close()
+        return adapter
+
+    async def close(self) -> None:
+        """Close every adapter; the pool may be used again afterwards."""
+        async with self._lock:
+            adapters, self._adapters = self._adapters, {}
+        for _, adapter in adapters.values():
+            await adapter.close()
+
+
+# --- Test sends -------------------------------------------------------------------------------
+
+
+def _check_address(kind: str, to: str) -> None:
+    problem = None
+    if kind == "email":
+        try:
+            recipient_address(to)
+        except ValueError as error:
+            problem = str(error)
+    elif kind == "sms" and not (to.startswith("+") and to[1:].isdigit() and 6 < len(to) < 17):
+        problem = "not an E.164 phone number (+ and 6 to 15 digits)"
+    elif kind == "webhook" and not to.startswith(("http://", "https://")):
+        problem = "not an http:// or https:// URL"
+    if problem:
+        raise UnprocessableInput(
+            f"Not an address for a {kind} channel.", errors=[FieldError("to", problem)]
+        )
+
+
+async def send_test(
+    row: MessagingChannel, vault: Vault, *, to: str, subject: str, text: str
+) -> Sent:
+    """Send a test message through the channel's real adapter (built for this send and
+    closed after); UnprocessableInput naming `to` when it is no address for the kind,
+    ProviderError (502) carrying the provider's reason when the send fails."""
+    _check_address(row.kind, to)
+    adapter = build_channel(row, vault)
+    message_id = f"test-{uuid.uuid4().hex}"
+    outgoing = Outgoing(
+        message_id=message_id,
+        idempotency_key=message_id,
+        to=to,
+        subject=subject,
+        html=None,
+        text=text,
+        data={"type": "clarion.test", "title": subject, "body": text},
+    )
+    try:
+        return await adapter.send(outgoing)
+    except DeliveryError as error:
+        kind = "temporary" if isinstance(error, TemporaryFailure) else "permanent"
+        raise ProviderError(f"{error.reason} ({kind} failure)") from error
+    finally:
+        await adapter.close()

@@ -1,0 +1,331 @@
+"""The email channel: SMTP through a small pool of kept-open aiosmtplib connections.
+
+`build_mime` turns an `Outgoing` into the message a mailbox provider expects: UTF-8,
+multipart/alternative with the text part first and the HTML part last (clients show the
+last part they understand), a `Message-ID` derived from the delivery's message id (so a
+retry carries the same id), and the caller's extra headers such as RFC 8058's
+`List-Unsubscribe` / `List-Unsubscribe-Post`. With a DKIM key the message is signed
+(relaxed/relaxed) over those headers, as RFC 8058 section 4 requires.
+
+SMTP replies become the channel contract's outcomes:
+
+- 5xx to RCPT or DATA -> `PermanentFailure(bounce="hard")`, except mailbox-full replies
+  (552, enhanced status 5.2.2), which are soft -> `TemporaryFailure`;
+- 5xx to MAIL FROM -> `PermanentFailure` without a bounce (the sender is refused, not the
+  recipient);
+- 4xx, refused connections, time-outs, a connection broken mid-send -> `TemporaryFailure`.
+
+A pooled connection the server closed while idle is replaced before the message goes;
+only a connection lost after the recipient was given counts as a failed send.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email import policy
+from email.errors import MessageError
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.utils import format_datetime
+from typing import Literal
+
+import aiosmtplib
+import dkim  # type: ignore[import-untyped]  # dkimpy ships no type hints
+
+from clarion.messaging.channels.base import (
+    BounceKind,
+    ChannelKind,
+    Outgoing,
+    PermanentFailure,
+    Sent,
+    TemporaryFailure,
+)
+
+SmtpSecurity = Literal["none", "starttls", "tls"]
+
+# Headers build_mime writes itself; an Outgoing may not override them.
+_RESERVED_HEADERS = frozenset(
+    {
+        "from",
+        "to",
+        "subject",
+        "date",
+        "message-id",
+        "mime-version",
+        "content-type",
+        "content-transfer-encoding",
+        "dkim-signature",
+    }
+)
+_SIGNED_HEADERS = ("from", "to", "subject", "date", "message-id", "mime-version", "content-type")
+_DOT_ATOM = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*$")
+# 7-bit transfer encodings: the message is valid on any SMTP server and its DKIM body hash
+# survives relays that would downgrade 8-bit content.
+_POLICY = policy.SMTP.clone(cte_type="7bit")
+_MAILBOX_FULL = 552
+_AUTH_REQUIRED = 530
+
+
+@dataclass(frozen=True, slots=True)
+class DkimKey:
+    """A DKIM signing key: the `d=` domain, the `s=` selector and the private key (PEM)."""
+
+    domain: str
+    selector: str
+    private_key: str = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SmtpSettings:
+    """How to reach the SMTP relay and whom messages are from.
+
+    `security` is "tls" for implicit TLS (port 465), "starttls" to upgrade a plain
+    connection (port 587; refused if the server cannot), "none" for neither. `ca_file`
+    trusts an extra certificate bundle (a private relay). `envelope_from` is the
+    MAIL FROM address, where bounces go (defaults to `from_address`).
+    """
+
+    host: str
+    port: int
+    from_address: str
+    security: SmtpSecurity = "starttls"
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    from_name: str | None = None
+    envelope_from: str | None = None
+    timeout: float = 30.0
+    pool_size: int = 4
+    dkim: DkimKey | None = None
+    ca_file: str | None = None
+    helo_hostname: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.pool_size < 1:
+            raise ValueError("pool_size must be at least 1")
+        if "@" not in self.from_address:
+            raise ValueError("from_address must be an email address")
+
+    @property
+    def from_domain(self) -> str:
+        """The domain part of the From address."""
+        return self.from_address.rpartition("@")[2]
+
+
+def message_id_header(message_id: str, domain: str) -> str:
+    """The `Message-ID` for a delivery's message id: the same id on every retry."""
+    left = message_id if _DOT_ATOM.match(message_id) else _digest(message_id)
+    return f"<{left}@{domain}>"
+
+
+def _digest(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()[:32]
+
+
+def recipient_address(to: str) -> Address:
+    """`to` as one plain ASCII addr-spec; raises ValueError for anything else (a display
+    name, several addresses, a missing domain, line breaks, non-ASCII characters)."""
+    if not to.isascii():
+        raise ValueError("internationalized addresses (SMTPUTF8) are not supported")
+    try:
+        address = Address(addr_spec=to)
+    except (ValueError, IndexError, MessageError) as exc:
+        raise ValueError(f"not an email address: {to!r}") from exc
+    if not address.username or not address.domain:
+        raise ValueError(f"not an email address: {to!r}")
+    return address
+
+
+def build_mime(
+    message: Outgoing,
+    *,
+    from_address: str,
+    from_name: str | None = None,
+    date: datetime | None = None,
+) -> EmailMessage:
+    """The MIME message for `message`; raises ValueError when it has no body, an extra
+    header overrides one the builder writes, or a header value is not a single line."""
+    if message.text is None and message.html is None:
+        raise ValueError("an email needs a text or an HTML part")
+    mime = EmailMessage(policy=_POLICY)
+    local, _, domain = from_address.rpartition("@")
+    mime["From"] = Address(display_name=from_name or "", username=local, domain=domain)
+    mime["To"] = recipient_address(message.to)
+    if message.subject is not None:
+        mime["Subject"] = message.subject
+    mime["Date"] = format_datetime(date or datetime.now(UTC))
+    mime["Message-ID"] = message_id_header(message.message_id, domain)
+    for name, value in message.headers.items():
+        if name.lower() in _RESERVED_HEADERS:
+            raise ValueError(f"header {name} is written by the email channel")
+        mime[name] = value
+    if message.text is not None:
+        mime.set_content(message.text, charset="utf-8")
+        if message.html is not None:
+            mime.add_alternative(message.html, subtype="html", charset="utf-8")
+    elif message.html is not None:
+        mime.set_content(message.html, subtype="html", charset="utf-8")
+    return mime
+
+
+def dkim_sign(payload: bytes, key: DkimKey, *, extra_headers: tuple[str, ...] = ()) -> bytes:
+    """`payload` (CRLF line ends) with a DKIM-Signature header prepended, covering the
+    standard headers and `extra_headers` (e.g. List-Unsubscribe, List-Unsubscribe-Post)."""
+    names = list(_SIGNED_HEADERS)
+    names += [name.lower() for name in extra_headers if name.lower() not in names]
+    signature: bytes = dkim.sign(
+        payload,
+        key.selector.encode(),
+        key.domain.encode(),
+        key.private_key.encode(),
+        canonicalize=(b"relaxed", b"relaxed"),
+        include_headers=[name.encode() for name in names],
+    )
+    return signature + payload
+
+
+class EmailChannel:
+    """Sends email through an SMTP relay, keeping up to `pool_size` connections open."""
+
+    kind: ChannelKind = "email"
+
+    def __init__(self, settings: SmtpSettings) -> None:
+        self.settings = settings
+        self._idle: list[aiosmtplib.SMTP] = []
+        self._slots = asyncio.Semaphore(settings.pool_size)
+
+    async def send(self, message: Outgoing) -> Sent:
+        """Deliver `message` by SMTP; the `Sent` carries the Message-ID."""
+        settings = self.settings
+        try:
+            recipient = recipient_address(message.to).addr_spec
+        except ValueError as exc:
+            bounce: BounceKind | None = None if not message.to.isascii() else "hard"
+            raise PermanentFailure(str(exc), bounce=bounce) from exc
+        try:
+            mime = build_mime(
+                message, from_address=settings.from_address, from_name=settings.from_name
+            )
+        except ValueError as exc:
+            raise PermanentFailure(f"cannot build the email: {exc}") from exc
+        payload = mime.as_bytes(policy=_POLICY)
+        if settings.dkim is not None:
+            payload = dkim_sign(payload, settings.dkim, extra_headers=tuple(message.headers))
+        sender = settings.envelope_from or settings.from_address
+        async with self._slots:
+            await self._deliver(sender, recipient, payload)
+        return Sent(provider_id=str(mime["Message-ID"]))
+
+    async def close(self) -> None:
+        """Say QUIT on every idle connection."""
+        idle, self._idle = self._idle, []
+        for smtp in idle:
+            await _quit(smtp)
+
+    async def _deliver(self, sender: str, recipient: str, payload: bytes) -> None:
+        smtp = self._idle.pop() if self._idle else None
+        if smtp is not None and not smtp.is_connected:
+            smtp = None
+        reused = smtp is not None
+        if smtp is None:
+            smtp = await self._connect()
+        stage = "MAIL"
+        try:
+            try:
+                await smtp.mail(sender)
+            except (ConnectionError, aiosmtplib.SMTPResponseException) as exc:
+                if not (reused and _dropped(exc)):
+                    raise
+                # The server closed the idle connection; nothing of the message went yet.
+                smtp.close()
+                smtp = await self._connect()
+                await smtp.mail(sender)
+            stage = "RCPT"
+            await smtp.rcpt(recipient)
+            stage = "DATA"
+            await smtp.data(payload)
+        except aiosmtplib.SMTPResponseException as exc:
+            await self._release_after_reply(smtp, exc.code)
+            raise _reply_failure(exc.code, exc.message, stage=stage) from exc
+        except (aiosmtplib.SMTPException, OSError) as exc:
+            smtp.close()
+            raise TemporaryFailure(f"SMTP connection lost at {stage}: {_describe(exc)}") from exc
+        except BaseException:
+            smtp.close()
+            raise
+        self._idle.append(smtp)
+
+    async def _release_after_reply(self, smtp: aiosmtplib.SMTP, code: int) -> None:
+        """Keep a connection after a refusal when the server still talks to us."""
+        if code == 421 or not smtp.is_connected:
+            smtp.close()
+            return
+        try:
+            await smtp.rset()
+        except (aiosmtplib.SMTPException, OSError):
+            smtp.close()
+            return
+        self._idle.append(smtp)
+
+    async def _connect(self) -> aiosmtplib.SMTP:
+        settings = self.settings
+        smtp = aiosmtplib.SMTP(
+            hostname=settings.host,
+            port=settings.port,
+            username=settings.username,
+            password=settings.password,
+            local_hostname=settings.helo_hostname,
+            timeout=settings.timeout,
+            use_tls=settings.security == "tls",
+            start_tls=settings.security == "starttls",
+            cert_bundle=settings.ca_file,
+        )
+        try:
+            await smtp.connect()
+        except aiosmtplib.SMTPAuthenticationError as exc:
+            smtp.close()
+            raise TemporaryFailure(f"SMTP authentication refused: {exc.code}") from exc
+        except (aiosmtplib.SMTPException, OSError) as exc:
+            smtp.close()
+            raise TemporaryFailure(
+                f"cannot connect to {settings.host}:{settings.port}: {_describe(exc)}"
+            ) from exc
+        except BaseException:
+            smtp.close()  # cancelled: leave no socket behind
+            raise
+        return smtp
+
+
+def _reply_failure(code: int, text: str, *, stage: str) -> TemporaryFailure | PermanentFailure:
+    reason = f"SMTP {code} to {stage}: {text}"
+    if code < 500:
+        return TemporaryFailure(reason)
+    if code == _AUTH_REQUIRED:
+        return TemporaryFailure(reason)  # our credentials are missing, not the recipient
+    if stage == "MAIL":
+        return PermanentFailure(reason)
+    if code == _MAILBOX_FULL or text.lstrip().startswith("5.2.2"):
+        return TemporaryFailure(reason)
+    return PermanentFailure(reason, bounce="hard")
+
+
+def _dropped(exc: Exception) -> bool:
+    """Whether `exc` says the server had closed the connection (or is closing it)."""
+    return not isinstance(exc, aiosmtplib.SMTPResponseException) or exc.code == 421
+
+
+def _describe(exc: BaseException) -> str:
+    return str(exc) or type(exc).__name__
+
+
+async def _quit(smtp: aiosmtplib.SMTP) -> None:
+    try:
+        if smtp.is_connected:
+            await smtp.quit()
+    except (aiosmtplib.SMTPException, OSError):
+        pass
+    finally:
+        smtp.close()

@@ -89,7 +89,7 @@ from clarion.core.crypto import Vault
 from clarion.core.database import Database
 from clarion.messaging import channel_config, rendering, templates, tracking
 from clarion.messaging.channel_config import ChannelPool
-from clarion.messaging.channels.email import build_mime
+from clarion.messaging.channels.mime import build_mime
 from clarion.messaging.models import Message
 from clarion.messaging.sending import Composer
 from clarion.profiles import computed as computed_traits
@@ -307,8 +307,7 @@ def blast_payloads(size: int, count: int = 500) -> list[tuple[str, bytes]]:
         outgoing = rendering.Rendered("email", None, subject="Hello", text=filler).outgoing(
             message_id=f"blast-{number}", idempotency_key=f"blast-{number}", to=to
         )
-        mime = build_mime(outgoing, from_address=FROM_ADDRESS)
-        payloads.append((to, mime.as_bytes()))
+        payloads.append((to, build_mime(outgoing, from_address=FROM_ADDRESS)))
     return payloads
 
 
@@ -429,7 +428,7 @@ def make_message(
         to=who.traits["email"],
         headers=tracking.list_unsubscribe_headers(links.unsubscribe_url),
     )
-    payload = build_mime(outgoing, from_address=FROM_ADDRESS).as_bytes()
+    payload = build_mime(outgoing, from_address=FROM_ADDRESS)
     lap("mime")
     return payload
 

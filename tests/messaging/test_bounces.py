@@ -11,7 +11,7 @@ from clarion.messaging.channels.bounces import (
     RecipientFailure,
     parse_report,
 )
-from clarion.messaging.channels.email import build_mime
+from clarion.messaging.channels.mime import build_mime, message_id_header
 
 
 def crlf(text: str) -> bytes:
@@ -240,13 +240,15 @@ def test_the_bounce_of_a_channel_message_names_its_provider_id() -> None:
         Outgoing(message_id="m-77", idempotency_key="k", to="ada@example.org", text="Hi"),
         from_address="news@news.example.com",
     )
-    original = ORIGINAL.replace("<msg-0001@news.example.com>", str(sent["Message-ID"]))
+    assert b"Message-ID: <m-77@news.example.com>\r\n" in sent
+    sent_id = message_id_header("m-77", "news.example.com")
+    original = ORIGINAL.replace("<msg-0001@news.example.com>", sent_id)
     bounce = HARD_BOUNCE.replace(crlf(ORIGINAL), crlf(original))
     assert bounce != HARD_BOUNCE
 
     report = parse_report(bounce)
     assert isinstance(report, BounceReport)
-    assert report.original_message_id == "<m-77@news.example.com>" == sent["Message-ID"]
+    assert report.original_message_id == "<m-77@news.example.com>" == sent_id
 
 
 @pytest.mark.parametrize(

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import email
+import email.policy
 import socket
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import replace
+from email.message import EmailMessage
 from email.utils import parsedate_to_datetime
 from typing import Any
 
@@ -16,13 +19,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from clarion.messaging.channels.base import Outgoing, PermanentFailure, TemporaryFailure
-from clarion.messaging.channels.email import (
-    DkimKey,
-    EmailChannel,
-    SmtpSettings,
-    build_mime,
-    message_id_header,
-)
+from clarion.messaging.channels.email import DkimKey, EmailChannel, SmtpSettings
+from clarion.messaging.channels.mime import build_mime, message_id_header
 from tests.messaging.conftest import SmtpSink, TlsFiles
 from tests.support import free_port
 
@@ -138,10 +136,12 @@ async def test_text_and_html_go_as_multipart_alternative_text_first(
     ],
 )
 def test_one_part_is_sent_alone(fields: dict[str, Any], content_type: str, body: str) -> None:
-    message = build_mime(outgoing(**fields), from_address="news@news.example.com")
+    raw = build_mime(outgoing(**fields), from_address="news@news.example.com")
+    message = email.message_from_bytes(raw, policy=email.policy.default)
+    assert isinstance(message, EmailMessage)
     assert not message.is_multipart()
     assert message.get_content_type() == content_type
-    assert message.get_content() == body
+    assert message.get_content() == body.replace("\n", "\r\n")
 
 
 def test_message_id_is_stable_and_always_valid() -> None:
@@ -207,8 +207,9 @@ async def test_rfc8058_headers_are_sent_and_covered_by_a_valid_dkim_signature(
 
     [mail] = smtp_sink.messages()
     message = mail.message
-    # Folding may put the value on a continuation line; unfolded, it is the same.
+    # Folded at the comma, never as encoded words (RFC 2369 headers cannot hold them).
     assert message["List-Unsubscribe"].strip() == UNSUBSCRIBE["List-Unsubscribe"]
+    assert b"=?utf-8?" not in mail.raw.split(b"\r\n\r\n")[0]
     assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     signature = dkim.util.parse_tag_value(
         message["DKIM-Signature"].encode().replace(b"\r\n", b"").replace(b"\n", b"")

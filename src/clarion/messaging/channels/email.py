@@ -1,6 +1,6 @@
 """The email channel: SMTP through a small pool of kept-open aiosmtplib connections.
 
-`build_mime` turns an `Outgoing` into the message a mailbox provider expects: UTF-8,
+`mime.build_mime` turns an `Outgoing` into the message a mailbox provider expects: UTF-8,
 multipart/alternative with the text part first and the HTML part last (clients show the
 last part they understand), a `Message-ID` derived from the delivery's message id (so a
 retry carries the same id), and the caller's extra headers such as RFC 8058's
@@ -22,15 +22,9 @@ only a connection lost after the recipient was given counts as a failed send.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import re
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from email import policy
 from email.errors import MessageError
 from email.headerregistry import Address
-from email.message import EmailMessage
-from email.utils import format_datetime
 from typing import Literal
 
 import aiosmtplib
@@ -44,28 +38,11 @@ from clarion.messaging.channels.base import (
     Sent,
     TemporaryFailure,
 )
+from clarion.messaging.channels.mime import build_mime, message_id_header
 
 SmtpSecurity = Literal["none", "starttls", "tls"]
 
-# Headers build_mime writes itself; an Outgoing may not override them.
-_RESERVED_HEADERS = frozenset(
-    {
-        "from",
-        "to",
-        "subject",
-        "date",
-        "message-id",
-        "mime-version",
-        "content-type",
-        "content-transfer-encoding",
-        "dkim-signature",
-    }
-)
 _SIGNED_HEADERS = ("from", "to", "subject", "date", "message-id", "mime-version", "content-type")
-_DOT_ATOM = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*$")
-# 7-bit transfer encodings: the message is valid on any SMTP server and its DKIM body hash
-# survives relays that would downgrade 8-bit content.
-_POLICY = policy.SMTP.clone(cte_type="7bit")
 _MAILBOX_FULL = 552
 _AUTH_REQUIRED = 530
 
@@ -115,16 +92,6 @@ class SmtpSettings:
         return self.from_address.rpartition("@")[2]
 
 
-def message_id_header(message_id: str, domain: str) -> str:
-    """The `Message-ID` for a delivery's message id: the same id on every retry."""
-    left = message_id if _DOT_ATOM.match(message_id) else _digest(message_id)
-    return f"<{left}@{domain}>"
-
-
-def _digest(value: str) -> str:
-    return hashlib.sha256(value.encode()).hexdigest()[:32]
-
-
 def recipient_address(to: str) -> Address:
     """`to` as one plain ASCII addr-spec; raises ValueError for anything else (a display
     name, several addresses, a missing domain, line breaks, non-ASCII characters)."""
@@ -137,38 +104,6 @@ def recipient_address(to: str) -> Address:
     if not address.username or not address.domain:
         raise ValueError(f"not an email address: {to!r}")
     return address
-
-
-def build_mime(
-    message: Outgoing,
-    *,
-    from_address: str,
-    from_name: str | None = None,
-    date: datetime | None = None,
-) -> EmailMessage:
-    """The MIME message for `message`; raises ValueError when it has no body, an extra
-    header overrides one the builder writes, or a header value is not a single line."""
-    if message.text is None and message.html is None:
-        raise ValueError("an email needs a text or an HTML part")
-    mime = EmailMessage(policy=_POLICY)
-    local, _, domain = from_address.rpartition("@")
-    mime["From"] = Address(display_name=from_name or "", username=local, domain=domain)
-    mime["To"] = recipient_address(message.to)
-    if message.subject is not None:
-        mime["Subject"] = message.subject
-    mime["Date"] = format_datetime(date or datetime.now(UTC))
-    mime["Message-ID"] = message_id_header(message.message_id, domain)
-    for name, value in message.headers.items():
-        if name.lower() in _RESERVED_HEADERS:
-            raise ValueError(f"header {name} is written by the email channel")
-        mime[name] = value
-    if message.text is not None:
-        mime.set_content(message.text, charset="utf-8")
-        if message.html is not None:
-            mime.add_alternative(message.html, subtype="html", charset="utf-8")
-    elif message.html is not None:
-        mime.set_content(message.html, subtype="html", charset="utf-8")
-    return mime
 
 
 def dkim_sign(payload: bytes, key: DkimKey, *, extra_headers: tuple[str, ...] = ()) -> bytes:
@@ -206,18 +141,17 @@ class EmailChannel:
             bounce: BounceKind | None = None if not message.to.isascii() else "hard"
             raise PermanentFailure(str(exc), bounce=bounce) from exc
         try:
-            mime = build_mime(
+            payload = build_mime(
                 message, from_address=settings.from_address, from_name=settings.from_name
             )
         except ValueError as exc:
             raise PermanentFailure(f"cannot build the email: {exc}") from exc
-        payload = mime.as_bytes(policy=_POLICY)
         if settings.dkim is not None:
             payload = dkim_sign(payload, settings.dkim, extra_headers=tuple(message.headers))
         sender = settings.envelope_from or settings.from_address
         async with self._slots:
             await self._deliver(sender, recipient, payload)
-        return Sent(provider_id=str(mime["Message-ID"]))
+        return Sent(provider_id=message_id_header(message.message_id, settings.from_domain))
 
     async def close(self) -> None:
         """Say QUIT on every idle connection."""

@@ -115,6 +115,7 @@ def test_a_seven_bit_body_holding_the_boundary_is_refused() -> None:
 
 
 def test_the_same_message_makes_the_same_bytes() -> None:
-    assert build_mime(outgoing(), from_address=FROM, date=None).split(b"Date:")[0] == (
-        build_mime(outgoing(), from_address=FROM).split(b"Date:")[0]
+    assert (
+        build_mime(outgoing(), from_address=FROM, date=None).split(b"Date:")[0]
+        == (build_mime(outgoing(), from_address=FROM).split(b"Date:")[0])
     )

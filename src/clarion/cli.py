@@ -17,6 +17,7 @@ from typing import IO, Annotated, TypeVar
 
 import typer
 import uvicorn
+import uvloop
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -97,9 +98,11 @@ WorkspaceOption = Annotated[
 
 
 def _run(work: Callable[[], Awaitable[T]]) -> T:
-    """Run async work; Clarion errors end the command with their message and exit code 1."""
+    """Run async work (on uvloop); Clarion errors end the command with their message and
+    exit code 1."""
     try:
-        return asyncio.run(work())  # type: ignore[arg-type]
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            return runner.run(work())  # type: ignore[arg-type]
     except (ClarionError, SchemaBehind) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc

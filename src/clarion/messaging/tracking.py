@@ -61,6 +61,7 @@ CHANNEL_CODES: dict[ChannelKind, int] = {"email": 1, "sms": 2, "push": 3, "inbox
 _CHANNELS_BY_CODE = {code: channel for channel, code in CHANNEL_CODES.items()}
 
 # Unsubscribe flags: what follows the profile id.
+_HEADERS = {kind: bytes((VERSION, code)) for kind, code in _KIND_CODES.items()}
 _HAS_TOPIC = 0x01
 _HAS_CHANNEL = 0x02
 _HAS_MESSAGE = 0x04
@@ -302,10 +303,30 @@ def _unpack(kind: TokenKind, fields: bytes) -> Payload:
     return payload
 
 
-@dataclass(frozen=True, slots=True)
 class _Keys:
-    mac: bytes
-    enc: bytes
+    """One token kind's two keys, as HMAC-SHA256 states keyed once (copies are cheaper
+    than keying anew, and a campaign signs a few dozen tokens per email)."""
+
+    __slots__ = ("_enc", "_mac")
+
+    def __init__(self, *, mac: bytes, enc: bytes) -> None:
+        self._mac = hmac.new(mac, digestmod=hashlib.sha256)
+        self._enc = hmac.new(enc, digestmod=hashlib.sha256)
+
+    def tag(self, data: bytes) -> bytes:
+        """The authentication tag of `data`."""
+        state = self._mac.copy()
+        state.update(data)
+        return state.digest()[:TAG_BYTES]
+
+    def keystream(self, tag: bytes, length: int) -> bytes:
+        """`length` bytes of key stream for the token with this tag."""
+        blocks = []
+        for counter in range((length + 31) // 32):
+            state = self._enc.copy()
+            state.update(tag + bytes((counter,)))
+            blocks.append(state.digest())
+        return b"".join(blocks)[:length]
 
 
 def _derive(secret: str) -> dict[TokenKind, _Keys]:
@@ -321,16 +342,11 @@ def _derive(secret: str) -> dict[TokenKind, _Keys]:
     return keys
 
 
-def _keystream(key: bytes, tag: bytes, length: int) -> bytes:
-    blocks = (
-        hmac.digest(key, tag + counter.to_bytes(1, "big"), hashlib.sha256)
-        for counter in range((length + 31) // 32)
-    )
-    return b"".join(blocks)[:length]
-
-
 def _xor(data: bytes, stream: bytes) -> bytes:
-    return bytes(a ^ b for a, b in zip(data, stream, strict=True))
+    if len(data) != len(stream):
+        raise ValueError("the data and its key stream differ in length")
+    mixed = int.from_bytes(data, "big") ^ int.from_bytes(stream, "big")
+    return mixed.to_bytes(len(data), "big")
 
 
 def _decode(token: object) -> bytes:
@@ -366,12 +382,13 @@ class LinkSigner:
 
     def sign(self, payload: Payload) -> str:
         """A URL-safe token for `payload`; the same payload always gives the same token."""
-        kind = payload.kind
+        return self._seal(payload.kind, _pack(payload))
+
+    def _seal(self, kind: TokenKind, fields: bytes) -> str:
         keys = self._keys[0][kind]
-        header = bytes((VERSION, _KIND_CODES[kind]))
-        fields = _pack(payload)
-        tag = hmac.digest(keys.mac, header + fields, hashlib.sha256)[:TAG_BYTES]
-        sealed = _xor(fields, _keystream(keys.enc, tag, len(fields)))
+        header = _HEADERS[kind]
+        tag = keys.tag(header + fields)
+        sealed = _xor(fields, keys.keystream(tag, len(fields)))
         return _encode(header + sealed + tag)
 
     def sign_open(self, message_id: UUID) -> str:
@@ -380,6 +397,9 @@ class LinkSigner:
 
     def sign_click(self, message_id: UUID, link_index: int) -> str:
         """The click token of the `link_index`-th tracked link of a message."""
+        if type(link_index) is int and 0 <= link_index < 0x80 and isinstance(message_id, UUID):
+            # The usual case, packed without building the payload.
+            return self._seal("click", message_id.bytes + bytes((link_index,)))
         return self.sign(ClickPayload(message_id, link_index))
 
     def sign_unsubscribe(
@@ -438,8 +458,8 @@ class LinkSigner:
             raise InvalidToken
         for key_set in self._keys:
             keys = key_set[expected_kind]
-            fields = _xor(sealed, _keystream(keys.enc, tag, len(sealed)))
-            expected = hmac.digest(keys.mac, header + fields, hashlib.sha256)[:TAG_BYTES]
+            fields = _xor(sealed, keys.keystream(tag, len(sealed)))
+            expected = keys.tag(header + fields)
             if hmac.compare_digest(expected, tag):
                 return _unpack(expected_kind, fields)
         raise InvalidToken

@@ -50,7 +50,7 @@ from clarion.messaging.sending import Composer, Prepared
 
 DELIVER = "messages.deliver"  # job kind: deliver a batch of messages
 DELIVER_PRIORITY = 10  # behind event processing and segment lapses
-BATCH = 50  # messages per delivery job
+BATCH = 200  # messages per delivery job
 MAX_ATTEMPTS = 6
 _BACKOFF = (timedelta(seconds=30), timedelta(minutes=2), timedelta(minutes=10), timedelta(hours=1))
 _UNIQUE = ["workspace_id", "idempotency_key"]

@@ -9,6 +9,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi import FastAPI
 
 from clarion.core.settings import Settings
@@ -571,3 +573,90 @@ async def test_one_click_unsubscribe_from_an_email_ends_its_message_and_stops_th
     refused = await post.message(second)
     assert (refused.status, refused.reason) == ("refused", "opted_out:email")
     assert len(post.sink.messages()) == 1
+
+
+async def test_a_push_goes_to_fcm_and_an_unregistered_token_is_suppressed(
+    post: Post, http_receiver: Any
+) -> None:
+    from tests.messaging.conftest import Reply
+    from tests.messaging.test_push_channel import (
+        FCM_ERROR,
+        PROJECT,
+        SEND,
+        TOKEN_PATH,
+        fcm_error,
+        service_account,
+        token_reply,
+    )
+
+    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = private.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    http_receiver.reply("POST", TOKEN_PATH, token_reply("ya29.push"))
+    http_receiver.reply(
+        "POST",
+        SEND,
+        Reply(200, json={"name": f"projects/{PROJECT}/messages/1"}),
+        fcm_error(404, "NOT_FOUND", "gone", {"@type": FCM_ERROR, "errorCode": "UNREGISTERED"}),
+    )
+    push = {
+        "name": "App",
+        "kind": "push",
+        "settings": {"base_url": http_receiver.url},
+        "secrets": {"service_account": service_account(http_receiver, pem)},
+    }
+    created = await post.client.post("/api/v1/channels", json=push, headers=post.tenant.admin)
+    assert created.status_code == 201, created.text
+    content = {"title": "Back in stock", "body": "Hi {{ profile.traits.first_name }}"}
+    made = await post.client.post(
+        "/api/v1/templates",
+        json={"name": "Restock", "channel": "push", "content": content},
+        headers=post.tenant.admin,
+    )
+    assert made.status_code == 201, made.text
+    async with post.database.read_session() as session:
+        _, version = await templates.current_version(
+            session, workspace_id=post.tenant.id, template_id=made.json()["id"]
+        )
+    kit = await post.profile("kit", push_token="token-kit", first_name="Kit")
+    [delivered] = await post.queue(
+        MessageRequest(
+            profile_id=kit, template_id=made.json()["id"], template_version_id=version.id,
+            channel="push", idempotency_key="restock:kit", origin="api",
+        )
+    )  # fmt: skip
+    await post.worker.drain()
+    [request] = [r for r in http_receiver.requests if r.path == SEND]
+    assert request.headers["authorization"] == "Bearer ya29.push"
+    assert request.json()["message"] == {
+        "token": "token-kit",
+        "notification": {"title": "Back in stock", "body": "Hi Kit"},
+    }
+    message = await post.message(delivered)
+    assert (message.status, message.provider_id) == ("sent", f"projects/{PROJECT}/messages/1")
+    assert [e["user_id"] for e in await post.events("Push Notification Sent")] == ["kit"]
+
+    # The app was uninstalled: FCM says the token is gone, and it is never tried again.
+    [gone] = await post.queue(
+        MessageRequest(
+            profile_id=kit, template_id=made.json()["id"], template_version_id=version.id,
+            channel="push", idempotency_key="restock:kit:2", origin="api",
+        )
+    )  # fmt: skip
+    await post.worker.drain()
+    assert (await post.message(gone)).status == "bounced"
+    listed = await post.client.get("/api/v1/suppressions", headers=post.tenant.admin)
+    assert [(s["channel"], s["address"], s["reason"]) for s in listed.json()["items"]] == [
+        ("push", "token-kit", "hard_bounce")
+    ]
+    [again] = await post.queue(
+        MessageRequest(
+            profile_id=kit, template_id=made.json()["id"], template_version_id=version.id,
+            channel="push", idempotency_key="restock:kit:3", origin="api",
+        )
+    )  # fmt: skip
+    await post.worker.drain()
+    refused = await post.message(again)
+    assert refused.status == "refused"
+    assert len([r for r in http_receiver.requests if r.path == SEND]) == 2

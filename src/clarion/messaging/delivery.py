@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Select, select, update
 from sqlalchemy.dialects.postgresql import insert as postgres_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -240,7 +240,16 @@ class Delivery:
     ) -> list[Prepared]:
         """Write what was decided without a provider, on rows still pending (read again,
         locked on PostgreSQL); the sends still to make, now `sending`."""
-        rows = {m.id: m for m in await _pending(session, workspace_id, ids, lock=True)}
+        sends = {item.message.id: item for item in plan.sends}
+        # The sends (nearly every message) are checked and updated by id, without loading
+        # them as objects; the rest, few, are loaded for what records them.
+        attempts: dict[uuid.UUID, int] = {}
+        if sends:
+            query = _pending_query(session, workspace_id, list(sends), lock=True)
+            found = await session.execute(query.with_only_columns(Message.id, Message.attempts))
+            attempts = {row[0]: row[1] for row in found}
+        others = [i for i in ids if i not in sends]
+        rows = {m.id: m for m in await _pending(session, workspace_id, others, lock=True)}
         outcomes = [
             Outcome(rows[i], "refused", reason=reason)
             for i, reason in plan.refused.items()
@@ -262,20 +271,23 @@ class Delivery:
             if item.message.id in rows:
                 item.message = rows[item.message.id]
                 await self.composer.deliver_inbox(session, item, now)
-        sending = []
-        for item in plan.sends:
-            row = rows.get(item.message.id)
-            if row is None:
-                continue
-            row.status = "sending"
-            row.attempts += 1
-            row.links = item.links
-            if item.stored is not None:
-                row.content = item.stored
-            row.address = item.address
-            row.updated_at = now
-            item.message = row
-            sending.append(item)
+        sending = [item for message_id, item in sends.items() if message_id in attempts]
+        if sending:
+            await session.execute(
+                update(Message),
+                [
+                    {
+                        "id": item.message.id,
+                        "status": "sending",
+                        "attempts": attempts[item.message.id] + 1,
+                        "links": item.links,
+                        "content": item.stored,
+                        "address": item.address,
+                        "updated_at": now,
+                    }
+                    for item in sending
+                ],
+            )
         await feedback.record(session, workspace_id=workspace_id, outcomes=outcomes, now=now)
         return sending
 
@@ -355,6 +367,16 @@ async def _pending(
     session: AsyncSession, workspace_id: int, ids: Sequence[uuid.UUID], *, lock: bool = False
 ) -> list[Message]:
     """The messages among `ids` still to deliver (queued or sending), oldest first."""
+    if not ids:
+        return []
+    return list(
+        (await session.scalars(_pending_query(session, workspace_id, ids, lock=lock))).all()
+    )
+
+
+def _pending_query(
+    session: AsyncSession, workspace_id: int, ids: Sequence[uuid.UUID], *, lock: bool
+) -> Select[Message]:
     query = (
         select(Message)
         .where(
@@ -366,4 +388,4 @@ async def _pending(
     )
     if lock and session.get_bind().dialect.name == "postgresql":
         query = query.with_for_update()
-    return list((await session.scalars(query)).all())
+    return query

@@ -65,6 +65,7 @@ class Composer:
         self.signer = signer
         self.public_url = public_url.rstrip("/")
         self._contents: dict[int, Any] = {}
+        self._in_browser: dict[int, bool] = {}
 
     async def prepare(
         self, session: AsyncSession, workspace_id: int, messages: Sequence[Message], now: datetime
@@ -212,7 +213,7 @@ class Composer:
         if message.channel == "email":
             html, item.links = self._track(message, rendered.html or "", links)
             rendered = dataclasses.replace(rendered, html=html)
-            if _VIEW_LINK in orjson.dumps(version.content):
+            if self._shows_in_browser(version):
                 item.stored = {"html": html}  # what its "view in browser" link shows
             if links.unsubscribe_url and message.category == policy.MARKETING:
                 headers = _unsubscribe_headers(links.unsubscribe_url)
@@ -238,6 +239,15 @@ class Composer:
             found = self._contents[version.id] = rendering.parse_content(
                 cast(ChannelKind, channel), version.content
             )
+        return found
+
+    def _shows_in_browser(self, version: TemplateVersion) -> bool:
+        """Whether the version links to "view in browser" (read once per process)."""
+        found = self._in_browser.get(version.id)
+        if found is None:
+            if len(self._in_browser) >= _CONTENTS_KEPT:
+                self._in_browser.clear()
+            found = self._in_browser[version.id] = _VIEW_LINK in orjson.dumps(version.content)
         return found
 
     def _links(self, message: Message) -> rendering.Links:

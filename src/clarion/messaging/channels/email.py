@@ -22,6 +22,7 @@ only a connection lost after the recipient was given counts as a failed send.
 from __future__ import annotations
 
 import asyncio
+import re
 from dataclasses import dataclass, field
 from email.errors import MessageError
 from email.headerregistry import Address
@@ -43,6 +44,11 @@ from clarion.messaging.channels.mime import build_mime, message_id_header
 SmtpSecurity = Literal["none", "starttls", "tls"]
 
 _SIGNED_HEADERS = ("from", "to", "subject", "date", "message-id", "mime-version", "content-type")
+# A dot-atom local part at a domain of letters, digits and hyphens: read without a parser.
+_SIMPLE_ADDRESS = re.compile(
+    r"([A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*)"
+    r"@([A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+)\Z"
+)
 _MAILBOX_FULL = 552
 _AUTH_REQUIRED = 530
 
@@ -97,6 +103,8 @@ def recipient_address(to: str) -> Address:
     name, several addresses, a missing domain, line breaks, non-ASCII characters)."""
     if not to.isascii():
         raise ValueError("internationalized addresses (SMTPUTF8) are not supported")
+    if (simple := _SIMPLE_ADDRESS.match(to)) is not None:  # most addresses, without parsing
+        return Address(username=simple[1], domain=simple[2])
     try:
         address = Address(addr_spec=to)
     except (ValueError, IndexError, MessageError) as exc:

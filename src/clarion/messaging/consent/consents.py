@@ -46,7 +46,7 @@ def normalize_address(channel: str, address: str) -> str:
     if channel == "email":
         return address.lower()
     if channel == "sms":
-        return address.translate(_PHONE_NOISE)
+        return address.translate(_PHONE_NOISE).strip()  # noise may have hidden spaces
     return address
 
 

@@ -26,8 +26,9 @@ that keeps failing fails only its own job.
 Segments also run two kinds of jobs of their own: `segments.lapse` re-evaluates one profile
 when time alone may change a membership, `segments.recompute` one segment or a workspace's
 (hourly, and right after a segment is created or its rule changes). Campaigns run
-`campaigns.launch` (snapshot an audience) and `campaigns.dispatch` (ask messaging for a
-chunk of messages). Journeys will join step 2 after segments.
+`campaigns.launch` (snapshot an audience), `campaigns.dispatch` (ask messaging for a
+chunk of messages) and `campaigns.conversions` (mark the messages whose recipients reached
+the goal). Journeys will join step 2 after segments.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from redis.asyncio import Redis
 from sqlalchemy import BindParameter, String, bindparam, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from clarion.campaigns import conversions
 from clarion.campaigns import dispatch as campaigns
 from clarion.core.clock import Clock
 from clarion.core.crypto import Vault
@@ -130,6 +132,7 @@ class Pipeline:
         registry.add(recompute.RECOMPUTE, self.recompute_segments)
         registry.add(campaigns.LAUNCH, campaigns.launch)
         registry.add(campaigns.DISPATCH, campaigns.dispatch)
+        registry.add(conversions.CONVERSIONS, conversions.run_conversions)
         registry.add(delivery.DELIVER, self.delivery.deliver)
         return registry
 

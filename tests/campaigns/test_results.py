@@ -168,6 +168,29 @@ async def test_results_count_outcomes_people_machines_and_conversions(
         h["hour"].replace("+00:00", "Z"): [h["sent"], h["opened"], h["clicked"]] for h in hourly
     } == expected
 
+    # The conversions job (every 10 minutes) writes the same answer onto the messages: the
+    # first goal event in the window is when each converted; cat's came too late.
+    await desk.later(timedelta(minutes=10), deliver=False)
+    converted = {
+        user: (m.status, m.converted_at)
+        for m in await desk.messages(campaign["id"])
+        for user in ("ann", "bob", "cat")
+        if str(m.profile_id) == await desk.profile_id(user)
+    }
+    assert converted == {
+        "ann": ("converted", sent + timedelta(days=1)),
+        "bob": ("converted", sent + timedelta(hours=1)),
+        "cat": ("delivered", None),  # only a scanner clicked
+    }
+    history = await desk.get(f"/api/v1/messages/{messages['ann'].id}")
+    assert [e["kind"] for e in history["history"]][-1] == "converted"
+    again = await desk.get(f"{url}/results")
+    assert (again["converted"], again["revenue"]) == (2, results["revenue"])
+    # Marked once: a later run finds nothing left to mark.
+    await desk.later(timedelta(minutes=10), deliver=False)
+    history = await desk.get(f"/api/v1/messages/{messages['ann'].id}")
+    assert [e["kind"] for e in history["history"]].count("converted") == 1
+
     no_goal = await desk.campaign(
         audience={"type": "list", "user_ids": ["ann"]}, template_id=campaign["template_id"]
     )

@@ -13,7 +13,7 @@ from datetime import date, datetime, time
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from clarion.campaigns import audience as audiences
-from clarion.campaigns import dispatch, service, timing
+from clarion.campaigns import conversions, dispatch, service, timing
 from clarion.campaigns.models import Campaign
 from clarion.campaigns.schemas import SendRequest
 from clarion.core.errors import Conflict, FieldError
@@ -99,6 +99,8 @@ async def send_campaign(
     campaign.updated_at = now
     await session.flush()
     await dispatch.schedule_launch(session, campaign=campaign, now=now)
+    if campaign.goal_event is not None:
+        await conversions.schedule_conversions(session, workspace_id=workspace_id, now=now)
     return campaign
 
 

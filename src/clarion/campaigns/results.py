@@ -16,6 +16,7 @@ from __future__ import annotations
 import uuid
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -79,7 +80,9 @@ async def campaign_results(session: AsyncSession, *, campaign: Campaign) -> Camp
                 hourly.setdefault(_hour(moment), [0, 0, 0])[index] += 1
     seen = await _interactions(session, ours)
     sent = [(row.profile_id, row.sent_at) for row in rows if row.sent_at is not None]
-    converted, revenue = await _conversions(session, campaign, sent)
+    reached = await conversions(session, campaign, sent)
+    converted = None if reached is None else len(reached.first)
+    revenue = {} if reached is None else reached.revenue
     return CampaignResults(
         audience=sum(states.values()),
         pending=states.get("pending", 0),
@@ -121,15 +124,25 @@ async def _interactions(session: AsyncSession, ours: Sequence[Any]) -> Counter[t
     return found
 
 
-async def _conversions(
-    session: AsyncSession, campaign: Campaign, sent: list[tuple[uuid.UUID, datetime]]
-) -> tuple[int | None, dict[str, int]]:
-    """How many recipients reached the goal within its window after their message was
-    sent, and the revenue of those goal events per currency (minor units)."""
+@dataclass(frozen=True, slots=True)
+class Conversions:
+    """Who reached a campaign's goal in its window: each recipient's first goal event
+    after their message, and the revenue of all their goal events in the window."""
+
+    first: dict[uuid.UUID, datetime]
+    revenue: dict[str, int]
+
+
+async def conversions(
+    session: AsyncSession, campaign: Campaign, sent: Sequence[tuple[uuid.UUID, datetime]]
+) -> Conversions | None:
+    """The conversions of these (recipient, sent at) pairs; None when the campaign has no
+    goal. Revenue sums the goal events' `revenue` (else `total`) per currency, in minor
+    units."""
     if campaign.goal_event is None or campaign.goal_days is None:
-        return None, {}
+        return None
     window = timedelta(days=campaign.goal_days)
-    converted = 0
+    first: dict[uuid.UUID, datetime] = {}
     revenue: Counter[str] = Counter()
     for start in range(0, len(sent), PROFILES_PER_QUERY):
         chunk = sent[start : start + PROFILES_PER_QUERY]
@@ -159,17 +172,16 @@ async def _conversions(
             )
         )
         sent_at = dict(chunk)
-        reached: set[uuid.UUID] = set()
         for row_id, timestamp, properties in events:
             recipient = owner[row_id]
             if not sent_at[recipient] <= timestamp < sent_at[recipient] + window:
                 continue
-            reached.add(recipient)
+            if recipient not in first or timestamp < first[recipient]:
+                first[recipient] = timestamp
             currency, amount = _money(properties or {})
             if amount is not None:
                 revenue[currency] += amount
-        converted += len(reached)
-    return converted, dict(revenue)
+    return Conversions(first, dict(revenue))
 
 
 def _money(properties: dict[str, Any]) -> tuple[str, int | None]:

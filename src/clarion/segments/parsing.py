@@ -393,6 +393,16 @@ def parse_rule(raw: Any) -> Rule:
     return rule
 
 
+def parse_where(raw: Any) -> Rule:
+    """Conditions on an event's properties (what an event condition's `where` holds);
+    raises RuleError naming every node at fault, under `where`."""
+    reader = _Reader()
+    rule = reader.rule(raw, "where", where=True)
+    if reader.errors or rule is None:
+        raise RuleError(reader.errors or [FieldError("where", "is not a condition")])
+    return rule
+
+
 # --- The conjunctive array form -------------------------------------------------------------
 
 _CLAUSE = re.compile(r"^\s*(?P<key>\S+)\s+(?P<op>[a-z_]+)(?:\s+(?P<value>.*?))?\s*$")

@@ -1224,6 +1224,109 @@ async def _preview_audience(client: httpx.AsyncClient, s: Seeded) -> None:
     )
 
 
+# Journeys
+
+
+def _welcome(template_id: int) -> dict[str, Any]:
+    """A one-email journey on sign-up."""
+    return {
+        "nodes": [
+            {
+                "id": "start",
+                "type": "trigger",
+                "trigger": {"kind": "event", "event": "Signed Up"},
+                "next": "mail",
+            },
+            {
+                "id": "mail",
+                "type": "action",
+                "actions": [{"kind": "send", "template_id": template_id}],
+                "next": "done",
+            },
+            {"id": "done", "type": "exit"},
+        ]
+    }
+
+
+async def _a_journey(client: httpx.AsyncClient, s: Seeded) -> dict[str, Any]:
+    """A live journey of A's, sending A's template."""
+    template = await _a_template(client, s)
+    body = {"name": "A welcome", "graph": _welcome(template["id"])}
+    created = await client.post("/api/v1/journeys", json=body, headers=s.a.admin)
+    assert created.status_code == 201, created.text
+    url = f"/api/v1/journeys/{created.json()['id']}/publish"
+    assert (await client.post(url, headers=s.a.admin)).status_code == 200
+    journey: dict[str, Any] = (
+        await client.get(f"/api/v1/journeys/{created.json()['id']}", headers=s.a.admin)
+    ).json()
+    return journey
+
+
+async def _a_journey_unchanged(
+    client: httpx.AsyncClient, s: Seeded, journey: dict[str, Any]
+) -> None:
+    read = await client.get(f"/api/v1/journeys/{journey['id']}", headers=s.a.admin)
+    assert read.json() == journey
+    versions = await client.get(f"/api/v1/journeys/{journey['id']}/versions", headers=s.a.admin)
+    assert [v["number"] for v in versions.json()] == [1]
+
+
+def _journey_route_check(method: str, suffix: str) -> Check:
+    async def run(client: httpx.AsyncClient, s: Seeded) -> None:
+        journey = await _a_journey(client, s)
+        url = f"/api/v1/journeys/{journey['id']}{suffix}"
+        body = {"PATCH": {"name": "taken"}}.get(method)
+        response = await client.request(method, url, json=body, headers=s.b.admin)
+        problem(response, 404)
+        await _a_journey_unchanged(client, s, journey)
+
+    return run
+
+
+for _method, _suffix in [
+    ("GET", ""),
+    ("PATCH", ""),
+    ("POST", "/publish"),
+    ("POST", "/pause"),
+    ("POST", "/resume"),
+    ("POST", "/archive"),
+    ("GET", "/versions"),
+]:
+    CHECKS[(_method, f"/api/v1/journeys/{{journey_id}}{_suffix}")] = _journey_route_check(
+        _method, _suffix
+    )
+
+
+@check("GET", "/api/v1/journeys")
+async def _list_journeys(client: httpx.AsyncClient, s: Seeded) -> None:
+    journey = await _a_journey(client, s)
+    assert (await client.get("/api/v1/journeys", headers=s.b.admin)).json()["items"] == []
+    await _a_journey_unchanged(client, s, journey)
+
+
+@check("POST", "/api/v1/journeys")
+async def _create_journey(client: httpx.AsyncClient, s: Seeded) -> None:
+    journey = await _a_journey(client, s)
+    # B may draft a journey naming A's template, but never publish it.
+    body = {"name": "A welcome", "graph": journey["graph"]}
+    created = await client.post("/api/v1/journeys", json=body, headers=s.b.admin)
+    assert created.status_code == 201  # names per workspace
+    url = f"/api/v1/journeys/{created.json()['id']}/publish"
+    problem(await client.post(url, headers=s.b.admin), 400, "nodes.mail.actions.0.template_id")
+    await _a_journey_unchanged(client, s, journey)
+
+
+@check("POST", "/api/v1/journeys/validate")
+async def _validate_journey(client: httpx.AsyncClient, s: Seeded) -> None:
+    journey = await _a_journey(client, s)
+    body = {"graph": journey["graph"]}
+    mine = await client.post("/api/v1/journeys/validate", json=body, headers=s.a.admin)
+    assert mine.json() == {"valid": True, "errors": []}
+    theirs = await client.post("/api/v1/journeys/validate", json=body, headers=s.b.admin)
+    assert theirs.json()["valid"] is False
+    assert [e["field"] for e in theirs.json()["errors"]] == ["nodes.mail.actions.0.template_id"]
+
+
 @check("POST", "/api/v1/channels/{channel_id}/bounces")
 async def _report_bounce(client: httpx.AsyncClient, s: Seeded) -> None:
     channel = await _a_channel(client, s)

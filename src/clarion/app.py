@@ -25,6 +25,7 @@ from clarion.core.settings import Settings, get_settings
 from clarion.ingest import api as ingest_api
 from clarion.ingest.plans import api as tracking_plans_api
 from clarion.ingest.writer import EventWriter
+from clarion.journeys import api as journeys_api
 from clarion.messaging import api as messaging_api
 from clarion.messaging import api_callbacks, api_inbox, api_messages, api_public
 from clarion.messaging.consent import api as consent_api
@@ -156,6 +157,7 @@ def create_app(
     app.include_router(profiles_api.router)
     app.include_router(segments_api.router)
     app.include_router(campaigns_api.router)
+    app.include_router(journeys_api.router)
     app.include_router(messaging_api.router)
     app.include_router(api_messages.router)
     app.include_router(api_callbacks.hooks)

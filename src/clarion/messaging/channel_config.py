@@ -244,6 +244,16 @@ async def list_channels(
     return items, encode_cursor(items[-1].id) if more else None
 
 
+async def channel_kinds(session: AsyncSession, *, workspace_id: int) -> dict[int, str]:
+    """The kind of each of the workspace's channels, by channel id."""
+    rows = await session.execute(
+        select(MessagingChannel.id, MessagingChannel.kind).where(
+            MessagingChannel.workspace_id == workspace_id
+        )
+    )
+    return {int(channel_id): str(kind) for channel_id, kind in rows}
+
+
 async def delete_channel(session: AsyncSession, *, workspace_id: int, channel_id: int) -> None:
     """Delete the channel; messages sent through it keep their history. Flushes only."""
     row = await get_channel_or_raise(session, workspace_id=workspace_id, channel_id=channel_id)

@@ -245,6 +245,16 @@ async def list_templates(
     return items, encode_cursor(items[-1].id) if more else None
 
 
+async def live_template_channels(session: AsyncSession, *, workspace_id: int) -> dict[int, str]:
+    """The channel of each of the workspace's templates not archived, by template id."""
+    rows = await session.execute(
+        select(MessageTemplate.id, MessageTemplate.channel).where(
+            MessageTemplate.workspace_id == workspace_id, MessageTemplate.archived_at.is_(None)
+        )
+    )
+    return {int(template_id): str(channel) for template_id, channel in rows}
+
+
 async def archive_template(
     session: AsyncSession, *, workspace_id: int, template_id: int, now: datetime
 ) -> MessageTemplate:

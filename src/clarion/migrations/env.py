@@ -9,6 +9,7 @@ from clarion.core.database import Base
 from clarion.core.jobs import models as _job_models  # noqa: F401 - registers tables
 from clarion.ingest import models as _ingest_models  # noqa: F401 - registers tables
 from clarion.ingest.plans import models as _plan_models  # noqa: F401 - registers tables
+from clarion.journeys import models as _journey_models  # noqa: F401 - registers tables
 from clarion.messaging import models as _messaging_models  # noqa: F401 - registers tables
 from clarion.profiles import models as _profile_models  # noqa: F401 - registers tables
 from clarion.segments import models as _segment_models  # noqa: F401 - registers tables

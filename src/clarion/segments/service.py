@@ -276,6 +276,12 @@ async def list_segments(
     return items, encode_cursor(items[-1].id) if more else None
 
 
+async def segment_ids(session: AsyncSession, *, workspace_id: int) -> frozenset[int]:
+    """The ids of the workspace's segments (what rules elsewhere may name)."""
+    rows = await session.scalars(select(Segment.id).where(Segment.workspace_id == workspace_id))
+    return frozenset(rows.all())
+
+
 async def list_members(
     session: AsyncSession, *, workspace_id: int, segment_id: int, limit: int, cursor: str | None
 ) -> tuple[list[SegmentMember], str | None]:

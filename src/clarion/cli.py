@@ -31,7 +31,7 @@ from clarion.core import migrations
 from clarion.core.clock import SystemClock
 from clarion.core.crypto import Vault
 from clarion.core.database import Database
-from clarion.core.errors import ClarionError, FieldError, InvalidInput
+from clarion.core.errors import ClarionError, FieldError, InvalidInput, NotFound
 from clarion.core.jobs import service as jobs
 from clarion.core.jobs.models import Job
 from clarion.core.jobs.service import JobState
@@ -40,6 +40,8 @@ from clarion.core.settings import Settings, get_settings
 from clarion.demo import behaviour as demo_behaviour
 from clarion.demo import load as demo_load
 from clarion.ingest import orders
+from clarion.journeys import service as journeys
+from clarion.journeys.schemas import JourneyCreate
 from clarion.messaging import channel_config
 from clarion.messaging import templates as message_templates
 from clarion.messaging.consent import service as consent_service
@@ -83,6 +85,10 @@ campaigns_app = typer.Typer(
     help="List, show, send, pause, resume and cancel campaigns.", no_args_is_help=True
 )
 app.add_typer(campaigns_app, name="campaigns")
+journeys_app = typer.Typer(
+    help="Journeys as code: list, apply a JSON file (and publish), export.", no_args_is_help=True
+)
+app.add_typer(journeys_app, name="journeys")
 suppressions_app = typer.Typer(
     help="List, add and remove suppressed addresses.", no_args_is_help=True
 )
@@ -105,6 +111,8 @@ def _run(work: Callable[[], Awaitable[T]]) -> T:
             return runner.run(work())  # type: ignore[arg-type]
     except (ClarionError, SchemaBehind) as exc:
         typer.echo(f"error: {exc}", err=True)
+        for problem in getattr(exc, "errors", []):
+            typer.echo(f"  {problem.field}: {problem.message}", err=True)
         raise typer.Exit(1) from exc
 
 
@@ -1023,5 +1031,111 @@ def set_consent(
             )
             await session.commit()
             return f"{say.channel}\t{say.topic_id or '-'}\t{say.state}"
+
+    typer.echo(_run(work))
+
+
+# Journeys as code
+
+
+@journeys_app.command("list")
+def list_journeys(
+    state: Annotated[str | None, typer.Option(help="Only journeys in this state.")] = None,
+    workspace: WorkspaceOption = workspaces.DEFAULT_WORKSPACE_SLUG,
+) -> None:
+    """List a workspace's journeys: id, state, live version, name."""
+    settings = get_settings()
+
+    async def work() -> list[str]:
+        async with _ready_database(settings) as database, database.read_session() as session:
+            found = await workspaces.get_workspace_by_slug_or_raise(session, slug=workspace)
+            page, _ = await journeys.list_journeys(
+                session, workspace_id=found.id, state=state, limit=10_000, cursor=None
+            )
+            return [f"{j.id}\t{j.state}\tv{j.live_version or '-'}\t{j.name}" for j in page]
+
+    for line in _run(work):
+        typer.echo(line)
+
+
+@journeys_app.command("apply")
+def apply_journey(
+    file: Annotated[Path, typer.Argument(help="JSON file: name, description, graph.")],
+    publish: Annotated[bool, typer.Option(help="Also publish it as the next version.")] = False,
+    workspace: WorkspaceOption = workspaces.DEFAULT_WORKSPACE_SLUG,
+) -> None:
+    """Create or update the journey of the file's name from the file (as `export` writes
+    it), and publish it with --publish; every fault of an unpublishable graph is listed."""
+    try:
+        body = JourneyCreate.model_validate_json(file.read_bytes())
+    except OSError as exc:
+        typer.echo(f"error: cannot read {file}: {exc.strerror}", err=True)
+        raise typer.Exit(1) from exc
+    except ValidationError as exc:
+        for problem in field_errors(exc):
+            typer.echo(f"{problem.field}: {problem.message}", err=True)
+        raise typer.Exit(1) from exc
+
+    async def work() -> str:
+        now = SystemClock().now()
+        async with _ready_database(get_settings()) as database, database.write_session() as session:
+            found = await workspaces.get_workspace_by_slug_or_raise(session, slug=workspace)
+            journey = await journeys.get_journey_by_name(
+                session, workspace_id=found.id, name=body.name
+            )
+            if journey is None:
+                journey = await journeys.create_journey(
+                    session, workspace_id=found.id, name=body.name,
+                    description=body.description, graph=body.graph, now=now,
+                )  # fmt: skip
+                done = f"journey {journey.id} created"
+            else:
+                journey = await journeys.update_journey(
+                    session, workspace_id=found.id, journey_id=journey.id,
+                    description=body.description, graph=body.graph, now=now,
+                )  # fmt: skip
+                done = f"journey {journey.id} updated"
+            if publish:
+                version = await journeys.publish_journey(
+                    session, workspace_id=found.id, journey_id=journey.id, now=now
+                )
+                done += f", version {version.number} published"
+            await session.commit()
+            return done
+
+    typer.echo(_run(work))
+
+
+@journeys_app.command("export")
+def export_journey(
+    journey_id: Annotated[int, typer.Argument(help="Id of the journey.")],
+    version: Annotated[
+        int | None, typer.Option(help="This published version instead of the draft.")
+    ] = None,
+    workspace: WorkspaceOption = workspaces.DEFAULT_WORKSPACE_SLUG,
+) -> None:
+    """Print the journey as JSON (name, description, graph) for `apply`: its draft, or a
+    published version."""
+    settings = get_settings()
+
+    async def work() -> str:
+        async with _ready_database(settings) as database, database.read_session() as session:
+            found = await workspaces.get_workspace_by_slug_or_raise(session, slug=workspace)
+            journey = await journeys.get_journey_or_raise(
+                session, workspace_id=found.id, journey_id=journey_id
+            )
+            graph = journey.draft
+            if version is not None:
+                published = {
+                    v.number: v
+                    for v in await journeys.list_versions(
+                        session, workspace_id=found.id, journey_id=journey_id
+                    )
+                }
+                if version not in published:
+                    raise NotFound(f"Journey {journey_id} has no version {version}.")
+                graph = published[version].graph
+            shown = {"name": journey.name, "description": journey.description, "graph": graph}
+            return json.dumps(shown, indent=2, ensure_ascii=False)
 
     typer.echo(_run(work))

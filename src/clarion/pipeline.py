@@ -28,7 +28,9 @@ when time alone may change a membership, `segments.recompute` one segment or a w
 (hourly, and right after a segment is created or its rule changes). Campaigns run
 `campaigns.launch` (snapshot an audience), `campaigns.dispatch` (ask messaging for a
 chunk of messages) and `campaigns.conversions` (mark the messages whose recipients reached
-the goal). Journeys will join step 2 after segments.
+the goal). Journeys come third in step 2: the batch's events enter profiles into live
+journeys, end runs and wake runs waiting for them (`journeys.runtime`); `journeys.step`
+moves one run on.
 """
 
 from __future__ import annotations
@@ -56,6 +58,8 @@ from clarion.ingest.jobs import PROCESS_EVENTS
 from clarion.ingest.plans import TrackingPlans
 from clarion.ingest.plans.review import Review
 from clarion.ingest.records import EventRecord
+from clarion.journeys import runtime
+from clarion.journeys.runtime import Runtime
 from clarion.messaging import delivery
 from clarion.messaging.channel_config import ChannelPool
 from clarion.messaging.ratelimit import LocalRateLimiter, RateLimiter, RedisRateLimiter
@@ -121,6 +125,7 @@ class Pipeline:
         self.clock = clock
         self.tracking_plans = TrackingPlans(database, settings, clock)
         self.segments = Catalog()
+        self.journeys = Runtime(self.segments)
         self.delivery = messaging_delivery(database, settings, clock)
 
     def registry(self) -> Registry:
@@ -133,6 +138,7 @@ class Pipeline:
         registry.add(campaigns.LAUNCH, campaigns.launch)
         registry.add(campaigns.DISPATCH, campaigns.dispatch)
         registry.add(conversions.CONVERSIONS, conversions.run_conversions)
+        registry.add(runtime.STEP, self.journeys.step)
         registry.add(delivery.DELIVER, self.delivery.deliver)
         return registry
 
@@ -233,6 +239,9 @@ class Pipeline:
                 absorbed=applied.absorbed,
                 now=now,
                 cause="realtime",
+            )
+            await self.journeys.on_events(
+                session, workspace_id=workspace_id, events=applied.events, now=now
             )
             await session.commit()
 

@@ -100,8 +100,9 @@ class Plan:
         }
 
 
-def compile_journey(raw: Any, references: References) -> Plan:
-    """The plan of a journey graph (JSON); raises InvalidJourney listing every fault."""
+def compile_journey(raw: Any, references: References | None) -> Plan:
+    """The plan of a journey graph (JSON); raises InvalidJourney listing every fault. With
+    no `references` (a stored plan, checked when published) what it names is not checked."""
     graph = _shaped(raw)
     errors: list[FieldError] = []
     nodes: dict[str, Node] = {}
@@ -130,7 +131,8 @@ def compile_journey(raw: Any, references: References) -> Plan:
         )
     errors.extend(_instant_loops(nodes, successors))
     branch_rules, wheres = _rules(graph, errors)
-    errors.extend(_references(graph, branch_rules, references))
+    if references is not None:
+        errors.extend(_references(graph, branch_rules, references))
     errors.extend(_keys(graph, triggers))
     if errors:
         raise InvalidJourney(f"The journey has {len(errors)} problem(s).", errors=errors)

@@ -9,13 +9,15 @@ the version they entered.
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, Integer, String, Text
+from sqlalchemy import ForeignKey, Index, Integer, String, Text, Uuid, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from clarion.core.database import Base, BigId, JSONDocument, UTCDateTime
+from clarion.profiles import models as _profiles  # noqa: F401 - runs refer to profiles
 
 
 class Journey(Base):
@@ -55,3 +57,71 @@ class JourneyVersion(Base):
     graph: Mapped[dict[str, Any]] = mapped_column(JSONDocument)
     plan: Mapped[dict[str, Any]] = mapped_column(JSONDocument)
     published_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+# Run states: `active` (moving through instant nodes), `waiting` (at a wait node), then one of
+# `completed` (reached an exit), `exited` (an exit criterion, a holdout, the journey
+# archived) or `failed` (an action that cannot be done).
+LIVE_RUN_STATES = ("active", "waiting")
+
+
+class JourneyRun(Base):
+    """One profile's way through one version of a journey, for one entry key.
+
+    At most one live run per (journey, profile, entry key): a partial unique index over the
+    live states. `context` keeps the triggering event (`{"event": {"name", "properties"}}`)
+    for conditions and templates; `wake_at` is when a waiting run's timer fires.
+    """
+
+    __tablename__ = "journey_runs"
+    __table_args__ = (
+        Index(
+            "ix_journey_runs_live_key",
+            "journey_id",
+            "profile_id",
+            "entry_key",
+            unique=True,
+            sqlite_where=text("state IN ('active', 'waiting')"),
+            postgresql_where=text("state IN ('active', 'waiting')"),
+        ),
+        Index(None, "workspace_id", "profile_id", "state"),
+        Index(None, "journey_id", "state", "node"),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    workspace_id: Mapped[int] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
+    journey_id: Mapped[int] = mapped_column(BigId, ForeignKey("journeys.id", ondelete="CASCADE"))
+    version: Mapped[int] = mapped_column(Integer)
+    profile_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("profiles.id", ondelete="CASCADE")
+    )
+    entry_key: Mapped[str] = mapped_column(String(200), default="")
+    state: Mapped[str] = mapped_column(String(16), default="active")
+    node: Mapped[str] = mapped_column(String(64))
+    context: Mapped[dict[str, Any]] = mapped_column(JSONDocument, default=dict)
+    wake_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    reason: Mapped[str | None] = mapped_column(Text, default=None)
+    entered_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+
+
+class JourneyTransition(Base):
+    """A run's move from one node to another (`from_node` None: it entered), and why."""
+
+    __tablename__ = "journey_transitions"
+    __table_args__ = (
+        Index(None, "run_id", "id"),
+        Index(None, "journey_id", "to_node", "at"),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    workspace_id: Mapped[int] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
+    journey_id: Mapped[int] = mapped_column(BigId, ForeignKey("journeys.id", ondelete="CASCADE"))
+    run_id: Mapped[int] = mapped_column(BigId, ForeignKey("journey_runs.id", ondelete="CASCADE"))
+    from_node: Mapped[str | None] = mapped_column(String(64), default=None)
+    to_node: Mapped[str] = mapped_column(String(64))
+    reason: Mapped[str] = mapped_column(String(200), default="")
+    at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from clarion.core.errors import Conflict, FieldError, NotFound
 from clarion.core.pagination import decode_id_cursor, encode_cursor
+from clarion.journeys import runtime
 from clarion.journeys.compiler import Plan, References, compile_journey
 from clarion.journeys.models import Journey, JourneyVersion
 from clarion.messaging import channel_config
@@ -166,6 +167,10 @@ async def change_state(
     journey.state = {"pause": "paused", "resume": "live", "archive": "archived"}[action]
     journey.updated_at = now
     await session.flush()
+    if action == "resume":  # held runs move on
+        await runtime.resume_runs(session, journey_id=journey.id, now=now)
+    elif action == "archive":
+        await runtime.end_runs(session, journey_id=journey.id, reason="journey archived", now=now)
     return journey
 
 

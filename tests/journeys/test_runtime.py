@@ -1,0 +1,348 @@
+"""Journeys run for real: events enter profiles (per cart), waits time out or end on an
+event, conditions read the profile, actions queue messages once, exits end runs early,
+entry rules hold, and pause holds runs where they are. Time moves by the frozen clock."""
+
+from __future__ import annotations
+
+from datetime import datetime, time, timedelta
+from typing import Any
+
+from sqlalchemy import select
+
+from clarion.core.jobs.models import Job
+from clarion.journeys.models import JourneyRun, JourneyTransition
+from clarion.journeys.runtime import STEP
+from clarion.messaging.models import Message
+from tests.campaigns.conftest import Desk
+
+HOUR = 3600
+
+
+def cart_journey(template_id: int) -> dict[str, Any]:
+    """Checkout started and no order for that cart within an hour: an email; a day later,
+    a second one to VIPs; an order for the cart ends the run."""
+    return {
+        "entry": {"frequency": "every_time", "max_active": 3},
+        "entry_key": "properties.cart_id",
+        "exit_when": [{"event": "Order Completed", "same_key": True}],
+        "nodes": [
+            {
+                "id": "start",
+                "type": "trigger",
+                "trigger": {"kind": "event", "event": "Checkout Started"},
+                "next": "hour",
+            },
+            {
+                "id": "hour",
+                "type": "wait",
+                "wait": {
+                    "kind": "until_event",
+                    "event": "Order Completed",
+                    "same_key": True,
+                    "timeout_seconds": HOUR,
+                },
+                "next": "done",
+                "timeout_next": "first",
+            },
+            {
+                "id": "first",
+                "type": "action",
+                "actions": [{"kind": "send", "template_id": template_id}],
+                "next": "day",
+            },
+            {
+                "id": "day",
+                "type": "wait",
+                "wait": {"kind": "duration", "seconds": 24 * HOUR},
+                "next": "vip",
+            },
+            {
+                "id": "vip",
+                "type": "condition",
+                "branches": [{"when": [["vip eq true"]], "next": "second"}],
+                "otherwise": "done",
+            },
+            {
+                "id": "second",
+                "type": "action",
+                "actions": [{"kind": "send", "template_id": template_id}],
+                "next": "done",
+            },
+            {"id": "done", "type": "exit"},
+        ],
+    }
+
+
+def checkout(user_id: str, cart: str) -> dict[str, Any]:
+    return {
+        "type": "track",
+        "event": "Checkout Started",
+        "userId": user_id,
+        "properties": {"cart_id": cart},
+    }
+
+
+def order(user_id: str, cart: str) -> dict[str, Any]:
+    return {
+        "type": "track",
+        "event": "Order Completed",
+        "userId": user_id,
+        "properties": {"cart_id": cart},
+    }
+
+
+async def publish(desk: Desk, graph: dict[str, Any], name: str = "Cart") -> int:
+    created = await desk.post("/api/v1/journeys", {"name": name, "graph": graph}, 201)
+    await desk.post(f"/api/v1/journeys/{created['id']}/publish")
+    return int(created["id"])
+
+
+async def runs(desk: Desk) -> list[JourneyRun]:
+    async with desk.database.read_session() as session:
+        found = await session.scalars(
+            select(JourneyRun)
+            .where(JourneyRun.workspace_id == desk.tenant.id)
+            .order_by(JourneyRun.entry_key, JourneyRun.id)
+        )
+        return list(found.all())
+
+
+async def sent(desk: Desk) -> list[tuple[str, str]]:
+    """(profile id, idempotency key) of the journey messages queued so far."""
+    async with desk.database.read_session() as session:
+        found = await session.execute(
+            select(Message.profile_id, Message.idempotency_key)
+            .where(Message.workspace_id == desk.tenant.id, Message.origin == "journey")
+            .order_by(Message.created_at, Message.idempotency_key)
+        )
+        return [(str(p), key) for p, key in found]
+
+
+async def path(desk: Desk, run_id: int) -> list[tuple[str | None, str, str]]:
+    async with desk.database.read_session() as session:
+        found = await session.execute(
+            select(JourneyTransition.from_node, JourneyTransition.to_node, JourneyTransition.reason)
+            .where(JourneyTransition.run_id == run_id)
+            .order_by(JourneyTransition.id)
+        )
+        return [tuple(row) for row in found]  # type: ignore[misc]
+
+
+async def test_the_abandoned_cart_runs_per_cart_with_waits_conditions_and_exits(desk: Desk) -> None:
+    template = await desk.template()
+    ann = await desk.identify("ann", email="ann@example.com", vip=True)
+    bob = await desk.identify("bob", email="bob@example.com")
+    await publish(desk, cart_journey(template))
+
+    await desk.track_raw(checkout("ann", "c1"), checkout("bob", "c2"))
+    first, second = await runs(desk)
+    assert [(str(r.profile_id), r.entry_key, r.state, r.node) for r in (first, second)] == [
+        (ann, "c1", "waiting", "hour"),
+        (bob, "c2", "waiting", "hour"),
+    ]
+    # Bob orders within the hour: the exit criterion ends his run where it is.
+    await desk.later(timedelta(minutes=30), deliver=False)
+    await desk.track_raw(order("bob", "c2"))
+    bob_run = (await runs(desk))[1]
+    assert (bob_run.state, bob_run.node) == ("exited", "hour")
+    assert [t[2] for t in await path(desk, bob_run.id)] == [
+        "entered", "started", "exited: exit: Order Completed"
+    ]  # fmt: skip
+
+    # Ann's hour runs out: the first email, then the day's wait.
+    await desk.later(timedelta(minutes=31), deliver=False)
+    ann_run = (await runs(desk))[0]
+    assert (ann_run.state, ann_run.node) == ("waiting", "day")
+    assert await sent(desk) == [(ann, f"journey:{ann_run.id}:first:0")]
+
+    # A second cart is a second run, at the same time.
+    await desk.track_raw(checkout("ann", "c3"))
+    assert [(r.entry_key, r.state) for r in await runs(desk)] == [
+        ("c1", "waiting"), ("c2", "exited"), ("c3", "waiting")
+    ]  # fmt: skip
+    # A day later ann (a VIP) gets the second email and her first run ends; her order for
+    # the third cart ends that run early, and only that one.
+    await desk.later(timedelta(hours=24), deliver=False)
+    await desk.track_raw(order("ann", "c3"))
+    c1, _, c3 = await runs(desk)
+    assert (c1.state, c1.node, c3.state, c3.reason) == (
+        "completed", "done", "exited", "exit: Order Completed"
+    )  # fmt: skip
+    # (The clock jumped a day at once: c3's hour and c1's day ran out at the same moment.)
+    keys = sorted(key for _, key in await sent(desk))
+    assert keys == [
+        f"journey:{c1.id}:first:0",
+        f"journey:{c1.id}:second:0",
+        f"journey:{c3.id}:first:0",
+    ]
+    assert [t[1] for t in await path(desk, c1.id)] == [
+        "start", "hour", "first", "day", "vip", "second", "done", "done"
+    ]  # fmt: skip
+
+
+async def test_a_step_job_run_twice_moves_and_sends_once(desk: Desk) -> None:
+    template = await desk.template()
+    await desk.identify("cy", email="cy@example.com")
+    await publish(desk, cart_journey(template))
+    await desk.track_raw(checkout("cy", "k1"))
+    await desk.later(timedelta(hours=1, seconds=1), deliver=False)
+    [run] = await runs(desk)
+    assert run.node == "day"
+    # The same step again (a retry after a crash, say): the run is past it, nothing moves.
+    async with desk.database.write_session() as session:
+        from clarion.core.jobs.queue import NewJob, enqueue
+
+        await enqueue(
+            session,
+            [NewJob(desk.tenant.id, STEP, {"run_id": run.id, "node": "hour"})],
+            now=desk.clock.now(),
+        )
+        await session.commit()
+    await desk.run(deliver=False)
+    [again] = await runs(desk)
+    assert (again.node, again.state) == ("day", "waiting")
+    assert len(await sent(desk)) == 1
+    async with desk.database.read_session() as session:
+        dead = await session.scalars(select(Job).where(Job.kind == STEP, Job.state == "dead"))
+        assert dead.all() == []
+
+
+async def test_entry_rules_once_and_a_paused_journey_holds_its_runs(desk: Desk) -> None:
+    template = await desk.template()
+    await desk.identify("di", email="di@example.com")
+    graph = cart_journey(template)
+    graph["entry"] = {"frequency": "once", "max_active": 3}
+    journey = await publish(desk, graph)
+    await desk.track_raw(checkout("di", "a"), checkout("di", "a"))
+    assert len(await runs(desk)) == 1  # the same cart twice: one run
+    await desk.track_raw(checkout("di", "b"))
+    assert len(await runs(desk)) == 2  # once per cart
+    await desk.post(f"/api/v1/journeys/{journey}/pause")
+    await desk.track_raw(checkout("di", "c"))
+    assert len(await runs(desk)) == 2  # paused: nobody enters
+    await desk.later(timedelta(hours=2), deliver=False)
+    assert {r.node for r in await runs(desk)} == {"hour"}  # held where they were
+    assert await sent(desk) == []
+    await desk.post(f"/api/v1/journeys/{journey}/resume")
+    await desk.run(deliver=False)
+    assert {(r.node, r.state) for r in await runs(desk)} == {("day", "waiting")}
+    assert len(await sent(desk)) == 2
+    await desk.post(f"/api/v1/journeys/{journey}/archive")
+    await desk.run(deliver=False)
+    assert {(r.state, r.reason) for r in await runs(desk)} == {("exited", "journey archived")}
+
+
+async def test_a_template_archived_after_publishing_fails_the_run_with_its_reason(
+    desk: Desk,
+) -> None:
+    template = await desk.template()
+    await desk.identify("ed", email="ed@example.com")
+    await publish(desk, cart_journey(template))
+    await desk.track_raw(checkout("ed", "z"))
+    response = await desk.client.delete(f"/api/v1/templates/{template}", headers=desk.tenant.admin)
+    assert response.status_code == 204, response.text
+    await desk.later(timedelta(hours=1, seconds=1), deliver=False)
+    [run] = await runs(desk)
+    assert run.state == "failed" and "archived" in (run.reason or "")
+    assert await sent(desk) == []
+
+
+async def test_an_event_wait_ends_on_its_event_for_the_same_key_only(desk: Desk) -> None:
+    template = await desk.template()
+    await desk.identify("fa", email="fa@example.com")
+    graph = cart_journey(template)
+    del graph["exit_when"]
+    await publish(desk, graph)
+    await desk.track_raw(checkout("fa", "m1"))
+    await desk.track_raw(order("fa", "other-cart"))
+    # An order that happened before the checkout (arriving late) is not this cart's answer.
+    earlier = (desk.clock.now() - timedelta(minutes=5)).isoformat()
+    await desk.track_raw(order("fa", "m1") | {"timestamp": earlier})
+    [run] = await runs(desk)
+    assert (run.state, run.node) == ("waiting", "hour")
+    await desk.track_raw(order("fa", "m1"))
+    [run] = await runs(desk)
+    assert (run.state, run.node) == ("completed", "done")
+    assert [t[2] for t in await path(desk, run.id)] == [
+        "entered", "started", "event: Order Completed", "completed: exit"
+    ]  # fmt: skip
+    await desk.later(timedelta(hours=2), deliver=False)  # its time-out job finds it gone
+    assert await sent(desk) == []
+
+
+async def test_time_of_day_and_date_waits_in_the_profiles_zone_and_an_emitted_event(
+    desk: Desk,
+) -> None:
+    from zoneinfo import ZoneInfo
+
+    from clarion.ingest.models import Event
+
+    paris = ZoneInfo("Europe/Paris")
+    now = desk.clock.now()
+    renewal = (now + timedelta(days=30)).astimezone(paris).date()
+    await desk.identify("gu", timezone="Europe/Paris", renewal_date=renewal.isoformat())
+    graph = {
+        "nodes": [
+            {
+                "id": "start",
+                "type": "trigger",
+                "trigger": {"kind": "event", "event": "Signed Up"},
+                "next": "morning",
+            },
+            {
+                "id": "morning",
+                "type": "wait",
+                "wait": {"kind": "until_time", "time": "09:00"},
+                "next": "note",
+            },
+            {
+                "id": "note",
+                "type": "action",
+                "actions": [
+                    {"kind": "emit_event", "event": "Welcome Window", "properties": {"step": 1}}
+                ],
+                "next": "renewal",
+            },
+            {
+                "id": "renewal",
+                "type": "wait",
+                "wait": {
+                    "kind": "until_date",
+                    "trait": "renewal_date",
+                    "offset_days": -1,
+                    "local_time": "10:00",
+                },
+                "next": "done",
+            },
+            {"id": "done", "type": "exit"},
+        ]
+    }
+    await publish(desk, graph, name="Welcome")
+    await desk.track_raw({"type": "track", "event": "Signed Up", "userId": "gu"})
+    [run] = await runs(desk)
+    local = now.astimezone(paris)
+    nine = local.replace(hour=9, minute=0, second=0, microsecond=0)
+    if nine <= local:
+        nine += timedelta(days=1)
+    assert run.node == "morning" and run.wake_at == nine
+    desk.clock.advance(nine - desk.clock.now())
+    await desk.run(deliver=False)
+    [run] = await runs(desk)
+    assert run.node == "renewal"
+    expected = datetime.combine(renewal - timedelta(days=1), time(10), tzinfo=paris)
+    assert run.wake_at == expected
+    async with desk.database.read_session() as session:
+        emitted = (
+            await session.scalars(
+                select(Event).where(
+                    Event.workspace_id == desk.tenant.id, Event.name == "Welcome Window"
+                )
+            )
+        ).all()
+    assert [(e.user_id, e.properties["step"], e.properties["journey_run_id"]) for e in emitted] == [
+        ("gu", 1, run.id)
+    ]
+    desk.clock.advance(expected - desk.clock.now())
+    await desk.run(deliver=False)
+    [run] = await runs(desk)
+    assert (run.state, run.node) == ("completed", "done")

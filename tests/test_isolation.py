@@ -1291,10 +1291,58 @@ for _method, _suffix in [
     ("POST", "/resume"),
     ("POST", "/archive"),
     ("GET", "/versions"),
+    ("GET", "/runs"),
+    ("GET", "/stats"),
 ]:
     CHECKS[(_method, f"/api/v1/journeys/{{journey_id}}{_suffix}")] = _journey_route_check(
         _method, _suffix
     )
+
+
+@check("GET", "/api/v1/journeys/{journey_id}/timing")
+async def _journey_timing(client: httpx.AsyncClient, s: Seeded) -> None:
+    journey = await _a_journey(client, s)
+    url = f"/api/v1/journeys/{journey['id']}/timing"
+    params = {"from_node": "start", "to_node": "done"}
+    problem(await client.get(url, params=params, headers=s.b.admin), 404)
+    assert (await client.get(url, params=params, headers=s.a.admin)).json()["runs"] == 0
+    await _a_journey_unchanged(client, s, journey)
+
+
+@check("POST", "/api/v1/journeys/{journey_id}/simulate")
+async def _simulate_journey(client: httpx.AsyncClient, s: Seeded) -> None:
+    journey = await _a_journey(client, s)
+    url = f"/api/v1/journeys/{journey['id']}/simulate"
+    body = {"events": [{"event": "Signed Up", "at": "2026-11-02T15:00:00Z"}]}
+    problem(await client.post(url, json=body, headers=s.b.admin), 404)
+    profile_id = await _a_profile(client, s)
+    mine = await client.post(url, json={**body, "profile_id": profile_id}, headers=s.a.admin)
+    assert mine.json()["outcome"] == "completed"
+    await _a_journey_unchanged(client, s, journey)
+
+
+def _journey_run_check(method: str, suffix: str) -> Check:
+    async def run(client: httpx.AsyncClient, s: Seeded) -> None:
+        journey = await _a_journey(client, s)
+        url = f"/api/v1/journeys/{journey['id']}/runs/1{suffix}"
+        problem(await client.request(method, url, headers=s.b.admin), 404)
+        await _a_journey_unchanged(client, s, journey)
+
+    return run
+
+
+for _method, _suffix in [("GET", ""), ("POST", "/retry"), ("POST", "/skip")]:
+    CHECKS[(_method, f"/api/v1/journeys/{{journey_id}}/runs/{{run_id}}{_suffix}")] = (
+        _journey_run_check(_method, _suffix)
+    )
+
+
+@check("GET", "/api/v1/profiles/{profile_id}/journeys")
+async def _profile_journeys(client: httpx.AsyncClient, s: Seeded) -> None:
+    profile_id = await _a_profile(client, s)
+    url = f"/api/v1/profiles/{profile_id}/journeys"
+    assert (await client.get(url, headers=s.b.admin)).json() == []
+    assert (await client.get(url, headers=s.a.admin)).status_code == 200
 
 
 @check("GET", "/api/v1/journeys")

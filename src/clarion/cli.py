@@ -1139,3 +1139,71 @@ def export_journey(
             return json.dumps(shown, indent=2, ensure_ascii=False)
 
     typer.echo(_run(work))
+
+
+def _run_command(name: str, skip: bool) -> None:
+    def command(
+        journey_id: Annotated[int, typer.Argument(help="Id of the journey.")],
+        run_id: Annotated[int, typer.Argument(help="Id of the failed run.")],
+        workspace: WorkspaceOption = workspaces.DEFAULT_WORKSPACE_SLUG,
+    ) -> None:
+        async def work() -> str:
+            now = SystemClock().now()
+            async with (
+                _ready_database(get_settings()) as database,
+                database.write_session() as session,
+            ):
+                found = await workspaces.get_workspace_by_slug_or_raise(session, slug=workspace)
+                run = await journeys.retry_or_skip_run(
+                    session, workspace_id=found.id, journey_id=journey_id, run_id=run_id,
+                    skip=skip, now=now,
+                )  # fmt: skip
+                await session.commit()
+                return f"run {run.id} {run.state} at {run.node}"
+
+        typer.echo(_run(work))
+
+    command.__doc__ = (
+        "Move a failed run past the action that failed."
+        if skip
+        else "Take a failed run up again at the action that failed."
+    )
+    journeys_app.command(name)(command)
+
+
+_run_command("retry", skip=False)
+_run_command("skip", skip=True)
+
+
+@journeys_app.command("runs")
+def list_journey_runs(
+    journey_id: Annotated[int, typer.Argument(help="Id of the journey.")],
+    state: Annotated[str | None, typer.Option(help="Only runs in this state (failed...).")] = None,
+    workspace: WorkspaceOption = workspaces.DEFAULT_WORKSPACE_SLUG,
+) -> None:
+    """List a journey's runs, newest first: id, state, node, entry key, profile, reason."""
+    settings = get_settings()
+
+    async def work() -> list[str]:
+        async with _ready_database(settings) as database, database.read_session() as session:
+            found = await workspaces.get_workspace_by_slug_or_raise(session, slug=workspace)
+            page, _ = await journeys.list_runs(
+                session, workspace_id=found.id, journey_id=journey_id, state=state,
+                limit=10_000, cursor=None,
+            )  # fmt: skip
+            return [
+                "\t".join(
+                    (
+                        str(r.id),
+                        r.state,
+                        r.node,
+                        r.entry_key or "-",
+                        str(r.profile_id),
+                        r.reason or "",
+                    )
+                )
+                for r in page
+            ]
+
+    for line in _run(work):
+        typer.echo(line)

@@ -14,6 +14,7 @@ from clarion.journeys.models import JourneyRun, JourneyTransition
 from clarion.journeys.runtime import STEP
 from clarion.messaging.models import Message
 from tests.campaigns.conftest import Desk
+from tests.conftest import problem
 
 HOUR = 3600
 
@@ -246,6 +247,28 @@ async def test_a_template_archived_after_publishing_fails_the_run_with_its_reaso
     assert run.state == "failed" and "archived" in (run.reason or "")
     assert await sent(desk) == []
 
+    # Failed runs wait in a list where a person retries or skips them.
+    journey = run.journey_id
+    failed = await desk.get(f"/api/v1/journeys/{journey}/runs", state="failed")
+    assert [r["id"] for r in failed["items"]] == [run.id]
+    url = f"/api/v1/journeys/{journey}/runs/{run.id}"
+    retried = await desk.post(f"{url}/retry")
+    assert (retried["state"], retried["node"]) == ("active", "first")
+    await desk.run(deliver=False)
+    [run] = await runs(desk)
+    assert run.state == "failed"  # the template is still archived
+    skipped = await desk.post(f"{url}/skip")
+    assert (skipped["state"], skipped["node"]) == ("active", "day")
+    await desk.run(deliver=False)
+    [run] = await runs(desk)
+    assert (run.state, run.node) == ("waiting", "day")
+    moves = await path(desk, run.id)
+    assert moves[-3] == ("first", "first", "retried by hand")
+    assert moves[-2][:2] == ("first", "first") and moves[-2][2].startswith("failed: ")
+    assert moves[-1] == ("first", "day", "skipped by hand")
+    response = await desk.client.post(f"{url}/retry", headers=desk.tenant.admin)
+    problem(response, 409, "state")  # only a failed run
+
 
 async def test_an_event_wait_ends_on_its_event_for_the_same_key_only(desk: Desk) -> None:
     template = await desk.template()
@@ -346,3 +369,43 @@ async def test_time_of_day_and_date_waits_in_the_profiles_zone_and_an_emitted_ev
     await desk.run(deliver=False)
     [run] = await runs(desk)
     assert (run.state, run.node) == ("completed", "done")
+
+
+async def test_runs_stats_timing_and_a_profiles_history_through_the_api(desk: Desk) -> None:
+    template = await desk.template()
+    ha = await desk.identify("ha", email="ha@example.com")
+    await desk.identify("io", email="io@example.com")
+    journey = await publish(desk, cart_journey(template))
+    url = f"/api/v1/journeys/{journey}"
+    await desk.track_raw(checkout("ha", "h1"), checkout("io", "i1"))
+    await desk.later(timedelta(minutes=20), deliver=False)
+    await desk.track_raw(order("io", "i1"))  # io leaves at the wait
+    await desk.later(timedelta(minutes=41), deliver=False)  # ha's hour runs out
+
+    listed = await desk.get(f"{url}/runs")
+    assert sorted((r["entry_key"], r["state"], r["node"]) for r in listed["items"]) == [
+        ("h1", "waiting", "day"), ("i1", "exited", "hour")
+    ]  # fmt: skip
+    waiting = await desk.get(f"{url}/runs", state="waiting")
+    assert [r["entry_key"] for r in waiting["items"]] == ["h1"]
+    ha_run = waiting["items"][0]
+    detail = await desk.get(f"{url}/runs/{ha_run['id']}")
+    assert [(t["from_node"], t["to_node"]) for t in detail["transitions"]] == [
+        (None, "start"), ("start", "hour"), ("hour", "first"), ("first", "day")
+    ]  # fmt: skip
+    history = await desk.get(f"/api/v1/profiles/{ha}/journeys")
+    assert [r["id"] for r in history] == [ha_run["id"]]
+
+    stats = await desk.get(f"{url}/stats")
+    assert (stats["runs"], stats["states"]) == (2, {"exited": 1, "waiting": 1})
+    by_node = {n["node"]: n for n in stats["nodes"]}
+    assert [n["node"] for n in stats["nodes"]][:3] == ["start", "hour", "first"]
+    assert (by_node["start"]["entered"], by_node["hour"]["entered"]) == (2, 2)
+    assert (by_node["first"]["entered"], by_node["day"]["waiting"]) == (1, 1)
+    assert by_node["hour"]["exited"] == 1 and by_node["done"]["entered"] == 0
+    timing = await desk.get(f"{url}/timing", from_node="hour", to_node="first")
+    assert (timing["runs"], timing["p50_seconds"], timing["p90_seconds"]) == (1, 3660.0, 3660.0)
+    none = await desk.get(f"{url}/timing", from_node="first", to_node="done")
+    assert (none["runs"], none["p50_seconds"]) == (0, None)
+    missing = await desk.client.get(f"{url}/runs/999999", headers=desk.tenant.admin)
+    assert missing.status_code == 404

@@ -3,12 +3,15 @@ archive, and the published versions."""
 
 from __future__ import annotations
 
+import dataclasses
+import uuid
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, Query, Request, status
 
 from clarion.core.deps import AppClock, ReadSession, RowId, WriteSession
 from clarion.journeys import service
+from clarion.journeys import simulate as simulation
 from clarion.journeys.compiler import InvalidJourney
 from clarion.journeys.schemas import (
     Fault,
@@ -17,14 +20,24 @@ from clarion.journeys.schemas import (
     JourneyCreate,
     JourneyPage,
     JourneyRead,
+    JourneyStats,
     JourneyUpdate,
+    NodeTiming,
+    RunDetail,
+    RunPage,
+    RunRead,
+    SimulateRequest,
+    SimulationRead,
     State,
+    TransitionRead,
     VersionRead,
 )
+from clarion.segments.catalog import Catalog
 from clarion.workspaces.auth import ManagementCaller
 
 router = APIRouter(prefix="/api/v1", tags=["journeys"])
 Cursor = Annotated[str | None, Query(max_length=512)]
+RunState = Literal["active", "waiting", "completed", "exited", "failed"]
 
 
 @router.get("/journeys", response_model=JourneyPage)
@@ -172,3 +185,134 @@ async def list_versions(
         session, workspace_id=caller.workspace_id, journey_id=journey_id
     )
     return [VersionRead.from_row(v) for v in versions]
+
+
+@router.get("/journeys/{journey_id}/runs", response_model=RunPage)
+async def list_runs(
+    journey_id: RowId,
+    caller: ManagementCaller,
+    session: ReadSession,
+    state: RunState | None = None,
+    node: Annotated[str | None, Query(max_length=64)] = None,
+    cursor: Cursor = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> RunPage:
+    """The journey's runs, newest first (in one state, at one node when given)."""
+    items, next_cursor = await service.list_runs(
+        session, workspace_id=caller.workspace_id, journey_id=journey_id, state=state,
+        node=node, limit=limit, cursor=cursor,
+    )  # fmt: skip
+    return RunPage(items=[RunRead.model_validate(r) for r in items], next_cursor=next_cursor)
+
+
+@router.get("/journeys/{journey_id}/runs/{run_id}", response_model=RunDetail)
+async def read_run(
+    journey_id: RowId, run_id: RowId, caller: ManagementCaller, session: ReadSession
+) -> RunDetail:
+    """One run with every move it made, oldest first."""
+    run, moves = await service.get_run_or_raise(
+        session, workspace_id=caller.workspace_id, journey_id=journey_id, run_id=run_id
+    )
+    return RunDetail(
+        **RunRead.model_validate(run).model_dump(),
+        transitions=[TransitionRead.model_validate(m) for m in moves],
+    )
+
+
+@router.get("/journeys/{journey_id}/stats", response_model=JourneyStats)
+async def journey_stats(
+    journey_id: RowId, caller: ManagementCaller, session: ReadSession
+) -> JourneyStats:
+    """Per node: runs that reached it (a funnel from the trigger down) and runs there now
+    by state."""
+    return await service.journey_stats(
+        session, workspace_id=caller.workspace_id, journey_id=journey_id
+    )
+
+
+@router.get("/journeys/{journey_id}/timing", response_model=NodeTiming)
+async def node_timing(
+    journey_id: RowId,
+    caller: ManagementCaller,
+    session: ReadSession,
+    from_node: Annotated[str, Query(min_length=1, max_length=64)],
+    to_node: Annotated[str, Query(min_length=1, max_length=64)],
+) -> NodeTiming:
+    """Median and 90th percentile of the time from reaching one node to reaching another."""
+    return await service.node_timing(
+        session, workspace_id=caller.workspace_id, journey_id=journey_id,
+        from_node=from_node, to_node=to_node,
+    )  # fmt: skip
+
+
+@router.get("/profiles/{profile_id}/journeys", response_model=list[RunRead])
+async def profile_journeys(
+    profile_id: uuid.UUID, caller: ManagementCaller, session: ReadSession
+) -> list[RunRead]:
+    """A profile's journey history: its runs, newest first."""
+    items, _ = await service.list_runs(
+        session, workspace_id=caller.workspace_id, profile_id=profile_id, limit=1_000,
+        cursor=None,
+    )  # fmt: skip
+    return [RunRead.model_validate(r) for r in items]
+
+
+@router.post("/journeys/{journey_id}/simulate", response_model=SimulationRead)
+async def simulate_journey(
+    journey_id: RowId,
+    body: SimulateRequest,
+    caller: ManagementCaller,
+    session: ReadSession,
+    request: Request,
+) -> SimulationRead:
+    """The path the draft would take for a real or described profile given timed events,
+    and the messages it would send, without writing or sending anything; 400 listing the
+    draft's faults when it would not publish, 404 for a profile the workspace lacks."""
+    journey = await service.get_journey_or_raise(
+        session, workspace_id=caller.workspace_id, journey_id=journey_id
+    )
+    plan = await service.check_graph(session, workspace_id=caller.workspace_id, graph=journey.draft)
+    catalog: Catalog = request.app.state.segment_catalog
+    result = await simulation.simulate(
+        session,
+        workspace_id=caller.workspace_id,
+        journey_id=journey.id,
+        plan=plan,
+        index=await catalog.load(session, caller.workspace_id),
+        profile_id=body.profile_id,
+        traits=body.traits,
+        events=[simulation.SimulatedEvent(e.event, e.at, e.properties) for e in body.events],
+    )
+    return SimulationRead.model_validate(dataclasses.asdict(result))
+
+
+async def _take_up(
+    journey_id: int, run_id: int, caller: ManagementCaller, session: WriteSession,
+    clock: AppClock, *, skip: bool,
+) -> RunRead:  # fmt: skip
+    run = await service.retry_or_skip_run(
+        session, workspace_id=caller.workspace_id, journey_id=journey_id, run_id=run_id,
+        skip=skip, now=clock.now(),
+    )  # fmt: skip
+    await session.commit()
+    return RunRead.model_validate(run)
+
+
+@router.post("/journeys/{journey_id}/runs/{run_id}/retry", response_model=RunRead)
+async def retry_run(
+    journey_id: RowId, run_id: RowId, caller: ManagementCaller, session: WriteSession,
+    clock: AppClock,
+) -> RunRead:  # fmt: skip
+    """Take a failed run up again at the action that failed; 409 naming `state` unless it
+    failed (and the journey is live)."""
+    return await _take_up(journey_id, run_id, caller, session, clock, skip=False)
+
+
+@router.post("/journeys/{journey_id}/runs/{run_id}/skip", response_model=RunRead)
+async def skip_run(
+    journey_id: RowId, run_id: RowId, caller: ManagementCaller, session: WriteSession,
+    clock: AppClock,
+) -> RunRead:  # fmt: skip
+    """Move a failed run past the action that failed; 409 naming `state` unless it failed
+    (and the journey is live)."""
+    return await _take_up(journey_id, run_id, caller, session, clock, skip=True)

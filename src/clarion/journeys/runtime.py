@@ -29,6 +29,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
 
 from sqlalchemy import func, select, text
 from sqlalchemy.dialects.postgresql import insert as postgres_insert
@@ -55,6 +56,7 @@ from clarion.journeys.graph import (
     SplitNode,
     TimeWait,
     TriggerNode,
+    Wait,
     WaitNode,
 )
 from clarion.journeys.models import (
@@ -102,15 +104,7 @@ class Runtime:
         change)."""
         found = self._plans.get((journey_id, number))
         if found is None:
-            version = await session.scalar(
-                select(JourneyVersion).where(
-                    JourneyVersion.journey_id == journey_id, JourneyVersion.number == number
-                )
-            )
-            if version is None:
-                raise PermanentFailure(f"journey {journey_id} has no version {number}")
-            # Checked when published: what it names is not checked again, only read.
-            found = compile_journey(version.plan["graph"], None)
+            found = await version_plan(session, journey_id, number)
             if len(self._plans) >= _PLANS_KEPT:
                 self._plans.clear()
             self._plans[(journey_id, number)] = found
@@ -274,7 +268,7 @@ class Runtime:
                 target, why = await self._branch(session, plan, run, node, now)
                 _move(session, run, target, why, now)
             elif isinstance(node, SplitNode):
-                path = _split(run, node)
+                path = split_path(run.journey_id, node, run.profile_id)
                 if path is None:
                     _finish(session, run, "exited", "holdout", now)
                     break
@@ -305,6 +299,24 @@ class Runtime:
             ):
                 return branch.next, f"branch {number}"
         return node.otherwise, "otherwise"
+
+
+async def version_plan(session: AsyncSession, journey_id: int, number: int) -> Plan:
+    """The compiled plan of a published version (checked when published: what it names is
+    not checked again, only read)."""
+    version = await session.scalar(
+        select(JourneyVersion).where(
+            JourneyVersion.journey_id == journey_id, JourneyVersion.number == number
+        )
+    )
+    if version is None:
+        raise PermanentFailure(f"journey {journey_id} has no version {number}")
+    return compile_journey(version.plan["graph"], None)
+
+
+async def schedule_step(session: AsyncSession, run: JourneyRun, now: datetime) -> None:
+    """Have a step job take the run on from its node now."""
+    await enqueue(session, [step_job(run, now)], now=now)
 
 
 async def resume_runs(session: AsyncSession, *, journey_id: int, now: datetime) -> int:
@@ -466,16 +478,24 @@ def _transition(
 async def _wake_at(
     session: AsyncSession, run: JourneyRun, node: WaitNode, now: datetime
 ) -> datetime:
-    """When the wait the run starts now ends (now, for a date already past)."""
-    wait = node.wait
+    """When the wait the run starts now ends."""
+    traits: Mapping[str, Any] = {}
+    if isinstance(node.wait, TimeWait | DateWait):
+        profile = await profiles.get_profile_or_raise(
+            session, workspace_id=run.workspace_id, profile_id=run.profile_id
+        )
+        traits = profile.traits
+    return wake_at(node.wait, traits, now)
+
+
+def wake_at(wait: Wait, traits: Mapping[str, Any], now: datetime) -> datetime:
+    """When a wait started at `now` ends for a profile with these traits (its `timezone`
+    for local times; now, for a date already past or missing)."""
     if isinstance(wait, DurationWait):
         return now + timedelta(seconds=wait.seconds)
     if isinstance(wait, EventWait):
         return now + timedelta(seconds=wait.timeout_seconds)
-    profile = await profiles.get_profile_or_raise(
-        session, workspace_id=run.workspace_id, profile_id=run.profile_id
-    )
-    zone = profile_zone(profile.traits)
+    zone = profile_zone(dict(traits))
     local = now.astimezone(zone)
     if isinstance(wait, TimeWait):
         at = time.fromisoformat(wait.time)
@@ -486,8 +506,7 @@ async def _wake_at(
             if moment > local and candidate.weekday() in days:
                 return moment.astimezone(UTC)
         raise AssertionError("a week always holds one of the days")  # pragma: no cover
-    assert isinstance(wait, DateWait)
-    raw = profile.traits.get(wait.trait)
+    raw = traits.get(wait.trait)
     try:
         day = date.fromisoformat(str(raw)[:10]) if raw is not None else None
     except ValueError:
@@ -503,9 +522,9 @@ async def _wake_at(
 _WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
-def _split(run: JourneyRun, node: SplitNode) -> str | None:
-    """The path a profile takes, the same on every run (None: held out)."""
-    digest = hashlib.sha256(f"{run.journey_id}:{node.id}:{run.profile_id}".encode()).digest()
+def split_path(journey_id: int, node: SplitNode, profile_id: uuid.UUID) -> str | None:
+    """The path a profile takes at a split, the same on every run (None: held out)."""
+    digest = hashlib.sha256(f"{journey_id}:{node.id}:{profile_id}".encode()).digest()
     point = int.from_bytes(digest[:8], "big") / 2**64  # uniform in [0, 1)
     if point * 100 < node.holdout_percent:
         return None

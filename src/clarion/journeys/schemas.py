@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 from typing import Any, Literal
 
@@ -110,3 +111,135 @@ class VersionRead(BaseModel):
             plan=version.plan,
             published_at=version.published_at,
         )
+
+
+class RunRead(BaseModel):
+    """One profile's run through a journey."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    journey_id: int
+    version: int
+    profile_id: uuid.UUID
+    entry_key: str
+    state: Literal["active", "waiting", "completed", "exited", "failed"]
+    node: str
+    wake_at: datetime | None
+    reason: str | None
+    entered_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None
+
+
+class RunPage(BaseModel):
+    """A page of runs, newest first."""
+
+    items: list[RunRead]
+    next_cursor: str | None
+
+
+class TransitionRead(BaseModel):
+    """One move of a run."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    from_node: str | None
+    to_node: str
+    reason: str
+    at: datetime
+
+
+class RunDetail(RunRead):
+    """A run with every move it made."""
+
+    transitions: list[TransitionRead]
+
+
+class NodeStats(BaseModel):
+    """What passed through one node: runs that reached it (`entered`, each run once), and
+    the runs there now by state."""
+
+    node: str
+    type: str
+    entered: int
+    active: int
+    waiting: int
+    completed: int
+    exited: int
+    failed: int
+
+
+class JourneyStats(BaseModel):
+    """Per node of the live version's graph, in the graph's order (a funnel when read from
+    the trigger down), with all runs' states."""
+
+    runs: int
+    states: dict[str, int]
+    nodes: list[NodeStats]
+
+
+class NodeTiming(BaseModel):
+    """How long runs took from reaching one node to reaching another (each run's first
+    arrival at each), over the runs that reached both."""
+
+    from_node: str
+    to_node: str
+    runs: int
+    p50_seconds: float | None
+    p90_seconds: float | None
+
+
+class SimulatedEventIn(BaseModel):
+    """An event the simulated profile performs, at a time."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    event: str = Field(min_length=1, max_length=200)
+    at: datetime = Field(description="When it happens (ISO 8601 with an offset).")
+    properties: dict[str, Any] = Field(default_factory=dict)
+
+
+class SimulateRequest(BaseModel):
+    """A dry run: a real profile (`profile_id`) or a described one (`traits`), and events."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    profile_id: uuid.UUID | None = None
+    traits: dict[str, Any] = Field(default_factory=dict, description="Laid over the profile's.")
+    events: list[SimulatedEventIn] = Field(min_length=1, max_length=200)
+
+
+class SimulatedStep(BaseModel):
+    """A node the run reaches, when and why."""
+
+    node: str
+    at: datetime
+    reason: str
+
+
+class SimulatedMessage(BaseModel):
+    """A message the run would send."""
+
+    node: str
+    action: int
+    template_id: int
+    channel_id: int | None
+    at: datetime
+
+
+class SimulatedEmit(BaseModel):
+    """An event the run would emit."""
+
+    node: str
+    event: str
+    at: datetime
+
+
+class SimulationRead(BaseModel):
+    """What the draft would do for that profile: nothing is written or sent."""
+
+    outcome: Literal["not_entered", "completed", "exited", "failed"]
+    path: list[SimulatedStep]
+    messages: list[SimulatedMessage]
+    emitted: list[SimulatedEmit]

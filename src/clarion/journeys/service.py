@@ -13,11 +13,12 @@ Conflict naming `state`.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import distinct, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -25,7 +26,9 @@ from clarion.core.errors import Conflict, FieldError, NotFound
 from clarion.core.pagination import decode_id_cursor, encode_cursor
 from clarion.journeys import runtime
 from clarion.journeys.compiler import Plan, References, compile_journey
-from clarion.journeys.models import Journey, JourneyVersion
+from clarion.journeys.graph import ActionNode
+from clarion.journeys.models import Journey, JourneyRun, JourneyTransition, JourneyVersion
+from clarion.journeys.schemas import JourneyStats, NodeStats, NodeTiming
 from clarion.messaging import channel_config
 from clarion.messaging import templates as message_templates
 from clarion.segments import service as segments
@@ -238,3 +241,208 @@ async def _flush_named(session: AsyncSession, name: str) -> None:
             f"A journey called {name!r} already exists.",
             errors=[FieldError("name", "is taken by another journey")],
         ) from error
+
+
+# --- Runs and what they show ----------------------------------------------------------------
+
+
+async def list_runs(
+    session: AsyncSession,
+    *,
+    workspace_id: int,
+    journey_id: int | None = None,
+    profile_id: uuid.UUID | None = None,
+    state: str | None = None,
+    node: str | None = None,
+    limit: int,
+    cursor: str | None,
+) -> tuple[Sequence[JourneyRun], str | None]:
+    """Runs of a journey or of a profile (in one state, at one node when given), newest
+    first, cursor-paged; NotFound for a journey the workspace lacks."""
+    if journey_id is not None:
+        await get_journey_or_raise(session, workspace_id=workspace_id, journey_id=journey_id)
+    query = select(JourneyRun).where(JourneyRun.workspace_id == workspace_id)
+    if journey_id is not None:
+        query = query.where(JourneyRun.journey_id == journey_id)
+    if profile_id is not None:
+        query = query.where(JourneyRun.profile_id == profile_id)
+    if state is not None:
+        query = query.where(JourneyRun.state == state)
+    if node is not None:
+        query = query.where(JourneyRun.node == node)
+    if cursor is not None:
+        query = query.where(JourneyRun.id < decode_id_cursor(cursor))
+    items = (await session.scalars(query.order_by(JourneyRun.id.desc()).limit(limit + 1))).all()
+    more = len(items) > limit
+    items = items[:limit]
+    return items, encode_cursor(items[-1].id) if more else None
+
+
+async def get_run_or_raise(
+    session: AsyncSession, *, workspace_id: int, journey_id: int, run_id: int
+) -> tuple[JourneyRun, Sequence[JourneyTransition]]:
+    """A run of the journey and its moves, oldest first; NotFound otherwise."""
+    run = await session.scalar(
+        select(JourneyRun).where(
+            JourneyRun.workspace_id == workspace_id,
+            JourneyRun.journey_id == journey_id,
+            JourneyRun.id == run_id,
+        )
+    )
+    if run is None:
+        raise NotFound(f"No run {run_id} in journey {journey_id}.")
+    moves = await session.scalars(
+        select(JourneyTransition)
+        .where(JourneyTransition.run_id == run.id)
+        .order_by(JourneyTransition.id)
+    )
+    return run, moves.all()
+
+
+async def journey_stats(
+    session: AsyncSession, *, workspace_id: int, journey_id: int
+) -> JourneyStats:
+    """Per node of the live (else latest) version: runs that reached it, and runs there now
+    by state; NotFound for a journey the workspace lacks."""
+    journey = await get_journey_or_raise(session, workspace_id=workspace_id, journey_id=journey_id)
+    reached = {
+        str(node): int(count)
+        for node, count in await session.execute(
+            select(JourneyTransition.to_node, func.count(distinct(JourneyTransition.run_id)))
+            .where(JourneyTransition.journey_id == journey.id)
+            .group_by(JourneyTransition.to_node)
+        )
+    }
+    now_at: dict[tuple[str, str], int] = {}
+    for node, state, count in await session.execute(
+        select(JourneyRun.node, JourneyRun.state, func.count())
+        .where(JourneyRun.journey_id == journey.id)
+        .group_by(JourneyRun.node, JourneyRun.state)
+    ):
+        now_at[(node, state)] = int(count)
+    states: dict[str, int] = {}
+    for (_, state), count in now_at.items():
+        states[state] = states.get(state, 0) + count
+    graph_nodes = await _graph_nodes(session, journey)
+    return JourneyStats(
+        runs=sum(states.values()),
+        states=states,
+        nodes=[
+            NodeStats(
+                node=node_id,
+                type=kind,
+                entered=int(reached.get(node_id, 0)),
+                **{s: now_at.get((node_id, s), 0) for s in _RUN_STATES},
+            )
+            for node_id, kind in graph_nodes
+        ],
+    )
+
+
+async def node_timing(
+    session: AsyncSession, *, workspace_id: int, journey_id: int, from_node: str, to_node: str
+) -> NodeTiming:
+    """The median and 90th percentile of the time runs took from their first arrival at
+    `from_node` to their first arrival at `to_node`."""
+    journey = await get_journey_or_raise(session, workspace_id=workspace_id, journey_id=journey_id)
+    first: dict[tuple[int, str], datetime] = {}
+    for run_id, node, at in await session.execute(
+        select(JourneyTransition.run_id, JourneyTransition.to_node, func.min(JourneyTransition.at))
+        .where(
+            JourneyTransition.journey_id == journey.id,
+            JourneyTransition.to_node.in_((from_node, to_node)),
+        )
+        .group_by(JourneyTransition.run_id, JourneyTransition.to_node)
+    ):
+        first[(int(run_id), str(node))] = at
+    spans = sorted(
+        (first[(run_id, to_node)] - at).total_seconds()
+        for (run_id, node), at in first.items()
+        if node == from_node and (run_id, to_node) in first
+    )
+    return NodeTiming(
+        from_node=from_node,
+        to_node=to_node,
+        runs=len(spans),
+        p50_seconds=_quantile(spans, 0.5),
+        p90_seconds=_quantile(spans, 0.9),
+    )
+
+
+_RUN_STATES = ("active", "waiting", "completed", "exited", "failed")
+
+
+async def _graph_nodes(session: AsyncSession, journey: Journey) -> list[tuple[str, str]]:
+    """(id, type) of the nodes of the journey's live version (else its draft), in order."""
+    graph: dict[str, Any] = journey.draft
+    if journey.live_version is not None:
+        version = await session.scalar(
+            select(JourneyVersion).where(
+                JourneyVersion.journey_id == journey.id,
+                JourneyVersion.number == journey.live_version,
+            )
+        )
+        if version is not None:
+            graph = version.graph
+    nodes = graph.get("nodes") if isinstance(graph, dict) else None
+    return [
+        (str(node.get("id")), str(node.get("type")))
+        for node in (nodes if isinstance(nodes, list) else [])
+        if isinstance(node, dict)
+    ]
+
+
+def _quantile(ordered: list[float], q: float) -> float | None:
+    """The q-quantile of sorted values (linear between neighbours); None when empty."""
+    if not ordered:
+        return None
+    position = q * (len(ordered) - 1)
+    low = int(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+async def retry_or_skip_run(
+    session: AsyncSession,
+    *,
+    workspace_id: int,
+    journey_id: int,
+    run_id: int,
+    skip: bool,
+    now: datetime,
+) -> JourneyRun:
+    """A failed run taken up again at the node that failed (`skip`: at the node after it),
+    by a person; Conflict naming `state` unless the run failed at an action of a live
+    journey, or when another run of its key is live now. Flushes only."""
+    journey = await get_journey_or_raise(session, workspace_id=workspace_id, journey_id=journey_id)
+    run, _ = await get_run_or_raise(
+        session, workspace_id=workspace_id, journey_id=journey_id, run_id=run_id
+    )
+    if run.state != "failed" or journey.state != "live":
+        what = f"run is {run.state}" if run.state != "failed" else f"journey is {journey.state}"
+        raise Conflict(
+            f"Only a failed run of a live journey can be retried or skipped; the {what}.",
+            errors=[FieldError("state", f"is {run.state}")],
+        )
+    plan = await runtime.version_plan(session, journey.id, run.version)
+    node = plan.nodes[run.node]
+    target = node.next if skip and isinstance(node, ActionNode) else run.node
+    session.add(
+        JourneyTransition(
+            workspace_id=workspace_id, journey_id=journey.id, run_id=run.id, from_node=run.node,
+            to_node=target, reason="skipped by hand" if skip else "retried by hand", at=now,
+        )
+    )  # fmt: skip
+    run.state, run.node, run.reason, run.finished_at, run.updated_at = (
+        "active", target, None, None, now
+    )  # fmt: skip
+    try:
+        async with session.begin_nested():
+            await session.flush()
+    except IntegrityError as error:
+        raise Conflict(
+            "Another run of this entry key is live: it cannot be taken up again.",
+            errors=[FieldError("state", "another run of the key is live")],
+        ) from error
+    await runtime.schedule_step(session, run, now)
+    return run

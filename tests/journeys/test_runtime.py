@@ -409,3 +409,25 @@ async def test_runs_stats_timing_and_a_profiles_history_through_the_api(desk: De
     assert (none["runs"], none["p50_seconds"]) == (0, None)
     missing = await desk.client.get(f"{url}/runs/999999", headers=desk.tenant.admin)
     assert missing.status_code == 404
+
+
+async def test_a_goal_event_in_its_window_converts_the_run_whatever_its_state(desk: Desk) -> None:
+    template = await desk.template()
+    await desk.identify("jo", email="jo@example.com")
+    await desk.identify("ki", email="ki@example.com")
+    graph = cart_journey(template)
+    del graph["exit_when"]
+    graph["goal"] = {"event": "Order Completed", "within_days": 2}
+    journey = await publish(desk, graph)
+    await desk.track_raw(checkout("jo", "j1"), checkout("ki", "k1"))
+    await desk.later(timedelta(hours=1, seconds=1), deliver=False)  # both get the email
+    await desk.track_raw(order("jo", "j1"))
+    await desk.later(timedelta(days=3), deliver=False)
+    await desk.track_raw(order("ki", "k1"))  # three days on: past the window
+    jo_run, ki_run = await runs(desk)
+    assert jo_run.converted_at == jo_run.entered_at + timedelta(hours=1, seconds=1)
+    assert ki_run.converted_at is None
+    stats = await desk.get(f"/api/v1/journeys/{journey}/stats")
+    assert stats["converted"] == 1
+    listed = await desk.get(f"/api/v1/journeys/{journey}/runs")
+    assert sorted(r["converted_at"] is not None for r in listed["items"]) == [False, True]

@@ -70,7 +70,9 @@ class JourneyRun(Base):
 
     At most one live run per (journey, profile, entry key): a partial unique index over the
     live states. `context` keeps the triggering event (`{"event": {"name", "properties"}}`)
-    for conditions and templates; `wake_at` is when a waiting run's timer fires.
+    for conditions and templates; `wake_at` is when a waiting run's timer fires;
+    `converted_at` when the journey's goal event happened within its window after entry
+    (whatever the run's state by then).
     """
 
     __tablename__ = "journey_runs"
@@ -105,6 +107,7 @@ class JourneyRun(Base):
     entered_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    converted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
 
 
 class JourneyTransition(Base):

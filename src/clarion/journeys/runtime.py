@@ -154,6 +154,7 @@ class Runtime:
         await self._advance_runs(
             session, workspace_id, {item.journey.id for item in live}, tracked, now, jobs
         )
+        await self._convert(session, workspace_id, live, tracked, now)
         for item in live:
             for profile_id, batch in tracked.items():
                 for event in batch:
@@ -213,6 +214,50 @@ class Runtime:
                     _move(session, run, node.next, f"event: {event.name}", now)
                     jobs.append(step_job(run, now))
                     break
+
+    async def _convert(
+        self,
+        session: AsyncSession,
+        workspace_id: int,
+        live: Sequence[_Live],
+        tracked: Mapping[uuid.UUID, list[EventRecord]],
+        now: datetime,
+    ) -> None:
+        """Mark converted the runs (live or ended) whose goal event this batch holds, within
+        the goal's days after the run's triggering event."""
+        windows = {
+            item.journey.id: item.plan.graph.goal.within_days
+            for item in live
+            if item.plan.graph.goal is not None
+        }
+        if not windows:
+            return
+        oldest = now - timedelta(days=max(windows.values()) + 1)
+        runs = (
+            await session.scalars(
+                select(JourneyRun).where(
+                    JourneyRun.workspace_id == workspace_id,
+                    JourneyRun.journey_id.in_(sorted(windows)),
+                    JourneyRun.profile_id.in_(list(tracked)),
+                    JourneyRun.converted_at.is_(None),
+                    JourneyRun.entered_at >= oldest,
+                )
+            )
+        ).all()
+        for run in runs:
+            goal = (await self.plan(session, run.journey_id, run.version)).graph.goal
+            if goal is None:
+                continue
+            since = _entered(run)
+            until = since + timedelta(days=goal.within_days)
+            reached = [
+                e.timestamp
+                for e in tracked[run.profile_id]
+                if e.name == goal.event and since <= e.timestamp < until
+            ]
+            if reached:
+                run.converted_at = min(reached)
+                run.updated_at = now
 
     # --- steps ------------------------------------------------------------------------------
 

@@ -130,6 +130,7 @@ class RunRead(BaseModel):
     entered_at: datetime
     updated_at: datetime
     finished_at: datetime | None
+    converted_at: datetime | None
 
 
 class RunPage(BaseModel):
@@ -176,6 +177,7 @@ class JourneyStats(BaseModel):
 
     runs: int
     states: dict[str, int]
+    converted: int = Field(description="Runs whose goal event came within its window.")
     nodes: list[NodeStats]
 
 

@@ -324,9 +324,15 @@ async def journey_stats(
     for (_, state), count in now_at.items():
         states[state] = states.get(state, 0) + count
     graph_nodes = await _graph_nodes(session, journey)
+    converted = await session.scalar(
+        select(func.count()).where(
+            JourneyRun.journey_id == journey.id, JourneyRun.converted_at.is_not(None)
+        )
+    )
     return JourneyStats(
         runs=sum(states.values()),
         states=states,
+        converted=int(converted or 0),
         nodes=[
             NodeStats(
                 node=node_id,

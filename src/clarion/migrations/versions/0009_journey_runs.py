@@ -55,6 +55,7 @@ def upgrade() -> None:
         sa.Column("entered_at", UTCDateTime(), nullable=False),
         sa.Column("updated_at", UTCDateTime(), nullable=False),
         sa.Column("finished_at", UTCDateTime(), nullable=True),
+        sa.Column("converted_at", UTCDateTime(), nullable=True),
         _workspace("journey_runs"),
         _journey("journey_runs"),
         sa.ForeignKeyConstraint(

@@ -139,6 +139,8 @@ class Pipeline:
         registry.add(campaigns.DISPATCH, campaigns.dispatch)
         registry.add(conversions.CONVERSIONS, conversions.run_conversions)
         registry.add(runtime.STEP, self.journeys.step)
+        registry.add(runtime.SCHEDULE, self.journeys.run_schedule)
+        registry.add(runtime.DATES, self.journeys.run_dates)
         registry.add(delivery.DELIVER, self.delivery.deliver)
         return registry
 

@@ -4,7 +4,7 @@ entry rules hold, and pause holds runs where they are. Time moves by the frozen 
 
 from __future__ import annotations
 
-from datetime import datetime, time, timedelta
+from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
 from sqlalchemy import select
@@ -431,3 +431,120 @@ async def test_a_goal_event_in_its_window_converts_the_run_whatever_its_state(de
     assert stats["converted"] == 1
     listed = await desk.get(f"/api/v1/journeys/{journey}/runs")
     assert sorted(r["converted_at"] is not None for r in listed["items"]) == [False, True]
+
+
+async def test_a_schedule_trigger_enters_the_segments_members_at_each_tick(desk: Desk) -> None:
+    template = await desk.template()
+    ann = await desk.identify("an", email="an@example.com", plan="pro")
+    await desk.identify("bo", email="bo@example.com", plan="free")
+    segment = await desk.segment()  # plan = pro
+    graph = {
+        "entry": {"frequency": "once"},
+        "nodes": [
+            {
+                "id": "start",
+                "type": "trigger",
+                "trigger": {"kind": "schedule", "cron": "0 9 * * *", "segment_id": segment},
+                "next": "mail",
+            },
+            {
+                "id": "mail",
+                "type": "action",
+                "actions": [{"kind": "send", "template_id": template}],
+                "next": "done",
+            },
+            {"id": "done", "type": "exit"},
+        ],
+    }
+    await publish(desk, graph, name="Morning")
+    assert await runs(desk) == []
+    now = desk.clock.now()
+    nine = now.replace(hour=9, minute=0, second=0, microsecond=0)
+    if nine <= now:
+        nine += timedelta(days=1)
+    await desk.later(nine - now + timedelta(seconds=1), deliver=False)
+    [run] = await runs(desk)
+    assert (str(run.profile_id), run.state, run.context["schedule"]["segment_id"]) == (
+        ann, "completed", segment
+    )  # fmt: skip
+    assert [p for p, _ in await sent(desk)] == [ann]
+    await desk.later(timedelta(days=1), deliver=False)  # the next tick: once means once
+    assert len(await runs(desk)) == 1 and len(await sent(desk)) == 1
+
+
+async def test_a_trait_action_sets_the_profiles_traits(desk: Desk) -> None:
+    await desk.identify("lu", email="lu@example.com")
+    graph = {
+        "nodes": [
+            {
+                "id": "start",
+                "type": "trigger",
+                "trigger": {"kind": "event", "event": "Signed Up"},
+                "next": "tag",
+            },
+            {
+                "id": "tag",
+                "type": "action",
+                "actions": [{"kind": "update_traits", "traits": {"onboarding": "started"}}],
+                "next": "done",
+            },
+            {"id": "done", "type": "exit"},
+        ]
+    }
+    await publish(desk, graph, name="Tagging")
+    await desk.track_raw({"type": "track", "event": "Signed Up", "userId": "lu"})
+    [run] = await runs(desk)
+    assert run.state == "completed"
+    found = await desk.get("/api/v1/profiles", user_id="lu")
+    assert found["items"][0]["traits"]["onboarding"] == "started"
+    # An anonymous profile has no user id to set traits on: the run fails, saying so.
+    await desk.track_raw({"type": "track", "event": "Signed Up", "anonymousId": "anon-1"})
+    failed = [r for r in await runs(desk) if r.state == "failed"]
+    assert len(failed) == 1 and "no user id" in (failed[0].reason or "")
+
+
+async def test_a_date_trigger_enters_on_the_birthday_at_the_local_time(desk: Desk) -> None:
+    from zoneinfo import ZoneInfo
+
+    paris = ZoneInfo("Europe/Paris")
+    template = await desk.template()
+    now = desk.clock.now()
+    local = now.astimezone(paris)
+    nine = local.replace(hour=9, minute=0, second=0, microsecond=0)
+    if nine <= local:
+        nine += timedelta(days=1)
+    birthday = (nine.date() + timedelta(days=3)).replace(year=1990)
+    ann = await desk.identify("al", email="al@example.com", timezone="Europe/Paris",
+                              birthday=birthday.isoformat())  # fmt: skip
+    await desk.identify("bj", email="bj@example.com",
+                        birthday=(birthday + timedelta(days=10)).isoformat())  # fmt: skip
+    graph = {
+        "entry": {"frequency": "once"},
+        "nodes": [
+            {
+                "id": "start",
+                "type": "trigger",
+                "trigger": {"kind": "date", "trait": "birthday", "offset_days": -3},
+                "next": "mail",
+            },
+            {
+                "id": "mail",
+                "type": "action",
+                "actions": [{"kind": "send", "template_id": template}],
+                "next": "done",
+            },
+            {"id": "done", "type": "exit"},
+        ],
+    }
+    await publish(desk, graph, name="Birthday")
+    await desk.run(deliver=False)  # publishing runs today's pass at once
+    [run] = await runs(desk)
+    assert (str(run.profile_id), run.state, run.node) == (ann, "waiting", "start")
+    assert run.wake_at == nine and run.entry_key == nine.astimezone(UTC).date().isoformat()
+    assert await sent(desk) == []
+    desk.clock.advance(nine - desk.clock.now())
+    await desk.run(deliver=False)
+    [run] = await runs(desk)
+    assert run.state == "completed" and [p for p, _ in await sent(desk)] == [ann]
+    await desk.later(timedelta(days=1), deliver=False)  # the next daily pass: nothing new
+    assert len(await runs(desk)) == 1

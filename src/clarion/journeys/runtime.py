@@ -16,10 +16,12 @@ wait on timers and events, each move in the transaction of what caused it.
 A paused journey neither enters nor moves runs (its jobs end without moving; resuming
 schedules every live run again); archiving ends its live runs at once.
 
-Run so far: event and segment triggers; duration, event, time-of-day and date waits (in the
-profile's time zone); conditions; splits; send and emit-event actions. The schedule and
-date triggers and the webhook and trait actions compile but do not run yet (a run reaching
-such an action fails, saying so).
+Run so far: event, segment, schedule and date triggers (`journeys.schedule`, a recurring
+job per journey, enters the segment's members at each tick; `journeys.dates`, daily,
+enters the profiles whose date comes within the day, each run waiting for its local
+moment); duration, event, time-of-day and date waits (in the profile's time zone);
+conditions; splits; send, emit-event and trait actions. The webhook action compiles but
+does not run yet (a run reaching it fails, saying so).
 """
 
 from __future__ import annotations
@@ -45,16 +47,19 @@ from clarion.journeys.compiler import Plan, compile_journey
 from clarion.journeys.graph import (
     ActionNode,
     ConditionNode,
+    DateTrigger,
     DateWait,
     DurationWait,
     EmitAction,
     EventTrigger,
     EventWait,
     ExitNode,
+    ScheduleTrigger,
     SegmentTrigger,
     SendAction,
     SplitNode,
     TimeWait,
+    TraitAction,
     TriggerNode,
     Wait,
     WaitNode,
@@ -69,13 +74,19 @@ from clarion.journeys.models import (
 from clarion.messaging import delivery
 from clarion.messaging import templates as message_templates
 from clarion.profiles import queries as profiles
+from clarion.profiles import service as profile_service
+from clarion.segments import service as segments
 from clarion.segments import values
 from clarion.segments.catalog import Catalog
 from clarion.segments.explain import rule_holds
-from clarion.segments.predicate import profile_zone
+from clarion.segments.predicate import next_anniversary, profile_zone
 
 STEP = "journeys.step"  # job kind: move one run on
 STEP_PRIORITY = 15
+SCHEDULE = "journeys.schedule"  # job kind: a schedule trigger's tick
+SCHEDULE_PAGE = 1_000
+DATES = "journeys.dates"  # job kind: a date trigger's daily pass
+DATES_CRON = "0 0 * * *"
 MAX_MOVES = 100  # per step job: a plan without instant loops never needs as many
 SEGMENT_EVENTS = {"segment_entered": "Segment Entered", "segment_exited": "Segment Exited"}
 _PLANS_KEPT = 500
@@ -159,7 +170,9 @@ class Runtime:
             for profile_id, batch in tracked.items():
                 for event in batch:
                     if _triggers(item.plan, event):
-                        run = await _enter(session, item, profile_id, event, now)
+                        key = _key(item.plan, event)
+                        context = _event_context(event)
+                        run = await _enter(session, item, profile_id, key, context, now)
                         if run is not None:
                             jobs.append(step_job(run, now))
         await enqueue(session, jobs, now=now)
@@ -258,6 +271,92 @@ class Runtime:
             if reached:
                 run.converted_at = min(reached)
                 run.updated_at = now
+
+    async def run_schedule(self, context: JobContext) -> None:
+        """The `journeys.schedule` job: a schedule trigger's tick enters every member of its
+        segment (entry rules applied), a page of members per transaction."""
+        try:
+            journey_id = int(context.job.payload["journey_id"])
+        except (KeyError, TypeError, ValueError) as error:
+            raise PermanentFailure(f"payload names no journey: {context.job.payload}") from error
+        workspace_id = context.job.workspace_id
+        cursor: str | None = None
+        while True:
+            async with context.database.write_session() as session:
+                now = context.clock.now()
+                journey = await session.scalar(
+                    select(Journey).where(
+                        Journey.id == journey_id, Journey.workspace_id == workspace_id
+                    )
+                )
+                trigger = None
+                if journey is not None and journey.state == "live" and journey.live_version:
+                    plan = await self.plan(session, journey.id, journey.live_version)
+                    trigger = plan.trigger.trigger
+                if journey is None or not isinstance(trigger, ScheduleTrigger):
+                    await context.complete(session)  # paused, archived, or no longer scheduled
+                    await session.commit()
+                    return
+                members, cursor = await segments.list_members(
+                    session, workspace_id=workspace_id, segment_id=trigger.segment_id,
+                    limit=SCHEDULE_PAGE, cursor=cursor,
+                )  # fmt: skip
+                tick = {"schedule": {"at": now.isoformat(), "segment_id": trigger.segment_id}}
+                jobs = []
+                for member in members:
+                    run = await _enter(
+                        session, _Live(journey, plan), member.profile_id, "", tick, now
+                    )
+                    if run is not None:
+                        jobs.append(step_job(run, now))
+                await enqueue(session, jobs, now=now)
+                if cursor is None:
+                    await context.complete(session)
+                await session.commit()
+            if cursor is None:
+                return
+
+    async def run_dates(self, context: JobContext) -> None:
+        """The `journeys.dates` job (daily, and once when published): enter, for a date
+        trigger, every profile whose date (its anniversary when yearly, shifted by the
+        offset) falls at the trigger's local time within the next day; the run waits at the
+        trigger until that moment. One run per profile and date (the date is its key)."""
+        try:
+            journey_id = int(context.job.payload["journey_id"])
+        except (KeyError, TypeError, ValueError) as error:
+            raise PermanentFailure(f"payload names no journey: {context.job.payload}") from error
+        workspace_id = context.job.workspace_id
+        async with context.database.write_session() as session:
+            now = context.clock.now()
+            journey = await session.scalar(
+                select(Journey).where(
+                    Journey.id == journey_id, Journey.workspace_id == workspace_id
+                )
+            )
+            trigger = None
+            if journey is not None and journey.state == "live" and journey.live_version:
+                plan = await self.plan(session, journey.id, journey.live_version)
+                trigger = plan.trigger.trigger
+            if journey is not None and isinstance(trigger, DateTrigger):
+                jobs = []
+                async for page in profiles.with_trait(
+                    session, workspace_id=workspace_id, trait=trigger.trait
+                ):
+                    for profile_id, value, zone_name in page:
+                        moment = date_moment(trigger, value, zone_name, now)
+                        if moment is None:
+                            continue
+                        key = moment.date().isoformat()
+                        tick = {"date": {"trait": trigger.trait, "at": moment.isoformat()}}
+                        run = await _enter(
+                            session, _Live(journey, plan), profile_id, key, tick, now
+                        )
+                        if run is not None:
+                            run.state, run.wake_at = "waiting", moment
+                            jobs.append(step_job(run, moment))
+                await enqueue(session, jobs, now=now)
+            await context.complete(session)
+            await session.commit()
 
     # --- steps ------------------------------------------------------------------------------
 
@@ -391,6 +490,36 @@ async def end_runs(session: AsyncSession, *, journey_id: int, reason: str, now: 
     return len(runs)
 
 
+def date_moment(trigger: DateTrigger, value: Any, zone_name: Any, now: datetime) -> datetime | None:
+    """When a date trigger next fires for a profile with this date and time zone, if that
+    is within a day from `now` (None otherwise, or for a value that is no date)."""
+    text = str(value)[:10]
+    try:
+        day = date.fromisoformat(text)
+    except ValueError:
+        return None
+    zone = profile_zone({"timezone": zone_name} if isinstance(zone_name, str) else {})
+    at = time.fromisoformat(trigger.local_time)
+    # The dates whose shifted day is within two days of now, either way (zones span a day).
+    low = (now - timedelta(days=2 + trigger.offset_days)).date()
+    high = (now + timedelta(days=2 - trigger.offset_days)).date()
+    candidates = []
+    if trigger.yearly:
+        found = next_anniversary(text, low)
+        while found is not None and found <= high:
+            candidates.append(found)
+            found = next_anniversary(text, found + timedelta(days=1))
+    else:
+        candidates.append(day)
+    for base in candidates:
+        moment = datetime.combine(
+            base + timedelta(days=trigger.offset_days), at, tzinfo=zone
+        ).astimezone(UTC)
+        if now <= moment < now + timedelta(days=1):
+            return moment
+    return None
+
+
 def step_job(run: JourneyRun, at: datetime) -> NewJob:
     """The job moving `run` on from its current node at `at` (one per run, node and time)."""
     return NewJob(
@@ -436,13 +565,27 @@ def _key(plan: Plan, event: EventRecord) -> str | None:
     return None if found is None or isinstance(found, dict | list) else str(found)[:200]
 
 
+def _event_context(event: EventRecord) -> dict[str, Any]:
+    return {
+        "event": {
+            "name": event.name,
+            "properties": event.properties,
+            "timestamp": event.timestamp.isoformat(),
+        }
+    }
+
+
 async def _enter(
-    session: AsyncSession, live: _Live, profile_id: uuid.UUID, event: EventRecord, now: datetime
+    session: AsyncSession,
+    live: _Live,
+    profile_id: uuid.UUID,
+    key: str | None,
+    context: dict[str, Any],
+    now: datetime,
 ) -> JourneyRun | None:
-    """A new run when the entry rules allow it (None otherwise, or when a live run of the
-    same key exists: at most one, whoever enters concurrently)."""
+    """A new run when the entry rules allow it (None otherwise, without a key, or when a
+    live run of the same key exists: at most one, whoever enters concurrently)."""
     journey, plan = live.journey, live.plan
-    key = _key(plan, event)
     if key is None:
         return None
     rules = plan.graph.entry
@@ -467,13 +610,7 @@ async def _enter(
         "entry_key": key,
         "state": "active",
         "node": plan.start,
-        "context": {
-            "event": {
-                "name": event.name,
-                "properties": event.properties,
-                "timestamp": event.timestamp.isoformat(),
-            }
-        },
+        "context": context,
         "entered_at": now,
         "updated_at": now,
     }
@@ -589,11 +726,21 @@ async def _act(
     """Do the node's actions; why they failed, or None."""
     requests = []
     emitted: list[InternalEvent] = []
+    traits_set = 0
     for number, action in enumerate(node.actions):
         if isinstance(action, EmitAction):
             emitted.append(await _event(session, run, node, number, action, now))
             if node.mode == "priority":
                 break
+            continue
+        if isinstance(action, TraitAction):
+            failure = await _set_traits(session, run, action, now)
+            if failure is not None and node.mode != "priority":
+                return f"action {number}: {failure}"
+            if failure is None:
+                traits_set += 1
+                if node.mode == "priority":
+                    break
             continue
         if not isinstance(action, SendAction):
             return f"action {action.kind} is not run yet"
@@ -626,7 +773,7 @@ async def _act(
         )
         if node.mode == "priority":
             break
-    if not requests and not emitted:
+    if not requests and not emitted and not traits_set:
         return "no action could be done"
     if requests:
         await delivery.queue_messages(
@@ -634,6 +781,24 @@ async def _act(
         )
     if emitted:
         await emit_events(session, emitted, now=now)
+    return None
+
+
+async def _set_traits(
+    session: AsyncSession, run: JourneyRun, action: TraitAction, now: datetime
+) -> str | None:
+    """Set the traits on the run's profile (as the API sets them: trait history, segments
+    told); why it could not, or None."""
+    senders = await profiles.sender_ids(
+        session, workspace_id=run.workspace_id, profile_ids=[run.profile_id]
+    )
+    user_id, _ = senders.get(run.profile_id, (None, None))
+    if user_id is None:
+        return "the profile has no user id to set traits on"
+    await profile_service.upsert_profile(
+        session, workspace_id=run.workspace_id, user_id=user_id, traits=dict(action.traits),
+        now=now, source="api",
+    )  # fmt: skip
     return None
 
 

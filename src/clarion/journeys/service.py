@@ -23,10 +23,12 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from clarion.core.errors import Conflict, FieldError, NotFound
+from clarion.core.jobs.queue import NewJob, enqueue
+from clarion.core.jobs.recurring import schedule_recurring_job
 from clarion.core.pagination import decode_id_cursor, encode_cursor
 from clarion.journeys import runtime
 from clarion.journeys.compiler import Plan, References, compile_journey
-from clarion.journeys.graph import ActionNode
+from clarion.journeys.graph import ActionNode, DateTrigger, ScheduleTrigger
 from clarion.journeys.models import Journey, JourneyRun, JourneyTransition, JourneyVersion
 from clarion.journeys.schemas import JourneyStats, NodeStats, NodeTiming
 from clarion.messaging import channel_config
@@ -155,6 +157,24 @@ async def publish_journey(
     journey.live_version = version.number
     journey.updated_at = now
     await session.flush()
+    trigger = plan.trigger.trigger
+    if isinstance(trigger, ScheduleTrigger | DateTrigger):
+        kind, cron = (
+            (runtime.SCHEDULE, trigger.cron)
+            if isinstance(trigger, ScheduleTrigger)
+            else (runtime.DATES, runtime.DATES_CRON)
+        )
+        payload = {"journey_id": journey.id}
+        await schedule_recurring_job(
+            session, workspace_id=workspace_id, name=f"journey:{journey.id}", kind=kind,
+            cron=cron, payload=payload, priority=runtime.STEP_PRIORITY, now=now,
+        )  # fmt: skip
+        if kind == runtime.DATES:  # today's dates too, not only from the next midnight on
+            await enqueue(
+                session,
+                [NewJob(workspace_id, kind, payload, priority=runtime.STEP_PRIORITY)],
+                now=now,
+            )
     return version
 
 

@@ -8,7 +8,7 @@ every row in its merge tree.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -383,3 +383,31 @@ async def tracked_events(
     for events in found.values():
         events.sort(key=lambda event: (event.timestamp, event.event_id))
     return found
+
+
+async def with_trait(
+    session: AsyncSession, *, workspace_id: int, trait: str, page: int = 5_000
+) -> AsyncIterator[list[tuple[uuid.UUID, Any, Any]]]:
+    """The canonical profiles holding `trait`, in pages of (profile id, the trait's value,
+    the `timezone` trait's value)."""
+    after: uuid.UUID | None = None
+    while True:
+        query = (
+            select(Profile.id, Profile.traits)
+            .where(Profile.workspace_id == workspace_id, Profile.canonical_id.is_(None))
+            .order_by(Profile.id)
+            .limit(page)
+        )
+        if after is not None:
+            query = query.where(Profile.id > after)
+        rows = (await session.execute(query)).all()
+        if not rows:
+            return
+        found = [
+            (profile_id, traits.get(trait), traits.get("timezone"))
+            for profile_id, traits in rows
+            if isinstance(traits, dict) and traits.get(trait) is not None
+        ]
+        if found:
+            yield found
+        after = rows[-1][0]

@@ -1,4 +1,5 @@
-"""The journey tests drive a tenant's pipeline on a frozen clock: the campaigns' `desk`."""
+"""The journey tests drive a tenant's pipeline on a frozen clock (the campaigns' `desk`), or
+send for real through the SMTP sink (messaging's `post`)."""
 
 from tests.campaigns.conftest import desk  # noqa: F401 - fixture used here
-from tests.messaging.conftest import smtp_sink, tls_files  # noqa: F401 - fixtures used here
+from tests.messaging.conftest import post, smtp_sink, tls_files  # noqa: F401 - fixtures used here

@@ -1309,6 +1309,27 @@ async def _journey_timing(client: httpx.AsyncClient, s: Seeded) -> None:
     await _a_journey_unchanged(client, s, journey)
 
 
+@check("GET", "/api/v1/journeys/ready-made")
+async def _ready_made_list(client: httpx.AsyncClient, s: Seeded) -> None:
+    # The same catalogue for everyone: no workspace's data in it.
+    mine = await client.get("/api/v1/journeys/ready-made", headers=s.a.admin)
+    assert (await client.get("/api/v1/journeys/ready-made", headers=s.b.admin)).json() == (
+        mine.json()
+    )
+
+
+@check("POST", "/api/v1/journeys/ready-made")
+async def _ready_made_create(client: httpx.AsyncClient, s: Seeded) -> None:
+    journey = await _a_journey(client, s)
+    template_id = journey["graph"]["nodes"][1]["actions"][0]["template_id"]
+    body = {"kind": "birthday", "template_ids": [template_id]}
+    made = await client.post("/api/v1/journeys/ready-made", json=body, headers=s.b.admin)
+    assert made.status_code == 201  # a draft; A's template is not B's to publish
+    url = f"/api/v1/journeys/{made.json()['id']}/publish"
+    problem(await client.post(url, headers=s.b.admin), 400, "nodes.promotion.actions.0.template_id")
+    await _a_journey_unchanged(client, s, journey)
+
+
 @check("POST", "/api/v1/journeys/{journey_id}/simulate")
 async def _simulate_journey(client: httpx.AsyncClient, s: Seeded) -> None:
     journey = await _a_journey(client, s)

@@ -200,10 +200,11 @@ def test_references_must_exist_and_be_of_the_right_kind() -> None:
     node(graph, "first")["actions"][0]["template_id"] = 99
     node(graph, "second")["actions"][1]["channel_id"] = 22  # a webhook channel for an email
     node(graph, "vip")["branches"][1]["when"] = {"type": "segment", "segment_id": 8}
-    node(graph, "first")["actions"].append({"kind": "webhook", "channel_id": 21})
+    node(graph, "first")["actions"].append({"kind": "webhook", "template_id": 11, "channel_id": 21})
     found = faults(graph)
     assert found == {
         "nodes.first.actions.0.template_id": "no such template (or archived)",
+        "nodes.first.actions.1.template_id": "is for email, not webhook",
         "nodes.first.actions.1.channel_id": "is not a webhook",
         "nodes.second.actions.1.channel_id": "is a webhook channel, the template email",
         "nodes.vip.branches.1.when": "no segment 8",

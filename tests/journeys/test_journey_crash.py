@@ -46,9 +46,15 @@ async def test_a_worker_killed_mid_journey_leaves_each_step_done_once(
             {"id": "start", "type": "trigger",
              "trigger": {"kind": "event", "event": "Signed Up"}, "next": "note"},
             {"id": "note", "type": "action",
-             "actions": [{"kind": "emit_event", "event": "Welcome Noted"}], "next": "pause"},
-            {"id": "pause", "type": "wait",
+             "actions": [{"kind": "emit_event", "event": "Welcome Noted"}], "next": "split"},
+            # Half the runs finish seconds after the other half: the kill, at the first
+            # finished run, always finds runs on the way.
+            {"id": "split", "type": "split",
+             "paths": [{"weight": 1, "next": "short"}, {"weight": 1, "next": "long"}]},
+            {"id": "short", "type": "wait",
              "wait": {"kind": "duration", "seconds": 1}, "next": "mail"},
+            {"id": "long", "type": "wait",
+             "wait": {"kind": "duration", "seconds": 30}, "next": "mail"},
             {"id": "mail", "type": "action",
              "actions": [{"kind": "send", "template_id": post.template_id}], "next": "done"},
             {"id": "done", "type": "exit"},
@@ -136,7 +142,7 @@ async def test_a_worker_killed_mid_journey_leaves_each_step_done_once(
         )
     assert states == {"completed": PEOPLE}
     assert set(moves.values()) == {1}  # no move made twice
-    assert len(moves) == PEOPLE * 5  # start, note, pause, mail, done
+    assert len(moves) == PEOPLE * 6  # start, note, split, short or long, mail, done
     assert noted == PEOPLE
     assert messages == {"delivered": PEOPLE}
     by_recipient: dict[str, set[str]] = {}

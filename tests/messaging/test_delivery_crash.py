@@ -24,7 +24,7 @@ from clarion.messaging.models import Message
 from clarion.pipeline import Pipeline
 from tests.messaging.shop import PUBLIC, Post
 
-RECIPIENTS = 150
+RECIPIENTS = 450  # more than two delivery batches: the kill finds some unsent
 
 
 def _worker_env(settings: Settings) -> dict[str, str]:

@@ -13,6 +13,7 @@ from clarion.core.deps import AppClock, ReadSession, RowId, WriteSession
 from clarion.journeys import service
 from clarion.journeys import simulate as simulation
 from clarion.journeys.compiler import InvalidJourney
+from clarion.journeys.ready_made import READY_MADE, ready_made_graph
 from clarion.journeys.schemas import (
     Fault,
     GraphCheck,
@@ -23,6 +24,8 @@ from clarion.journeys.schemas import (
     JourneyStats,
     JourneyUpdate,
     NodeTiming,
+    ReadyMadeCreate,
+    ReadyMadeRead,
     RunDetail,
     RunPage,
     RunRead,
@@ -67,6 +70,45 @@ async def create_journey(
         name=body.name,
         description=body.description,
         graph=body.graph,
+        now=clock.now(),
+    )
+    await session.commit()
+    return JourneyRead.from_row(journey)
+
+
+@router.get("/journeys/ready-made", response_model=list[ReadyMadeRead])
+async def list_ready_made(caller: ManagementCaller) -> list[ReadyMadeRead]:
+    """The ready-made journeys: abandoned cart, birthday, welcome series, win-back."""
+    return [
+        ReadyMadeRead(
+            kind=kind,
+            name=r.name,
+            description=r.description,
+            templates=r.templates,
+            needs_segment=r.needs_segment,
+        )
+        for kind, r in READY_MADE.items()
+    ]
+
+
+@router.post(
+    "/journeys/ready-made", response_model=JourneyRead, status_code=status.HTTP_201_CREATED
+)
+async def create_from_ready_made(
+    body: ReadyMadeCreate, caller: ManagementCaller, session: WriteSession, clock: AppClock
+) -> JourneyRead:
+    """A draft journey made from a ready-made one with these templates (and segment), to
+    review and publish; 400 naming `kind`, `template_ids` or `segment_id`, 409 `name`."""
+    graph = ready_made_graph(
+        body.kind, template_ids=body.template_ids, segment_id=body.segment_id,
+        days_before=body.days_before,
+    )  # fmt: skip
+    journey = await service.create_journey(
+        session,
+        workspace_id=caller.workspace_id,
+        name=body.name or READY_MADE[body.kind].name,
+        description=READY_MADE[body.kind].description,
+        graph=graph,
         now=clock.now(),
     )
     await session.commit()

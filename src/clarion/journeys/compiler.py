@@ -352,6 +352,11 @@ def _references(
                                 f"{path}.channel_id", f"is a {channel} channel, the template {kind}"
                             )
                 elif isinstance(action, WebhookAction):
+                    kind = known.templates.get(action.template_id)
+                    if kind is None:
+                        yield FieldError(f"{path}.template_id", "no such template (or archived)")
+                    elif kind != "webhook":
+                        yield FieldError(f"{path}.template_id", f"is for {kind}, not webhook")
                     channel = known.channels.get(action.channel_id)
                     if channel != "webhook":
                         problem = "no such channel" if channel is None else "is not a webhook"

@@ -211,11 +211,12 @@ class SendAction(_Shape):
 
 
 class WebhookAction(_Shape):
-    """Post the run's context to a webhook channel (signed, retried)."""
+    """Call a webhook: a webhook template's body (rendered with the profile and the run's
+    context) posted to a webhook channel, signed and retried like any message."""
 
     kind: Literal["webhook"]
+    template_id: int = Field(gt=0)
     channel_id: int = Field(gt=0)
-    body: dict[str, Any] = Field(default_factory=dict)
 
 
 class TraitAction(_Shape):

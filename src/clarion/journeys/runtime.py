@@ -20,8 +20,8 @@ Run so far: event, segment, schedule and date triggers (`journeys.schedule`, a r
 job per journey, enters the segment's members at each tick; `journeys.dates`, daily,
 enters the profiles whose date comes within the day, each run waiting for its local
 moment); duration, event, time-of-day and date waits (in the profile's time zone);
-conditions; splits; send, emit-event and trait actions. The webhook action compiles but
-does not run yet (a run reaching it fails, saying so).
+conditions; splits; send, webhook (a webhook template's body to a webhook channel, as a
+message), emit-event and trait actions.
 """
 
 from __future__ import annotations
@@ -742,8 +742,7 @@ async def _act(
                 if node.mode == "priority":
                     break
             continue
-        if not isinstance(action, SendAction):
-            return f"action {action.kind} is not run yet"
+        # A webhook is a message too: its template's body, signed and retried by delivery.
         try:
             template, version = await message_templates.current_version(
                 session, workspace_id=run.workspace_id, template_id=action.template_id
@@ -761,7 +760,7 @@ async def _act(
                 channel_id=action.channel_id,
                 category=template.category,
                 topic_id=template.topic_id,
-                priority=action.priority,
+                priority=action.priority if isinstance(action, SendAction) else 0,
                 idempotency_key=f"journey:{run.id}:{node.id}:{number}",
                 origin="journey",
                 origin_id=str(run.journey_id),

@@ -245,3 +245,25 @@ class SimulationRead(BaseModel):
     path: list[SimulatedStep]
     messages: list[SimulatedMessage]
     emitted: list[SimulatedEmit]
+
+
+class ReadyMadeRead(BaseModel):
+    """A ready-made journey one can start from."""
+
+    kind: str
+    name: str
+    description: str
+    templates: int = Field(description="How many template ids it takes, in order.")
+    needs_segment: bool
+
+
+class ReadyMadeCreate(BaseModel):
+    """A draft journey from a ready-made one, with the workspace's templates (and segment)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: str = Field(min_length=1, max_length=40)
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    template_ids: list[int] = Field(max_length=10)
+    segment_id: int | None = Field(default=None, gt=0)
+    days_before: int = Field(default=0, ge=0, le=60, description="For the birthday journey.")

@@ -31,6 +31,7 @@ from clarion.journeys.graph import (
     SplitNode,
     TriggerNode,
     WaitNode,
+    WebhookAction,
 )
 from clarion.journeys.runtime import MAX_MOVES, SEGMENT_EVENTS, split_path, wake_at
 from clarion.profiles import queries as profiles
@@ -180,19 +181,15 @@ async def simulate(
             move(path, "split")
         elif isinstance(node, ActionNode):
             for number, action in enumerate(node.actions):
-                if isinstance(action, SendAction):
+                if isinstance(action, SendAction | WebhookAction):
                     result.messages.append(
                         {"node": node.id, "action": number, "template_id": action.template_id,
                          "channel_id": action.channel_id, "at": now}
                     )  # fmt: skip
                 elif isinstance(action, EmitAction):
                     result.emitted.append({"node": node.id, "event": action.event, "at": now})
-                else:
-                    result.path.append(
-                        {"node": node_id, "at": now, "reason": f"{action.kind} is not run yet"}
-                    )
-                    result.outcome = "failed"
-                    return result
+                else:  # traits: what they would become
+                    all_traits.update(action.traits)
                 if node.mode == "priority":
                     break
             move(node.next, "done")

@@ -93,6 +93,8 @@ from clarion.segments import recompute, service
 from clarion.segments.catalog import Catalog, rule_context
 from clarion.segments.membership import SEGMENT_ENTERED, SEGMENT_EXITED
 from clarion.segments.models import Segment
+from clarion.segments.parsing import parse_rule
+from clarion.segments.rules import Rfm, TopPercent, walk
 from clarion.segments.sql import members_query
 
 log = logging.getLogger("bench.segments")
@@ -1083,17 +1085,21 @@ async def _create(database: Database, name: str, rule: Rule, ids: dict[str, int]
 
 
 async def recompute_once(database: Database, catalog: Catalog, segment_id: int) -> dict[str, Any]:
-    """What the recompute job does for one segment (RFM boundaries, then the segment, then
-    commit), timed in its parts."""
+    """What the recompute job does for one segment (the RFM boundaries when its rule reads
+    them, then the segment, then commit), timed in its parts."""
     async with database.write_session() as session:
         started = time.perf_counter()
         now = datetime.now(UTC)
-        await recompute.compute_rfm_boundaries(session, workspace_id=WORKSPACE_ID, now=now)
-        bounded = time.perf_counter()
         segment = await session.get(Segment, segment_id)
         assert segment is not None
-        baseline = segment.recomputed_at is None
         index = await catalog.load(session, WORKSPACE_ID)
+        rule = (
+            index.expanded(segment.id) if segment.id in index.segments else parse_rule(segment.rule)
+        )
+        if any(isinstance(node, Rfm | TopPercent) for node in walk(rule)):
+            await recompute.compute_rfm_boundaries(session, workspace_id=WORKSPACE_ID, now=now)
+        bounded = time.perf_counter()
+        baseline = segment.recomputed_at is None
         result = await recompute.recompute_segment(
             session, workspace_id=WORKSPACE_ID, segment=segment, index=index, now=now
         )

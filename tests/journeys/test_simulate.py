@@ -89,5 +89,8 @@ async def test_a_draft_that_would_not_publish_and_bad_requests_are_refused(desk:
     )
     response = await desk.client.post(url, json={"events": []}, headers=desk.tenant.admin)
     problem(response, 422, "events")
+    naive = {"events": [{"event": "Checkout Started", "at": "2026-11-02T15:00:00"}]}
+    response = await desk.client.post(url, json=naive, headers=desk.tenant.admin)
+    problem(response, 422, "events.0.at")  # a time without its offset is refused
     unknown = {"profile_id": "00000000-0000-0000-0000-00000000abcd", **body}
     problem(await desk.client.post(url, json=unknown, headers=desk.tenant.admin), 404)

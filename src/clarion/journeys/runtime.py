@@ -31,7 +31,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import func, select, text
 from sqlalchemy.dialects.postgresql import insert as postgres_insert
@@ -169,8 +169,8 @@ class Runtime:
         for item in live:
             for profile_id, batch in tracked.items():
                 for event in batch:
-                    if _triggers(item.plan, event):
-                        key = _key(item.plan, event)
+                    if triggers(item.plan, event):
+                        key = entry_key(item.plan, event)
                         context = _event_context(event)
                         run = await _enter(session, item, profile_id, key, context, now)
                         if run is not None:
@@ -205,24 +205,14 @@ class Runtime:
             for event in tracked[run.profile_id]:
                 if event.timestamp < since:
                     continue
-                if any(
-                    criterion.event == event.name
-                    and values.matches(plan.wheres.get(f"exit_when.{i}.where"), event.properties)
-                    and (not criterion.same_key or _key(plan, event) == run.entry_key)
-                    for i, criterion in enumerate(plan.graph.exit_when)
-                ):
+                if exits(plan, event, run.entry_key):
                     _finish(session, run, "exited", f"exit: {event.name}", now)
                     break
                 node = plan.nodes[run.node]
                 if (
                     run.state == "waiting"
                     and isinstance(node, WaitNode)
-                    and isinstance(node.wait, EventWait)
-                    and node.wait.event == event.name
-                    and values.matches(
-                        plan.wheres.get(f"nodes.{node.id}.wait.where"), event.properties
-                    )
-                    and (not node.wait.same_key or _key(plan, event) == run.entry_key)
+                    and ends_wait(plan, node, event, run.entry_key)
                 ):
                     _move(session, run, node.next, f"event: {event.name}", now)
                     jobs.append(step_job(run, now))
@@ -532,7 +522,17 @@ def step_job(run: JourneyRun, at: datetime) -> NewJob:
     )
 
 
-def _triggers(plan: Plan, event: EventRecord) -> bool:
+class TrackLike(Protocol):
+    """What matching reads of an event: a stored one or a dry run's."""
+
+    @property
+    def name(self) -> str | None: ...
+    @property
+    def properties(self) -> dict[str, Any]: ...
+
+
+def triggers(plan: Plan, event: TrackLike) -> bool:
+    """Whether the event enters a profile into the plan (its event or segment trigger)."""
     trigger = plan.trigger.trigger
     if isinstance(trigger, EventTrigger):
         return event.name == trigger.event and values.matches(
@@ -546,6 +546,27 @@ def _triggers(plan: Plan, event: EventRecord) -> bool:
     return False
 
 
+def exits(plan: Plan, event: TrackLike, key: str | None) -> bool:
+    """Whether the event meets one of the plan's exit criteria for a run of `key`."""
+    return any(
+        criterion.event == event.name
+        and values.matches(plan.wheres.get(f"exit_when.{i}.where"), event.properties)
+        and (not criterion.same_key or entry_key(plan, event) == key)
+        for i, criterion in enumerate(plan.graph.exit_when)
+    )
+
+
+def ends_wait(plan: Plan, node: WaitNode, event: TrackLike, key: str | None) -> bool:
+    """Whether the event is the one an event wait waits for, for a run of `key`."""
+    wait = node.wait
+    return (
+        isinstance(wait, EventWait)
+        and wait.event == event.name
+        and values.matches(plan.wheres.get(f"nodes.{node.id}.wait.where"), event.properties)
+        and (not wait.same_key or entry_key(plan, event) == key)
+    )
+
+
 def _entered(run: JourneyRun) -> datetime:
     """When the run's triggering event happened (events before it neither end nor move the
     run; compared on the customer's clock, as events arrive out of order)."""
@@ -556,7 +577,7 @@ def _entered(run: JourneyRun) -> datetime:
         return run.entered_at
 
 
-def _key(plan: Plan, event: EventRecord) -> str | None:
+def entry_key(plan: Plan, event: TrackLike) -> str | None:
     """The event's entry key under the journey's `entry_key` ("" without one; None when the
     event lacks the property)."""
     if plan.graph.entry_key is None:

@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from clarion.journeys.models import Journey, JourneyVersion
 
@@ -198,7 +198,7 @@ class SimulatedEventIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     event: str = Field(min_length=1, max_length=200)
-    at: datetime = Field(description="When it happens (ISO 8601 with an offset).")
+    at: AwareDatetime = Field(description="When it happens (ISO 8601 with an offset).")
     properties: dict[str, Any] = Field(default_factory=dict)
 
 

@@ -23,19 +23,25 @@ from clarion.journeys.graph import (
     ActionNode,
     ConditionNode,
     EmitAction,
-    EventTrigger,
     EventWait,
     ExitNode,
-    SegmentTrigger,
     SendAction,
     SplitNode,
     TriggerNode,
     WaitNode,
     WebhookAction,
 )
-from clarion.journeys.runtime import MAX_MOVES, SEGMENT_EVENTS, split_path, wake_at
+from clarion.journeys.runtime import (
+    MAX_MOVES,
+    ends_wait,
+    entry_key,
+    exits,
+    split_path,
+    triggers,
+    wake_at,
+)
 from clarion.profiles import queries as profiles
-from clarion.segments import aggregates, predicate, values
+from clarion.segments import aggregates, predicate
 from clarion.segments.catalog import SegmentIndex, rule_context
 
 DESCRIBED = uuid.UUID(int=0)  # the split key of a described profile
@@ -74,7 +80,7 @@ async def simulate(
     """Walk the plan for the profile and events (see the module docstring)."""
     result = Simulation()
     ordered = sorted(events, key=lambda e: e.at)
-    start = next((e for e in ordered if _triggers(plan, e)), None)
+    start = next((e for e in ordered if triggers(plan, e)), None)
     if start is None:
         return result
     base_traits: dict[str, Any] = {}
@@ -92,7 +98,7 @@ async def simulate(
             aggregates.TrackEvent(e.name, e.timestamp, e.properties) for e in timeline[profile.id]
         ]
     all_traits = {**base_traits, **traits}
-    key = _key(plan, start)
+    key = entry_key(plan, start)
     now, node_id = start.at, plan.start
     result.path.append({"node": node_id, "at": now, "reason": "entered"})
 
@@ -102,15 +108,7 @@ async def simulate(
         result.path.append({"node": to, "at": now, "reason": reason})
 
     def exit_between(since: datetime, until: datetime) -> SimulatedEvent | None:
-        for event in ordered:
-            if since <= event.at <= until and any(
-                c.event == event.name
-                and values.matches(plan.wheres.get(f"exit_when.{i}.where"), event.properties)
-                and (not c.same_key or _key(plan, event) == key)
-                for i, c in enumerate(plan.graph.exit_when)
-            ):
-                return event
-        return None
+        return next((e for e in ordered if since <= e.at <= until and exits(plan, e, key)), None)
 
     for _ in range(MAX_MOVES):
         node = plan.nodes[node_id]
@@ -121,23 +119,14 @@ async def simulate(
             return result
         elif isinstance(node, WaitNode):
             until = wake_at(node.wait, all_traits, now)
-            arrived = None
-            if isinstance(node.wait, EventWait):
-                wait = node.wait
-                arrived = next(
-                    (
-                        e
-                        for e in ordered
-                        if now <= e.at <= until
-                        and e is not start
-                        and e.name == wait.event
-                        and values.matches(
-                            plan.wheres.get(f"nodes.{node.id}.wait.where"), e.properties
-                        )
-                        and (not wait.same_key or _key(plan, e) == key)
-                    ),
-                    None,
-                )
+            arrived = next(
+                (
+                    e
+                    for e in ordered
+                    if now <= e.at <= until and e is not start and ends_wait(plan, node, e, key)
+                ),
+                None,
+            )
             ended = exit_between(now, arrived.at if arrived else until)
             if ended is not None and ended is not start:
                 now = ended.at
@@ -195,24 +184,3 @@ async def simulate(
             move(node.next, "done")
     result.outcome = "failed"
     return result
-
-
-def _triggers(plan: Plan, event: SimulatedEvent) -> bool:
-    trigger = plan.trigger.trigger
-    if isinstance(trigger, EventTrigger):
-        return event.name == trigger.event and values.matches(
-            plan.wheres.get(f"nodes.{plan.start}.trigger.where"), event.properties
-        )
-    if isinstance(trigger, SegmentTrigger):
-        return (
-            event.name == SEGMENT_EVENTS[trigger.kind]
-            and event.properties.get("segment_id") == trigger.segment_id
-        )
-    return False
-
-
-def _key(plan: Plan, event: SimulatedEvent) -> str | None:
-    if plan.graph.entry_key is None:
-        return ""
-    found = values.read(event.properties, plan.graph.entry_key.removeprefix("properties."))
-    return None if found is None or isinstance(found, dict | list) else str(found)[:200]

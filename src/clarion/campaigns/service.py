@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from clarion.campaigns import audience as audiences
 from clarion.campaigns.models import Campaign, CampaignRecipient
 from clarion.campaigns.schemas import CampaignCreate, CampaignUpdate
+from clarion.core import errors
 from clarion.core.errors import Conflict, FieldError, InvalidInput, NotFound
 from clarion.core.pagination import decode_cursor, decode_id_cursor, encode_cursor
 from clarion.messaging import channel_config
@@ -57,12 +58,7 @@ _DONE = {
 
 def require_state(campaign: Campaign, action: str) -> None:
     """Conflict naming `state` unless the campaign's state allows `action`."""
-    if campaign.state not in ALLOWED[action]:
-        allowed = ", ".join(sorted(ALLOWED[action]))
-        raise Conflict(
-            f"A {campaign.state} campaign cannot be {_DONE[action]} (only {allowed}).",
-            errors=[FieldError("state", f"is {campaign.state}")],
-        )
+    errors.require_state("campaign", campaign.state, action, ALLOWED, _DONE)
 
 
 async def usable_template(

@@ -13,6 +13,7 @@ Services raise these; routers never build HTTP errors by hand.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 
@@ -88,3 +89,20 @@ class Conflict(ClarionError):
     status = 409
     code = "conflict"
     title = "Conflict"
+
+
+def require_state(
+    noun: str,
+    state: str,
+    action: str,
+    allowed: Mapping[str, frozenset[str]],
+    done: Mapping[str, str],
+) -> None:
+    """Conflict naming `state` unless a `noun` in `state` allows `action` (`allowed` holds
+    the states each action may start from, `done` its past participle)."""
+    if state not in allowed[action]:
+        starts = ", ".join(sorted(allowed[action]))
+        raise Conflict(
+            f"A {state} {noun} cannot be {done[action]} (only {starts}).",
+            errors=[FieldError("state", f"is {state}")],
+        )

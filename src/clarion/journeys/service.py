@@ -22,6 +22,7 @@ from sqlalchemy import distinct, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from clarion.core import errors
 from clarion.core.errors import Conflict, FieldError, NotFound
 from clarion.core.jobs.queue import NewJob, enqueue
 from clarion.core.jobs.recurring import schedule_recurring_job
@@ -53,12 +54,7 @@ _DONE = {
 
 def require_state(journey: Journey, action: str) -> None:
     """Conflict naming `state` unless the journey's state allows `action`."""
-    if journey.state not in ALLOWED[action]:
-        allowed = ", ".join(sorted(ALLOWED[action]))
-        raise Conflict(
-            f"A {journey.state} journey cannot be {_DONE[action]} (only {allowed}).",
-            errors=[FieldError("state", f"is {journey.state}")],
-        )
+    errors.require_state("journey", journey.state, action, ALLOWED, _DONE)
 
 
 async def references(session: AsyncSession, *, workspace_id: int) -> References:

@@ -138,7 +138,7 @@ def _fold(line: str) -> str:
     lines: list[str] = []
     current = words[0] + " " + words[1]  # the value starts on the name's line
     for word in words[2:]:
-        if len(current) + 1 + len(word) <= _FOLD_AT or not current.strip():
+        if len(current) + 1 + len(word) <= _FOLD_AT:
             current += " " + word
         else:
             lines.append(current)

@@ -89,11 +89,16 @@ Trigger = Annotated[
 
 class EntryRules(_Shape):
     """Who may enter and how often: `once` ever, `once_per_period` (every `period_days`),
-    `every_time`; with at most `max_active` runs of the profile at a time (per entry key)."""
+    `every_time`; with at most `max_active` runs of the profile at a time (per entry key).
+    Participation caps bound the journey as a whole: at most `max_entries` runs ever (the
+    first N customers of a limited offer), at most `max_entries_per_day` new runs a day
+    (UTC); entries over a cap are turned away, not queued."""
 
     frequency: Literal["once", "once_per_period", "every_time"] = "once"
     period_days: int | None = Field(default=None, ge=1, le=3650)
     max_active: int = Field(default=1, ge=1, le=100)
+    max_entries: int | None = Field(default=None, ge=1, le=1_000_000_000)
+    max_entries_per_day: int | None = Field(default=None, ge=1, le=1_000_000_000)
 
     @model_validator(mode="after")
     def _period(self) -> EntryRules:

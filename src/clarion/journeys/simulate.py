@@ -31,15 +31,8 @@ from clarion.journeys.graph import (
     WaitNode,
     WebhookAction,
 )
-from clarion.journeys.runtime import (
-    MAX_MOVES,
-    ends_wait,
-    entry_key,
-    exits,
-    split_path,
-    triggers,
-    wake_at,
-)
+from clarion.journeys.runtime import ends_wait, entry_key, exits, triggers
+from clarion.journeys.steps import MAX_MOVES, split_path, wake_at
 from clarion.profiles import queries as profiles
 from clarion.segments import aggregates, predicate
 from clarion.segments.catalog import SegmentIndex, rule_context

@@ -274,6 +274,23 @@ async def canonical_ids(
     return {row_id: canonical or row_id for row_id, canonical in rows}
 
 
+async def traits_by_id(
+    session: AsyncSession, *, workspace_id: int, profile_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, dict[str, Any]]:
+    """For each of `profile_ids`, the traits of the canonical profile it is (or was merged
+    into); ids of no profile of the workspace are left out. Reads only."""
+    canonical_of = await canonical_ids(session, workspace_id=workspace_id, profile_ids=profile_ids)
+    if not canonical_of:
+        return {}
+    rows = await session.execute(
+        select(Profile.id, Profile.traits).where(Profile.id.in_(set(canonical_of.values())))
+    )
+    traits = {profile_id: found or {} for profile_id, found in rows}
+    return {
+        asked: traits[canonical] for asked, canonical in canonical_of.items() if canonical in traits
+    }
+
+
 async def views_by_id(
     session: AsyncSession, *, workspace_id: int, profile_ids: Sequence[uuid.UUID]
 ) -> dict[uuid.UUID, ProfileView]:

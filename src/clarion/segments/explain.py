@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import copy
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from clarion.profiles import queries as profiles
@@ -67,6 +69,39 @@ async def rule_holds(
     return predicate.evaluate(rule, facts, context)
 
 
+async def rule_holds_for(
+    session: AsyncSession,
+    *,
+    workspace_id: int,
+    index: SegmentIndex,
+    rule: Rule,
+    profile_ids: Sequence[uuid.UUID],
+    now: datetime,
+) -> dict[uuid.UUID, bool]:
+    """For each of `profile_ids` (by its canonical profile), whether `rule` holds now, as
+    `rule_holds` answers it, in a few queries for them all; ids of no profile of the
+    workspace are left out."""
+    canonical_of = await profiles.canonical_ids(
+        session, workspace_id=workspace_id, profile_ids=profile_ids
+    )
+    if not canonical_of:
+        return {}
+    loaded = (
+        await session.scalars(select(Profile).where(Profile.id.in_(set(canonical_of.values()))))
+    ).all()
+    documents = await _documents(session, workspace_id, index, rule, loaded, now)
+    context = await rule_context(session, workspace_id=workspace_id, index=index, now=now)
+    answers = {
+        profile.id: predicate.evaluate(rule, facts_of(profile, documents[profile.id]), context)
+        for profile in loaded
+    }
+    return {
+        asked: answers[canonical]
+        for asked, canonical in canonical_of.items()
+        if canonical in answers
+    }
+
+
 async def _facts(
     session: AsyncSession,
     workspace_id: int,
@@ -75,28 +110,49 @@ async def _facts(
     profile: Profile,
     now: datetime,
 ) -> predicate.ProfileFacts:
-    """What the rule reads of the profile: its kept real-time aggregates when they were kept
-    for specs that include the rule's, else built from its timeline."""
+    """What the rule reads of the profile."""
+    documents = await _documents(session, workspace_id, index, rule, [profile], now)
+    return facts_of(profile, documents[profile.id])
+
+
+async def _documents(
+    session: AsyncSession,
+    workspace_id: int,
+    index: SegmentIndex,
+    rule: Rule,
+    loaded: Sequence[Profile],
+    now: datetime,
+) -> dict[uuid.UUID, dict[str, Any]]:
+    """The aggregates the rule reads of each profile: its kept real-time aggregates when
+    they were kept for specs that include the rule's, else built from its timeline."""
     specs = aggregates.specs_for([rule])
-    state = await session.get(ProfileSegmentState, profile.id)
-    if (
-        state is not None
-        and state.specs_version == index.specs_version
-        and set(specs) <= set(index.specs)
-    ):
-        document = copy.deepcopy(state.aggregates)  # pruning must not touch the stored row
-        aggregates.prune(document, index.specs, now)
-    else:  # not evaluated in real time yet, or for other conditions: read its timeline
-        specs = aggregates.specs_for([rule, *(s.rule for s in index.segments.values())])
-        timeline = await profiles.tracked_events(
-            session, workspace_id=workspace_id, profile_ids=[profile.id]
+    usable = set(specs) <= set(index.specs)
+    states = (
+        await session.scalars(
+            select(ProfileSegmentState).where(
+                ProfileSegmentState.profile_id.in_([profile.id for profile in loaded])
+            )
         )
-        document = aggregates.build(
-            specs,
-            [
-                aggregates.TrackEvent(e.name, e.timestamp, e.properties)
-                for e in timeline[profile.id]
-            ],
-            now,
+    ).all()
+    documents: dict[uuid.UUID, dict[str, Any]] = {}
+    for state in states:
+        if usable and state.specs_version == index.specs_version:
+            document = copy.deepcopy(state.aggregates)  # pruning must not touch the stored row
+            aggregates.prune(document, index.specs, now)
+            documents[state.profile_id] = document
+    unkept = [profile.id for profile in loaded if profile.id not in documents]
+    if unkept:  # not evaluated in real time yet, or for other conditions: read the timelines
+        every = aggregates.specs_for([rule, *(s.rule for s in index.segments.values())])
+        timelines = await profiles.tracked_events(
+            session, workspace_id=workspace_id, profile_ids=unkept
         )
-    return facts_of(profile, document)
+        for profile_id in unkept:
+            documents[profile_id] = aggregates.build(
+                every,
+                [
+                    aggregates.TrackEvent(e.name, e.timestamp, e.properties)
+                    for e in timelines[profile_id]
+                ],
+                now,
+            )
+    return documents

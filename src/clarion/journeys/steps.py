@@ -1,0 +1,504 @@
+"""Moving runs on, many at a time: a `journeys.step` job names a batch of runs (each with the
+node it expects it at), and `Stepper.advance` moves them through instant nodes until each
+waits or ends, node by node for the whole batch: one rule evaluation per condition branch,
+one template lookup per action, one write of every transition, message, event and wake-up
+job at the end (`Moves.flush`), in the step's transaction.
+
+Actions of a node run `parallel` (all of them; the run fails if one did), in `series`
+(stopping at the first failure, which fails the run) or by `priority` (the first that
+succeeds; the run fails only if none did). What succeeded before a failure stays done: a
+retry by hand runs the node again, and each action's idempotency key (a message's, an
+event's messageId) keeps it from being done twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+
+from sqlalchemy import insert, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from clarion.core.errors import ClarionError
+from clarion.core.jobs.queue import NewJob, enqueue
+from clarion.core.jobs.worker import PermanentFailure
+from clarion.ingest.internal import InternalEvent, emit_events
+from clarion.journeys.compiler import Plan, compile_journey
+from clarion.journeys.graph import (
+    Action,
+    ActionNode,
+    ConditionNode,
+    DateWait,
+    DurationWait,
+    EmitAction,
+    EventWait,
+    ExitNode,
+    SendAction,
+    SplitNode,
+    TimeWait,
+    TraitAction,
+    TriggerNode,
+    Wait,
+    WaitNode,
+)
+from clarion.journeys.models import Journey, JourneyRun, JourneyTransition, JourneyVersion
+from clarion.messaging import delivery
+from clarion.messaging import templates as message_templates
+from clarion.profiles import queries as profiles
+from clarion.profiles import service as profile_service
+from clarion.segments.catalog import Catalog
+from clarion.segments.explain import rule_holds_for
+from clarion.segments.predicate import profile_zone
+
+STEP = "journeys.step"  # job kind: move a batch of runs on
+STEP_PRIORITY = 15
+STEP_BATCH = 200  # runs per step job
+MAX_MOVES = 100  # per run and step: a plan without instant loops never needs as many
+_PLANS_KEPT = 500
+_WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+async def version_plan(session: AsyncSession, journey_id: int, number: int) -> Plan:
+    """The compiled plan of a published version (checked when published: what it names is
+    not checked again, only read)."""
+    version = await session.scalar(
+        select(JourneyVersion).where(
+            JourneyVersion.journey_id == journey_id, JourneyVersion.number == number
+        )
+    )
+    if version is None:
+        raise PermanentFailure(f"journey {journey_id} has no version {number}")
+    return compile_journey(version.plan["graph"], None)
+
+
+class Plans:
+    """Compiled plans of published versions, kept per process (versions never change)."""
+
+    def __init__(self) -> None:
+        self._kept: dict[tuple[int, int], Plan] = {}
+
+    async def get(self, session: AsyncSession, journey_id: int, number: int) -> Plan:
+        """The plan of version `number` of the journey."""
+        found = self._kept.get((journey_id, number))
+        if found is None:
+            found = await version_plan(session, journey_id, number)
+            if len(self._kept) >= _PLANS_KEPT:
+                self._kept.clear()
+            self._kept[(journey_id, number)] = found
+        return found
+
+
+def step_jobs(runs: Sequence[tuple[int, int, str]], at: datetime) -> list[NewJob]:
+    """Step jobs moving these (workspace, run id, node) on at `at`, STEP_BATCH runs a job;
+    a job enqueued again for the same runs, nodes and time is a duplicate and dropped."""
+    by_workspace: dict[int, list[list[Any]]] = {}
+    for workspace_id, run_id, node in runs:
+        by_workspace.setdefault(workspace_id, []).append([run_id, node])
+    jobs = []
+    stamp = int(at.timestamp() * 1_000_000)
+    for workspace_id, pairs in by_workspace.items():
+        for start in range(0, len(pairs), STEP_BATCH):
+            chunk = pairs[start : start + STEP_BATCH]
+            digest = hashlib.blake2b(repr(chunk).encode(), digest_size=12).hexdigest()
+            jobs.append(
+                NewJob(
+                    workspace_id=workspace_id,
+                    kind=STEP,
+                    payload={"runs": chunk},
+                    run_at=at,
+                    priority=STEP_PRIORITY,
+                    dedupe_key=f"{digest}:{stamp}",
+                )
+            )
+    return jobs
+
+
+def step_payload(payload: Mapping[str, Any]) -> dict[int, str]:
+    """The runs a step job names, with the node each is expected at (jobs enqueued before
+    steps were batched name one run: `run_id` and `node`)."""
+    if "runs" in payload:
+        return {int(run_id): str(node) for run_id, node in payload["runs"]}
+    return {int(payload["run_id"]): str(payload["node"])}
+
+
+@dataclass
+class Moves:
+    """What moving runs writes, gathered to be written at once by `flush`."""
+
+    now: datetime
+    transitions: list[dict[str, Any]] = field(default_factory=list)
+    wakes: dict[datetime, list[tuple[int, int, str]]] = field(default_factory=dict)
+    messages: dict[int, list[delivery.MessageRequest]] = field(default_factory=dict)
+    events: list[InternalEvent] = field(default_factory=list)
+
+    def record(self, run: JourneyRun, from_node: str | None, to_node: str, reason: str) -> None:
+        """A transition of the run."""
+        self.transitions.append(
+            {
+                "workspace_id": run.workspace_id,
+                "journey_id": run.journey_id,
+                "run_id": run.id,
+                "from_node": from_node,
+                "to_node": to_node,
+                "reason": reason[:200],
+                "at": self.now,
+            }
+        )
+
+    def entered(self, workspace_id: int, journey_id: int, run_id: int, node: str) -> None:
+        """A new run's first transition."""
+        self.transitions.append(
+            {
+                "workspace_id": workspace_id,
+                "journey_id": journey_id,
+                "run_id": run_id,
+                "from_node": None,
+                "to_node": node,
+                "reason": "entered",
+                "at": self.now,
+            }
+        )
+
+    def move(self, run: JourneyRun, to: str, reason: str) -> None:
+        """The run goes on to node `to`, active there."""
+        self.record(run, run.node, to, reason)
+        run.node, run.state, run.wake_at, run.updated_at = to, "active", None, self.now
+
+    def finish(self, run: JourneyRun, state: str, reason: str) -> None:
+        """The run ends (`completed`, `exited` or `failed`) where it is."""
+        self.record(run, run.node, run.node, f"{state}: {reason}")
+        run.state, run.reason, run.wake_at = state, reason, None
+        run.updated_at = run.finished_at = self.now
+
+    def wake(self, run: JourneyRun, at: datetime) -> None:
+        """A step takes the run on from its node at `at`."""
+        self.wakes.setdefault(at, []).append((run.workspace_id, run.id, run.node))
+
+    async def flush(self, session: AsyncSession) -> None:
+        """Write what was gathered (the runs' own changes are the session's), and start
+        afresh."""
+        await session.flush()  # new runs first: transitions name them
+        if self.transitions:
+            await session.execute(insert(JourneyTransition), self.transitions)
+        for workspace_id, requests in self.messages.items():
+            await delivery.queue_messages(
+                session, workspace_id=workspace_id, requests=requests, now=self.now
+            )
+        if self.events:
+            await emit_events(session, self.events, now=self.now)
+        jobs = [job for at, runs in sorted(self.wakes.items()) for job in step_jobs(runs, at)]
+        await enqueue(session, jobs, now=self.now)
+        self.transitions, self.wakes, self.messages, self.events = [], {}, {}, []
+
+
+class Stepper:
+    """Moves runs on through their plans (one per process, with the runtime's plans)."""
+
+    def __init__(self, catalog: Catalog, plans: Plans) -> None:
+        self.catalog = catalog
+        self.plans = plans
+
+    async def advance(
+        self, session: AsyncSession, runs: Sequence[JourneyRun], moves: Moves
+    ) -> None:
+        """Move the runs on from their nodes until each waits or ends: a paused journey's
+        runs stay where they are (resuming wakes them), an archived journey's exit."""
+        journey_ids = {run.journey_id for run in runs}
+        journeys = {
+            journey.id: journey
+            for journey in await session.scalars(select(Journey).where(Journey.id.in_(journey_ids)))
+        }
+        moving = []
+        for run in runs:
+            journey = journeys.get(run.journey_id)
+            if journey is None or journey.state == "archived":
+                moves.finish(run, "exited", "journey archived")
+            elif journey.state != "paused":
+                moving.append(run)
+        for _ in range(MAX_MOVES):
+            if not moving:
+                return
+            at_node: dict[tuple[int, int, str], list[JourneyRun]] = {}
+            for run in moving:
+                at_node.setdefault((run.journey_id, run.version, run.node), []).append(run)
+            moving = []
+            for (journey_id, number, node_id), group in at_node.items():
+                plan = await self.plans.get(session, journey_id, number)
+                moving.extend(await self._visit(session, plan, plan.nodes[node_id], group, moves))
+        for run in moving:
+            moves.finish(run, "failed", f"more than {MAX_MOVES} moves in one step")
+
+    async def _visit(
+        self,
+        session: AsyncSession,
+        plan: Plan,
+        node: Any,
+        runs: list[JourneyRun],
+        moves: Moves,
+    ) -> list[JourneyRun]:
+        """Do the node for runs at it (one journey version); the runs that went on."""
+        if isinstance(node, WaitNode):
+            return await _wait(session, node, runs, moves)
+        if isinstance(node, TriggerNode):
+            for run in runs:
+                moves.move(run, node.next, "started")
+            return runs
+        if isinstance(node, ExitNode):
+            for run in runs:
+                moves.finish(run, "completed", "exit")
+            return []
+        if isinstance(node, ConditionNode):
+            await self._branch(session, plan, node, runs, moves)
+            return runs
+        if isinstance(node, SplitNode):
+            went_on = []
+            for run in runs:
+                path = split_path(run.journey_id, node, run.profile_id)
+                if path is None:
+                    moves.finish(run, "exited", "holdout")
+                else:
+                    moves.move(run, path, "split")
+                    went_on.append(run)
+            return went_on
+        assert isinstance(node, ActionNode)
+        return await _act(session, node, runs, moves)
+
+    async def _branch(
+        self,
+        session: AsyncSession,
+        plan: Plan,
+        node: ConditionNode,
+        runs: list[JourneyRun],
+        moves: Moves,
+    ) -> None:
+        """Each run takes the first branch whose rule holds for its profile, else
+        `otherwise` (so does a run whose profile is gone)."""
+        workspace_id = runs[0].workspace_id
+        index = await self.catalog.load(session, workspace_id)
+        left = runs
+        for number, branch in enumerate(node.branches):
+            if not left:
+                return
+            holds = await rule_holds_for(
+                session,
+                workspace_id=workspace_id,
+                index=index,
+                rule=plan.branch_rules[(node.id, number)],
+                profile_ids=[run.profile_id for run in left],
+                now=moves.now,
+            )
+            rest = []
+            for run in left:
+                if holds.get(run.profile_id, False):
+                    moves.move(run, branch.next, f"branch {number}")
+                else:
+                    rest.append(run)
+            left = rest
+        for run in left:
+            moves.move(run, node.otherwise, "otherwise")
+
+
+async def _wait(
+    session: AsyncSession, node: WaitNode, runs: list[JourneyRun], moves: Moves
+) -> list[JourneyRun]:
+    """Runs arriving start the wait; runs whose wait is over go on; the runs that went on."""
+    now = moves.now
+    arriving = [run for run in runs if run.state == "active"]
+    traits: Mapping[uuid.UUID, Mapping[str, Any]] = {}
+    if arriving and isinstance(node.wait, TimeWait | DateWait):
+        traits = await profiles.traits_by_id(
+            session,
+            workspace_id=runs[0].workspace_id,
+            profile_ids=[run.profile_id for run in arriving],
+        )
+    went_on = []
+    for run in runs:
+        if run.state == "active":  # just arrived: start the wait
+            run.state, run.updated_at = "waiting", now
+            run.wake_at = wake_at(node.wait, traits.get(run.profile_id, {}), now)
+            moves.wake(run, run.wake_at)
+        elif run.wake_at is not None and now < run.wake_at:
+            moves.wake(run, run.wake_at)  # early: wait on
+        else:
+            timed_out = isinstance(node.wait, EventWait)
+            target = node.timeout_next if timed_out and node.timeout_next else node.next
+            moves.move(run, target, "timeout" if timed_out else "waited")
+            went_on.append(run)
+    return went_on
+
+
+def wake_at(wait: Wait, traits: Mapping[str, Any], now: datetime) -> datetime:
+    """When a wait started at `now` ends for a profile with these traits (its `timezone`
+    for local times; now, for a date already past or missing)."""
+    if isinstance(wait, DurationWait):
+        return now + timedelta(seconds=wait.seconds)
+    if isinstance(wait, EventWait):
+        return now + timedelta(seconds=wait.timeout_seconds)
+    zone = profile_zone(dict(traits))
+    local = now.astimezone(zone)
+    if isinstance(wait, TimeWait):
+        at = time.fromisoformat(wait.time)
+        days = {_WEEKDAYS.index(day) for day in wait.days} if wait.days else set(range(7))
+        for ahead in range(8):
+            candidate = local.date() + timedelta(days=ahead)
+            moment = datetime.combine(candidate, at, tzinfo=zone)
+            if moment > local and candidate.weekday() in days:
+                return moment.astimezone(UTC)
+        raise AssertionError("a week always holds one of the days")  # pragma: no cover
+    raw = traits.get(wait.trait)
+    try:
+        day = date.fromisoformat(str(raw)[:10]) if raw is not None else None
+    except ValueError:
+        day = None
+    if day is None:
+        return now  # no such date: nothing to wait for
+    moment = datetime.combine(
+        day + timedelta(days=wait.offset_days), time.fromisoformat(wait.local_time), tzinfo=zone
+    )
+    return max(now, moment.astimezone(UTC))
+
+
+def split_path(journey_id: int, node: SplitNode, profile_id: uuid.UUID) -> str | None:
+    """The path a profile takes at a split, the same on every run (None: held out)."""
+    digest = hashlib.sha256(f"{journey_id}:{node.id}:{profile_id}".encode()).digest()
+    point = int.from_bytes(digest[:8], "big") / 2**64  # uniform in [0, 1)
+    if point * 100 < node.holdout_percent:
+        return None
+    rest = (point * 100 - node.holdout_percent) / (100 - node.holdout_percent)
+    total = sum(path.weight for path in node.paths)
+    mark = rest * total
+    for path in node.paths:
+        if mark < path.weight:
+            return path.next
+        mark -= path.weight
+    return node.paths[-1].next
+
+
+# --- Actions --------------------------------------------------------------------------------
+
+
+async def _act(
+    session: AsyncSession, node: ActionNode, runs: list[JourneyRun], moves: Moves
+) -> list[JourneyRun]:
+    """Do the node's actions for the runs, by its mode; the runs that went on (the others
+    failed, with the first failure as their reason)."""
+    failures: dict[int, str] = {}  # run id: its first failure
+    succeeded: set[int] = set()  # runs with at least one action done
+    for number, action in enumerate(node.actions):
+        if node.mode == "series":
+            todo = [run for run in runs if run.id not in failures]
+        elif node.mode == "priority":
+            todo = [run for run in runs if run.id not in succeeded]
+        else:
+            todo = runs
+        if not todo:
+            break
+        failed = await _do(session, node, number, action, todo, moves)
+        for run in todo:
+            why = failed.get(run.id)
+            if why is None:
+                succeeded.add(run.id)
+            else:
+                failures.setdefault(run.id, f"action {number}: {why}")
+    went_on = []
+    for run in runs:
+        ok = run.id in succeeded if node.mode == "priority" else run.id not in failures
+        if ok:
+            moves.move(run, node.next, "done")
+            went_on.append(run)
+        else:
+            why = failures.get(run.id, "no action could be done")
+            moves.finish(
+                run, "failed", why if node.mode != "priority" else f"none succeeded: {why}"
+            )
+    return went_on
+
+
+async def _do(
+    session: AsyncSession,
+    node: ActionNode,
+    number: int,
+    action: Action,
+    runs: list[JourneyRun],
+    moves: Moves,
+) -> dict[int, str]:
+    """Do action `number` of the node for the runs; why it failed, by run id."""
+    workspace_id = runs[0].workspace_id
+    if isinstance(action, EmitAction | TraitAction):
+        senders = await profiles.sender_ids(
+            session, workspace_id=workspace_id, profile_ids=[run.profile_id for run in runs]
+        )
+        failed: dict[int, str] = {}
+        for run in runs:
+            user_id, anonymous_id = senders.get(run.profile_id, (None, None))
+            if isinstance(action, EmitAction):
+                moves.events.append(
+                    _event(run, node, number, action, user_id, anonymous_id, moves.now)
+                )
+            elif user_id is None:
+                failed[run.id] = "the profile has no user id to set traits on"
+            else:  # as the API sets them: trait history kept, segments told
+                await profile_service.upsert_profile(
+                    session, workspace_id=workspace_id, user_id=user_id,
+                    traits=dict(action.traits), now=moves.now, source="api",
+                )  # fmt: skip
+        return failed
+    # A webhook is a message too: its template's body, signed and retried by delivery.
+    try:
+        template, version = await message_templates.current_version(
+            session, workspace_id=workspace_id, template_id=action.template_id
+        )
+    except ClarionError as error:
+        return dict.fromkeys((run.id for run in runs), error.detail)
+    requests = moves.messages.setdefault(workspace_id, [])
+    for run in runs:
+        requests.append(
+            delivery.MessageRequest(
+                profile_id=run.profile_id,
+                template_id=template.id,
+                template_version_id=version.id,
+                channel=template.channel,
+                channel_id=action.channel_id,
+                category=template.category,
+                topic_id=template.topic_id,
+                priority=action.priority if isinstance(action, SendAction) else 0,
+                idempotency_key=f"journey:{run.id}:{node.id}:{number}",
+                origin="journey",
+                origin_id=str(run.journey_id),
+                context={
+                    **run.context,
+                    "journey": {"id": run.journey_id, "run_id": run.id, "node": node.id},
+                },
+            )
+        )
+    return {}
+
+
+def _event(
+    run: JourneyRun,
+    node: ActionNode,
+    number: int,
+    action: EmitAction,
+    user_id: str | None,
+    anonymous_id: str | None,
+    now: datetime,
+) -> InternalEvent:
+    """The track event an emit action sends about the run's profile (once per run, node
+    and action: its messageId says so)."""
+    return InternalEvent(
+        workspace_id=run.workspace_id,
+        message_id=f"clarion:journey:{run.id}:{node.id}:{number}",
+        name=action.event,
+        user_id=user_id,
+        anonymous_id=None if user_id else anonymous_id,
+        timestamp=now,
+        properties={
+            **action.properties,
+            "journey_id": run.journey_id,
+            "journey_run_id": run.id,
+        },
+    )

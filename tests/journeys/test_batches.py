@@ -12,6 +12,7 @@ from sqlalchemy import delete, select
 
 from clarion.core.jobs.models import Job
 from clarion.core.jobs.queue import enqueue
+from clarion.core.jobs.worker import Registry, Worker
 from clarion.ingest.models import Event
 from clarion.journeys import steps
 from clarion.journeys.runtime import STEP
@@ -212,3 +213,22 @@ async def test_parallel_series_and_priority_actions_and_their_failures(desk: Des
     await desk.post(f"/api/v1/journeys/{journeys['series']}/runs/{series.id}/retry")
     await desk.run(deliver=False)
     assert await emitted(desk, "Series Done") == 1
+
+
+async def test_a_step_takes_over_other_due_step_jobs_and_moves_their_runs(desk: Desk) -> None:
+    template = await desk.template()
+    users = ["t1", "t2", "t3"]
+    for user in users:
+        await desk.identify(user, email=f"{user}@example.com", vip=True)
+    await publish(desk, vip_journey(template))
+    for user in users:  # one transaction each: three wake-up jobs
+        await desk.track_raw(signed_up(user))
+    assert len(await step_jobs(desk)) == 3
+
+    desk.clock.advance(timedelta(seconds=HOUR + 1))
+    step = desk.no_delivery.registry.kinds[STEP]
+    one_at_a_time = Worker(desk.database, Registry({STEP: step}), clock=desk.clock, concurrency=1)
+    assert await one_at_a_time.drain() == 1  # the first job took the other two over
+    assert {r.state for r in await runs(desk)} == {"completed"}
+    assert len(await sent(desk)) == 3
+    assert await step_jobs(desk) == []

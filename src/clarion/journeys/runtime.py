@@ -31,11 +31,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import func, select, text
+from sqlalchemy import bindparam, func, select, text
 from sqlalchemy.dialects.postgresql import insert as postgres_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from clarion.core.database import JSONDocument, UTCDateTime
 from clarion.core.jobs.queue import enqueue
 from clarion.core.jobs.worker import JobContext, PermanentFailure
 from clarion.ingest.records import EventRecord
@@ -52,7 +53,6 @@ from clarion.journeys.graph import (
 from clarion.journeys.models import LIVE_RUN_STATES, Journey, JourneyRun
 from clarion.journeys.steps import (
     STEP,
-    STEP_PRIORITY,
     Moves,
     Plans,
     Stepper,
@@ -66,14 +66,16 @@ from clarion.segments import values
 from clarion.segments.catalog import Catalog
 from clarion.segments.predicate import next_anniversary, profile_zone
 
-__all__ = ["STEP", "STEP_PRIORITY", "Runtime", "version_plan"]  # the names other modules use
+__all__ = ["STEP", "Runtime", "version_plan"]  # the names other modules use
 
 SCHEDULE = "journeys.schedule"  # job kind: a schedule trigger's tick
+TICK_PRIORITY = 15  # schedule and date passes enter many profiles: bulk work, behind events
 SCHEDULE_PAGE = 1_000
 DATES = "journeys.dates"  # job kind: a date trigger's daily pass
 DATES_CRON = "0 0 * * *"
 SEGMENT_EVENTS = {"segment_entered": "Segment Entered", "segment_exited": "Segment Exited"}
 ENTER_CHUNK = 500  # runs a statement inserts
+TAKE_OVER_JOBS = 9  # other due step jobs a step takes over: up to 2,000 runs in all
 _LIVE = text("state IN ('active', 'waiting')")  # LIVE_RUN_STATES, as the index says it
 
 
@@ -150,10 +152,11 @@ class Runtime:
         if not live:
             return
         moves = Moves(now)
-        await self._advance_runs(
+        moved = await self._advance_runs(
             session, workspace_id, {item.journey.id for item in live}, tracked, moves
         )
         await self._convert(session, workspace_id, live, tracked, now)
+        entered: list[int] = []
         for item in live:
             entries = [
                 Entry(profile_id, entry_key(item.plan, event), _event_context(event))
@@ -162,7 +165,10 @@ class Runtime:
                 if triggers(item.plan, event)
             ]
             if entries:
-                await _enter(session, item, entries, moves)
+                entered += await _enter(session, item, entries, moves)
+        # What the events start happens now, in their transaction: no job stands between a
+        # customer's action and the journey's first reaction to it.
+        await self.stepper.advance(session, [*moved, *await _runs(session, entered)], moves)
         await moves.flush(session)
 
     async def _advance_runs(
@@ -172,8 +178,9 @@ class Runtime:
         journey_ids: set[int],
         tracked: Mapping[uuid.UUID, list[EventRecord]],
         moves: Moves,
-    ) -> None:
-        """End the live journeys' runs these events exit, and move those waiting for them."""
+    ) -> list[JourneyRun]:
+        """End the live journeys' runs these events exit, and move those waiting for them
+        (returned, to be advanced from their next node)."""
         query = (
             select(JourneyRun)
             .where(
@@ -186,6 +193,7 @@ class Runtime:
         )
         if session.get_bind().dialect.name == "postgresql":
             query = query.with_for_update()  # a step moving the run meanwhile goes first
+        moved = []
         for run in (await session.scalars(query)).all():
             if run.state not in LIVE_RUN_STATES:
                 continue
@@ -204,8 +212,9 @@ class Runtime:
                     and ends_wait(plan, node, event, run.entry_key)
                 ):
                     moves.move(run, node.next, f"event: {event.name}")
-                    moves.wake(run, moves.now)
+                    moved.append(run)
                     break
+        return moved
 
     async def _convert(
         self,
@@ -289,7 +298,8 @@ class Runtime:
                 tick = {"schedule": {"at": now.isoformat(), "segment_id": trigger.segment_id}}
                 moves = Moves(now)
                 entries = [Entry(member.profile_id, "", tick) for member in members]
-                await _enter(session, _Live(*found), entries, moves)
+                entered = await _enter(session, _Live(*found), entries, moves)
+                await self.stepper.advance(session, await _runs(session, entered), moves)
                 await moves.flush(session)
                 if cursor is None:
                     await context.complete(session)
@@ -318,7 +328,7 @@ class Runtime:
                             tick = {"date": {"trait": trigger.trait, "at": moment.isoformat()}}
                             key = moment.date().isoformat()
                             entries.append(Entry(profile_id, key, tick, wake_at=moment))
-                    await _enter(session, _Live(*found), entries, moves)
+                    await _enter(session, _Live(*found), entries, moves)  # all wait: none back
                 await moves.flush(session)
             await context.complete(session)
             await session.commit()
@@ -327,13 +337,21 @@ class Runtime:
 
     async def step(self, context: JobContext) -> None:
         """The `journeys.step` job: move the runs it names on from the nodes it names (a
-        run elsewhere by now was moved by another job: it is left alone)."""
+        run elsewhere by now was moved by another job: it is left alone). On its first
+        attempt it takes over other due step jobs of the workspace (deleted in its
+        transaction: they come back if it fails), so runs woken by many small jobs move in
+        large batches."""
         try:
-            expected = step_payload(context.job.payload)
+            expected = _expected([context.job.payload])
         except (KeyError, TypeError, ValueError) as error:
             raise PermanentFailure(f"payload names no runs: {context.job.payload}") from error
         async with context.database.write_session() as session:
             await context.complete(session)
+            now = context.clock.now()
+            if context.job.attempts == 1:
+                taken = await _take_over(session, context.job.workspace_id, context.job.id, now)
+                for run_id, nodes in _expected(taken).items():
+                    expected.setdefault(run_id, set()).update(nodes)
             query = (
                 select(JourneyRun)
                 .where(
@@ -347,12 +365,53 @@ class Runtime:
             runs = [
                 run
                 for run in await session.scalars(query)
-                if run.state in LIVE_RUN_STATES and run.node == expected[run.id]
+                if run.state in LIVE_RUN_STATES and run.node in expected[run.id]
             ]
-            moves = Moves(context.clock.now())
+            moves = Moves(now)
             await self.stepper.advance(session, runs, moves)
             await moves.flush(session)
             await session.commit()
+
+
+_TAKE_OVER = """
+DELETE FROM jobs WHERE id IN (
+    SELECT id FROM jobs
+    WHERE kind = :kind AND workspace_id = :workspace_id AND state = 'ready' AND run_at <= :now
+      AND id <> :own
+    ORDER BY priority, run_at, id
+    LIMIT :limit {lock}
+)
+RETURNING payload
+"""
+
+
+async def _take_over(
+    session: AsyncSession, workspace_id: int, own: int, now: datetime
+) -> list[dict[str, Any]]:
+    """Delete up to TAKE_OVER_JOBS other due, ready step jobs of the workspace (on
+    PostgreSQL skipping those another worker holds); their payloads."""
+    postgres = session.get_bind().dialect.name == "postgresql"
+    statement = (
+        text(_TAKE_OVER.format(lock="FOR UPDATE SKIP LOCKED" if postgres else ""))
+        .bindparams(bindparam("now", type_=UTCDateTime()))
+        .columns(payload=JSONDocument)
+    )
+    rows = await session.execute(
+        statement,
+        {"kind": STEP, "workspace_id": workspace_id, "now": now, "own": own,
+         "limit": TAKE_OVER_JOBS},
+    )  # fmt: skip
+    return [row.payload for row in rows]
+
+
+def _expected(payloads: Sequence[Mapping[str, Any]]) -> dict[int, set[str]]:
+    """The runs step jobs name, each with the nodes it is expected at (a run named by a
+    stale job and a current one has two)."""
+    expected: dict[int, set[str]] = {}
+    for payload in payloads:
+        for run_id, node in step_payload(payload).items():
+            expected.setdefault(run_id, set()).add(node)
+    return expected
 
 
 async def schedule_step(session: AsyncSession, run: JourneyRun, now: datetime) -> None:
@@ -496,15 +555,19 @@ def _event_context(event: EventRecord) -> dict[str, Any]:
     }
 
 
-async def _enter(session: AsyncSession, live: _Live, entries: Sequence[Entry], moves: Moves) -> int:
+async def _enter(
+    session: AsyncSession, live: _Live, entries: Sequence[Entry], moves: Moves
+) -> list[int]:
     """Enter the entries that the entry rules and the journey's participation caps allow,
-    in order: new runs, each with its transition and a step job; how many. An entry
-    without a key enters nothing, nor one of a key with a live run: at most one per key,
-    whoever enters concurrently (a partial unique index, not a lock)."""
+    in order: new runs, each with its transition; the ids of those active at their trigger
+    now, for the caller to advance (those entering `waiting` get a step job at their
+    `wake_at`). An entry without a key enters nothing, nor one of a key with a live run:
+    at most one per key, whoever enters concurrently (a partial unique index, not a
+    lock)."""
     journey, rules = live.journey, live.plan.graph.entry
     wanted = [entry for entry in entries if entry.key is not None]
     if not wanted:
-        return 0
+        return []
     now = moves.now
     allowed = _Allowance(rules, now)
     query = select(
@@ -535,9 +598,9 @@ async def _enter(session: AsyncSession, live: _Live, entries: Sequence[Entry], m
         if allowed.take(entry.profile_id, str(entry.key))
     ]
     rows = rows[: await _room(session, journey, rules, now, len(rows))]
-    wake = {(entry.profile_id, entry.key): entry.wake_at or now for entry in wanted}
+    wake = {(entry.profile_id, entry.key): entry.wake_at for entry in wanted}
     insert = postgres_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    entered = 0
+    active = []
     for start in range(0, len(rows), ENTER_CHUNK):
         added = await session.execute(
             insert(JourneyRun)
@@ -550,11 +613,24 @@ async def _enter(session: AsyncSession, live: _Live, entries: Sequence[Entry], m
         )
         for run_id, profile_id, key in added:
             moves.entered(journey.workspace_id, journey.id, run_id, live.plan.start)
-            moves.wakes.setdefault(wake[(profile_id, key)], []).append(
-                (journey.workspace_id, run_id, live.plan.start)
-            )
-            entered += 1
-    return entered
+            at = wake[(profile_id, key)]
+            if at is None:
+                active.append(run_id)
+            else:
+                moves.wakes.setdefault(at, []).append(
+                    (journey.workspace_id, run_id, live.plan.start)
+                )
+    return active
+
+
+async def _runs(session: AsyncSession, run_ids: Sequence[int]) -> list[JourneyRun]:
+    """The runs, by id (new ones: nobody else holds them yet)."""
+    if not run_ids:
+        return []
+    found = await session.scalars(
+        select(JourneyRun).where(JourneyRun.id.in_(run_ids)).order_by(JourneyRun.id)
+    )
+    return list(found.all())
 
 
 class _Allowance:

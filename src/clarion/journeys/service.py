@@ -163,12 +163,12 @@ async def publish_journey(
         payload = {"journey_id": journey.id}
         await schedule_recurring_job(
             session, workspace_id=workspace_id, name=f"journey:{journey.id}", kind=kind,
-            cron=cron, payload=payload, priority=runtime.STEP_PRIORITY, now=now,
+            cron=cron, payload=payload, priority=runtime.TICK_PRIORITY, now=now,
         )  # fmt: skip
         if kind == runtime.DATES:  # today's dates too, not only from the next midnight on
             await enqueue(
                 session,
-                [NewJob(workspace_id, kind, payload, priority=runtime.STEP_PRIORITY)],
+                [NewJob(workspace_id, kind, payload, priority=runtime.TICK_PRIORITY)],
                 now=now,
             )
     return version

@@ -55,7 +55,10 @@ from clarion.segments.explain import rule_holds_for
 from clarion.segments.predicate import profile_zone
 
 STEP = "journeys.step"  # job kind: move a batch of runs on
-STEP_PRIORITY = 15
+# Steps are reactions to what a customer just did (or to a timer due now): first come, first
+# served with the events themselves. Behind events they would starve while events flow, as
+# a worker always finds an event job to claim first.
+STEP_PRIORITY = 0
 STEP_BATCH = 200  # runs per step job
 MAX_MOVES = 100  # per run and step: a plan without instant loops never needs as many
 _PLANS_KEPT = 500

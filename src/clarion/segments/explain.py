@@ -19,7 +19,7 @@ from clarion.segments.catalog import SegmentIndex, rule_context
 from clarion.segments.membership import facts_of
 from clarion.segments.models import ProfileSegmentState, Segment, SegmentMember
 from clarion.segments.parsing import parse_rule
-from clarion.segments.rules import Rule
+from clarion.segments.rules import InSegment, Rule, walk
 
 
 async def explain(
@@ -126,6 +126,8 @@ async def _documents(
     """The aggregates the rule reads of each profile: its kept real-time aggregates when
     they were kept for specs that include the rule's, else built from its timeline."""
     specs = aggregates.specs_for([rule])
+    if not specs and not any(isinstance(node, InSegment) for node in walk(rule)):
+        return {profile.id: {} for profile in loaded}  # traits only: no aggregate is read
     usable = set(specs) <= set(index.specs)
     states = (
         await session.scalars(

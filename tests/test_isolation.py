@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -18,6 +19,7 @@ from fastapi.routing import APIRoute
 from clarion.core.clock import SystemClock
 from clarion.core.database import Database
 from clarion.core.jobs.queue import NewJob, enqueue
+from clarion.journeys.models import JourneyAlert
 from tests.conftest import Tenant, problem
 
 # Routes anyone may call: no workspace data behind them.
@@ -1293,10 +1295,30 @@ for _method, _suffix in [
     ("GET", "/versions"),
     ("GET", "/runs"),
     ("GET", "/stats"),
+    ("GET", "/alerts"),
 ]:
     CHECKS[(_method, f"/api/v1/journeys/{{journey_id}}{_suffix}")] = _journey_route_check(
         _method, _suffix
     )
+
+
+@check("GET", "/api/v1/journeys/alerts")
+async def _journey_alerts(client: httpx.AsyncClient, s: Seeded) -> None:
+    journey = await _a_journey(client, s)
+    now = datetime.now(UTC)
+    async with s.app.state.database.write_session() as session:
+        session.add(
+            JourneyAlert(
+                workspace_id=s.a.id, journey_id=journey["id"], kind="stuck_node", node="mail",
+                state="open", detail={"runs": 1}, opened_at=now, updated_at=now,
+            )
+        )  # fmt: skip
+        await session.commit()
+    mine = await client.get("/api/v1/journeys/alerts", headers=s.a.admin)
+    assert [a["journey_id"] for a in mine.json()["items"]] == [journey["id"]]
+    for params in ({}, {"journey_id": journey["id"]}, {"state": "open"}):
+        theirs = await client.get("/api/v1/journeys/alerts", params=params, headers=s.b.admin)
+        assert theirs.status_code == 200 and theirs.json()["items"] == []
 
 
 @check("GET", "/api/v1/journeys/{journey_id}/timing")

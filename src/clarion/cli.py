@@ -40,6 +40,7 @@ from clarion.core.settings import Settings, get_settings
 from clarion.demo import behaviour as demo_behaviour
 from clarion.demo import load as demo_load
 from clarion.ingest import orders
+from clarion.journeys import alerts as journey_alerts
 from clarion.journeys import service as journeys
 from clarion.journeys.schemas import JourneyCreate
 from clarion.messaging import channel_config
@@ -1173,6 +1174,40 @@ def _run_command(name: str, skip: bool) -> None:
 
 _run_command("retry", skip=False)
 _run_command("skip", skip=True)
+
+
+@journeys_app.command("alerts")
+def list_journey_alerts(
+    state: Annotated[str | None, typer.Option(help="Only alerts in this state (open...).")] = None,
+    workspace: WorkspaceOption = workspaces.DEFAULT_WORKSPACE_SLUG,
+) -> None:
+    """List the workspace's journey alerts, newest first: id, state, journey, kind, node,
+    opened, figures."""
+    settings = get_settings()
+
+    async def work() -> list[str]:
+        async with _ready_database(settings) as database, database.read_session() as session:
+            found = await workspaces.get_workspace_by_slug_or_raise(session, slug=workspace)
+            rows = await journey_alerts.list_alerts(
+                session, workspace_id=found.id, state=state, limit=10_000
+            )
+            return [
+                "\t".join(
+                    (
+                        str(alert.id),
+                        alert.state,
+                        f"{journey.id}:{journey.name}",
+                        alert.kind,
+                        alert.node or "-",
+                        alert.opened_at.isoformat(),
+                        json.dumps(alert.detail, sort_keys=True),
+                    )
+                )
+                for alert, journey in rows
+            ]
+
+    for line in _run(work):
+        typer.echo(line)
 
 
 @journeys_app.command("runs")

@@ -58,6 +58,7 @@ from clarion.ingest.jobs import PROCESS_EVENTS
 from clarion.ingest.plans import TrackingPlans
 from clarion.ingest.plans.review import Review
 from clarion.ingest.records import EventRecord
+from clarion.journeys import alerts as journey_alerts
 from clarion.journeys import runtime
 from clarion.journeys.runtime import Runtime
 from clarion.messaging import delivery
@@ -127,6 +128,9 @@ class Pipeline:
         self.segments = Catalog()
         self.journeys = Runtime(self.segments)
         self.delivery = messaging_delivery(database, settings, clock)
+        self.journey_alerts = journey_alerts.Alerts(
+            self.journeys.plans, self.delivery.composer.channels
+        )
 
     def registry(self) -> Registry:
         """Every kind of job Clarion runs, with its handler."""
@@ -141,6 +145,8 @@ class Pipeline:
         registry.add(runtime.STEP, self.journeys.step)
         registry.add(runtime.SCHEDULE, self.journeys.run_schedule)
         registry.add(runtime.DATES, self.journeys.run_dates)
+        registry.add(journey_alerts.CHECK, self.journey_alerts.check)
+        registry.add(journey_alerts.NOTIFY, self.journey_alerts.notify)
         registry.add(delivery.DELIVER, self.delivery.deliver)
         return registry
 

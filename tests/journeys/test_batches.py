@@ -232,3 +232,33 @@ async def test_a_step_takes_over_other_due_step_jobs_and_moves_their_runs(desk: 
     assert {r.state for r in await runs(desk)} == {"completed"}
     assert len(await sent(desk)) == 3
     assert await step_jobs(desk) == []
+
+
+async def test_trait_values_may_be_templates_checked_when_published(desk: Desk) -> None:
+    await desk.identify("ty", email="ty@example.com", first_name="Ty")
+    tag = {
+        "kind": "update_traits",
+        "traits": {
+            "plan": "{{ event.properties.plan }}",
+            "greeting": "Hi {{ profile.traits.first_name }}",
+            "score": 3,
+        },
+    }
+    graph = action_journey("series", [tag])
+    await publish(desk, graph, name="Templated traits")
+    await desk.track_raw(
+        {"type": "track", "event": "Signed Up", "userId": "ty", "properties": {"plan": "pro"}}
+    )
+    [run] = await runs(desk)
+    assert run.state == "completed"
+    traits = (await desk.get("/api/v1/profiles", user_id="ty"))["items"][0]["traits"]
+    assert (traits["plan"], traits["greeting"], traits["score"]) == ("pro", "Hi Ty", 3)
+
+    graph["nodes"][1]["actions"][0]["traits"] = {"oops": "{{ nope }}", "bad": "{{ 1 + }}"}
+    created = await desk.post("/api/v1/journeys", {"name": "Bad", "graph": graph}, 201)
+    response = await desk.client.post(
+        f"/api/v1/journeys/{created['id']}/publish", headers=desk.tenant.admin
+    )
+    assert response.status_code == 400, response.text
+    fields = {error["field"] for error in response.json()["errors"]}
+    assert fields == {"nodes.act.actions.0.traits.oops", "nodes.act.actions.0.traits.bad"}

@@ -1,5 +1,5 @@
 """Routes: journeys (`/api/v1/journeys`): drafts, validation, publishing, pause, resume,
-archive, and the published versions."""
+archive, the published versions, runs, statistics, the dry run and alerts."""
 
 from __future__ import annotations
 
@@ -10,11 +10,13 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, Request, status
 
 from clarion.core.deps import AppClock, ReadSession, RowId, WriteSession
-from clarion.journeys import service
+from clarion.journeys import alerts, service
 from clarion.journeys import simulate as simulation
 from clarion.journeys.compiler import InvalidJourney
 from clarion.journeys.ready_made import READY_MADE, ready_made_graph
 from clarion.journeys.schemas import (
+    AlertPage,
+    AlertRead,
     Fault,
     GraphCheck,
     GraphChecked,
@@ -113,6 +115,25 @@ async def create_from_ready_made(
     )
     await session.commit()
     return JourneyRead.from_row(journey)
+
+
+@router.get("/journeys/alerts", response_model=AlertPage)
+async def list_alerts(
+    caller: ManagementCaller,
+    session: ReadSession,
+    state: Literal["open", "resolved"] | None = None,
+    journey_id: Annotated[int | None, Query(ge=1)] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> AlertPage:
+    """The workspace's journey alerts, newest first (open or resolved, of one journey,
+    when given)."""
+    found = await alerts.list_alerts(
+        session, workspace_id=caller.workspace_id, journey_id=journey_id, state=state,
+        limit=limit,
+    )  # fmt: skip
+    return AlertPage(
+        items=[AlertRead.model_validate(alerts.alert_document(a, j)) for a, j in found]
+    )
 
 
 @router.post("/journeys/validate", response_model=GraphChecked)
@@ -285,6 +306,27 @@ async def node_timing(
         session, workspace_id=caller.workspace_id, journey_id=journey_id,
         from_node=from_node, to_node=to_node,
     )  # fmt: skip
+
+
+@router.get("/journeys/{journey_id}/alerts", response_model=AlertPage)
+async def journey_alerts(
+    journey_id: RowId,
+    caller: ManagementCaller,
+    session: ReadSession,
+    state: Literal["open", "resolved"] | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> AlertPage:
+    """The journey's alerts, newest first."""
+    await service.get_journey_or_raise(
+        session, workspace_id=caller.workspace_id, journey_id=journey_id
+    )
+    found = await alerts.list_alerts(
+        session, workspace_id=caller.workspace_id, journey_id=journey_id, state=state,
+        limit=limit,
+    )  # fmt: skip
+    return AlertPage(
+        items=[AlertRead.model_validate(alerts.alert_document(a, j)) for a, j in found]
+    )
 
 
 @router.get("/profiles/{profile_id}/journeys", response_model=list[RunRead])

@@ -39,10 +39,12 @@ from clarion.journeys.graph import (
     SegmentTrigger,
     SendAction,
     SplitNode,
+    TraitAction,
     TriggerNode,
     WaitNode,
     WebhookAction,
 )
+from clarion.messaging import rendering
 from clarion.segments.parsing import RuleError, parse_rule, parse_where
 from clarion.segments.rules import Rule, segment_ids, to_json
 
@@ -321,6 +323,11 @@ def _under(path: str, root: str, error: RuleError) -> Iterator[FieldError]:
 def _references(
     graph: JourneyGraph, branch_rules: Mapping[tuple[str, int], Rule], known: References
 ) -> Iterator[FieldError]:
+    if graph.alerts.channel_id is not None:
+        channel = known.channels.get(graph.alerts.channel_id)
+        if channel != "webhook":
+            problem = "no such channel" if channel is None else "is not a webhook"
+            yield FieldError("alerts.channel_id", problem)
     for node in graph.nodes:
         base = f"nodes.{node.id}"
         if isinstance(node, TriggerNode) and isinstance(
@@ -351,6 +358,11 @@ def _references(
                             yield FieldError(
                                 f"{path}.channel_id", f"is a {channel} channel, the template {kind}"
                             )
+                elif isinstance(action, TraitAction):
+                    for key, value in action.traits.items():
+                        if isinstance(value, str) and rendering.is_template(value):
+                            for _, message in rendering.check_template(value):
+                                yield FieldError(f"{path}.traits.{key}", message)
                 elif isinstance(action, WebhookAction):
                     kind = known.templates.get(action.template_id)
                     if kind is None:

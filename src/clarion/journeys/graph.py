@@ -286,6 +286,19 @@ class Goal(_Shape):
     within_days: int = Field(gt=0, le=365)
 
 
+class AlertRules(_Shape):
+    """When the journey raises alerts (listed by the API; posted to the webhook channel
+    `channel_id` when given): `failure_percent` or more of the runs that ended within the
+    last `window_minutes` failed (once `min_runs` ended), or runs are held at a node
+    `stuck_minutes` past when they should have moved on."""
+
+    failure_percent: float = Field(default=10.0, gt=0, le=100)
+    min_runs: int = Field(default=20, ge=1, le=1_000_000)
+    window_minutes: int = Field(default=60, ge=5, le=10_080)
+    stuck_minutes: int = Field(default=60, ge=5, le=10_080)
+    channel_id: int | None = Field(default=None, gt=0)
+
+
 class JourneyGraph(_Shape):
     """A journey's plan as drawn: its nodes and the rules around them."""
 
@@ -299,3 +312,4 @@ class JourneyGraph(_Shape):
     )
     exit_when: list[ExitCriterion] = Field(default_factory=list, max_length=MAX_BRANCHES)
     goal: Goal | None = None
+    alerts: AlertRules = AlertRules()

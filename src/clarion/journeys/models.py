@@ -128,3 +128,35 @@ class JourneyTransition(Base):
     to_node: Mapped[str] = mapped_column(String(64))
     reason: Mapped[str] = mapped_column(String(200), default="")
     at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class JourneyAlert(Base):
+    """Something about a journey a person must look at (`alerts.py`): a failure rate over
+    its threshold (`node` "") or runs stuck at a node. At most one open alert per journey,
+    kind and node (a partial unique index); `detail` holds the latest figures."""
+
+    __tablename__ = "journey_alerts"
+    __table_args__ = (
+        Index(
+            "ix_journey_alerts_open",
+            "journey_id",
+            "kind",
+            "node",
+            unique=True,
+            sqlite_where=text("state = 'open'"),
+            postgresql_where=text("state = 'open'"),
+        ),
+        Index(None, "workspace_id", "state", "id"),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    workspace_id: Mapped[int] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
+    journey_id: Mapped[int] = mapped_column(BigId, ForeignKey("journeys.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(32))
+    node: Mapped[str] = mapped_column(String(64), default="")
+    state: Mapped[str] = mapped_column(String(16), default="open")
+    detail: Mapped[dict[str, Any]] = mapped_column(JSONDocument, default=dict)
+    opened_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)

@@ -267,3 +267,25 @@ class ReadyMadeCreate(BaseModel):
     template_ids: list[int] = Field(max_length=10)
     segment_id: int | None = Field(default=None, gt=0)
     days_before: int = Field(default=0, ge=0, le=60, description="For the birthday journey.")
+
+
+class AlertRead(BaseModel):
+    """A journey alert: a failure rate over the journey's threshold (`node` null) or runs
+    stuck at a node; `detail` holds the latest figures."""
+
+    id: int
+    journey_id: int
+    journey_name: str
+    kind: Literal["failure_rate", "stuck_node"]
+    node: str | None
+    state: Literal["open", "resolved"]
+    detail: dict[str, Any]
+    opened_at: datetime
+    updated_at: datetime
+    resolved_at: datetime | None
+
+
+class AlertPage(BaseModel):
+    """Alerts, newest first."""
+
+    items: list[AlertRead]

@@ -27,7 +27,7 @@ from clarion.core.errors import Conflict, FieldError, NotFound
 from clarion.core.jobs.queue import NewJob, enqueue
 from clarion.core.jobs.recurring import schedule_recurring_job
 from clarion.core.pagination import decode_id_cursor, encode_cursor
-from clarion.journeys import runtime
+from clarion.journeys import alerts, runtime
 from clarion.journeys.compiler import Plan, References, compile_journey
 from clarion.journeys.graph import ActionNode, DateTrigger, ScheduleTrigger
 from clarion.journeys.models import Journey, JourneyRun, JourneyTransition, JourneyVersion
@@ -171,6 +171,11 @@ async def publish_journey(
                 [NewJob(workspace_id, kind, payload, priority=runtime.TICK_PRIORITY)],
                 now=now,
             )
+    # Alerts watch every live journey of the workspace: one check for them all.
+    await schedule_recurring_job(
+        session, workspace_id=workspace_id, name=alerts.CHECK_NAME, kind=alerts.CHECK,
+        cron=alerts.CHECK_CRON, priority=runtime.TICK_PRIORITY, now=now,
+    )  # fmt: skip
     return version
 
 

@@ -46,8 +46,9 @@ from clarion.journeys.graph import (
     WaitNode,
 )
 from clarion.journeys.models import Journey, JourneyRun, JourneyTransition, JourneyVersion
-from clarion.messaging import delivery
+from clarion.messaging import delivery, rendering
 from clarion.messaging import templates as message_templates
+from clarion.messaging.rendering_env import RenderError
 from clarion.profiles import queries as profiles
 from clarion.profiles import service as profile_service
 from clarion.segments.catalog import Catalog
@@ -432,8 +433,18 @@ async def _do(
     """Do action `number` of the node for the runs; why it failed, by run id."""
     workspace_id = runs[0].workspace_id
     if isinstance(action, EmitAction | TraitAction):
+        profile_ids = [run.profile_id for run in runs]
         senders = await profiles.sender_ids(
-            session, workspace_id=workspace_id, profile_ids=[run.profile_id for run in runs]
+            session, workspace_id=workspace_id, profile_ids=profile_ids
+        )
+        templated = isinstance(action, TraitAction) and any(
+            isinstance(value, str) and rendering.is_template(value)
+            for value in action.traits.values()
+        )
+        traits = (
+            await profiles.traits_by_id(session, workspace_id=workspace_id, profile_ids=profile_ids)
+            if templated
+            else {}
         )
         failed: dict[int, str] = {}
         for run in runs:
@@ -444,11 +455,20 @@ async def _do(
                 )
             elif user_id is None:
                 failed[run.id] = "the profile has no user id to set traits on"
-            else:  # as the API sets them: trait history kept, segments told
+            else:
+                try:
+                    values = _trait_values(action, run, node, user_id, traits.get(run.profile_id))
+                except RenderError as error:
+                    failed[run.id] = str(error.detail)
+                    continue
                 await profile_service.upsert_profile(
-                    session, workspace_id=workspace_id, user_id=user_id,
-                    traits=dict(action.traits), now=moves.now, source="api",
-                )  # fmt: skip
+                    session,
+                    workspace_id=workspace_id,
+                    user_id=user_id,
+                    traits=values,
+                    now=moves.now,
+                    source="api",
+                )  # fmt: skip  (as the API sets them: trait history kept, segments told)
         return failed
     # A webhook is a message too: its template's body, signed and retried by delivery.
     try:
@@ -479,6 +499,28 @@ async def _do(
             )
         )
     return {}
+
+
+def _trait_values(
+    action: TraitAction,
+    run: JourneyRun,
+    node: ActionNode,
+    user_id: str,
+    traits: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    """The traits a trait action sets on the run's profile: string values holding template
+    syntax rendered with the profile, the run's triggering event and the journey."""
+    variables = {
+        "profile": {"id": str(run.profile_id), "user_id": user_id, "traits": dict(traits or {})},
+        "event": run.context.get("event") or {},
+        "journey": {"id": run.journey_id, "run_id": run.id, "node": node.id},
+    }
+    return {
+        key: rendering.render_text(value, variables, field=f"traits.{key}")
+        if isinstance(value, str) and rendering.is_template(value)
+        else value
+        for key, value in action.traits.items()
+    }
 
 
 def _event(

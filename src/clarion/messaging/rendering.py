@@ -290,6 +290,19 @@ def render(
         return Rendered("webhook", chosen, data=payload if isinstance(payload, dict) else {})
 
 
+def render_text(source: str, variables: dict[str, Any], *, field: str) -> str:
+    """Render one text template outside a message (a journey's trait value): the same
+    language and sandbox, with `variables` as its roots and no message (functions that
+    need one, such as `coupon()`, fail); raises `RenderError` naming `field`."""
+    with render_scope(RenderState(None)):
+        return _render(source, "text", with_globals(variables), field)
+
+
+def is_template(value: str) -> bool:
+    """Whether a string holds template syntax (else it is used as it is)."""
+    return "{{" in value or "{%" in value
+
+
 def _render_email(
     item: EmailContent, variables: dict[str, Any], prefix: str, locale: str | None
 ) -> Rendered:

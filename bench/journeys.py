@@ -439,15 +439,19 @@ def step_round(
         "messages_exactly_once": messages == keys == recipients_,
         "dead_jobs": dead,
         "worker_cpu_s": [round(c, 1) for c in cpu],
-        "postgres_cpu_s": round(
-            sum(v - postgres_before.get(pid, 0.0) for pid, v in postgres_after.items()), 1
-        ),
+        "postgres_cpu_s": round(_postgres_since(postgres_before, postgres_after), 1),
         "peak_worker_rss_mib": [round(s.peak_bytes / MIB, 1) for s in samplers],
     }
     if completed != profiles:
         raise BenchError(f"{completed} of {profiles} runs completed: {figures}")
     log.info("stepping with %d worker(s): %s", workers, figures)
     return figures
+
+
+def _postgres_since(before: dict[int, float], after: dict[int, float] | None = None) -> float:
+    """CPU seconds PostgreSQL's processes spent since `before` (until `after`, else now)."""
+    after = postgres_cpu_seconds() if after is None else after
+    return sum(v - before.get(pid, 0.0) for pid, v in after.items())
 
 
 def checkout_bodies(users: Sequence[str], seed: int) -> list[bytes]:
@@ -472,11 +476,12 @@ def checkout_bodies(users: Sequence[str], seed: int) -> list[bytes]:
 
 
 _LATENCIES = """
-SELECT extract(epoch FROM m.created_at - e.received_at)
+SELECT extract(epoch FROM m.created_at - e.received_at)::float8
 FROM events e
 JOIN profile_identities i ON i.kind = 'user_id' AND i.value = e.user_id
 JOIN messages m ON m.profile_id = i.profile_id AND m.origin = 'journey' AND m.origin_id = $1
 WHERE e.name = $2
+ORDER BY e.id
 """
 
 
@@ -491,6 +496,8 @@ def latency_round(
         workers = start_workers(1, url, folder, "latency", 0)
         with watched(workers) as samplers:
             time.sleep(3)  # the worker connects and listens before the first event
+            cpu_before = tree_cpu_seconds(workers[0].pid), tree_cpu_seconds(server.process.pid)
+            postgres_before = postgres_cpu_seconds()
             sending = run_async(send_paced(server.port, bodies, LATENCY_BATCH / LATENCY_RATE))
 
             async def done(connection: asyncpg.Connection) -> bool:
@@ -498,8 +505,14 @@ def latency_round(
                 return process == 0 and due == 0
 
             drained = run_async(wait_until(url, done, workers, folder, "latency"))
+            cpu = [
+                tree_cpu_seconds(workers[0].pid) - cpu_before[0],
+                tree_cpu_seconds(server.process.pid) - cpu_before[1],
+                _postgres_since(postgres_before),
+            ]
     rows = run_async(_fetch(url, _LATENCIES, str(journey_id), CHECKOUT))
-    latencies = [float(row[0]) for row in rows]
+    latencies = [float(row[0]) for row in rows]  # in the order the events arrived
+    third = len(latencies) // 3
     if len(latencies) != len(users):
         raise BenchError(f"{len(latencies)} messages for {len(users)} checkouts")
     figures = {
@@ -510,6 +523,11 @@ def latency_round(
         "latency_s_p50": round(percentile(latencies, 50), 3),
         "latency_s_p99": round(percentile(latencies, 99), 3),
         "latency_s_max": round(max(latencies), 3),
+        # Rising from the first third to the last: the worker fell behind.
+        "latency_s_p50_by_third": [
+            round(percentile(latencies[n * third : (n + 1) * third], 50), 3) for n in range(3)
+        ],
+        "cpu_s_worker_server_postgres": [round(c, 1) for c in cpu],
         "peak_worker_rss_mib": [round(s.peak_bytes / MIB, 1) for s in samplers],
     }
     log.info("latency: %s", figures)

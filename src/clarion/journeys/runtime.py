@@ -156,7 +156,8 @@ class Runtime:
             session, workspace_id, {item.journey.id for item in live}, tracked, moves
         )
         await self._convert(session, workspace_id, live, tracked, now)
-        entered: list[int] = []
+        await moves.write_runs(session)  # entry rules read runs ended just now as ended
+        entered: list[JourneyRun] = []
         for item in live:
             entries = [
                 Entry(profile_id, entry_key(item.plan, event), _event_context(event))
@@ -168,7 +169,8 @@ class Runtime:
                 entered += await _enter(session, item, entries, moves)
         # What the events start happens now, in their transaction: no job stands between a
         # customer's action and the journey's first reaction to it.
-        await self.stepper.advance(session, [*moved, *await _runs(session, entered)], moves)
+        journeys = {item.journey.id: item.journey for item in live}
+        await self.stepper.advance(session, [*moved, *entered], moves, journeys)
         await moves.flush(session)
 
     async def _advance_runs(
@@ -299,7 +301,7 @@ class Runtime:
                 moves = Moves(now)
                 entries = [Entry(member.profile_id, "", tick) for member in members]
                 entered = await _enter(session, _Live(*found), entries, moves)
-                await self.stepper.advance(session, await _runs(session, entered), moves)
+                await self.stepper.advance(session, entered, moves, {found[0].id: found[0]})
                 await moves.flush(session)
                 if cursor is None:
                     await context.complete(session)
@@ -557,10 +559,10 @@ def _event_context(event: EventRecord) -> dict[str, Any]:
 
 async def _enter(
     session: AsyncSession, live: _Live, entries: Sequence[Entry], moves: Moves
-) -> list[int]:
+) -> list[JourneyRun]:
     """Enter the entries that the entry rules and the journey's participation caps allow,
-    in order: new runs, each with its transition; the ids of those active at their trigger
-    now, for the caller to advance (those entering `waiting` get a step job at their
+    in order: new runs, each with its transition; those active at their trigger now, for
+    the caller to advance (those entering `waiting` get a step job at their
     `wake_at`). An entry without a key enters nothing, nor one of a key with a live run:
     at most one per key, whoever enters concurrently (a partial unique index, not a
     lock)."""
@@ -602,35 +604,23 @@ async def _enter(
     insert = postgres_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
     active = []
     for start in range(0, len(rows), ENTER_CHUNK):
-        added = await session.execute(
+        added = await session.scalars(
             insert(JourneyRun)
             .values(rows[start : start + ENTER_CHUNK])
             .on_conflict_do_nothing(
                 index_elements=["journey_id", "profile_id", "entry_key"],
                 index_where=_LIVE,  # literal: the partial index's own predicate
             )
-            .returning(JourneyRun.id, JourneyRun.profile_id, JourneyRun.entry_key)
+            .returning(JourneyRun)
         )
-        for run_id, profile_id, key in added:
-            moves.entered(journey.workspace_id, journey.id, run_id, live.plan.start)
-            at = wake[(profile_id, key)]
+        for run in added:
+            moves.entered(journey.workspace_id, journey.id, run.id, live.plan.start)
+            at = wake[(run.profile_id, run.entry_key)]
             if at is None:
-                active.append(run_id)
+                active.append(run)
             else:
-                moves.wakes.setdefault(at, []).append(
-                    (journey.workspace_id, run_id, live.plan.start)
-                )
+                moves.wakes.setdefault(at, []).append((journey.workspace_id, run.id, run.node))
     return active
-
-
-async def _runs(session: AsyncSession, run_ids: Sequence[int]) -> list[JourneyRun]:
-    """The runs, by id (new ones: nobody else holds them yet)."""
-    if not run_ids:
-        return []
-    found = await session.scalars(
-        select(JourneyRun).where(JourneyRun.id.in_(run_ids)).order_by(JourneyRun.id)
-    )
-    return list(found.all())
 
 
 class _Allowance:

@@ -18,10 +18,11 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import insert, select
+from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.attributes import set_committed_value
 
 from clarion.core.errors import ClarionError
 from clarion.core.jobs.queue import NewJob, enqueue
@@ -134,6 +135,7 @@ class Moves:
     """What moving runs writes, gathered to be written at once by `flush`."""
 
     now: datetime
+    runs: dict[int, JourneyRun] = field(default_factory=dict)  # changed, to be written
     transitions: list[dict[str, Any]] = field(default_factory=list)
     wakes: dict[datetime, list[tuple[int, int, str]]] = field(default_factory=dict)
     messages: dict[int, list[delivery.MessageRequest]] = field(default_factory=dict)
@@ -170,24 +172,41 @@ class Moves:
     def move(self, run: JourneyRun, to: str, reason: str) -> None:
         """The run goes on to node `to`, active there."""
         self.record(run, run.node, to, reason)
-        run.node, run.state, run.wake_at, run.updated_at = to, "active", None, self.now
+        self._change(run, node=to, state="active", wake_at=None)
+
+    def wait(self, run: JourneyRun, until: datetime) -> None:
+        """The run waits at its node until `until`, when a step takes it on."""
+        self._change(run, state="waiting", wake_at=until)
+        self.wake(run, until)
 
     def finish(self, run: JourneyRun, state: str, reason: str) -> None:
         """The run ends (`completed`, `exited` or `failed`) where it is."""
         self.record(run, run.node, run.node, f"{state}: {reason}")
-        run.state, run.reason, run.wake_at = state, reason, None
-        run.updated_at = run.finished_at = self.now
+        self._change(run, state=state, reason=reason, wake_at=None, finished_at=self.now)
+
+    def _change(self, run: JourneyRun, **values: Any) -> None:
+        """Change the run in memory only (the session does not see it as changed): `flush`
+        writes every changed run with one statement."""
+        for name, value in {**values, "updated_at": self.now}.items():
+            set_committed_value(run, name, value)
+        self.runs[run.id] = run
 
     def wake(self, run: JourneyRun, at: datetime) -> None:
         """A step takes the run on from its node at `at`."""
         self.wakes.setdefault(at, []).append((run.workspace_id, run.id, run.node))
 
+    async def write_runs(self, session: AsyncSession) -> None:
+        """Write the changed runs now (before reading runs back from the database)."""
+        if self.runs:
+            await _update_runs(session, list(self.runs.values()))
+            self.runs = {}
+
     async def flush(self, session: AsyncSession) -> None:
-        """Write what was gathered (the runs' own changes are the session's), and start
-        afresh."""
-        await session.flush()  # new runs first: transitions name them
+        """Write what was gathered, and start afresh."""
+        await session.flush()
+        await self.write_runs(session)
         if self.transitions:
-            await session.execute(insert(JourneyTransition), self.transitions)
+            await _insert_transitions(session, self.transitions)
         for workspace_id, requests in self.messages.items():
             await delivery.queue_messages(
                 session, workspace_id=workspace_id, requests=requests, now=self.now
@@ -199,6 +218,60 @@ class Moves:
         self.transitions, self.wakes, self.messages, self.events = [], {}, {}, []
 
 
+_RUN_CHANGES = ("node", "state", "wake_at", "reason", "updated_at", "finished_at")
+_POSTGRES_RUN_UPDATE = """
+UPDATE journey_runs AS run SET node = v.node, state = v.state, wake_at = v.wake_at,
+    reason = v.reason, updated_at = v.updated_at, finished_at = v.finished_at
+FROM unnest($1::bigint[], $2::varchar[], $3::varchar[], $4::timestamptz[], $5::text[],
+            $6::timestamptz[], $7::timestamptz[])
+    AS v(id, node, state, wake_at, reason, updated_at, finished_at)
+WHERE run.id = v.id
+"""
+_TRANSITION_COLUMNS = (
+    "workspace_id",
+    "journey_id",
+    "run_id",
+    "from_node",
+    "to_node",
+    "reason",
+    "at",
+)
+_POSTGRES_TRANSITIONS = """
+INSERT INTO journey_transitions (workspace_id, journey_id, run_id, from_node, to_node, reason, at)
+SELECT * FROM unnest($1::integer[], $2::bigint[], $3::bigint[], $4::varchar[], $5::varchar[],
+                     $6::varchar[], $7::timestamptz[])
+"""
+_RUNS = cast(Table, JourneyRun.__table__)
+
+
+async def _update_runs(session: AsyncSession, runs: Sequence[JourneyRun]) -> None:
+    """Write the runs' changed columns: on PostgreSQL one statement over arrays."""
+    if session.get_bind().dialect.name == "postgresql":
+        arrays = tuple([getattr(run, column) for run in runs] for column in ("id", *_RUN_CHANGES))
+        connection = await session.connection()
+        await connection.exec_driver_sql(_POSTGRES_RUN_UPDATE, arrays)
+        return
+    statement = (
+        update(_RUNS)
+        .where(_RUNS.c.id == bindparam("run_id"))
+        .values({column: bindparam(column) for column in _RUN_CHANGES})
+    )
+    await session.execute(
+        statement,
+        [{"run_id": run.id, **{c: getattr(run, c) for c in _RUN_CHANGES}} for run in runs],
+    )
+
+
+async def _insert_transitions(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+    """Insert the transitions: on PostgreSQL one statement over arrays."""
+    if session.get_bind().dialect.name == "postgresql":
+        arrays = tuple([row[column] for row in rows] for column in _TRANSITION_COLUMNS)
+        connection = await session.connection()
+        await connection.exec_driver_sql(_POSTGRES_TRANSITIONS, arrays)
+        return
+    await session.execute(insert(JourneyTransition), rows)
+
+
 class Stepper:
     """Moves runs on through their plans (one per process, with the runtime's plans)."""
 
@@ -207,15 +280,23 @@ class Stepper:
         self.plans = plans
 
     async def advance(
-        self, session: AsyncSession, runs: Sequence[JourneyRun], moves: Moves
+        self,
+        session: AsyncSession,
+        runs: Sequence[JourneyRun],
+        moves: Moves,
+        journeys: Mapping[int, Journey] | None = None,
     ) -> None:
         """Move the runs on from their nodes until each waits or ends: a paused journey's
-        runs stay where they are (resuming wakes them), an archived journey's exit."""
-        journey_ids = {run.journey_id for run in runs}
-        journeys = {
-            journey.id: journey
-            for journey in await session.scalars(select(Journey).where(Journey.id.in_(journey_ids)))
-        }
+        runs stay where they are (resuming wakes them), an archived journey's exit.
+        `journeys`: those the caller read in this transaction (the others are read)."""
+        if not runs:
+            return
+        known = dict(journeys or {})
+        missing = {run.journey_id for run in runs} - set(known)
+        if missing:
+            found = await session.scalars(select(Journey).where(Journey.id.in_(missing)))
+            known.update((journey.id, journey) for journey in found)
+        journeys = known
         moving = []
         for run in runs:
             journey = journeys.get(run.journey_id)
@@ -322,9 +403,7 @@ async def _wait(
     went_on = []
     for run in runs:
         if run.state == "active":  # just arrived: start the wait
-            run.state, run.updated_at = "waiting", now
-            run.wake_at = wake_at(node.wait, traits.get(run.profile_id, {}), now)
-            moves.wake(run, run.wake_at)
+            moves.wait(run, wake_at(node.wait, traits.get(run.profile_id, {}), now))
         elif run.wake_at is not None and now < run.wake_at:
             moves.wake(run, run.wake_at)  # early: wait on
         else:

@@ -273,19 +273,28 @@ async def archive_template(
 async def current_version(
     session: AsyncSession, *, workspace_id: int, template_id: int
 ) -> tuple[MessageTemplate, TemplateVersion]:
-    """The template and the version new messages use; NotFound for a template the workspace
-    does not have, Conflict (409) for an archived one."""
-    template = await get_template_or_raise(
-        session, workspace_id=workspace_id, template_id=template_id
-    )
+    """The template and the version new messages use (one query); NotFound for a template
+    the workspace does not have, Conflict (409) for an archived one."""
+    found = (
+        await session.execute(
+            select(MessageTemplate, TemplateVersion)
+            .outerjoin(
+                TemplateVersion,
+                (TemplateVersion.template_id == MessageTemplate.id)
+                & (TemplateVersion.version == MessageTemplate.current_version),
+            )
+            .where(MessageTemplate.workspace_id == workspace_id, MessageTemplate.id == template_id)
+        )
+    ).first()
+    if found is None:
+        raise NotFound(f"No template {template_id} in this workspace.")
+    template, version = found
     if template.archived_at is not None:
         raise Conflict(f"Template {template_id} is archived; it sends nothing new.")
-    version = await get_version(
-        session,
-        workspace_id=workspace_id,
-        template_id=template_id,
-        version=template.current_version,
-    )
+    if version is None:
+        raise NotFound(
+            f"Template {template_id} has no version {template.current_version} in this workspace."
+        )
     return template, version
 
 

@@ -81,14 +81,18 @@ async def rule_holds_for(
     """For each of `profile_ids` (by its canonical profile), whether `rule` holds now, as
     `rule_holds` answers it, in a few queries for them all; ids of no profile of the
     workspace are left out."""
-    canonical_of = await profiles.canonical_ids(
-        session, workspace_id=workspace_id, profile_ids=profile_ids
-    )
-    if not canonical_of:
-        return {}
-    loaded = (
-        await session.scalars(select(Profile).where(Profile.id.in_(set(canonical_of.values()))))
+    asked = (
+        await session.scalars(
+            select(Profile).where(
+                Profile.workspace_id == workspace_id, Profile.id.in_(set(profile_ids))
+            )
+        )
     ).all()
+    canonical_of = {profile.id: profile.canonical_id or profile.id for profile in asked}
+    loaded = [profile for profile in asked if profile.canonical_id is None]
+    merged = set(canonical_of.values()) - {profile.id for profile in loaded}
+    if merged:  # merged-away profiles answer for the profile they went into
+        loaded += (await session.scalars(select(Profile).where(Profile.id.in_(merged)))).all()
     documents = await _documents(session, workspace_id, index, rule, loaded, now)
     context = await rule_context(session, workspace_id=workspace_id, index=index, now=now)
     answers = {

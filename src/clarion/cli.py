@@ -13,11 +13,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Annotated, TypeVar
+from typing import IO, Annotated, Literal, TypeVar
 
 import typer
 import uvicorn
 import uvloop
+import yaml
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -1061,16 +1062,25 @@ def list_journeys(
 
 @journeys_app.command("apply")
 def apply_journey(
-    file: Annotated[Path, typer.Argument(help="JSON file: name, description, graph.")],
+    file: Annotated[
+        Path, typer.Argument(help="JSON or YAML (.yaml, .yml) file: name, description, graph.")
+    ],
     publish: Annotated[bool, typer.Option(help="Also publish it as the next version.")] = False,
     workspace: WorkspaceOption = workspaces.DEFAULT_WORKSPACE_SLUG,
 ) -> None:
     """Create or update the journey of the file's name from the file (as `export` writes
     it), and publish it with --publish; every fault of an unpublishable graph is listed."""
     try:
-        body = JourneyCreate.model_validate_json(file.read_bytes())
+        raw = file.read_bytes()
+        if file.suffix.lower() in (".yaml", ".yml"):
+            body = JourneyCreate.model_validate(yaml.safe_load(raw))
+        else:
+            body = JourneyCreate.model_validate_json(raw)
     except OSError as exc:
         typer.echo(f"error: cannot read {file}: {exc.strerror}", err=True)
+        raise typer.Exit(1) from exc
+    except yaml.YAMLError as exc:
+        typer.echo(f"error: {file} is not YAML: {exc}", err=True)
         raise typer.Exit(1) from exc
     except ValidationError as exc:
         for problem in field_errors(exc):
@@ -1113,10 +1123,13 @@ def export_journey(
     version: Annotated[
         int | None, typer.Option(help="This published version instead of the draft.")
     ] = None,
+    output: Annotated[
+        Literal["json", "yaml"], typer.Option("--format", help="JSON or YAML.")
+    ] = "json",
     workspace: WorkspaceOption = workspaces.DEFAULT_WORKSPACE_SLUG,
 ) -> None:
-    """Print the journey as JSON (name, description, graph) for `apply`: its draft, or a
-    published version."""
+    """Print the journey as JSON or YAML (name, description, graph) for `apply`: its
+    draft, or a published version."""
     settings = get_settings()
 
     async def work() -> str:
@@ -1137,6 +1150,8 @@ def export_journey(
                     raise NotFound(f"Journey {journey_id} has no version {version}.")
                 graph = published[version].graph
             shown = {"name": journey.name, "description": journey.description, "graph": graph}
+            if output == "yaml":
+                return yaml.safe_dump(shown, sort_keys=False, allow_unicode=True).rstrip()
             return json.dumps(shown, indent=2, ensure_ascii=False)
 
     typer.echo(_run(work))

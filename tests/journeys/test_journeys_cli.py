@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import yaml
 from typer.testing import CliRunner
 
 from clarion.core.clock import SystemClock
@@ -89,6 +90,20 @@ def test_apply_publish_export_round_trip(
         "no version 7"
         in run_cli(clarion, "journeys", "export", journey_id, "--version", "7", code=1).output
     )
+
+    # The same as YAML, both ways.
+    body = json.loads(run_cli(clarion, "journeys", "export", journey_id).output)
+    as_yaml = run_cli(clarion, "journeys", "export", journey_id, "--format", "yaml").output
+    assert yaml.safe_load(as_yaml) == body
+    body["description"] = "One reminder, kept in YAML"
+    yaml_file = tmp_path / "cart.yaml"
+    yaml_file.write_text(yaml.safe_dump(body), encoding="utf-8")
+    updated = run_cli(clarion, "journeys", "apply", str(yaml_file)).output.strip()
+    assert updated == f"journey {journey_id} updated"
+    exported = json.loads(run_cli(clarion, "journeys", "export", journey_id).output)
+    assert exported["description"] == "One reminder, kept in YAML"
+    yaml_file.write_text("name: [unclosed", encoding="utf-8")
+    assert "is not YAML" in run_cli(clarion, "journeys", "apply", str(yaml_file), code=1).output
 
     file.write_text('{"name": ""}', encoding="utf-8")
     assert "name" in run_cli(clarion, "journeys", "apply", str(file), code=1).output

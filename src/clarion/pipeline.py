@@ -151,7 +151,8 @@ class Pipeline:
         return registry
 
     async def profiles_changed(self, context: JobContext) -> None:
-        """Re-evaluate the segments of profiles an upsert changed (API, CSV import)."""
+        """Re-evaluate the segments of profiles an upsert changed (API, CSV import), and
+        give the journey runs of profiles it merged away to their survivors."""
         workspace_id = context.job.workspace_id
         try:
             changed = profiles.changed_profiles(context.job.payload)
@@ -169,6 +170,10 @@ class Pipeline:
                 now=self.clock.now(),
                 cause="realtime",
             )
+            await self.journeys.on_merges(
+                session, workspace_id=workspace_id, absorbed=changed.absorbed,
+                now=self.clock.now(),
+            )  # fmt: skip
             await session.commit()
 
     async def reevaluate_profile(self, context: JobContext) -> None:
@@ -247,6 +252,9 @@ class Pipeline:
                 absorbed=applied.absorbed,
                 now=now,
                 cause="realtime",
+            )
+            await self.journeys.on_merges(
+                session, workspace_id=workspace_id, absorbed=applied.absorbed, now=now
             )
             await self.journeys.on_events(
                 session, workspace_id=workspace_id, events=applied.events, now=now

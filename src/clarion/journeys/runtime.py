@@ -31,10 +31,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import bindparam, func, select, text
+from sqlalchemy import bindparam, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert as postgres_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.attributes import set_committed_value
 
 from clarion.core.database import JSONDocument, UTCDateTime
 from clarion.core.jobs.queue import enqueue
@@ -171,6 +172,69 @@ class Runtime:
         # customer's action and the journey's first reaction to it.
         journeys = {item.journey.id: item.journey for item in live}
         await self.stepper.advance(session, [*moved, *entered], moves, journeys)
+        # The batch's later events count for the runs it started: an order right after the
+        # checkout ends the cart's run, an awaited event moves it on.
+        later = await self._apply_events(session, entered, tracked, moves)
+        await self.stepper.advance(session, later, moves, journeys)
+        await moves.flush(session)
+
+    async def on_merges(
+        self,
+        session: AsyncSession,
+        *,
+        workspace_id: int,
+        absorbed: Mapping[uuid.UUID, uuid.UUID],
+        now: datetime,
+    ) -> None:
+        """Give the runs of profiles merged away to the profile each went into (so its
+        events end and move them, and entry rules count them); a live run whose journey
+        and key the survivor already has live ends ("merged"). Flushes, never commits."""
+        if not absorbed:
+            return
+        query = (
+            select(JourneyRun)
+            .where(
+                JourneyRun.workspace_id == workspace_id,
+                JourneyRun.profile_id.in_(list(absorbed)),
+            )
+            .order_by(JourneyRun.id)
+        )
+        if session.get_bind().dialect.name == "postgresql":
+            query = query.with_for_update()
+        runs = (await session.scalars(query)).all()
+        if not runs:
+            return
+        survivors = set(absorbed.values())
+        live = {
+            (journey_id, profile_id, key)
+            for journey_id, profile_id, key in await session.execute(
+                select(JourneyRun.journey_id, JourneyRun.profile_id, JourneyRun.entry_key).where(
+                    JourneyRun.workspace_id == workspace_id,
+                    JourneyRun.profile_id.in_(survivors),
+                    JourneyRun.state.in_(LIVE_RUN_STATES),
+                )
+            )
+        }
+        moves = Moves(now)
+        by_survivor: dict[uuid.UUID, list[int]] = {}
+        for run in runs:
+            survivor = absorbed[run.profile_id]
+            if run.state in LIVE_RUN_STATES:
+                if (run.journey_id, survivor, run.entry_key) in live:
+                    moves.finish(run, "exited", f"merged into profile {survivor}")
+                else:
+                    live.add((run.journey_id, survivor, run.entry_key))
+            by_survivor.setdefault(survivor, []).append(run.id)
+        await moves.write_runs(session)  # ended first: the survivor's key stays unique
+        for survivor, run_ids in by_survivor.items():
+            await session.execute(
+                update(JourneyRun)
+                .where(JourneyRun.id.in_(run_ids))
+                .values(profile_id=survivor)
+                .execution_options(synchronize_session=False)
+            )
+        for run in runs:
+            set_committed_value(run, "profile_id", absorbed[run.profile_id])
         await moves.flush(session)
 
     async def _advance_runs(
@@ -195,14 +259,26 @@ class Runtime:
         )
         if session.get_bind().dialect.name == "postgresql":
             query = query.with_for_update()  # a step moving the run meanwhile goes first
+        return await self._apply_events(
+            session, (await session.scalars(query)).all(), tracked, moves
+        )
+
+    async def _apply_events(
+        self,
+        session: AsyncSession,
+        runs: Sequence[JourneyRun],
+        tracked: Mapping[uuid.UUID, list[EventRecord]],
+        moves: Moves,
+    ) -> list[JourneyRun]:
+        """End the live runs that events after their trigger exit, and move those waiting
+        for one of them; the runs moved (to be advanced from their next node)."""
         moved = []
-        for run in (await session.scalars(query)).all():
+        for run in runs:
             if run.state not in LIVE_RUN_STATES:
                 continue
             plan = await self.plan(session, run.journey_id, run.version)
-            since = _entered(run)
-            for event in tracked[run.profile_id]:
-                if event.timestamp < since:
+            for event in tracked.get(run.profile_id, ()):
+                if not _after_trigger(run, event):
                     continue
                 if exits(plan, event, run.entry_key):
                     moves.finish(run, "exited", f"exit: {event.name}")
@@ -528,6 +604,16 @@ def ends_wait(plan: Plan, node: WaitNode, event: TrackLike, key: str | None) -> 
     )
 
 
+def _after_trigger(run: JourneyRun, event: EventRecord) -> bool:
+    """Whether the event came after the run's triggering event: later on the customer's
+    clock, or at the same instant but stored after it."""
+    since = _entered(run)
+    if event.timestamp != since:
+        return event.timestamp > since
+    trigger_id = run.context.get("event", {}).get("id")
+    return not isinstance(trigger_id, int) or event.id > trigger_id
+
+
 def _entered(run: JourneyRun) -> datetime:
     """When the run's triggering event happened (events before it neither end nor move the
     run; compared on the customer's clock, as events arrive out of order)."""
@@ -550,6 +636,7 @@ def entry_key(plan: Plan, event: TrackLike) -> str | None:
 def _event_context(event: EventRecord) -> dict[str, Any]:
     return {
         "event": {
+            "id": event.id,
             "name": event.name,
             "properties": event.properties,
             "timestamp": event.timestamp.isoformat(),

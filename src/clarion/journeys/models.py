@@ -111,7 +111,11 @@ class JourneyRun(Base):
 
 
 class JourneyTransition(Base):
-    """A run's move from one node to another (`from_node` None: it entered), and why."""
+    """A run's move from one node to another (`from_node` None: it entered), and why.
+
+    Its one foreign key is to the run: the workspace and journey are copied for indexes
+    (any deletion reaches a transition through its run), as each foreign key costs a
+    lookup per row on this, the engine's busiest table."""
 
     __tablename__ = "journey_transitions"
     __table_args__ = (
@@ -121,8 +125,8 @@ class JourneyTransition(Base):
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    workspace_id: Mapped[int] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
-    journey_id: Mapped[int] = mapped_column(BigId, ForeignKey("journeys.id", ondelete="CASCADE"))
+    workspace_id: Mapped[int] = mapped_column(Integer)
+    journey_id: Mapped[int] = mapped_column(BigId)
     run_id: Mapped[int] = mapped_column(BigId, ForeignKey("journey_runs.id", ondelete="CASCADE"))
     from_node: Mapped[str | None] = mapped_column(String(64), default=None)
     to_node: Mapped[str] = mapped_column(String(64))

@@ -81,7 +81,7 @@ from bench.messaging import (
 )
 from bench.segments import store_backlog
 from clarion.core.database import Database
-from clarion.core.jobs.worker import Registry, Worker
+from clarion.core.jobs.worker import Worker
 from clarion.core.settings import get_settings
 from clarion.journeys import service as journeys
 from clarion.journeys.steps import STEP
@@ -129,9 +129,7 @@ def serve_worker(ahead_s: float, kinds: Sequence[str] | None) -> None:
         database = Database(settings.database_url, pool_size=settings.database_pool_size)
         clock = AheadClock(ahead_s)
         pipeline = Pipeline(database, settings, clock)
-        every = pipeline.registry().kinds
-        wanted = set(kinds) if kinds else set(every) - {DELIVER}
-        registry = Registry({name: kind for name, kind in every.items() if name in wanted})
+        registry = pipeline.registry().select(kinds or (), () if kinds else (DELIVER,))
         worker = Worker(database, registry, clock=clock, concurrency=settings.worker_concurrency)
         task = asyncio.current_task()
         assert task is not None

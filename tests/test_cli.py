@@ -55,3 +55,12 @@ def test_bad_cli_input(clarion: CliRunner) -> None:
     run_cli(clarion, "keys", "revoke", "not-a-uuid", code=2)
     run_cli(clarion, "workspaces", "create", "dup")
     assert "already exists" in run_cli(clarion, "workspaces", "create", "dup", code=1).output
+    # A dedicated worker names kinds that exist (and leaves some to run).
+    refused = run_cli(clarion, "worker", "--only", "messages.deliver,nope", code=1).output
+    assert "unknown job kinds: nope" in refused and "messages.deliver" in refused
+    assert (
+        "no job kind is left"
+        in run_cli(
+            clarion, "worker", "--only", "messages.deliver", "--skip", "messages.deliver", code=1
+        ).output
+    )

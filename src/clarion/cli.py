@@ -175,17 +175,30 @@ def run_worker(
         int | None,
         typer.Option(min=1, help="Jobs run at once (default CLARION_WORKER_CONCURRENCY)."),
     ] = None,
+    only: Annotated[
+        str, typer.Option(help="Run only these job kinds (comma-separated: messages.deliver).")
+    ] = "",
+    skip: Annotated[str, typer.Option(help="Run every job kind but these (comma-separated).")] = "",
 ) -> None:
-    """Run durable jobs only, no API, until stopped (any number may run on PostgreSQL)."""
+    """Run durable jobs only, no API, until stopped (any number may run on PostgreSQL);
+    with --only / --skip, dedicated to some kinds of jobs."""
     settings = get_settings()
     _configure_logging(settings)
+
+    def kinds(listed: str) -> list[str]:
+        return [name.strip() for name in listed.split(",") if name.strip()]
 
     async def work() -> None:
         async with _ready_database(settings) as database:
             pipeline = Pipeline(database, settings, SystemClock())
+            try:
+                registry = pipeline.registry().select(kinds(only), kinds(skip))
+            except ValueError as error:
+                await pipeline.close()
+                raise InvalidInput(str(error)) from error
             worker = Worker(
                 database,
-                pipeline.registry(),
+                registry,
                 clock=SystemClock(),
                 concurrency=concurrency or settings.worker_concurrency,
             )

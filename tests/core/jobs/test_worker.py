@@ -253,3 +253,23 @@ async def test_a_finished_jobs_id_is_never_given_to_another(
     await add_jobs(database, clock, NewJob(tenant.id, kind))
     await worker.drain()
     assert ran[1].job.id > ran[0].job.id  # SQLite would reuse the top rowid without AUTOINCREMENT
+
+
+def test_a_registry_selects_the_kinds_a_dedicated_worker_runs() -> None:
+    registry = Registry()
+
+    async def handler(context: JobContext) -> None:
+        return None
+
+    for name in ("events.process", "messages.deliver", "segments.recompute"):
+        registry.add(name, handler)
+    assert set(registry.select(["messages.deliver"]).kinds) == {"messages.deliver"}
+    assert set(registry.select(skip=["messages.deliver"]).kinds) == {
+        "events.process",
+        "segments.recompute",
+    }
+    assert set(registry.select().kinds) == set(registry.kinds)
+    with pytest.raises(ValueError, match="unknown job kinds: nope"):
+        registry.select(["nope"])
+    with pytest.raises(ValueError, match="no job kind is left"):
+        registry.select(["events.process"], ["events.process"])

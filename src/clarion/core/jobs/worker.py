@@ -23,7 +23,7 @@ import random
 import socket
 import traceback
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -109,6 +109,24 @@ class Registry:
         if name in self.kinds:
             raise ValueError(f"job kind {name!r} is registered twice")
         self.kinds[name] = JobKind(name, handler, timeout)
+
+    def select(self, only: Iterable[str] = (), skip: Iterable[str] = ()) -> Registry:
+        """The kinds in `only` (every kind when empty) less those in `skip`, so workers can
+        be dedicated to some work (delivery, say) that others' load must not hold back;
+        ValueError naming the kinds this registry does not have, or if none is left."""
+        wanted, unwanted = set(only), set(skip)
+        unknown = sorted((wanted | unwanted) - set(self.kinds))
+        if unknown:
+            known = ", ".join(sorted(self.kinds))
+            raise ValueError(f"unknown job kinds: {', '.join(unknown)} (known: {known})")
+        kept = {
+            name: kind
+            for name, kind in self.kinds.items()
+            if (not wanted or name in wanted) and name not in unwanted
+        }
+        if not kept:
+            raise ValueError("no job kind is left to run")
+        return Registry(kept)
 
 
 def backoff(attempts: int, rng: random.Random) -> timedelta:

@@ -1,0 +1,5 @@
+"""The `clarion` command line (`main.py` holds the app)."""
+
+from clarion.cli.main import app
+
+__all__ = ["app"]

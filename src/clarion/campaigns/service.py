@@ -29,7 +29,7 @@ from clarion.campaigns.models import Campaign, CampaignRecipient
 from clarion.campaigns.schemas import CampaignCreate, CampaignUpdate
 from clarion.core import errors
 from clarion.core.errors import Conflict, FieldError, InvalidInput, NotFound
-from clarion.core.pagination import decode_cursor, decode_id_cursor, encode_cursor
+from clarion.core.pagination import decode_cursor, encode_cursor, id_page
 from clarion.messaging import channel_config
 from clarion.messaging import templates as message_templates
 from clarion.messaging.models import MessageTemplate
@@ -187,12 +187,7 @@ async def list_campaigns(
     query = select(Campaign).where(Campaign.workspace_id == workspace_id)
     if state is not None:
         query = query.where(Campaign.state == state)
-    if cursor is not None:
-        query = query.where(Campaign.id < decode_id_cursor(cursor))
-    items = (await session.scalars(query.order_by(Campaign.id.desc()).limit(limit + 1))).all()
-    more = len(items) > limit
-    items = items[:limit]
-    return items, encode_cursor(items[-1].id) if more else None
+    return await id_page(session, query, Campaign.id, limit=limit, cursor=cursor, newest_first=True)
 
 
 async def update_campaign(

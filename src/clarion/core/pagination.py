@@ -4,13 +4,41 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
+from sqlalchemy import Select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import InstrumentedAttribute
 
 from clarion.core.database import MAX_ROW_ID
 from clarion.core.errors import FieldError, InvalidInput
+
+Row = TypeVar("Row")
+
+
+async def id_page(
+    session: AsyncSession,
+    query: Select[Row],
+    key: InstrumentedAttribute[int],
+    *,
+    limit: int,
+    cursor: str | None,
+    newest_first: bool = False,
+) -> tuple[Sequence[Row], str | None]:
+    """Up to `limit` rows of `query` in the order of their id column `key` (descending when
+    `newest_first`), after the row `cursor` names; and the next page's cursor (None on the
+    last page). InvalidInput naming `cursor` for one this API did not return."""
+    if cursor is not None:
+        after = decode_id_cursor(cursor)
+        query = query.where(key < after if newest_first else key > after)
+    order = key.desc() if newest_first else key
+    rows = (await session.scalars(query.order_by(order).limit(limit + 1))).all()
+    if len(rows) <= limit:
+        return rows, None
+    return rows[:limit], encode_cursor(getattr(rows[limit - 1], key.key))
 
 
 def encode_cursor(*values: Any) -> str:

@@ -26,7 +26,7 @@ from clarion.core import errors
 from clarion.core.errors import Conflict, FieldError, NotFound
 from clarion.core.jobs.queue import NewJob, enqueue
 from clarion.core.jobs.recurring import schedule_recurring_job
-from clarion.core.pagination import decode_id_cursor, encode_cursor
+from clarion.core.pagination import id_page
 from clarion.journeys import alerts, runtime
 from clarion.journeys.compiler import Plan, References, compile_journey
 from clarion.journeys.graph import ActionNode, DateTrigger, ScheduleTrigger
@@ -232,12 +232,7 @@ async def list_journeys(
     query = select(Journey).where(Journey.workspace_id == workspace_id)
     if state is not None:
         query = query.where(Journey.state == state)
-    if cursor is not None:
-        query = query.where(Journey.id > decode_id_cursor(cursor))
-    items = (await session.scalars(query.order_by(Journey.id).limit(limit + 1))).all()
-    more = len(items) > limit
-    items = items[:limit]
-    return items, encode_cursor(items[-1].id) if more else None
+    return await id_page(session, query, Journey.id, limit=limit, cursor=cursor)
 
 
 async def list_versions(
@@ -291,12 +286,9 @@ async def list_runs(
         query = query.where(JourneyRun.state == state)
     if node is not None:
         query = query.where(JourneyRun.node == node)
-    if cursor is not None:
-        query = query.where(JourneyRun.id < decode_id_cursor(cursor))
-    items = (await session.scalars(query.order_by(JourneyRun.id.desc()).limit(limit + 1))).all()
-    more = len(items) > limit
-    items = items[:limit]
-    return items, encode_cursor(items[-1].id) if more else None
+    return await id_page(
+        session, query, JourneyRun.id, limit=limit, cursor=cursor, newest_first=True
+    )
 
 
 async def get_run_or_raise(

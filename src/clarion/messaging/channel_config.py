@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from clarion.core.crypto import UnreadableSecret, Vault
 from clarion.core.errors import ClarionError, Conflict, FieldError, NotFound
-from clarion.core.pagination import decode_id_cursor, encode_cursor
+from clarion.core.pagination import id_page
 from clarion.messaging.channel_settings import (
     ChannelConfig,
     EmailConfig,
@@ -236,12 +236,7 @@ async def list_channels(
     query = select(MessagingChannel).where(MessagingChannel.workspace_id == workspace_id)
     if kind is not None:
         query = query.where(MessagingChannel.kind == kind)
-    if cursor is not None:
-        query = query.where(MessagingChannel.id > decode_id_cursor(cursor))
-    items = (await session.scalars(query.order_by(MessagingChannel.id).limit(limit + 1))).all()
-    more = len(items) > limit
-    items = items[:limit]
-    return items, encode_cursor(items[-1].id) if more else None
+    return await id_page(session, query, MessagingChannel.id, limit=limit, cursor=cursor)
 
 
 async def channel_kinds(session: AsyncSession, *, workspace_id: int) -> dict[int, str]:

@@ -20,7 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from clarion.core.errors import Conflict, FieldError, NotFound
-from clarion.core.pagination import decode_id_cursor, encode_cursor
+from clarion.core.pagination import decode_id_cursor, encode_cursor, id_page
 from clarion.messaging.channels.base import ChannelKind
 from clarion.messaging.context import render_context
 from clarion.messaging.models import MessageTemplate, SubscriptionTopic, TemplateVersion
@@ -237,12 +237,7 @@ async def list_templates(
         query = query.where(MessageTemplate.channel == channel)
     if not include_archived:
         query = query.where(MessageTemplate.archived_at.is_(None))
-    if cursor is not None:
-        query = query.where(MessageTemplate.id > decode_id_cursor(cursor))
-    items = (await session.scalars(query.order_by(MessageTemplate.id).limit(limit + 1))).all()
-    more = len(items) > limit
-    items = items[:limit]
-    return items, encode_cursor(items[-1].id) if more else None
+    return await id_page(session, query, MessageTemplate.id, limit=limit, cursor=cursor)
 
 
 async def live_template_channels(session: AsyncSession, *, workspace_id: int) -> dict[int, str]:

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from clarion.core.database import Database
 from clarion.core.errors import Conflict, FieldError, InvalidInput, NotFound
-from clarion.core.pagination import decode_cursor, decode_id_cursor, encode_cursor
+from clarion.core.pagination import decode_cursor, decode_id_cursor, encode_cursor, id_page
 from clarion.profiles import queries as profiles
 from clarion.segments import rules as rule_nodes
 from clarion.segments.models import Segment, SegmentChange, SegmentMember, SegmentSize
@@ -326,12 +326,9 @@ async def list_changes(
         query = query.where(SegmentChange.segment_id == segment_id)
     if profile_ids is not None:
         query = query.where(SegmentChange.profile_id.in_(profile_ids))
-    if cursor is not None:
-        query = query.where(SegmentChange.id < decode_id_cursor(cursor))
-    items = (await session.scalars(query.order_by(SegmentChange.id.desc()).limit(limit + 1))).all()
-    more = len(items) > limit
-    items = items[:limit]
-    return items, encode_cursor(items[-1].id) if more else None
+    return await id_page(
+        session, query, SegmentChange.id, limit=limit, cursor=cursor, newest_first=True
+    )
 
 
 async def list_sizes(

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from clarion.core.errors import Conflict, NotFound
 from clarion.core.jobs.models import Job
 from clarion.core.jobs.queue import wake_on_commit
-from clarion.core.pagination import decode_id_cursor, encode_cursor
+from clarion.core.pagination import id_page
 
 
 class JobState(StrEnum):
@@ -38,12 +38,7 @@ async def list_jobs(
         query = query.where(Job.state == state.value)
     if kind is not None:
         query = query.where(Job.kind == kind)
-    if cursor is not None:
-        query = query.where(Job.id < decode_id_cursor(cursor))
-    jobs = (await session.scalars(query.order_by(Job.id.desc()).limit(limit + 1))).all()
-    if len(jobs) <= limit:
-        return jobs, None
-    return jobs[:limit], encode_cursor(jobs[limit - 1].id)
+    return await id_page(session, query, Job.id, limit=limit, cursor=cursor, newest_first=True)
 
 
 async def get_job_or_raise(session: AsyncSession, *, workspace_id: int, job_id: int) -> Job:

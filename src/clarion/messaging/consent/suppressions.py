@@ -14,7 +14,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from clarion.core.errors import FieldError, InvalidInput, NotFound
-from clarion.core.pagination import decode_id_cursor, encode_cursor
+from clarion.core.pagination import id_page
 from clarion.messaging.consent.consents import normalize_address, set_consent
 from clarion.messaging.consent.topics import CHANNELS, OPTED_OUT, check_choice
 from clarion.messaging.models import Suppression
@@ -136,12 +136,9 @@ async def list_suppressions(
     query = select(Suppression).where(Suppression.workspace_id == workspace_id)
     if channel is not None:
         query = query.where(Suppression.channel == channel)
-    if cursor is not None:
-        query = query.where(Suppression.id < decode_id_cursor(cursor))
-    items = (await session.scalars(query.order_by(Suppression.id.desc()).limit(limit + 1))).all()
-    more = len(items) > limit
-    items = items[:limit]
-    return items, encode_cursor(items[-1].id) if more else None
+    return await id_page(
+        session, query, Suppression.id, limit=limit, cursor=cursor, newest_first=True
+    )
 
 
 async def delete_suppression(

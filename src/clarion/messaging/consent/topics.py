@@ -12,7 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from clarion.core.errors import Conflict, FieldError, InvalidInput, NotFound
-from clarion.core.pagination import decode_id_cursor, encode_cursor
+from clarion.core.pagination import id_page
 from clarion.messaging.channels.base import ChannelKind
 from clarion.messaging.consent.schemas import default_state_problem, double_opt_in_problem
 from clarion.messaging.models import SubscriptionTopic
@@ -101,12 +101,7 @@ async def list_topics(
 ) -> tuple[Sequence[SubscriptionTopic], str | None]:
     """The workspace's topics by id, cursor-paged."""
     query = select(SubscriptionTopic).where(SubscriptionTopic.workspace_id == workspace_id)
-    if cursor is not None:
-        query = query.where(SubscriptionTopic.id > decode_id_cursor(cursor))
-    items = (await session.scalars(query.order_by(SubscriptionTopic.id).limit(limit + 1))).all()
-    more = len(items) > limit
-    items = items[:limit]
-    return items, encode_cursor(items[-1].id) if more else None
+    return await id_page(session, query, SubscriptionTopic.id, limit=limit, cursor=cursor)
 
 
 async def update_topic(

@@ -8,6 +8,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from sqlalchemy import delete, select
 
 from clarion.core.jobs.models import Job
@@ -262,3 +263,27 @@ async def test_trait_values_may_be_templates_checked_when_published(desk: Desk) 
     assert response.status_code == 400, response.text
     fields = {error["field"] for error in response.json()["errors"]}
     assert fields == {"nodes.act.actions.0.traits.oops", "nodes.act.actions.0.traits.bad"}
+
+
+async def test_a_refused_trait_update_fails_its_run_never_the_events(
+    desk: Desk, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from clarion.core.errors import InvalidInput
+    from clarion.profiles import service as profile_service
+
+    await desk.identify("ri", email="ri@example.com")
+    tag = {"kind": "update_traits", "traits": {"stage": "trial"}}
+    await publish(desk, action_journey("series", [tag]), name="Refused traits")
+
+    async def refuse(*args: object, **kwargs: object) -> None:
+        raise InvalidInput("That trait is not allowed here.")
+
+    monkeypatch.setattr(profile_service, "upsert_profile", refuse)
+    await desk.track_raw({"type": "track", "event": "Signed Up", "userId": "ri"})
+    [run] = await runs(desk)
+    assert run.state == "failed" and "not allowed" in (run.reason or "")
+    async with desk.database.read_session() as session:  # the events job did not fail
+        mine = Job.workspace_id == desk.tenant.id
+        assert (await session.scalars(select(Job).where(mine, Job.state == "dead"))).all() == []
+    timeline = await desk.get(f"/api/v1/profiles/{run.profile_id}/events")
+    assert [e["name"] for e in timeline["items"] if e["type"] == "track"] == ["Signed Up"]

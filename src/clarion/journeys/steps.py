@@ -540,14 +540,17 @@ async def _do(
                 except RenderError as error:
                     failed[run.id] = str(error.detail)
                     continue
-                await profile_service.upsert_profile(
-                    session,
-                    workspace_id=workspace_id,
-                    user_id=user_id,
-                    traits=values,
-                    now=moves.now,
-                    source="api",
-                )  # fmt: skip  (as the API sets them: trait history kept, segments told)
+                # As the API sets them (trait history kept, segments told); in a savepoint,
+                # as a step may run in the events' transaction: refused values fail the run,
+                # never the events.
+                try:
+                    async with session.begin_nested():
+                        await profile_service.upsert_profile(
+                            session, workspace_id=workspace_id, user_id=user_id,
+                            traits=values, now=moves.now, source="api",
+                        )  # fmt: skip
+                except ClarionError as error:
+                    failed[run.id] = str(error.detail)
         return failed
     # A webhook is a message too: its template's body, signed and retried by delivery.
     try:

@@ -60,6 +60,7 @@ from clarion.ingest.plans.review import Review
 from clarion.ingest.records import EventRecord
 from clarion.journeys import alerts as journey_alerts
 from clarion.journeys import runtime
+from clarion.journeys import steps as journey_steps
 from clarion.journeys.runtime import Runtime
 from clarion.messaging import delivery
 from clarion.messaging.channel_config import ChannelPool
@@ -142,7 +143,7 @@ class Pipeline:
         registry.add(campaigns.LAUNCH, campaigns.launch)
         registry.add(campaigns.DISPATCH, campaigns.dispatch)
         registry.add(conversions.CONVERSIONS, conversions.run_conversions)
-        registry.add(runtime.STEP, self.journeys.step)
+        registry.add(journey_steps.STEP, self.journeys.step)
         registry.add(runtime.SCHEDULE, self.journeys.run_schedule)
         registry.add(runtime.DATES, self.journeys.run_dates)
         registry.add(journey_alerts.CHECK, self.journey_alerts.check)

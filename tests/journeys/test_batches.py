@@ -16,7 +16,7 @@ from clarion.core.jobs.queue import enqueue
 from clarion.core.jobs.worker import Registry, Worker
 from clarion.ingest.models import Event
 from clarion.journeys import steps
-from clarion.journeys.runtime import STEP
+from clarion.journeys.steps import STEP
 from tests.campaigns.conftest import Desk
 from tests.journeys.test_runtime import HOUR, path, publish, runs, sent
 

@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from clarion.core.jobs.models import Job
 from clarion.journeys.models import JourneyRun, JourneyTransition
-from clarion.journeys.runtime import STEP
+from clarion.journeys.steps import STEP
 from clarion.messaging.models import Message
 from tests.campaigns.conftest import Desk
 from tests.conftest import problem

@@ -59,15 +59,12 @@ from clarion.journeys.steps import (
     Stepper,
     step_jobs,
     step_payload,
-    version_plan,
 )
 from clarion.profiles import queries as profiles
 from clarion.segments import service as segments
 from clarion.segments import values
 from clarion.segments.catalog import Catalog
 from clarion.segments.predicate import next_anniversary, profile_zone
-
-__all__ = ["STEP", "Runtime", "version_plan"]  # the names other modules use
 
 SCHEDULE = "journeys.schedule"  # job kind: a schedule trigger's tick
 TICK_PRIORITY = 15  # schedule and date passes enter many profiles: bulk work, behind events

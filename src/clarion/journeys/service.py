@@ -27,7 +27,7 @@ from clarion.core.errors import Conflict, FieldError, NotFound
 from clarion.core.jobs.queue import NewJob, enqueue
 from clarion.core.jobs.recurring import schedule_recurring_job
 from clarion.core.pagination import id_page
-from clarion.journeys import alerts, runtime
+from clarion.journeys import alerts, runtime, steps
 from clarion.journeys.compiler import Plan, References, compile_journey
 from clarion.journeys.graph import ActionNode, DateTrigger, ScheduleTrigger
 from clarion.journeys.models import Journey, JourneyRun, JourneyTransition, JourneyVersion
@@ -443,7 +443,7 @@ async def retry_or_skip_run(
             f"Only a failed run of a live journey can be retried or skipped; the {what}.",
             errors=[FieldError("state", f"is {run.state}")],
         )
-    plan = await runtime.version_plan(session, journey.id, run.version)
+    plan = await steps.version_plan(session, journey.id, run.version)
     node = plan.nodes[run.node]
     target = node.next if skip and isinstance(node, ActionNode) else run.node
     session.add(

@@ -28,9 +28,10 @@ when time alone may change a membership, `segments.recompute` one segment or a w
 (hourly, and right after a segment is created or its rule changes). Campaigns run
 `campaigns.launch` (snapshot an audience), `campaigns.dispatch` (ask messaging for a
 chunk of messages) and `campaigns.conversions` (mark the messages whose recipients reached
-the goal). Journeys come third in step 2: the batch's events enter profiles into live
-journeys, end runs and wake runs waiting for them (`journeys.runtime`); `journeys.step`
-moves one run on.
+the goal). Journeys come third in step 2: the batch's events hand merged profiles' runs to
+their survivors, enter profiles into live journeys, end runs and wake runs waiting for them,
+and move the runs they start or wake up to their next wait (`journeys.runtime`);
+`journeys.step` jobs move batches of runs on when their waits end.
 """
 
 from __future__ import annotations

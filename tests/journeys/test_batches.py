@@ -5,6 +5,7 @@ names promise, failures included."""
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -287,3 +288,45 @@ async def test_a_refused_trait_update_fails_its_run_never_the_events(
         assert (await session.scalars(select(Job).where(mine, Job.state == "dead"))).all() == []
     timeline = await desk.get(f"/api/v1/profiles/{run.profile_id}/events")
     assert [e["name"] for e in timeline["items"] if e["type"] == "track"] == ["Signed Up"]
+
+
+async def test_a_run_that_keeps_failing_its_step_fails_alone(
+    desk: Desk, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from clarion.journeys import steps as journey_steps
+
+    template = await desk.template()
+    users = ["b1", "b2", "b3"]
+    for user in users:
+        await desk.identify(user, email=f"{user}@example.com", vip=True)
+    poison = uuid.UUID(await desk.profile_id("b2"))
+    await publish(desk, vip_journey(template))
+    await desk.track_raw(*(signed_up(user) for user in users))
+
+    real = journey_steps.rule_holds_for
+
+    async def breaks_on_b2(session: Any, **kwargs: Any) -> dict[uuid.UUID, bool]:
+        if poison in kwargs["profile_ids"]:
+            raise RuntimeError("a bug that only b2's data shows")
+        return await real(session, **kwargs)
+
+    monkeypatch.setattr(journey_steps, "rule_holds_for", breaks_on_b2)
+    await desk.later(timedelta(seconds=HOUR + 1), deliver=False)  # b2's batch fails
+    [stuck] = [r for r in await runs(desk) if r.profile_id == poison]
+    assert (stuck.state, stuck.node) == ("waiting", "hour")
+    for _ in range(3):  # retried: run by run
+        await desk.later(timedelta(hours=1), deliver=False)
+    by_profile = {r.profile_id: r for r in await runs(desk)}
+    failed = by_profile.pop(poison)
+    assert failed.state == "failed" and "RuntimeError" in (failed.reason or "")
+    assert failed.node == "hour"  # after its wait, for a person to retry or skip
+    assert {r.state for r in by_profile.values()} == {"completed"}
+    assert len(await sent(desk)) == 2
+
+    # The bug fixed, a person retries it: it goes on from its wait at once.
+    monkeypatch.undo()
+    await desk.post(f"/api/v1/journeys/{failed.journey_id}/runs/{failed.id}/retry")
+    await desk.run(deliver=False)
+    [again] = [r for r in await runs(desk) if r.profile_id == poison]
+    assert again.state == "completed"
+    assert len(await sent(desk)) == 3

@@ -24,6 +24,7 @@ day, each run waiting for its local moment.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -34,6 +35,7 @@ from typing import Any, Protocol
 from sqlalchemy import bindparam, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert as postgres_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -65,6 +67,8 @@ from clarion.segments import service as segments
 from clarion.segments import values
 from clarion.segments.catalog import Catalog
 from clarion.segments.predicate import next_anniversary, profile_zone
+
+log = logging.getLogger(__name__)
 
 SCHEDULE = "journeys.schedule"  # job kind: a schedule trigger's tick
 TICK_PRIORITY = 15  # schedule and date passes enter many profiles: bulk work, behind events
@@ -415,7 +419,7 @@ class Runtime:
         run elsewhere by now was moved by another job: it is left alone). On its first
         attempt it takes over other due step jobs of the workspace (deleted in its
         transaction: they come back if it fails), so runs woken by many small jobs move in
-        large batches."""
+        large batches; retried, it moves its runs one at a time (`_advance_alone`)."""
         try:
             expected = _expected([context.job.payload])
         except (KeyError, TypeError, ValueError) as error:
@@ -442,10 +446,32 @@ class Runtime:
                 for run in await session.scalars(query)
                 if run.state in LIVE_RUN_STATES and run.node in expected[run.id]
             ]
-            moves = Moves(now)
-            await self.stepper.advance(session, runs, moves)
-            await moves.flush(session)
+            if context.job.attempts == 1:
+                moves = Moves(now)
+                await self.stepper.advance(session, runs, moves)
+                await moves.flush(session)
+            else:  # retried: one run at a time, so a run that keeps failing fails alone
+                for run in runs:
+                    await self._advance_alone(session, run, now)
             await session.commit()
+
+    async def _advance_alone(self, session: AsyncSession, run: JourneyRun, now: datetime) -> None:
+        """Advance one run in a savepoint: a run whose step raises (a bug, data the plan
+        did not foresee) ends `failed` with the error, for a person to retry or skip,
+        and its batch goes on. Database errors still fail the job, which is retried."""
+        moves = Moves(now)
+        try:
+            async with session.begin_nested():
+                await self.stepper.advance(session, [run], moves)
+                await moves.flush(session)
+        except DBAPIError:
+            raise
+        except Exception as error:  # the run takes the failure, not its batch
+            log.exception("journey %s: run %s failed at %s", run.journey_id, run.id, run.node)
+            await session.refresh(run)  # as the savepoint left it
+            failed = Moves(now)
+            failed.finish(run, "failed", f"error: {type(error).__name__}: {error}")
+            await failed.flush(session)
 
 
 _TAKE_OVER = """

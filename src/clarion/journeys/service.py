@@ -29,7 +29,7 @@ from clarion.core.jobs.recurring import schedule_recurring_job
 from clarion.core.pagination import id_page
 from clarion.journeys import alerts, runtime, steps
 from clarion.journeys.compiler import Plan, References, compile_journey
-from clarion.journeys.graph import ActionNode, DateTrigger, ScheduleTrigger
+from clarion.journeys.graph import ActionNode, DateTrigger, ScheduleTrigger, WaitNode
 from clarion.journeys.models import Journey, JourneyRun, JourneyTransition, JourneyVersion
 from clarion.journeys.schemas import JourneyStats, NodeStats, NodeTiming
 from clarion.messaging import channel_config
@@ -431,8 +431,8 @@ async def retry_or_skip_run(
     now: datetime,
 ) -> JourneyRun:
     """A failed run taken up again at the node that failed (`skip`: at the node after it),
-    by a person; Conflict naming `state` unless the run failed at an action of a live
-    journey, or when another run of its key is live now. Flushes only."""
+    by a person; Conflict naming `state` unless the run failed (at an action, or after a
+    wait) in a live journey, or when another run of its key is live now. Flushes only."""
     journey = await get_journey_or_raise(session, workspace_id=workspace_id, journey_id=journey_id)
     run, _ = await get_run_or_raise(
         session, workspace_id=workspace_id, journey_id=journey_id, run_id=run_id
@@ -445,7 +445,10 @@ async def retry_or_skip_run(
         )
     plan = await steps.version_plan(session, journey.id, run.version)
     node = plan.nodes[run.node]
-    target = node.next if skip and isinstance(node, ActionNode) else run.node
+    target = node.next if skip and isinstance(node, ActionNode | WaitNode) else run.node
+    # A run fails at a wait only once the wait is over (the step after it raised): taken up
+    # again there, it goes on at once instead of waiting again.
+    resumed_wait = isinstance(node, WaitNode) and target == run.node
     session.add(
         JourneyTransition(
             workspace_id=workspace_id, journey_id=journey.id, run_id=run.id, from_node=run.node,
@@ -453,8 +456,9 @@ async def retry_or_skip_run(
         )
     )  # fmt: skip
     run.state, run.node, run.reason, run.finished_at, run.updated_at = (
-        "active", target, None, None, now
+        "waiting" if resumed_wait else "active", target, None, None, now
     )  # fmt: skip
+    run.wake_at = now if resumed_wait else None
     try:
         async with session.begin_nested():
             await session.flush()

@@ -43,6 +43,8 @@ SEGMENTS_BENCH ?= --quick
 # The messaging bench at full size (100,000 recipients) takes about an hour on 2 cores today
 # (docs/benchmarks.md): `make bench MESSAGING_BENCH=` runs it so.
 MESSAGING_BENCH ?= --quick
+# The journeys bench at full size (100,000 profiles) takes about 6 minutes: it is the default.
+JOURNEYS_BENCH ?=
 
 bench: $(VENV)/.synced
 	$(BIN)/python bench/ingest.py
@@ -50,6 +52,7 @@ bench: $(VENV)/.synced
 	$(BIN)/python bench/segments.py $(SEGMENTS_BENCH)
 	$(BIN)/python bench/retail.py
 	$(BIN)/python bench/messaging.py $(MESSAGING_BENCH)
+	$(BIN)/python bench/journeys.py $(JOURNEYS_BENCH)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

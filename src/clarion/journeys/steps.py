@@ -143,28 +143,29 @@ class Moves:
 
     def record(self, run: JourneyRun, from_node: str | None, to_node: str, reason: str) -> None:
         """A transition of the run."""
-        self.transitions.append(
-            {
-                "workspace_id": run.workspace_id,
-                "journey_id": run.journey_id,
-                "run_id": run.id,
-                "from_node": from_node,
-                "to_node": to_node,
-                "reason": reason[:200],
-                "at": self.now,
-            }
-        )
+        self._transition(run.workspace_id, run.journey_id, run.id, from_node, to_node, reason)
 
     def entered(self, workspace_id: int, journey_id: int, run_id: int, node: str) -> None:
         """A new run's first transition."""
+        self._transition(workspace_id, journey_id, run_id, None, node, "entered")
+
+    def _transition(
+        self,
+        workspace_id: int,
+        journey_id: int,
+        run_id: int,
+        from_node: str | None,
+        to_node: str,
+        reason: str,
+    ) -> None:
         self.transitions.append(
             {
                 "workspace_id": workspace_id,
                 "journey_id": journey_id,
                 "run_id": run_id,
-                "from_node": None,
-                "to_node": node,
-                "reason": "entered",
+                "from_node": from_node,
+                "to_node": to_node,
+                "reason": reason[:200],
                 "at": self.now,
             }
         )

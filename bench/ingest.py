@@ -251,7 +251,8 @@ async def _pg_admin(statement: str) -> None:
 
 @contextmanager
 def fresh_database(kind: str, folder: Path) -> Iterator[str]:
-    """The URL of a new, empty database of `kind`; a PostgreSQL one is dropped afterwards."""
+    """The URL of a new, empty database of `kind`; a PostgreSQL one is dropped afterwards
+    unless `$BENCH_KEEP_DATABASE` is set (its name is logged, for a look after the run)."""
     folder.mkdir(parents=True, exist_ok=True)
     if kind == "sqlite":
         yield f"sqlite:///{folder / 'clarion.db'}"
@@ -261,7 +262,10 @@ def fresh_database(kind: str, folder: Path) -> Iterator[str]:
     try:
         yield PG_URL.format(name=name)
     finally:
-        run_async(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        if os.environ.get("BENCH_KEEP_DATABASE"):
+            log.info("database %s kept", name)
+        else:
+            run_async(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 def clarion_env(url: str, data_dir: Path) -> dict[str, str]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import signal
 import uuid
 from collections.abc import AsyncIterator
@@ -124,6 +125,9 @@ def run_worker(
                 concurrency=concurrency or settings.worker_concurrency,
             )
             _stop_on_signals()
+            # Start-up objects live as long as the process: out of the collector's full
+            # passes, which the JSON documents of every batch trigger often.
+            gc.freeze()
             log.info("worker %s running", worker.owner)
             try:
                 with contextlib.suppress(asyncio.CancelledError):

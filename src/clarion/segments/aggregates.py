@@ -410,12 +410,64 @@ def window_values(
     if window is None or window.days is None:
         return []
     items = _window_items(state.get(spec_key(node)), window, micros(now))
-    function = None if isinstance(node, Performed) else node.function
-    values = [item[1] for item in items] if function else []
+    stay = window.days * DAY_US + 1
     found: list[tuple[int, Any]] = []
-    for i, item in enumerate(items):
-        if i + 1 < len(items) and _time(items[i + 1]) == _time(item):
-            continue  # events of one instant leave together
-        value = _function(function, values[i + 1 :]) if function else len(items) - i - 1
-        found.append((_time(item) + window.days * DAY_US + 1, value))
+    if isinstance(node, Performed):
+        for i, item in enumerate(items):
+            t = _time(item)
+            if i + 1 < len(items) and _time(items[i + 1]) == t:
+                continue  # events of one instant leave together
+            found.append((t + stay, len(items) - i - 1))
+        return found
+    # The value after each exit is the function over the events still in: kept from the
+    # newest back, so the whole list costs one pass.
+    suffix = _Suffix(node.function)
+    later_time: int | None = None
+    for item in reversed(items):
+        t = _time(item)
+        if t != later_time:
+            found.append((t + stay, suffix.value()))
+            later_time = t
+        suffix.add(item[1])
+    found.reverse()
     return found
+
+
+class _Suffix:
+    """An aggregate function over values added one by one; `value` equals `_function` over
+    them."""
+
+    def __init__(self, function: str) -> None:
+        self.function = function
+        self.partials: list[float] = []
+        self.numbers = 0
+        self.extreme: float | int | None = None
+        self.distinct: set[str] = set()
+
+    def add(self, value: Any) -> None:
+        if self.function == "count_distinct":
+            if value is not None:
+                self.distinct.add(distinct_key(value))
+            return
+        if not is_number(value):
+            return
+        self.numbers += 1
+        if self.function in ("sum", "avg"):
+            _sum_add(self.partials, float(value))
+        elif (
+            self.extreme is None
+            # <= and >=: values come newest first, and min / max keep the oldest of equals
+            or (value <= self.extreme if self.function == "min" else value >= self.extreme)
+        ):
+            self.extreme = value
+
+    def value(self) -> float | int | None:
+        if self.function == "count_distinct":
+            return len(self.distinct)
+        if self.function == "sum":
+            return round(math.fsum(self.partials), 6)
+        if not self.numbers:
+            return None
+        if self.function == "avg":
+            return round(math.fsum(self.partials) / self.numbers, 6)
+        return self.extreme

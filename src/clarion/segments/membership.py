@@ -30,7 +30,6 @@ from clarion.segments.aggregates import instant as to_instant
 from clarion.segments.aggregates import micros
 from clarion.segments.catalog import SegmentIndex, rule_context
 from clarion.segments.models import ProfileSegmentState, SegmentChange, SegmentMember
-from clarion.segments.rules import RuleContext
 
 SEGMENT_ENTERED = "Segment Entered"
 SEGMENT_EXITED = "Segment Exited"
@@ -39,6 +38,15 @@ LAPSE = "segments.lapse"  # job kind: re-evaluate one profile when time alone ch
 LAPSE_PRIORITY = 5
 BULK_ROWS = 5_000
 _COUNT = text("UPDATE segments SET member_count = member_count + :delta WHERE id = :id")
+_STATES_POSTGRES = (
+    "INSERT INTO profile_segment_states"
+    " (profile_id, workspace_id, aggregates, specs_version, next_changes, updated_at)"
+    " SELECT p, $4::integer, a::jsonb, $5::varchar, n::jsonb, $6::timestamptz"
+    " FROM unnest($1::uuid[], $2::text[], $3::text[]) AS s(p, a, n)"
+    " ON CONFLICT (profile_id) DO UPDATE SET aggregates = excluded.aggregates,"
+    " specs_version = excluded.specs_version, next_changes = excluded.next_changes,"
+    " updated_at = excluded.updated_at"
+)
 _ENTER_POSTGRES = (
     "INSERT INTO segment_members (segment_id, profile_id, workspace_id, entered_at)"
     " SELECT s, p, $3::integer, $4::timestamptz FROM unnest($1::bigint[], $2::uuid[]) AS e(s, p)"
@@ -124,37 +132,37 @@ async def evaluate_profiles(
     context = await rule_context(session, workspace_id=workspace_id, index=index, now=now)
     members = await _memberships(session, workspace_id, ids)
     lapses: list[NewJob] = []
+    kept: list[KeptState] = []
     for profile in rows:
         what = touched[profile.id]
         if profile.id in rebuilt:
             document = rebuilt[profile.id]
             candidates = set(index.segments)
         else:
-            # A copy: the loaded row must see a new value to know it changed.
-            document = orjson.loads(orjson.dumps(states[profile.id].aggregates))
+            document = states[profile.id].aggregates
             for event in what.events:
                 aggregates.observe(document, index.specs, event, now=now)
             aggregates.prune(document, index.specs, now)
             candidates = affected[profile.id]
-        facts = facts_of(profile, document)
+        evaluation = predicate.Evaluation(facts_of(profile, document), context)
         answers = _decide(
-            index, context, profile.id, facts, candidates, members.get(profile.id, set()), changes
+            index, evaluation, profile.id, candidates, members.get(profile.id, set()), changes
         )
-        lapse = _keep_state(
-            session,
+        state, lapse = _keep_state(
             workspace_id,
             index,
             profile.id,
             document,
             None if profile.id in rebuilt else states.get(profile.id),
             states.get(profile.id),
-            facts,
-            context,
+            evaluation,
             answers,
             now,
         )
+        kept.append(state)
         if lapse is not None:
             lapses.append(lapse)
+    await _write_states(session, workspace_id, index, kept, now)
     await enqueue(session, lapses, now=now)
     await apply_changes(
         session, workspace_id=workspace_id, index=index, changes=changes, now=now, cause=cause
@@ -171,20 +179,18 @@ def _candidates(index: SegmentIndex, what: Touched) -> set[int]:
 
 def _decide(
     index: SegmentIndex,
-    context: RuleContext,
+    evaluation: predicate.Evaluation,
     profile_id: uuid.UUID,
-    facts: predicate.ProfileFacts,
     candidates: Iterable[int],
     current: set[int],
     changes: Changes,
 ) -> dict[int, bool]:
     """Add the profile's entries and exits among `candidates` to `changes`; each
     candidate's answer."""
-    answers = predicate.evaluate_many(
-        {segment_id: index.segments[segment_id].rule for segment_id in sorted(candidates)},
-        facts,
-        context,
-    )
+    answers = {
+        segment_id: evaluation.holds(index.segments[segment_id].rule)
+        for segment_id in sorted(candidates)
+    }
     for segment_id, holds in answers.items():
         if holds and segment_id not in current:
             changes.entered.append((segment_id, profile_id))
@@ -193,13 +199,78 @@ def _decide(
     return answers
 
 
+@dataclass(frozen=True, slots=True)
+class KeptState:
+    """A profile's `ProfileSegmentState`, read and written without the ORM: one statement
+    for a batch's profiles either way."""
+
+    profile_id: uuid.UUID
+    aggregates: dict[str, Any]
+    specs_version: str
+    next_changes: dict[str, int | None]
+
+
 async def _states(
     session: AsyncSession, profile_ids: Sequence[uuid.UUID]
-) -> dict[uuid.UUID, ProfileSegmentState]:
-    rows = await session.scalars(
-        select(ProfileSegmentState).where(ProfileSegmentState.profile_id.in_(profile_ids))
+) -> dict[uuid.UUID, KeptState]:
+    table = ProfileSegmentState.__table__
+    rows = await session.execute(
+        select(
+            table.c.profile_id, table.c.aggregates, table.c.specs_version, table.c.next_changes
+        ).where(table.c.profile_id.in_(profile_ids))
     )
-    return {row.profile_id: row for row in rows}
+    return {row[0]: KeptState(row[0], row[1], row[2], row[3]) for row in rows}
+
+
+async def _write_states(
+    session: AsyncSession,
+    workspace_id: int,
+    index: SegmentIndex,
+    states: Sequence[KeptState],
+    now: datetime,
+) -> None:
+    """Insert or replace the profiles' states (in profile order, as every writer locks
+    them)."""
+    if not states:
+        return
+    ordered = sorted(states, key=lambda state: state.profile_id)
+    if session.get_bind().dialect.name == "postgresql":
+        connection = await session.connection()
+        await connection.exec_driver_sql(
+            _STATES_POSTGRES,
+            (
+                [state.profile_id for state in ordered],
+                [orjson.dumps(state.aggregates).decode() for state in ordered],
+                [orjson.dumps(state.next_changes).decode() for state in ordered],
+                workspace_id,
+                index.specs_version,
+                now,
+            ),
+        )
+        return
+    insert = sqlite_insert(ProfileSegmentState)
+    await session.execute(
+        insert.on_conflict_do_update(
+            index_elements=["profile_id"],
+            set_={
+                "aggregates": insert.excluded.aggregates,
+                "specs_version": insert.excluded.specs_version,
+                "next_changes": insert.excluded.next_changes,
+                "updated_at": insert.excluded.updated_at,
+            },
+        ),
+        [
+            {
+                "profile_id": state.profile_id,
+                "workspace_id": workspace_id,
+                "aggregates": state.aggregates,
+                "specs_version": index.specs_version,
+                "next_changes": state.next_changes,
+                "updated_at": now,
+            }
+            for state in ordered
+        ],
+    )
 
 
 async def _rebuild(
@@ -242,20 +313,18 @@ async def _memberships(
 
 
 def _keep_state(
-    session: AsyncSession,
     workspace_id: int,
     index: SegmentIndex,
     profile_id: uuid.UUID,
-    document: dict[str, object],
-    kept: ProfileSegmentState | None,
-    row: ProfileSegmentState | None,
-    facts: predicate.ProfileFacts,
-    context: RuleContext,
+    document: dict[str, Any],
+    kept: KeptState | None,
+    row: KeptState | None,
+    evaluation: predicate.Evaluation,
     answers: dict[int, bool],
     now: datetime,
-) -> NewJob | None:
-    """Store the profile's aggregates, and when time alone next changes each segment's
-    answer; schedule its next lapse check if that moved sooner. Only the segments just
+) -> tuple[KeptState, NewJob | None]:
+    """The profile's state to store, with when time alone next changes each segment's
+    answer; its next lapse check if that moved sooner. Only the segments just
     re-evaluated (or whose instant has passed) are asked again: the others' inputs have not
     changed, so their instants still hold."""
     now_us = micros(now)
@@ -265,8 +334,8 @@ def _keep_state(
         key = str(segment_id)
         stored = known.get(key, -1)
         if segment_id in answers or key not in known or (stored is not None and stored <= now_us):
-            moment = predicate.next_change(
-                index.segments[segment_id].rule, facts, context, holds=answers.get(segment_id)
+            moment = evaluation.next_change(
+                index.segments[segment_id].rule, holds=answers.get(segment_id)
             )
             instants[key] = None if moment is None else micros(moment)
         else:
@@ -276,16 +345,10 @@ def _keep_state(
     before: dict[str, int | None] = row.next_changes if row is not None else {}
     scheduled = [moment for moment in before.values() if moment is not None]
     previous = to_instant(min(scheduled)) if scheduled else None
-    if row is None:
-        row = ProfileSegmentState(profile_id=profile_id, workspace_id=workspace_id)
-        session.add(row)
-    row.aggregates = dict(document)
-    row.specs_version = index.specs_version
-    row.next_changes = instants
-    row.updated_at = now
+    state = KeptState(profile_id, document, index.specs_version, instants)
     if next_check is not None and (previous is None or previous <= now or next_check < previous):
-        return lapse_job(workspace_id=workspace_id, profile_id=profile_id, at=next_check)
-    return None
+        return state, lapse_job(workspace_id=workspace_id, profile_id=profile_id, at=next_check)
+    return state, None
 
 
 def lapse_job(*, workspace_id: int, profile_id: uuid.UUID, at: datetime) -> NewJob:

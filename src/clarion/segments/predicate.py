@@ -226,13 +226,24 @@ class _Evaluator:
     """One profile at one instant."""
 
     def __init__(
-        self, facts: ProfileFacts, context: RuleContext, now: datetime | None = None
+        self,
+        facts: ProfileFacts,
+        context: RuleContext,
+        now: datetime | None = None,
+        zone: tzinfo | None = None,
     ) -> None:
         self.facts = facts
         self.context = context
         self.now = _aware(context.now if now is None else now)
-        self.zone = profile_zone(facts.traits)
+        self.zone = profile_zone(facts.traits) if zone is None else zone
         self.today = self.now.astimezone(self.zone).date()
+        # Each condition's answer, by the node's identity: segments and their next changes
+        # read the same conditions over and over (the rules outlive the evaluator).
+        self.leaves: dict[int, tuple[bool, Any]] = {}
+
+    def at(self, moment: datetime) -> _Evaluator:
+        """The same profile at another instant."""
+        return _Evaluator(self.facts, self.context, moment, self.zone)
 
     def _segment(self, segment_id: int, depth: int) -> Rule | None:
         # Cycles are refused when a segment is saved; the depth limit guards the rest.
@@ -253,6 +264,12 @@ class _Evaluator:
 
     def leaf(self, rule: Rule) -> tuple[bool, Any]:
         """A condition's answer and the value it observed."""
+        found = self.leaves.get(id(rule))
+        if found is None:
+            found = self.leaves[id(rule)] = self._leaf(rule)
+        return found
+
+    def _leaf(self, rule: Rule) -> tuple[bool, Any]:
         state, now = self.facts.aggregates, self.now
         match rule:
             case Compare(path=path, operator=op, value=value):
@@ -385,17 +402,39 @@ class _Evaluator:
 # --- The compiler's entry points ------------------------------------------------------------
 
 
+class Evaluation:
+    """One profile at `context.now`: its answers to any number of rules, and when time alone
+    next changes them, sharing what they read."""
+
+    def __init__(self, facts: ProfileFacts, context: RuleContext) -> None:
+        self._evaluator = _Evaluator(facts, context)
+
+    def holds(self, rule: Rule) -> bool:
+        """Whether the profile matches the rule."""
+        return self._evaluator.holds(rule)
+
+    def next_change(self, rule: Rule, *, holds: bool | None = None) -> datetime | None:
+        """The earliest instant after now at which the answer may change with nothing but
+        time passing (never later than a real change); None when time changes nothing.
+        `holds`, when given, is the answer now (saving its evaluation)."""
+        evaluator = self._evaluator
+        now_us = micros(evaluator.now)
+        found: set[int] = set()
+        horizon = evaluator.changes(rule, found)
+        instants = sorted(t for t in found if t > now_us and (horizon is None or t < horizon))
+        answer = evaluator.holds(rule) if holds is None else holds
+        for moment in instants[:_PROBES]:
+            # Between two candidates nothing changes, so the first that differs is the change.
+            if evaluator.at(instant(moment)).holds(rule) != answer:
+                return instant(moment)
+        if len(instants) > _PROBES:
+            return instant(instants[_PROBES])
+        return None if horizon is None else instant(horizon)
+
+
 def evaluate(rule: Rule, facts: ProfileFacts, context: RuleContext) -> bool:
     """Whether the profile matches the rule at `context.now`."""
     return _Evaluator(facts, context).holds(rule)
-
-
-def evaluate_many(
-    rules: dict[int, Rule], facts: ProfileFacts, context: RuleContext
-) -> dict[int, bool]:
-    """`evaluate` of each rule (by key) for one profile, sharing what they all read."""
-    evaluator = _Evaluator(facts, context)
-    return {key: evaluator.holds(rule) for key, rule in rules.items()}
 
 
 def explain(rule: Rule, facts: ProfileFacts, context: RuleContext) -> dict[str, Any]:
@@ -406,19 +445,5 @@ def explain(rule: Rule, facts: ProfileFacts, context: RuleContext) -> dict[str, 
 def next_change(
     rule: Rule, facts: ProfileFacts, context: RuleContext, *, holds: bool | None = None
 ) -> datetime | None:
-    """The earliest instant after `context.now` at which the answer may change with nothing
-    but time passing (never later than a real change); None when time changes nothing.
-    `holds`, when given, is the answer at `context.now` (saving its evaluation)."""
-    evaluator = _Evaluator(facts, context)
-    now_us = micros(evaluator.now)
-    found: set[int] = set()
-    horizon = evaluator.changes(rule, found)
-    instants = sorted(t for t in found if t > now_us and (horizon is None or t < horizon))
-    answer = evaluator.holds(rule) if holds is None else holds
-    for moment in instants[:_PROBES]:
-        # Between two candidates nothing changes, so the first that differs is the change.
-        if _Evaluator(facts, context, instant(moment)).holds(rule) != answer:
-            return instant(moment)
-    if len(instants) > _PROBES:
-        return instant(instants[_PROBES])
-    return None if horizon is None else instant(horizon)
+    """`Evaluation.next_change` of one rule."""
+    return Evaluation(facts, context).next_change(rule, holds=holds)

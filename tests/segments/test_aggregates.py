@@ -443,3 +443,22 @@ def test_window_values_are_the_values_from_each_exit_on(events: list[TrackEvent]
             assert value == scan(condition, events, at)
             # ... and it is a real exit: just before it, the window held more.
             assert scan(condition, events, at - US) != value or isinstance(condition, Aggregate)
+
+
+@settings(max_examples=150, deadline=None)
+@given(events=events_strategy())
+def test_count_drops_are_the_first_exits_at_or_below_each_count(
+    events: list[TrackEvent],
+) -> None:
+    state = aggregates.build(SPECS, events, NOW)
+    for condition in CONDITIONS:
+        if not isinstance(condition, Performed):
+            continue
+        exits = aggregates.window_values(state, condition, NOW)
+        now_counted = aggregates.count(state, condition, NOW)
+        for target in range(-1, 8):
+            expected = next(((t, n) for t, n in exits if n <= target), None)
+            if now_counted <= target:
+                expected = None  # no drop to come: it is there already
+            found = aggregates.count_drops(state, condition, NOW, [target])
+            assert found == ([] if expected is None else [expected])

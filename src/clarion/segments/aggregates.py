@@ -286,8 +286,12 @@ def prune(state: dict[str, Any], specs: Mapping[str, Spec], now: datetime) -> No
             del entry["all"]
         elif summary is not None and not spec.distinct:
             summary.pop("distinct", None)
-        if "ev" in entry:
+        if "ev" in entry and "ranges" in entry:
             entry["ev"] = [item for item in entry["ev"] if _retained(entry, _time(item), now_us)]
+        elif "ev" in entry:  # a last-days window keeps a suffix of its events
+            first = _first_from(entry["ev"], now_us - entry["days"] * DAY_US)
+            if first:
+                entry["ev"] = entry["ev"][first:]
         if not entry.get("ev") and "all" not in entry and _covers(entry, spec):
             del state[key]  # absent means "no matching event", which is what it holds
 
@@ -342,13 +346,21 @@ def build(specs: Mapping[str, Spec], events: Iterable[TrackEvent], now: datetime
 # --- Reading the state ----------------------------------------------------------------------
 
 
+def _first_from(events: list[Any], t: int) -> int:
+    """The index of the first kept event at or after `t`."""
+    if events and isinstance(events[0], list):
+        # [t, value] items: [t] sorts before every item of its instant, whatever the value.
+        return bisect.bisect_left(events, [t])
+    return bisect.bisect_left(events, t)
+
+
 def _window_items(entry: Mapping[str, Any] | None, window: Window, now_us: int) -> list[Any]:
     events: list[Any] = [] if entry is None else entry.get("ev", [])
     if window.days is not None:
-        return events[bisect.bisect_left(events, now_us - window.days * DAY_US, key=_time) :]
+        return events[_first_from(events, now_us - window.days * DAY_US) :]
     assert window.start is not None and window.end is not None
-    low = bisect.bisect_left(events, micros(window.start), key=_time)
-    return events[low : bisect.bisect_left(events, micros(window.end), key=_time)]
+    low = _first_from(events, micros(window.start))
+    return events[low : _first_from(events, micros(window.end))]
 
 
 def count(state: Mapping[str, Any], node: Performed, now: datetime) -> int:
@@ -431,6 +443,27 @@ def window_values(
         suffix.add(item[1])
     found.reverse()
     return found
+
+
+def count_drops(
+    state: Mapping[str, Any], node: Performed, now: datetime, counts: Iterable[int]
+) -> list[tuple[int, int]]:
+    """For each of `counts`, the first instant (microseconds, after `now`) at which events
+    leaving the node's last-days window bring its count to it or below, with the count from
+    then on; by instant. Empty for all-time and from/to windows."""
+    window = node.window
+    if window is None or window.days is None:
+        return []
+    items = _window_items(state.get(spec_key(node)), window, micros(now))
+    found: dict[int, int] = {}
+    for target in counts:
+        last = len(items) - target - 1  # the event whose exit leaves `target` counted
+        if target < 0 or last < 0:
+            continue  # already at or below it, or never
+        t = _time(items[last])
+        # Events of one instant leave together: the count left is that of the later ones.
+        found[t + window.days * DAY_US + 1] = len(items) - _first_from(items, t + 1)
+    return sorted(found.items())
 
 
 class _Suffix:

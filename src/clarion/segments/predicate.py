@@ -388,11 +388,17 @@ class _Evaluator:
                     found.add(micros(moment) + days * DAY_US + 1)
             case Performed() | Aggregate():
                 # Only the exits after which the condition's own answer differs: between
-                # them it holds still, whatever else leaves the window.
+                # them it holds still, whatever else leaves the window. A count compared
+                # with N can only flip where it falls to N or to N - 1.
                 answer = self.leaf(rule)[0]
-                for moment, value in aggregates.window_values(
-                    self.facts.aggregates, rule, self.now
-                ):
+                exits = (
+                    aggregates.count_drops(
+                        self.facts.aggregates, rule, self.now, (rule.count, rule.count - 1)
+                    )
+                    if isinstance(rule, Performed)
+                    else aggregates.window_values(self.facts.aggregates, rule, self.now)
+                )
+                for moment, value in exits:
                     if _counted(rule, value) != answer:
                         found.add(moment)
                         answer = not answer

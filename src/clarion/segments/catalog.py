@@ -19,22 +19,17 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from clarion.segments import aggregates
 from clarion.segments.models import RfmBoundaries, Segment
 from clarion.segments.parsing import parse_rule
+from clarion.segments.predicate import moves_with_time
 from clarion.segments.rules import (
-    DATE_OPERATORS,
     TIMEZONE_TRAIT,
-    Aggregate,
     All,
     AttributeTime,
-    Compare,
     InSegment,
-    Occurrence,
-    Performed,
     Rfm,
     RfmThresholds,
     Rule,
     RuleContext,
     TopPercent,
-    Window,
     event_names,
     segment_ids,
     trait_keys,
@@ -81,7 +76,7 @@ class SegmentIndex:
             nodes = list(walk(resolved))
             if any(isinstance(node, AttributeTime) for node in nodes):
                 index.every_event.add(segment.id)
-            if any(_moves_with_time(node) for node in nodes):
+            if any(moves_with_time(node) for node in nodes):
                 index.time_based.add(segment.id)
             if any(isinstance(node, Rfm | TopPercent) for node in nodes):
                 index.by_event.setdefault(ORDER_COMPLETED, set()).add(segment.id)
@@ -122,18 +117,6 @@ class SegmentIndex:
                     found.add(dependent)
                     stack.append(dependent)
         return found
-
-
-def _moves_with_time(node: Rule) -> bool:
-    """Whether the node's answer can change with nothing but time passing."""
-    match node:
-        case Performed(window=Window(days=int())) | Aggregate(window=Window(days=int())):
-            return True
-        case AttributeTime(value=int()) | Occurrence(value=int()):
-            return True
-        case Compare(operator=operator):
-            return operator in DATE_OPERATORS
-    return False
 
 
 class Catalog:

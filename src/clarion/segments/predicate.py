@@ -37,6 +37,7 @@ from clarion.segments.rules import (
     Rule,
     RuleContext,
     TopPercent,
+    Window,
     to_json,
 )
 from clarion.segments.values import COUNT_COMPARE, compare, read
@@ -217,6 +218,18 @@ def _counted(rule: Performed | Aggregate, value: Any) -> bool:
     return COUNT_COMPARE[rule.operator](value, rule.value)
 
 
+def moves_with_time(node: Rule) -> bool:
+    """Whether the condition's answer can change with nothing but time passing."""
+    match node:
+        case Performed(window=Window(days=int())) | Aggregate(window=Window(days=int())):
+            return True
+        case AttributeTime(value=int()) | Occurrence(value=int()):
+            return True
+        case Compare(operator=operator):
+            return operator in DATE_OPERATORS
+    return False
+
+
 def _earliest(horizons: Iterable[int | None]) -> int | None:
     known = [h for h in horizons if h is not None]
     return min(known) if known else None
@@ -231,6 +244,7 @@ class _Evaluator:
         context: RuleContext,
         now: datetime | None = None,
         zone: tzinfo | None = None,
+        timeless: dict[int, tuple[bool, Any]] | None = None,
     ) -> None:
         self.facts = facts
         self.context = context
@@ -238,12 +252,14 @@ class _Evaluator:
         self.zone = profile_zone(facts.traits) if zone is None else zone
         self.today = self.now.astimezone(self.zone).date()
         # Each condition's answer, by the node's identity: segments and their next changes
-        # read the same conditions over and over (the rules outlive the evaluator).
+        # read the same conditions over and over (the rules outlive the evaluator). Those
+        # that time cannot change are shared with the same profile at other instants.
         self.leaves: dict[int, tuple[bool, Any]] = {}
+        self.timeless: dict[int, tuple[bool, Any]] = {} if timeless is None else timeless
 
     def at(self, moment: datetime) -> _Evaluator:
         """The same profile at another instant."""
-        return _Evaluator(self.facts, self.context, moment, self.zone)
+        return _Evaluator(self.facts, self.context, moment, self.zone, self.timeless)
 
     def _segment(self, segment_id: int, depth: int) -> Rule | None:
         # Cycles are refused when a segment is saved; the depth limit guards the rest.
@@ -264,9 +280,11 @@ class _Evaluator:
 
     def leaf(self, rule: Rule) -> tuple[bool, Any]:
         """A condition's answer and the value it observed."""
-        found = self.leaves.get(id(rule))
+        key = id(rule)
+        found = self.leaves.get(key) or self.timeless.get(key)
         if found is None:
-            found = self.leaves[id(rule)] = self._leaf(rule)
+            found = self._leaf(rule)
+            (self.leaves if moves_with_time(rule) else self.timeless)[key] = found
         return found
 
     def _leaf(self, rule: Rule) -> tuple[bool, Any]:

@@ -47,6 +47,15 @@ _STATES_POSTGRES = (
     " specs_version = excluded.specs_version, next_changes = excluded.next_changes,"
     " updated_at = excluded.updated_at"
 )
+_EXIT_POSTGRES = (
+    "DELETE FROM segment_members AS m USING unnest($1::bigint[], $2::uuid[]) AS e(s, p)"
+    " WHERE m.segment_id = e.s AND m.profile_id = e.p RETURNING m.segment_id, m.profile_id"
+)
+_HISTORY_POSTGRES = (
+    "INSERT INTO segment_changes (segment_id, profile_id, change, workspace_id, cause, at)"
+    " SELECT s, p, c, $4::integer, $5::varchar, $6::timestamptz"
+    " FROM unnest($1::bigint[], $2::uuid[], $3::varchar[]) AS h(s, p, c)"
+)
 _ENTER_POSTGRES = (
     "INSERT INTO segment_members (segment_id, profile_id, workspace_id, entered_at)"
     " SELECT s, p, $3::integer, $4::timestamptz FROM unnest($1::bigint[], $2::uuid[]) AS e(s, p)"
@@ -448,16 +457,27 @@ async def apply_changes(
                 )
             ).all()
         written.entered.extend((int(row[0]), row[1]) for row in rows)
-    by_segment: dict[int, list[uuid.UUID]] = {}
-    for segment_id, profile_id in changes.exited:
-        by_segment.setdefault(segment_id, []).append(profile_id)
-    for segment_id, profile_ids in sorted(by_segment.items()):
-        for start in range(0, len(profile_ids), BULK_ROWS):
+    exits = sorted(changes.exited)
+    for start in range(0, len(exits), BULK_ROWS):
+        chunk = exits[start : start + BULK_ROWS]
+        if postgres:
+            connection = await session.connection()
+            gone: Sequence[Any] = (
+                await connection.exec_driver_sql(
+                    _EXIT_POSTGRES, ([segment_id for segment_id, _ in chunk], [p for _, p in chunk])
+                )
+            ).all()
+            written.exited.extend((int(segment_id), profile_id) for segment_id, profile_id in gone)
+            continue
+        by_segment: dict[int, list[uuid.UUID]] = {}
+        for segment_id, profile_id in chunk:
+            by_segment.setdefault(segment_id, []).append(profile_id)
+        for segment_id, profile_ids in sorted(by_segment.items()):
             result = await session.execute(
                 delete(SegmentMember)
                 .where(
                     SegmentMember.segment_id == segment_id,
-                    SegmentMember.profile_id.in_(profile_ids[start : start + BULK_ROWS]),
+                    SegmentMember.profile_id.in_(profile_ids),
                 )
                 .returning(SegmentMember.segment_id, SegmentMember.profile_id)
             )
@@ -466,6 +486,21 @@ async def apply_changes(
         ("exited", pair) for pair in written.exited
     ]
     for start in range(0, len(history) if record else 0, BULK_ROWS):
+        part = history[start : start + BULK_ROWS]
+        if postgres:
+            connection = await session.connection()
+            await connection.exec_driver_sql(
+                _HISTORY_POSTGRES,
+                (
+                    [segment_id for _, (segment_id, _) in part],
+                    [profile_id for _, (_, profile_id) in part],
+                    [change for change, _ in part],
+                    workspace_id,
+                    cause,
+                    now,
+                ),
+            )
+            continue
         await session.execute(
             insert_rows(SegmentChange),
             [
@@ -477,7 +512,7 @@ async def apply_changes(
                     "cause": cause,
                     "at": now,
                 }
-                for change, (segment_id, profile_id) in history[start : start + BULK_ROWS]
+                for change, (segment_id, profile_id) in part
             ],
         )
     if emit:

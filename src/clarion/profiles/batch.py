@@ -473,6 +473,11 @@ _INSERT_TIMELINE = (
     "INSERT INTO profile_events (workspace_id, profile_id, event_id, timestamp, applied_at)"
     " VALUES (?, ?, ?, ?, ?)"
 )
+_INSERT_TIMELINE_POSTGRES = (
+    "INSERT INTO profile_events (workspace_id, profile_id, event_id, timestamp, applied_at)"
+    " SELECT * FROM unnest($1::integer[], $2::uuid[], $3::bigint[], $4::timestamptz[],"
+    " $5::timestamptz[])"
+)
 _INSERT_CHANGE = (
     "INSERT INTO profile_trait_changes (workspace_id, profile_id, key, old_value, new_value,"
     " event_id, timestamp, source, recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -490,7 +495,19 @@ async def write_rows(
 ) -> None:
     """Bulk-insert timeline rows, trait history and account links."""
     codec = _Codec(session)
-    if timeline:
+    if timeline and codec.postgres:  # one statement of arrays: no per-row bind and execute
+        connection = await session.connection()
+        await connection.exec_driver_sql(
+            _INSERT_TIMELINE_POSTGRES,
+            (
+                [row["workspace_id"] for row in timeline],
+                [row["profile_id"] for row in timeline],
+                [row["event_id"] for row in timeline],
+                [row["timestamp"] for row in timeline],
+                [row["applied_at"] for row in timeline],
+            ),
+        )
+    elif timeline:
         await _executemany(
             session,
             _INSERT_TIMELINE,

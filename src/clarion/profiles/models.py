@@ -11,7 +11,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, String, Uuid
+from sqlalchemy import ForeignKey, Index, Integer, String, Uuid
 from sqlalchemy.orm import Mapped, mapped_column
 
 from clarion.core.database import Base, BigId, JSONDocument, UTCDateTime
@@ -67,7 +67,10 @@ class ProfileIdentity(Base):
 
 
 class ProfileEvent(Base):
-    """The timeline index: which profile row an event was attributed to (one per event)."""
+    """The timeline index: which profile row an event was attributed to (one per event).
+
+    Only the profile is a foreign key: the event log is append-only and the workspace is
+    the profile's, and each key costs a lookup per row written (migration 0012)."""
 
     __tablename__ = "profile_events"
     __table_args__ = (
@@ -76,9 +79,9 @@ class ProfileEvent(Base):
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    workspace_id: Mapped[int] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
+    workspace_id: Mapped[int] = mapped_column(Integer)
     profile_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("profiles.id", ondelete="CASCADE"))
-    event_id: Mapped[int] = mapped_column(BigId, ForeignKey("events.id", ondelete="CASCADE"))
+    event_id: Mapped[int] = mapped_column(BigId)
     timestamp: Mapped[datetime] = mapped_column(UTCDateTime)
     applied_at: Mapped[datetime] = mapped_column(UTCDateTime)
 

@@ -52,7 +52,7 @@ class SegmentMember(Base):
     profile_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("profiles.id", ondelete="CASCADE"), primary_key=True
     )
-    workspace_id: Mapped[int] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
+    workspace_id: Mapped[int] = mapped_column(Integer)  # the profile's (no key: 0012)
     entered_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
@@ -67,7 +67,7 @@ class SegmentChange(Base):
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    workspace_id: Mapped[int] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
+    workspace_id: Mapped[int] = mapped_column(Integer)  # the profile's (no key: 0012)
     segment_id: Mapped[int] = mapped_column(BigId, ForeignKey("segments.id", ondelete="CASCADE"))
     profile_id: Mapped[uuid.UUID] = mapped_column(Uuid)
     change: Mapped[str] = mapped_column(String(8))  # entered | exited
@@ -100,7 +100,7 @@ class ProfileSegmentState(Base):
     profile_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("profiles.id", ondelete="CASCADE"), primary_key=True
     )
-    workspace_id: Mapped[int] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
+    workspace_id: Mapped[int] = mapped_column(Integer)  # the profile's (no key: 0012)
     aggregates: Mapped[dict[str, Any]] = mapped_column(JSONDocument)
     specs_version: Mapped[str] = mapped_column(String(64))
     # Per segment id (text), when time alone next changes its answer (epoch microseconds).

@@ -15,15 +15,20 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy.dialects.postgresql import insert as postgres_insert
+import orjson
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from clarion.core.jobs.queue import enqueue
 from clarion.ingest.jobs import StoredEvent, processing_jobs
 from clarion.ingest.models import Event
+from clarion.ingest.store import insert_events_postgres
 
 INTERNAL_SOURCE = uuid.UUID(int=0)
+# The event log's columns an internal event leaves empty.
+_ABSENT: dict[str, Any] = dict.fromkeys(
+    ("group_id", "previous_id", "sent_at", "traits", "integrations", "extra")
+)
 LIBRARY = {"library": {"name": "clarion"}}
 
 
@@ -70,15 +75,29 @@ async def emit_events(
     ]
     if not rows:
         return []
-    insert = postgres_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    statement = (
-        insert(Event)
-        .on_conflict_do_nothing(index_elements=["workspace_id", "message_id"])
-        .returning(
-            Event.id, Event.workspace_id, Event.message_id, Event.user_id, Event.anonymous_id
+    if session.get_bind().dialect.name == "postgresql":
+        # The event log's own bulk append: one statement of arrays, documents as JSON text.
+        stored = await insert_events_postgres(
+            session,
+            [
+                _ABSENT
+                | row
+                | {
+                    "properties": orjson.dumps(row["properties"]).decode(),
+                    "context": orjson.dumps(row["context"]).decode(),
+                }
+                for row in rows
+            ],
         )
-    )
-    result = await session.execute(statement, rows)
-    stored = [StoredEvent._make(row) for row in result]
+    else:
+        result = await session.execute(
+            sqlite_insert(Event)
+            .on_conflict_do_nothing(index_elements=["workspace_id", "message_id"])
+            .returning(
+                Event.id, Event.workspace_id, Event.message_id, Event.user_id, Event.anonymous_id
+            ),
+            rows,
+        )
+        stored = [StoredEvent._make(row) for row in result]
     await enqueue(session, processing_jobs(stored), now=now)
     return stored

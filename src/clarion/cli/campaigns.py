@@ -15,7 +15,7 @@ from clarion.campaigns import results as campaign_results
 from clarion.campaigns import service as campaigns
 from clarion.campaigns.models import Campaign
 from clarion.campaigns.schemas import CampaignRead, SendRequest
-from clarion.cli.common import WorkspaceOption, ready_database, run_work
+from clarion.cli.common import WorkspaceOption, ready_database, run_work, workspace_session
 from clarion.core.clock import SystemClock
 from clarion.core.settings import get_settings
 from clarion.messaging.schemas import field_errors
@@ -46,8 +46,7 @@ def list_campaigns(
     settings = get_settings()
 
     async def work() -> list[str]:
-        async with ready_database(settings) as database, database.read_session() as session:
-            found = await workspaces.get_workspace_by_slug_or_raise(session, slug=workspace)
+        async with workspace_session(settings, workspace) as (session, found):
             page, _ = await campaigns.list_campaigns(
                 session, workspace_id=found.id, state=state, limit=10_000, cursor=None
             )
@@ -70,8 +69,7 @@ def show_campaign(
     settings = get_settings()
 
     async def work() -> str:
-        async with ready_database(settings) as database, database.read_session() as session:
-            found = await workspaces.get_workspace_by_slug_or_raise(session, slug=workspace)
+        async with workspace_session(settings, workspace) as (session, found):
             campaign = await campaigns.get_campaign_or_raise(
                 session, workspace_id=found.id, campaign_id=campaign_id
             )

@@ -11,12 +11,15 @@ from typing import Annotated, TypeVar
 
 import typer
 import uvloop
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from clarion.app import SchemaBehind, prepare_database
 from clarion.core.clock import SystemClock
 from clarion.core.database import Database
 from clarion.core.errors import ClarionError
 from clarion.core.settings import Settings
+from clarion.workspaces import service as workspaces
+from clarion.workspaces.models import Workspace
 
 log = logging.getLogger("clarion")
 
@@ -68,3 +71,16 @@ async def ready_database(settings: Settings) -> AsyncIterator[Database]:
     async with open_database(settings) as database:
         await prepare_database(database, settings, SystemClock())
         yield database
+
+
+@asynccontextmanager
+async def workspace_session(
+    settings: Settings, slug: str, *, write: bool = False
+) -> AsyncIterator[tuple[AsyncSession, Workspace]]:
+    """A session on the ready database (a write session when `write`) and the workspace
+    named by `slug`; an unknown slug ends the command with its error."""
+    async with ready_database(settings) as database:
+        opened = database.write_session() if write else database.read_session()
+        async with opened as session:
+            found = await workspaces.get_workspace_by_slug_or_raise(session, slug=slug)
+            yield session, found

@@ -10,7 +10,7 @@ import typer
 import yaml
 from pydantic import ValidationError
 
-from clarion.cli.common import WorkspaceOption, ready_database, run_work
+from clarion.cli.common import WorkspaceOption, ready_database, run_work, workspace_session
 from clarion.core.clock import SystemClock
 from clarion.core.errors import NotFound
 from clarion.core.settings import get_settings
@@ -35,8 +35,7 @@ def list_journeys(
     settings = get_settings()
 
     async def work() -> list[str]:
-        async with ready_database(settings) as database, database.read_session() as session:
-            found = await workspaces.get_workspace_by_slug_or_raise(session, slug=workspace)
+        async with workspace_session(settings, workspace) as (session, found):
             page, _ = await journeys.list_journeys(
                 session, workspace_id=found.id, state=state, limit=10_000, cursor=None
             )
@@ -119,8 +118,7 @@ def export_journey(
     settings = get_settings()
 
     async def work() -> str:
-        async with ready_database(settings) as database, database.read_session() as session:
-            found = await workspaces.get_workspace_by_slug_or_raise(session, slug=workspace)
+        async with workspace_session(settings, workspace) as (session, found):
             journey = await journeys.get_journey_or_raise(
                 session, workspace_id=found.id, journey_id=journey_id
             )
@@ -187,8 +185,7 @@ def list_journey_alerts(
     settings = get_settings()
 
     async def work() -> list[str]:
-        async with ready_database(settings) as database, database.read_session() as session:
-            found = await workspaces.get_workspace_by_slug_or_raise(session, slug=workspace)
+        async with workspace_session(settings, workspace) as (session, found):
             rows = await journey_alerts.list_alerts(
                 session, workspace_id=found.id, state=state, limit=10_000
             )
@@ -221,8 +218,7 @@ def list_journey_runs(
     settings = get_settings()
 
     async def work() -> list[str]:
-        async with ready_database(settings) as database, database.read_session() as session:
-            found = await workspaces.get_workspace_by_slug_or_raise(session, slug=workspace)
+        async with workspace_session(settings, workspace) as (session, found):
             page, _ = await journeys.list_runs(
                 session, workspace_id=found.id, journey_id=journey_id, state=state,
                 limit=10_000, cursor=None,

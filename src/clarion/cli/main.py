@@ -28,6 +28,7 @@ from clarion.cli.common import (
     open_database,
     ready_database,
     run_work,
+    workspace_session,
 )
 from clarion.core import migrations
 from clarion.core.clock import SystemClock
@@ -256,8 +257,7 @@ def create_key(
 
     async def work() -> tuple[uuid.UUID, str]:
         now = SystemClock().now()
-        async with ready_database(settings) as database, database.write_session() as session:
-            found = await workspaces.get_workspace_by_slug_or_raise(session, slug=workspace)
+        async with workspace_session(settings, workspace, write=True) as (session, found):
             source_id = None
             if source:
                 existing = await workspaces.get_source_by_name(
@@ -291,8 +291,7 @@ def list_keys(workspace: WorkspaceOption = workspaces.DEFAULT_WORKSPACE_SLUG) ->
     settings = get_settings()
 
     async def work() -> list[str]:
-        async with ready_database(settings) as database, database.read_session() as session:
-            found = await workspaces.get_workspace_by_slug_or_raise(session, slug=workspace)
+        async with workspace_session(settings, workspace) as (session, found):
             rows = []
             for key in await workspaces.list_keys(session, workspace_id=found.id):
                 state = f"revoked {key.revoked_at:%Y-%m-%d %H:%M}" if key.revoked_at else "active"
@@ -312,8 +311,7 @@ def revoke_key(
     settings = get_settings()
 
     async def work() -> None:
-        async with ready_database(settings) as database, database.write_session() as session:
-            found = await workspaces.get_workspace_by_slug_or_raise(session, slug=workspace)
+        async with workspace_session(settings, workspace, write=True) as (session, found):
             await workspaces.revoke_key(
                 session, workspace_id=found.id, key_id=key_id, now=SystemClock().now()
             )
@@ -334,8 +332,7 @@ def list_jobs(
     settings = get_settings()
 
     async def work() -> list[str]:
-        async with ready_database(settings) as database, database.read_session() as session:
-            found = await workspaces.get_workspace_by_slug_or_raise(session, slug=workspace)
+        async with workspace_session(settings, workspace) as (session, found):
             page, _ = await jobs.list_jobs(
                 session, workspace_id=found.id, state=state, kind=kind, limit=limit
             )
@@ -359,8 +356,7 @@ def list_segments(workspace: WorkspaceOption = workspaces.DEFAULT_WORKSPACE_SLUG
     settings = get_settings()
 
     async def work() -> list[str]:
-        async with ready_database(settings) as database, database.read_session() as session:
-            found = await workspaces.get_workspace_by_slug_or_raise(session, slug=workspace)
+        async with workspace_session(settings, workspace) as (session, found):
             page, _ = await segments.list_segments(
                 session, workspace_id=found.id, limit=10_000, cursor=None
             )
@@ -386,8 +382,7 @@ def recompute_segments(
     clock = SystemClock()
 
     async def work() -> list[recompute.Recomputed]:
-        async with ready_database(settings) as database, database.write_session() as session:
-            found = await workspaces.get_workspace_by_slug_or_raise(session, slug=workspace)
+        async with workspace_session(settings, workspace, write=True) as (session, found):
             catalog = Catalog()
             if segment_id is None:
                 done = await recompute.recompute_workspace(
@@ -424,8 +419,7 @@ def retry_job(
     settings = get_settings()
 
     async def work() -> None:
-        async with ready_database(settings) as database, database.write_session() as session:
-            found = await workspaces.get_workspace_by_slug_or_raise(session, slug=workspace)
+        async with workspace_session(settings, workspace, write=True) as (session, found):
             await jobs.retry_job(
                 session, workspace_id=found.id, job_id=job_id, now=SystemClock().now()
             )
@@ -444,8 +438,7 @@ def discard_job(
     settings = get_settings()
 
     async def work() -> None:
-        async with ready_database(settings) as database, database.write_session() as session:
-            found = await workspaces.get_workspace_by_slug_or_raise(session, slug=workspace)
+        async with workspace_session(settings, workspace, write=True) as (session, found):
             await jobs.discard_job(session, workspace_id=found.id, job_id=job_id)
             await session.commit()
 

@@ -11,7 +11,7 @@ import typer
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from clarion.cli.common import WorkspaceOption, ready_database, run_work
+from clarion.cli.common import WorkspaceOption, run_work, workspace_session
 from clarion.core.clock import SystemClock
 from clarion.core.crypto import Vault
 from clarion.core.errors import FieldError, InvalidInput
@@ -46,8 +46,7 @@ def list_channels(workspace: WorkspaceOption = workspaces.DEFAULT_WORKSPACE_SLUG
     settings = get_settings()
 
     async def work() -> list[str]:
-        async with ready_database(settings) as database, database.read_session() as session:
-            found = await workspaces.get_workspace_by_slug_or_raise(session, slug=workspace)
+        async with workspace_session(settings, workspace) as (session, found):
             page, _ = await channel_config.list_channels(
                 session, workspace_id=found.id, limit=10_000, cursor=None
             )
@@ -68,8 +67,7 @@ def show_channel(
     settings = get_settings()
 
     async def work() -> str:
-        async with ready_database(settings) as database, database.read_session() as session:
-            found = await workspaces.get_workspace_by_slug_or_raise(session, slug=workspace)
+        async with workspace_session(settings, workspace) as (session, found):
             row = await channel_config.get_channel_or_raise(
                 session, workspace_id=found.id, channel_id=channel_id
             )
@@ -89,8 +87,7 @@ def list_templates(
     settings = get_settings()
 
     async def work() -> list[str]:
-        async with ready_database(settings) as database, database.read_session() as session:
-            found = await workspaces.get_workspace_by_slug_or_raise(session, slug=workspace)
+        async with workspace_session(settings, workspace) as (session, found):
             page, _ = await message_templates.list_templates(
                 session, workspace_id=found.id, include_archived=archived, limit=10_000, cursor=None
             )
@@ -114,8 +111,7 @@ def show_template(
     settings = get_settings()
 
     async def work() -> str:
-        async with ready_database(settings) as database, database.read_session() as session:
-            found = await workspaces.get_workspace_by_slug_or_raise(session, slug=workspace)
+        async with workspace_session(settings, workspace) as (session, found):
             template = await message_templates.get_template_or_raise(
                 session, workspace_id=found.id, template_id=template_id
             )
@@ -171,8 +167,7 @@ def apply_template(
 
     async def work() -> str:
         now = SystemClock().now()
-        async with ready_database(settings) as database, database.write_session() as session:
-            found = await workspaces.get_workspace_by_slug_or_raise(session, slug=workspace)
+        async with workspace_session(settings, workspace, write=True) as (session, found):
             existing = await message_templates.get_template_by_name(
                 session, workspace_id=found.id, name=template.name
             )
@@ -212,8 +207,7 @@ def list_suppressions(
     settings = get_settings()
 
     async def work() -> list[str]:
-        async with ready_database(settings) as database, database.read_session() as session:
-            found = await workspaces.get_workspace_by_slug_or_raise(session, slug=workspace)
+        async with workspace_session(settings, workspace) as (session, found):
             items, _ = await consent_suppressions.list_suppressions(
                 session, workspace_id=found.id, channel=channel, limit=100_000, cursor=None
             )
@@ -237,8 +231,7 @@ def add_suppression(
     settings = get_settings()
 
     async def work() -> bool:
-        async with ready_database(settings) as database, database.write_session() as session:
-            found = await workspaces.get_workspace_by_slug_or_raise(session, slug=workspace)
+        async with workspace_session(settings, workspace, write=True) as (session, found):
             added = await consent_suppressions.suppress(
                 session,
                 workspace_id=found.id,
@@ -264,8 +257,7 @@ def remove_suppression(
     settings = get_settings()
 
     async def work() -> bool:
-        async with ready_database(settings) as database, database.write_session() as session:
-            found = await workspaces.get_workspace_by_slug_or_raise(session, slug=workspace)
+        async with workspace_session(settings, workspace, write=True) as (session, found):
             removed = await consent_suppressions.unsuppress(
                 session, workspace_id=found.id, channel=channel, address=address
             )
@@ -295,8 +287,7 @@ def show_consent(
     settings = get_settings()
 
     async def work() -> list[str]:
-        async with ready_database(settings) as database, database.read_session() as session:
-            found = await workspaces.get_workspace_by_slug_or_raise(session, slug=workspace)
+        async with workspace_session(settings, workspace) as (session, found):
             profile_id = await _profile_of_user(session, found.id, user_id)
             says = await consent_service.consents_of(
                 session, workspace_id=found.id, profile_id=profile_id
@@ -323,8 +314,7 @@ def set_consent(
     settings = get_settings()
 
     async def work() -> str:
-        async with ready_database(settings) as database, database.write_session() as session:
-            found = await workspaces.get_workspace_by_slug_or_raise(session, slug=workspace)
+        async with workspace_session(settings, workspace, write=True) as (session, found):
             profile_id = await _profile_of_user(session, found.id, user_id)
             say = await consent_service.set_consent(
                 session,

@@ -73,6 +73,40 @@ async def test_alias_merges_two_profiles_and_events_follow(
     assert [e.type for e in events] == ["alias", "track", "identify", "track"]
 
 
+async def test_tracked_events_follow_merges_and_keep_to_the_names_asked(
+    send: Send, database: Database, tenant: Tenant
+) -> None:
+    await send(
+        track("Cart Viewed", anonymous_id="visitor", minute=1),
+        track("Order Completed", user_id="u1", minute=3, revenue=10),
+        track("Product Viewed", user_id="u1", minute=4),
+    )
+    await send(alias("visitor", "u1", minute=5))
+    merged = await by(database, tenant, "user_id", "u1")
+    assert merged is not None
+    async with database.read_session() as session:
+        every = await queries.tracked_events(
+            session, workspace_id=tenant.id, profile_ids=[merged.id]
+        )
+        some = await queries.tracked_events(
+            session,
+            workspace_id=tenant.id,
+            profile_ids=[merged.id],
+            names={"Cart Viewed", "Order Completed"},
+        )
+        none = await queries.tracked_events(
+            session, workspace_id=tenant.id, profile_ids=[merged.id], names=set()
+        )
+    assert [e.name for e in every[merged.id]] == [
+        "Cart Viewed",
+        "Order Completed",
+        "Product Viewed",
+    ]
+    assert [e.name for e in some[merged.id]] == ["Cart Viewed", "Order Completed"]
+    assert some[merged.id][1].properties == {"revenue": 10}
+    assert none == {merged.id: []}
+
+
 async def test_two_user_ids_are_never_merged(
     send: Send, database: Database, tenant: Tenant
 ) -> None:

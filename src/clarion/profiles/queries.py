@@ -8,7 +8,7 @@ every row in its merge tree.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -377,16 +377,20 @@ async def sender_ids(
 
 
 async def tracked_events(
-    session: AsyncSession, *, workspace_id: int, profile_ids: Sequence[uuid.UUID]
+    session: AsyncSession,
+    *,
+    workspace_id: int,
+    profile_ids: Sequence[uuid.UUID],
+    names: Collection[str] | None = None,
 ) -> dict[uuid.UUID, list[TrackedEvent]]:
-    """Every track event on the timelines of the canonical profiles' merge trees, by
-    canonical profile, oldest first."""
+    """The track events on the timelines of the canonical profiles' merge trees (only
+    those named in `names`, when given), by canonical profile, oldest first."""
     found: dict[uuid.UUID, list[TrackedEvent]] = {profile_id: [] for profile_id in profile_ids}
-    if not profile_ids:
+    if not profile_ids or (names is not None and not names):
         return found
     trees = await _trees(session, workspace_id, profile_ids)
     # Timeline rows by their profile index, events by primary key: never a scan of the log.
-    rows = await session.execute(
+    query = (
         select(ProfileEvent.profile_id, Event.id, Event.name, Event.timestamp, Event.properties)
         .join(Event, Event.id == ProfileEvent.event_id)
         .where(
@@ -395,6 +399,9 @@ async def tracked_events(
             Event.type == "track",
         )
     )
+    if names is not None:
+        query = query.where(Event.name.in_(sorted(names)))
+    rows = await session.execute(query)
     for row_id, event_id, name, timestamp, properties in rows:
         found[trees[row_id]].append(TrackedEvent(event_id, name or "", timestamp, properties or {}))
     for events in found.values():

@@ -293,8 +293,12 @@ async def _rebuild(
     whose state was kept for another set of segments."""
     if not profile_ids:
         return {}
+    # Only the events some segment keeps anything of: a rule on orders reads no page views.
     timelines = await profiles.tracked_events(
-        session, workspace_id=workspace_id, profile_ids=profile_ids
+        session,
+        workspace_id=workspace_id,
+        profile_ids=profile_ids,
+        names={spec.event for spec in index.specs.values()},
     )
     return {
         profile_id: aggregates.build(

@@ -21,14 +21,19 @@ rebuilding their computed traits from their timelines), in this order:
    baseline, for 50 in all.
 4. **Real time, 50 segments.** The same kind of backlog: first for profiles new to
    real-time evaluation (their aggregates are rebuilt from their timelines), then again
-   for the same profiles (aggregates kept). Target: >= 5,000 events/s.
-5. **Latency, 50 segments.** As 2, for other users.
+   for the same profiles (aggregates kept), then again with `--workers` processes (2)
+   sharing the backlog, as a deployment scales out on PostgreSQL. Target: >= 5,000
+   events/s.
+5. **Latency, 50 segments.** As 2, for other users; then, on PostgreSQL, for others again
+   with `clarion serve --no-worker` taking the pings and `--workers` `clarion worker`
+   processes processing them, as a deployment scales out.
 
 Peak RSS of the worker and the server (target < 1 GiB) and of this process. Exactly one
 JSON line goes to stdout; progress goes to stderr.
 
     .venv/bin/python bench/segments.py [--quick] [--databases sqlite,postgresql]
         [--profiles N] [--events N] [--backlog N] [--latency-seconds S] [--seed S]
+        [--workers N]
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import bisect
+import contextlib
 import logging
 import math
 import os
@@ -1275,7 +1281,9 @@ def _tail(path: Path) -> str:
     return path.read_text(errors="replace")[-3000:]
 
 
-def wait_drained(url: str, process: subprocess.Popen[bytes], log_path: Path) -> float:
+def wait_drained(
+    url: str, processes: Sequence[subprocess.Popen[bytes]], log_paths: Sequence[Path]
+) -> float:
     """Poll until no `events.process` job is left; the seconds it took."""
     started = time.monotonic()
 
@@ -1289,10 +1297,11 @@ def wait_drained(url: str, process: subprocess.Popen[bytes], log_path: Path) -> 
                     )
                 if not count:
                     return
-                if process.poll() is not None:
-                    raise BenchError(
-                        f"the worker exited while jobs were pending:\n{_tail(log_path)}"
-                    )
+                for process, log_path in zip(processes, log_paths, strict=True):
+                    if process.poll() is not None:
+                        raise BenchError(
+                            f"a worker exited while jobs were pending:\n{_tail(log_path)}"
+                        )
                 if time.monotonic() - started > DRAIN_TIMEOUT_S:
                     raise BenchError(f"jobs still pending after {DRAIN_TIMEOUT_S:.0f} s")
                 await asyncio.sleep(0.25)
@@ -1358,32 +1367,52 @@ def sample_stacks(pid: int, folder: Path, label: str) -> subprocess.Popen[bytes]
     return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
+def start_workers(
+    url: str, folder: Path, label: str, count: int
+) -> tuple[list[subprocess.Popen[bytes]], list[Path]]:
+    """`count` `clarion worker` processes, and the files their stderr goes to."""
+    processes: list[subprocess.Popen[bytes]] = []
+    log_paths: list[Path] = []
+    for number in range(count):
+        log_paths.append(folder / f"worker-{label}-{number}.log")
+        with log_paths[-1].open("wb") as output:
+            processes.append(
+                subprocess.Popen(
+                    [str(CLARION), "worker"],
+                    env=clarion_env(url, folder),
+                    stdout=subprocess.DEVNULL,
+                    stderr=output,
+                )
+            )
+    return processes, log_paths
+
+
 def drain_round(
-    kind: str, url: str, folder: Path, label: str, messages: Sequence[bytes]
+    kind: str, url: str, folder: Path, label: str, messages: Sequence[bytes], workers: int = 1
 ) -> dict[str, Any]:
-    """Store `messages` with no worker running, then drain them with one `clarion worker`."""
+    """Store `messages` with no worker running, then drain them with `workers` `clarion
+    worker` processes."""
     boundary = run_async(store_backlog(url, messages))
-    log.info("%s %s: %d events stored; starting a worker", kind, label, len(messages))
-    log_path = folder / f"worker-{label}.log"
+    log.info("%s %s: %d events stored; starting %d worker(s)", kind, label, len(messages), workers)
     postgres_before = postgres_cpu_seconds()
-    with log_path.open("wb") as output:
-        process = subprocess.Popen(
-            [str(CLARION), "worker"],
-            env=clarion_env(url, folder),
-            stdout=subprocess.DEVNULL,
-            stderr=output,
-        )
-    sampler = sample_stacks(process.pid, folder, label)
+    processes, log_paths = start_workers(url, folder, label, workers)
+    samplers = [
+        sample_stacks(process.pid, folder, f"{label}-{number}")
+        for number, process in enumerate(processes)
+    ]
     try:
-        with RssSampler(process.pid) as rss:
-            seconds = wait_drained(url, process, log_path)
-            worker_cpu = tree_cpu_seconds(process.pid)
+        with contextlib.ExitStack() as stack:
+            rss = [stack.enter_context(RssSampler(process.pid)) for process in processes]
+            seconds = wait_drained(url, processes, log_paths)
+            worker_cpu = [tree_cpu_seconds(process.pid) for process in processes]
             postgres_after = postgres_cpu_seconds()
     finally:
-        if sampler is not None:
-            sampler.send_signal(signal.SIGINT)
-            sampler.wait(timeout=60)
-        stop(process)
+        for sampler in samplers:
+            if sampler is not None:
+                sampler.send_signal(signal.SIGINT)
+                sampler.wait(timeout=60)
+        for process in processes:
+            stop(process)
     figures = run_async(applied_since(url, boundary))
     postgres_cpu = sum(v - postgres_before.get(pid, 0.0) for pid, v in postgres_after.items())
     log.info(
@@ -1396,11 +1425,12 @@ def drain_round(
         figures["segment_exited_emitted"],
     )
     return {
+        "workers": workers,
         "events_stored": len(messages),
         **figures,
         "seconds_to_drain": round(seconds, 2),
-        "cpu_seconds": {"worker": round(worker_cpu, 2), "postgres": round(postgres_cpu, 2)},
-        "peak_worker_rss_mib": round(rss.peak_bytes / MIB, 1),
+        "cpu_seconds": {"worker": round(sum(worker_cpu), 2), "postgres": round(postgres_cpu, 2)},
+        "peak_worker_rss_mib": round(max(sampler.peak_bytes for sampler in rss) / MIB, 1),
     }
 
 
@@ -1473,18 +1503,51 @@ async def define_ping(url: str, ids: dict[str, int]) -> int:
 
 
 def measure_latency(
-    kind: str, url: str, folder: Path, users: Sequence[int], segment_id: int, seed: int
+    kind: str,
+    url: str,
+    folder: Path,
+    users: Sequence[int],
+    segment_id: int,
+    seed: int,
+    workers: int = 0,
 ) -> dict[str, Any]:
-    """Send LATENCY_RATE pings/s, one per user, to `clarion serve`; ping-to-entered delays."""
+    """Send LATENCY_RATE pings/s, one per user, to `clarion serve`; ping-to-entered delays.
+    With `workers`, the server only takes the pings and that many `clarion worker`
+    processes process them (a scaled-out deployment); else its own worker does."""
     bodies = ping_bodies(random.Random(seed), users)
     boundary = run_async(_max_event_id(url))
     folder.mkdir(parents=True, exist_ok=True)
-    with running_server(url, folder, worker=True) as server:
-        pid = server.process.pid
-        log.info("%s latency: server %d up; sending %d pings", kind, pid, len(users))
-        with RssSampler(pid) as rss:
-            sending = run_async(send_paced(server.port, bodies, LATENCY_BATCH / LATENCY_RATE))
-            drained = wait_drained(url, server.process, server.log_path)
+    processes, log_paths = start_workers(url, folder, "latency", workers)
+    try:
+        with running_server(url, folder, worker=not workers) as server:
+            pid = server.process.pid
+            log.info(
+                "%s latency: server %d up (%d separate workers); sending %d pings",
+                kind,
+                pid,
+                workers,
+                len(users),
+            )
+            watched = processes or [server.process]
+            samplers = [
+                sample_stacks(process.pid, folder, f"latency-{number}")
+                for number, process in enumerate(watched)
+            ]
+            try:
+                with contextlib.ExitStack() as stack:
+                    rss = [stack.enter_context(RssSampler(process.pid)) for process in watched]
+                    sending = run_async(
+                        send_paced(server.port, bodies, LATENCY_BATCH / LATENCY_RATE)
+                    )
+                    drained = wait_drained(url, watched, log_paths or [server.log_path])
+            finally:
+                for sampler in samplers:
+                    if sampler is not None:
+                        sampler.send_signal(signal.SIGINT)
+                        sampler.wait(timeout=60)
+    finally:
+        for process in processes:
+            stop(process)
     sent, latencies = run_async(entered_latencies(url, boundary, segment_id))
     if not latencies:
         raise BenchError(f"no Segment Entered for any of {sent} pings")
@@ -1505,7 +1568,8 @@ def measure_latency(
         "latency_s_p50": round(percentile(latencies, 50), 3),
         "latency_s_p99": round(percentile(latencies, 99), 3),
         "latency_s_max": round(max(latencies), 3),
-        "peak_server_rss_mib": round(rss.peak_bytes / MIB, 1),
+        "separate_workers": workers,
+        "peak_server_rss_mib": round(max(sampler.peak_bytes for sampler in rss) / MIB, 1),
     }
 
 
@@ -1523,6 +1587,7 @@ class Options:
     seed: int
     backlog: int
     latency_seconds: float
+    workers: int
 
     def size(self, kind: str) -> tuple[int, int]:
         """Profiles and events for a database of `kind`."""
@@ -1596,13 +1661,31 @@ def measure(kind: str, options: Options) -> dict[str, Any]:
             realtime["first_touch"] = drain_round(kind, url, folder, "first-touch", messages)
             messages, _ = live_messages(rng, sorted(set(users)), options.backlog, now)
             realtime["again"] = drain_round(kind, url, folder, "again", messages)
+            if options.workers > 1:
+                messages, _ = live_messages(rng, sorted(set(users)), options.backlog, now)
+                realtime["again_more_workers"] = drain_round(
+                    kind, url, folder, "again-workers", messages, options.workers
+                )
             result["realtime"] = realtime
             latency["all_segments"] = measure_latency(
                 kind, url, folder / "latency-50", pingers[pings:], ping, options.seed + 1
             )
+            if kind == "postgresql" and options.workers > 1:
+                # Other users again, drawn apart so that the rounds above keep their data.
+                taken = set(pingers)
+                drawn = random.Random(options.seed + 2).sample(range(profiles), 3 * pings)
+                latency["all_segments_more_workers"] = measure_latency(
+                    kind,
+                    url,
+                    folder / "latency-50-workers",
+                    [user for user in drawn if user not in taken][:pings],
+                    ping,
+                    options.seed + 2,
+                    options.workers,
+                )
             result["latency"] = latency
-    rounds = ("no_segments", "first_touch", "again")
-    rss = [realtime[name]["peak_worker_rss_mib"] for name in rounds] + [
+    rounds = ("no_segments", "first_touch", "again", "again_more_workers")
+    rss = [realtime[name]["peak_worker_rss_mib"] for name in rounds if name in realtime] + [
         figures["peak_server_rss_mib"] for figures in latency.values()
     ]
     result["peak_rss_mib"] = max(rss)
@@ -1612,7 +1695,8 @@ def measure(kind: str, options: Options) -> dict[str, Any]:
         },
         "realtime_5000_events_per_s_with_50_segments": {
             name: realtime[name]["events_per_s"] >= TARGET_EVENTS_PER_S
-            for name in ("first_touch", "again")
+            for name in ("first_touch", "again", "again_more_workers")
+            if name in realtime
         },
         "latency_p99_under_1_s": {
             name: figures["latency_s_p99"] < TARGET_P99_S for name, figures in latency.items()
@@ -1642,12 +1726,18 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         "--backlog", type=int, help="events per real-time round (20,000; quick 4,000)"
     )
     parser.add_argument("--latency-seconds", type=float, help="seconds of pings (20; quick 5)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=2,
+        help="worker processes of the last real-time round (2; 1 leaves the round out)",
+    )
     args = parser.parse_args(argv)
     databases = [name.strip() for name in args.databases.split(",") if name.strip()]
     unknown = set(databases) - set(SIZES)
     if unknown or not databases:
         parser.error(f"--databases: unknown {', '.join(sorted(unknown)) or 'nothing'}")
-    for name in ("profiles", "events", "backlog", "latency_seconds"):
+    for name in ("profiles", "events", "backlog", "latency_seconds", "workers"):
         value = getattr(args, name)
         if value is not None and value <= 0:
             parser.error(f"--{name.replace('_', '-')} must be positive")
@@ -1659,6 +1749,7 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         seed=args.seed,
         backlog=args.backlog or (4_000 if args.quick else 20_000),
         latency_seconds=args.latency_seconds or (5.0 if args.quick else 20.0),
+        workers=args.workers,
     )
 
 

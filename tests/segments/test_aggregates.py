@@ -114,6 +114,27 @@ def test_observe_counts_only_matching_events() -> None:
     assert aggregates.count(state, node({**BOUGHT_EVER, "where": where}), NOW) == 1
 
 
+def test_specs_by_event_name_and_build_observes_each_event_with_its_names_specs() -> None:
+    viewed = {"type": "event", "event": "Viewed", "window": {"last_days": 7}}
+    specs = specs_of(BOUGHT_7, BOUGHT_EVER, agg("sum"), viewed)
+    named = aggregates.by_event(specs)
+    assert sorted(named) == ["Bought", "Viewed"]
+    assert {key for group in named.values() for key in group} == set(specs)
+    assert all(spec.event == name for name, group in named.items() for spec in group.values())
+    events = [
+        event("Bought", NOW - timedelta(days=2), price=5),
+        event("Viewed", NOW - timedelta(days=1)),
+        event("Opened", NOW - timedelta(hours=1)),
+        event("Bought", NOW - timedelta(days=40), price=7),
+    ]
+    one_by_one: dict[str, Any] = {}
+    for each in sorted(events, key=lambda e: e.timestamp):
+        aggregates.observe(one_by_one, specs, each, now=NOW)
+    assert aggregates.build(specs, events, NOW) == one_by_one
+    assert aggregates.count(one_by_one, node(viewed), NOW) == 1
+    assert aggregates.count(one_by_one, node(BOUGHT_EVER), NOW) == 2
+
+
 def test_an_event_too_old_for_every_window_changes_nothing() -> None:
     specs = specs_of(BOUGHT_7)
     old = event("Bought", NOW - timedelta(days=8))

@@ -335,11 +335,22 @@ def combine(into: dict[str, Any], other: Mapping[str, Any]) -> None:
             mine.pop("all", None)
 
 
+def by_event(specs: Mapping[str, Spec]) -> dict[str, dict[str, Spec]]:
+    """The specs by the name of the events they keep, by key: an event is observed by its
+    name's specs only."""
+    named: dict[str, dict[str, Spec]] = {}
+    for key, spec in specs.items():
+        named.setdefault(spec.event, {})[key] = spec
+    return named
+
+
 def build(specs: Mapping[str, Spec], events: Iterable[TrackEvent], now: datetime) -> dict[str, Any]:
     """The state of a profile with these events, from scratch (backfill)."""
+    named = by_event(specs)
     state: dict[str, Any] = {}
     for event in sorted(events, key=lambda e: micros(e.timestamp)):
-        observe(state, specs, event, now=now)
+        if event.name in named:  # each event is matched against its name's specs only
+            observe(state, named[event.name], event, now=now)
     return state
 
 

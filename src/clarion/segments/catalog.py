@@ -61,6 +61,7 @@ class SegmentIndex:
     time_based: set[int] = field(default_factory=set)  # may change with time alone
     dependents: dict[int, set[int]] = field(default_factory=dict)  # segment -> who names it
     specs: dict[str, aggregates.Spec] = field(default_factory=dict)
+    specs_by_event: dict[str, dict[str, aggregates.Spec]] = field(default_factory=dict)
     specs_version: str = ""
 
     @classmethod
@@ -83,6 +84,7 @@ class SegmentIndex:
             for referenced in segment_ids(segment.rule):
                 index.dependents.setdefault(referenced, set()).add(segment.id)
         index.specs = aggregates.specs_for(s.rule for s in index.segments.values())
+        index.specs_by_event = aggregates.by_event(index.specs)
         fingerprint = orjson.dumps(sorted(index.specs), option=orjson.OPT_SORT_KEYS)
         index.specs_version = hashlib.sha256(fingerprint).hexdigest()[:32]
         return index

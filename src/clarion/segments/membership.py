@@ -150,7 +150,9 @@ async def evaluate_profiles(
         else:
             document = states[profile.id].aggregates
             for event in what.events:
-                aggregates.observe(document, index.specs, event, now=now)
+                named = index.specs_by_event.get(event.name)
+                if named:
+                    aggregates.observe(document, named, event, now=now)
             aggregates.prune(document, index.specs, now)
             candidates = affected[profile.id]
         evaluation = predicate.Evaluation(facts_of(profile, document), context)

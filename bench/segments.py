@@ -1387,6 +1387,26 @@ def start_workers(
     return processes, log_paths
 
 
+@contextlib.contextmanager
+def watching(
+    processes: Sequence[subprocess.Popen[bytes]], folder: Path, label: str
+) -> Iterator[list[RssSampler]]:
+    """RSS samplers on `processes` and, under `$BENCH_WORKER_PROFILE`, py-spy on each
+    (`<label>-<n>`), stopped on exit."""
+    samplers = [
+        sample_stacks(process.pid, folder, f"{label}-{number}")
+        for number, process in enumerate(processes)
+    ]
+    try:
+        with contextlib.ExitStack() as stack:
+            yield [stack.enter_context(RssSampler(process.pid)) for process in processes]
+    finally:
+        for sampler in samplers:
+            if sampler is not None:
+                sampler.send_signal(signal.SIGINT)
+                sampler.wait(timeout=60)
+
+
 def drain_round(
     kind: str, url: str, folder: Path, label: str, messages: Sequence[bytes], workers: int = 1
 ) -> dict[str, Any]:
@@ -1396,21 +1416,12 @@ def drain_round(
     log.info("%s %s: %d events stored; starting %d worker(s)", kind, label, len(messages), workers)
     postgres_before = postgres_cpu_seconds()
     processes, log_paths = start_workers(url, folder, label, workers)
-    samplers = [
-        sample_stacks(process.pid, folder, f"{label}-{number}")
-        for number, process in enumerate(processes)
-    ]
     try:
-        with contextlib.ExitStack() as stack:
-            rss = [stack.enter_context(RssSampler(process.pid)) for process in processes]
+        with watching(processes, folder, label) as rss:
             seconds = wait_drained(url, processes, log_paths)
             worker_cpu = [tree_cpu_seconds(process.pid) for process in processes]
             postgres_after = postgres_cpu_seconds()
     finally:
-        for sampler in samplers:
-            if sampler is not None:
-                sampler.send_signal(signal.SIGINT)
-                sampler.wait(timeout=60)
         for process in processes:
             stop(process)
     figures = run_async(applied_since(url, boundary))
@@ -1529,22 +1540,9 @@ def measure_latency(
                 len(users),
             )
             watched = processes or [server.process]
-            samplers = [
-                sample_stacks(process.pid, folder, f"latency-{number}")
-                for number, process in enumerate(watched)
-            ]
-            try:
-                with contextlib.ExitStack() as stack:
-                    rss = [stack.enter_context(RssSampler(process.pid)) for process in watched]
-                    sending = run_async(
-                        send_paced(server.port, bodies, LATENCY_BATCH / LATENCY_RATE)
-                    )
-                    drained = wait_drained(url, watched, log_paths or [server.log_path])
-            finally:
-                for sampler in samplers:
-                    if sampler is not None:
-                        sampler.send_signal(signal.SIGINT)
-                        sampler.wait(timeout=60)
+            with watching(watched, folder, "latency") as rss:
+                sending = run_async(send_paced(server.port, bodies, LATENCY_BATCH / LATENCY_RATE))
+                drained = wait_drained(url, watched, log_paths or [server.log_path])
     finally:
         for process in processes:
             stop(process)
@@ -1620,8 +1618,11 @@ def measure(kind: str, options: Options) -> dict[str, Any]:
     profiles, events = options.size(kind)
     rng = random.Random(options.seed)
     pings = int(options.latency_seconds * LATENCY_RATE)
-    if 2 * pings > profiles:
-        raise BenchError(f"{profiles} profiles are too few for 2 x {pings} distinct pingers")
+    latency_rounds = 3 if kind == "postgresql" and options.workers > 1 else 2
+    if latency_rounds * pings > profiles:
+        raise BenchError(
+            f"{profiles} profiles are too few for {latency_rounds} x {pings} pingers apart"
+        )
     pingers = rng.sample(range(profiles), 2 * pings)
     result: dict[str, Any] = {"profiles": profiles, "events": events}
     with tempfile.TemporaryDirectory(prefix=f"clarion-segments-{kind}-") as tmp:
@@ -1730,7 +1731,7 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         "--workers",
         type=int,
         default=2,
-        help="worker processes of the last real-time round (2; 1 leaves the round out)",
+        help="worker processes of the scaled-out rounds (2; 1 leaves them out)",
     )
     args = parser.parse_args(argv)
     databases = [name.strip() for name in args.databases.split(",") if name.strip()]

@@ -300,7 +300,7 @@ async def _rebuild(
         session,
         workspace_id=workspace_id,
         profile_ids=profile_ids,
-        names={spec.event for spec in index.specs.values()},
+        names=index.specs_by_event.keys(),
     )
     return {
         profile_id: aggregates.build(

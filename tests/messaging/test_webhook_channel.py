@@ -6,6 +6,7 @@ import base64
 import hashlib
 import hmac
 import json
+import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -15,6 +16,7 @@ import httpx
 import pytest
 
 from clarion.core.clock import FrozenClock
+from clarion.core.settings import get_settings
 from clarion.messaging.channels.base import Outgoing, PermanentFailure, TemporaryFailure
 from clarion.messaging.channels.webhook import (
     WebhookChannel,
@@ -241,3 +243,18 @@ async def test_a_shared_client_is_left_open(http_receiver: HttpReceiver) -> None
         assert not client.is_closed
         response = await client.post(f"{http_receiver.url}/h")
         assert response.status_code == 200
+
+
+async def test_a_webhook_to_a_private_address_fails_for_good(
+    http_receiver: HttpReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CLARION_OUTBOUND_ALLOWED_NETWORKS", "")  # as deployed by default
+    get_settings.cache_clear()
+    try:
+        channel = WebhookChannel(WebhookSettings(secret=SECRET), clock=FrozenClock(NOW))
+        with pytest.raises(PermanentFailure, match=re.escape("127.0.0.1: not a public address")):
+            await channel.send(outgoing(f"{http_receiver.url}/hooks/orders"))
+        await channel.close()
+    finally:
+        get_settings.cache_clear()
+    assert http_receiver.requests == []

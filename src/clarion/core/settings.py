@@ -12,8 +12,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from clarion.core import outbound
 
 SECRET_KEY_FILE = "secret_key"  # noqa: S105 - a file name, not a secret
 
@@ -90,6 +92,25 @@ class Settings(BaseSettings):
         le=256,
         description="Jobs each worker (in `clarion serve` or `clarion worker`) runs at once.",
     )
+    outbound_allowed_networks: str = Field(
+        default="",
+        description=(
+            "Comma-separated CIDR blocks that webhooks, SMS and push endpoints and enrichment "
+            "calls may reach although they are not public (private, loopback, link-local), "
+            "e.g. `10.20.0.0/16` for your own services. Every other non-public address is "
+            "refused."
+        ),
+    )
+
+    @field_validator("outbound_allowed_networks")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        outbound.parse_networks(value)  # ValueError names the block that is not one
+        return value
+
+    def outbound_policy(self) -> outbound.Policy:
+        """Where outbound calls to configured addresses may connect."""
+        return outbound.Policy(outbound.parse_networks(self.outbound_allowed_networks))
 
     @model_validator(mode="after")
     def _default_database(self) -> Settings:

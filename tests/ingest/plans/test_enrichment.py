@@ -7,7 +7,7 @@ from typing import Any
 
 import httpx
 
-from clarion.core.clock import FrozenClock
+from clarion.core.clock import FrozenClock, SystemClock
 from clarion.core.database import Database
 from clarion.core.settings import Settings
 from clarion.ingest.plans import TrackingPlans
@@ -219,3 +219,25 @@ async def test_cached_answers_expire_after_the_steps_ttl(
         assert stats.calls["graphql:B2"] == 2
     finally:
         await plans.close()
+
+
+async def test_an_endpoint_on_a_private_address_is_refused(
+    client: httpx.AsyncClient,
+    tenant: Tenant,
+    database: Database,
+    settings: Settings,
+    endpoints: str,
+    stats: Stats,
+) -> None:
+    await plan_with(client, tenant, http_step(f"{endpoints}/products/A1", name="internal"))
+    deployed = settings.model_copy(update={"outbound_allowed_networks": ""})
+    plans = TrackingPlans(database, deployed, SystemClock())
+    try:
+        review = await plans.review(tenant.id, [viewed(tenant, 1, sku="A1")])
+    finally:
+        await plans.close()
+    [violation] = review.violations
+    [error] = violation.errors
+    assert "127.0.0.1: not a public address" in error.message
+    assert review.events[0].properties == {"sku": "A1"}
+    assert sum(stats.calls.values()) == 0

@@ -26,6 +26,7 @@ from urllib.parse import quote
 import httpx
 import orjson
 
+from clarion.core import outbound
 from clarion.core.clock import Clock
 from clarion.ingest.plans.paths import MISSING, document_value, event_value
 from clarion.ingest.plans.schemas import EnrichmentStep
@@ -104,10 +105,18 @@ class Batch:
 class Enricher:
     """Makes enrichment calls through one shared HTTP client, with a response cache."""
 
-    def __init__(self, clock: Clock, *, client: httpx.AsyncClient | None = None) -> None:
+    def __init__(
+        self,
+        clock: Clock,
+        *,
+        client: httpx.AsyncClient | None = None,
+        policy: outbound.Policy | None = None,
+    ) -> None:
+        """Calls go through `client` when given, else through one that reaches only the
+        addresses `policy` permits (public ones by default)."""
         self._clock = clock
-        self._client = client or httpx.AsyncClient(
-            follow_redirects=False,
+        self._client = client or outbound.http_client(
+            policy or outbound.Policy(),
             limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
         )
         self._cache: OrderedDict[str, tuple[datetime, dict[str, Any]]] = OrderedDict()

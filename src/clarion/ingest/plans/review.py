@@ -115,7 +115,7 @@ class TrackingPlans:
     def __init__(self, database: Database, settings: Settings, clock: Clock) -> None:
         self._clock = clock
         self._plans = PlanCache(database, settings, clock)
-        self._enricher = Enricher(clock)
+        self._enricher = Enricher(clock, policy=settings.outbound_policy())
 
     async def review(self, workspace_id: int, events: list[EventRecord]) -> Review:
         """Check and enrich a batch of one workspace's events; see the module docstring."""

@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from clarion.core.clock import Clock, SystemClock
+from clarion.core.outbound import RefusedAddress
 from clarion.messaging.channels.base import (
     ChannelKind,
     Outgoing,
@@ -129,6 +130,8 @@ class PushChannel:
             )
         except httpx.TimeoutException as exc:
             raise TemporaryFailure(f"FCM timed out: {type(exc).__name__}") from exc
+        except RefusedAddress as exc:
+            raise PermanentFailure(str(exc)) from exc
         except httpx.TransportError as exc:
             raise TemporaryFailure(f"FCM unreachable: {type(exc).__name__}: {exc}") from exc
 
@@ -167,6 +170,8 @@ class PushChannel:
                 data={"grant_type": JWT_BEARER_GRANT, "assertion": assertion},
                 timeout=self.settings.timeout,
             )
+        except RefusedAddress as exc:
+            raise PermanentFailure(str(exc)) from exc
         except httpx.TransportError as exc:  # time-outs included
             raise TemporaryFailure(f"token endpoint unreachable: {type(exc).__name__}") from exc
         body = json_object(response)

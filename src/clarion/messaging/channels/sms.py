@@ -26,6 +26,7 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 
 from clarion.core.clock import Clock, SystemClock
+from clarion.core.outbound import RefusedAddress
 from clarion.messaging.channels.base import (
     BounceKind,
     ChannelKind,
@@ -215,6 +216,8 @@ class SmsChannel:
             )
         except httpx.TimeoutException as exc:
             raise TemporaryFailure(f"Twilio timed out: {type(exc).__name__}") from exc
+        except RefusedAddress as exc:
+            raise PermanentFailure(str(exc)) from exc
         except httpx.TransportError as exc:
             raise TemporaryFailure(f"Twilio unreachable: {type(exc).__name__}: {exc}") from exc
         return self._outcome(response)

@@ -32,6 +32,8 @@ from typing import Any
 import httpx
 
 from clarion.core.clock import Clock, SystemClock
+from clarion.core.outbound import RefusedAddress, http_client
+from clarion.core.settings import get_settings
 from clarion.messaging.channels.base import (
     ChannelKind,
     Outgoing,
@@ -128,10 +130,11 @@ def retry_after(response: httpx.Response, *, now: datetime) -> float | None:
 def owned_client(
     client: httpx.AsyncClient | None, timeout: float
 ) -> tuple[httpx.AsyncClient, bool]:
-    """The shared client when given, else a new one; and whether the caller must close it."""
+    """The shared client when given, else a new one that reaches only the addresses the
+    settings let outbound calls reach; and whether the caller must close it."""
     if client is not None:
         return client, False
-    return httpx.AsyncClient(timeout=timeout, follow_redirects=False), True
+    return http_client(get_settings().outbound_policy(), timeout=timeout), True
 
 
 def excerpt(response: httpx.Response, limit: int = 200) -> str:
@@ -198,6 +201,8 @@ class WebhookChannel:
             raise TemporaryFailure(f"webhook timed out: {type(exc).__name__}") from exc
         except httpx.UnsupportedProtocol as exc:
             raise PermanentFailure(f"unsupported URL: {exc}") from exc
+        except RefusedAddress as exc:
+            raise PermanentFailure(str(exc)) from exc
         except httpx.TransportError as exc:
             raise TemporaryFailure(f"webhook unreachable: {type(exc).__name__}: {exc}") from exc
         return self._outcome(response, message.idempotency_key)

@@ -12,7 +12,11 @@ from dataclasses import dataclass
 import uvicorn
 
 from clarion.app import create_app
+from clarion.core.outbound import Policy, parse_networks
 from clarion.core.settings import Settings
+
+LOOPBACK = Policy(parse_networks("127.0.0.0/8,::1"))
+"""Outbound calls may reach the tests' fake providers and receivers on loopback."""
 
 
 def free_port() -> int:

@@ -324,7 +324,7 @@ def messaging_delivery(database: Database, settings: Settings, clock: Clock) -> 
     send-rate buckets (in Redis when configured, so every worker shares them)."""
     secret = settings.resolved_secret_key()
     composer = Composer(
-        channels=ChannelPool(Vault(secret)),
+        channels=ChannelPool(Vault(secret), settings.outbound_policy()),
         signer=LinkSigner(secret),
         public_url=settings.public_url,
     )

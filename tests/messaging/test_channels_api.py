@@ -13,16 +13,20 @@ import httpx
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from fastapi import FastAPI
 from sqlalchemy import select
 from typer.testing import CliRunner
 
 from clarion.core.clock import SystemClock
 from clarion.core.crypto import Vault
 from clarion.core.database import Database
+from clarion.core.outbound import PUBLIC_ONLY
 from clarion.core.settings import Settings
 from clarion.messaging import channel_config
+from clarion.messaging.channels.base import Outgoing, PermanentFailure
 from clarion.messaging.channels.webhook import WebhookChannel
 from clarion.messaging.models import MessagingChannel
+from clarion.pipeline import messaging_delivery
 from clarion.workspaces import service as workspaces
 from tests.conftest import Tenant, problem, run_cli
 from tests.messaging.conftest import HttpReceiver, Reply, SmtpSink
@@ -253,7 +257,7 @@ async def test_updates_keep_secrets_left_out(
     assert changed.json()["settings"]["username"] == "clarion"  # merged, not replaced
     [row] = await stored(database, tenant)
     assert vault(settings).open(row.credentials or "") == {"password": PASSWORD}
-    adapter = channel_config.build_channel(row, vault(settings))
+    adapter = channel_config.build_channel(row, vault(settings), PUBLIC_ONLY)
     assert adapter.settings.password == PASSWORD  # type: ignore[attr-defined]
 
     rotated = await client.patch(
@@ -287,7 +291,7 @@ async def test_a_webhook_channel_gets_a_secret_it_never_shows(
     assert secret.startswith("whsec_") and len(secret) > 30
     assert channel["secrets"]["secret"]["fingerprint"] == "…" + secret[-4:]
     assert secret not in json.dumps(channel) and secret[6:] not in json.dumps(channel)
-    adapter = channel_config.build_channel(row, vault(settings))
+    adapter = channel_config.build_channel(row, vault(settings), PUBLIC_ONLY)
     assert isinstance(adapter, WebhookChannel) and adapter.settings.secret == secret
     await adapter.close()
 
@@ -404,7 +408,7 @@ async def test_the_pool_reuses_an_adapter_until_its_channel_changes(
             settings={}, secrets={}, rate_per_second=None, is_default=None, now=clock.now(),
         )  # fmt: skip
         await session.commit()
-    pool = channel_config.ChannelPool(vault(settings))
+    pool = channel_config.ChannelPool(vault(settings), PUBLIC_ONLY)
     first = await pool.get(row)
     assert await pool.get(row) is first
     assert isinstance(first, WebhookChannel)
@@ -454,3 +458,45 @@ def test_cli_lists_and_shows_channels_without_secrets(
     assert '"account_sid": "AC123"' in shown and "…" + AUTH_TOKEN[-4:] in shown
     assert AUTH_TOKEN not in listed + shown
     assert "No channel 999" in run_cli(clarion, "channels", "show", "999", code=1).output
+
+
+async def test_outbound_calls_follow_the_deployments_policy(
+    app: FastAPI,
+    client: httpx.AsyncClient,
+    tenant: Tenant,
+    database: Database,
+    settings: Settings,
+    http_receiver: HttpReceiver,
+) -> None:
+    channel = await create(client, tenant, {"name": "Hooks", "kind": "webhook"})
+    http_receiver.reply("POST", "/hooks", Reply(200), Reply(200))
+    url = f"/api/v1/channels/{channel['id']}/test"
+    body = {"to": f"{http_receiver.url}/hooks"}
+    strict = settings.model_copy(update={"outbound_allowed_networks": ""})  # as deployed
+
+    app.state.settings = strict
+    try:
+        refused = await client.post(url, json=body, headers=tenant.admin)
+    finally:
+        app.state.settings = settings  # the suite's, which allow loopback
+    assert "127.0.0.1: not a public address" in problem(refused, 502)["detail"]
+    assert (await client.post(url, json=body, headers=tenant.admin)).status_code == 200
+    assert len(http_receiver.requests) == 1
+
+    [row] = await stored(database, tenant)
+    outgoing = Outgoing(
+        message_id="m-1", idempotency_key="m-1", to=body["to"], subject=None, html=None,
+        text=None, data={"hello": "world"},
+    )  # fmt: skip
+    for deployed, allowed in ((strict, False), (settings, True)):
+        delivery = messaging_delivery(database, deployed, SystemClock())
+        adapter = await delivery.composer.channels.get(row)
+        try:
+            if allowed:
+                await adapter.send(outgoing)
+            else:
+                with pytest.raises(PermanentFailure, match="not a public address"):
+                    await adapter.send(outgoing)
+        finally:
+            await delivery.close()
+    assert len(http_receiver.requests) == 2

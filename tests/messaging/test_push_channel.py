@@ -18,7 +18,7 @@ from clarion.core.clock import FrozenClock
 from clarion.messaging.channels.base import Outgoing, PermanentFailure, TemporaryFailure
 from clarion.messaging.channels.push import FcmSettings, PushChannel
 from tests.messaging.conftest import HttpReceiver, Reply
-from tests.support import free_port
+from tests.support import LOOPBACK, free_port
 
 PROJECT = "clarion-test"
 SEND = f"/v1/projects/{PROJECT}/messages:send"
@@ -86,7 +86,7 @@ async def push(
         base_url=http_receiver.url,
         timeout=0.5,
     )
-    channel = PushChannel(settings, clock=clock)
+    channel = PushChannel(settings, clock=clock, policy=LOOPBACK)
     yield channel
     await channel.close()
 
@@ -321,7 +321,7 @@ async def test_time_outs_and_an_unreachable_fcm_are_temporary(
         service_account=service_account(http_receiver, key_pair[0]),
         base_url=f"http://127.0.0.1:{free_port()}",
     )
-    down = PushChannel(settings)
+    down = PushChannel(settings, policy=LOOPBACK)
     try:
         with pytest.raises(TemporaryFailure, match="unreachable"):
             await down.send(outgoing())

@@ -21,7 +21,7 @@ from clarion.messaging.channels.sms import (
     verify_twilio_signature,
 )
 from tests.messaging.conftest import HttpReceiver, Reply
-from tests.support import free_port
+from tests.support import LOOPBACK, free_port
 
 SID = "AC0123456789abcdef0123456789abcdef"
 TOKEN = "auth-token-0123456789"
@@ -70,7 +70,9 @@ def settings_for(receiver: HttpReceiver, **overrides: Any) -> TwilioSettings:
 async def sms(http_receiver: HttpReceiver) -> AsyncIterator[SmsChannel]:
     """A channel talking to the receiver."""
     channel = SmsChannel(
-        settings_for(http_receiver), clock=FrozenClock(datetime(2026, 5, 1, tzinfo=UTC))
+        settings_for(http_receiver),
+        clock=FrozenClock(datetime(2026, 5, 1, tzinfo=UTC)),
+        policy=LOOPBACK,
     )
     yield channel
     await channel.close()
@@ -103,7 +105,7 @@ async def test_a_messaging_service_replaces_the_from_number(http_receiver: HttpR
         messaging_service_sid="MG0123",
         status_callback_url=None,
     )
-    channel = SmsChannel(settings)
+    channel = SmsChannel(settings, policy=LOOPBACK)
     try:
         await channel.send(outgoing())
     finally:
@@ -181,7 +183,9 @@ async def test_time_outs_and_refused_connections_are_temporary(
     http_receiver.reply("POST", MESSAGES, Reply(201, json={"sid": "SM1"}, delay=1.5))
     with pytest.raises(TemporaryFailure, match="timed out"):
         await sms.send(outgoing())
-    down = SmsChannel(settings_for(http_receiver, base_url=f"http://127.0.0.1:{free_port()}"))
+    down = SmsChannel(
+        settings_for(http_receiver, base_url=f"http://127.0.0.1:{free_port()}"), policy=LOOPBACK
+    )
     try:
         with pytest.raises(TemporaryFailure, match="unreachable"):
             await down.send(outgoing())

@@ -16,7 +16,6 @@ import httpx
 import pytest
 
 from clarion.core.clock import FrozenClock
-from clarion.core.settings import get_settings
 from clarion.messaging.channels.base import Outgoing, PermanentFailure, TemporaryFailure
 from clarion.messaging.channels.webhook import (
     WebhookChannel,
@@ -26,7 +25,7 @@ from clarion.messaging.channels.webhook import (
     verify_webhook,
 )
 from tests.messaging.conftest import HttpReceiver, Reply
-from tests.support import free_port
+from tests.support import LOOPBACK, free_port
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 NOW = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
@@ -48,7 +47,7 @@ def outgoing(to: str, **fields: Any) -> Outgoing:
 async def channel() -> AsyncIterator[WebhookChannel]:
     """A channel with its own client and a frozen clock at NOW."""
     settings = WebhookSettings(secret=SECRET, timeout=0.5, headers={"X-Api-Key": "k-123"})
-    made = WebhookChannel(settings, clock=FrozenClock(NOW))
+    made = WebhookChannel(settings, clock=FrozenClock(NOW), policy=LOOPBACK)
     yield made
     await made.close()
 
@@ -246,15 +245,12 @@ async def test_a_shared_client_is_left_open(http_receiver: HttpReceiver) -> None
 
 
 async def test_a_webhook_to_a_private_address_fails_for_good(
-    http_receiver: HttpReceiver, monkeypatch: pytest.MonkeyPatch
+    http_receiver: HttpReceiver,
 ) -> None:
-    monkeypatch.setenv("CLARION_OUTBOUND_ALLOWED_NETWORKS", "")  # as deployed by default
-    get_settings.cache_clear()
+    channel = WebhookChannel(WebhookSettings(secret=SECRET), clock=FrozenClock(NOW))
     try:
-        channel = WebhookChannel(WebhookSettings(secret=SECRET), clock=FrozenClock(NOW))
         with pytest.raises(PermanentFailure, match=re.escape("127.0.0.1: not a public address")):
             await channel.send(outgoing(f"{http_receiver.url}/hooks/orders"))
-        await channel.close()
     finally:
-        get_settings.cache_clear()
+        await channel.close()
     assert http_receiver.requests == []

@@ -58,6 +58,10 @@ class Policy:
         return address.is_global and not address.is_multicast
 
 
+PUBLIC_ONLY = Policy()
+"""The policy with no network allowed beyond the public ones: the default everywhere."""
+
+
 class _GuardedBackend(httpcore.AsyncNetworkBackend):
     """Opens TCP connections only to addresses the policy permits (TLS still checks the
     certificate against the host name: httpcore passes it apart from the address)."""

@@ -165,7 +165,12 @@ async def test_channel(
     )
     await session.close()  # no connection held while the provider answers
     sent = await channel_config.send_test(
-        row, app_vault(request), to=body.to, subject=body.subject, text=body.text
+        row,
+        app_vault(request),
+        request.app.state.settings.outbound_policy(),
+        to=body.to,
+        subject=body.subject,
+        text=body.text,
     )
     return ChannelTestResult(channel_id=row.id, provider_id=sent.provider_id)
 

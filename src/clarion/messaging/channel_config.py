@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from clarion.core.crypto import UnreadableSecret, Vault
 from clarion.core.errors import ClarionError, Conflict, FieldError, NotFound
+from clarion.core.outbound import PUBLIC_ONLY, Policy
 from clarion.core.pagination import id_page
 from clarion.messaging.channel_settings import (
     ChannelConfig,
@@ -76,17 +77,22 @@ class InboxChannel:
 # --- Configuration ----------------------------------------------------------------------------
 
 
-def _checked(kind: ChannelKind, settings: dict[str, Any], secrets: dict[str, Any]) -> ChannelConfig:
+async def _checked(
+    kind: ChannelKind, settings: dict[str, Any], secrets: dict[str, Any]
+) -> ChannelConfig:
     """The checked configuration, with a webhook secret generated when none is given."""
     config = parse_channel_config(kind, settings, secrets)
     if isinstance(config, WebhookConfig) and config.secrets.secret is None:
         config = parse_channel_config(kind, settings, {**secrets, "secret": generate_secret()})
     try:
-        build_adapter(config)  # what the adapters refuse is refused now, not at the first send
+        # What the adapters refuse is refused now, not at the first send; the adapter
+        # sends nothing here, so the strictest policy will do.
+        adapter = build_adapter(config, PUBLIC_ONLY)
     except ValueError as error:
         raise UnprocessableInput(
             f"The {kind} channel is not valid.", errors=[FieldError("settings", str(error))]
         ) from error
+    await adapter.close()
     return config
 
 
@@ -111,7 +117,7 @@ async def create_channel(
 ) -> MessagingChannel:
     """A new channel with its secrets sealed; UnprocessableInput naming each field at fault,
     Conflict when the name is taken. Flushes only."""
-    config = _checked(kind, settings, secrets)
+    config = await _checked(kind, settings, secrets)
     if is_default is None:
         is_default = await default_channel(session, workspace_id=workspace_id, kind=kind) is None
     row = MessagingChannel(
@@ -151,7 +157,7 @@ async def update_channel(
     if settings is not None or secrets is not None:
         merged_settings = _merged(row.settings, settings or {})
         merged_secrets = _merged(stored_secrets(row, vault), secrets or {})
-        _store(row, _checked(row.kind, merged_settings, merged_secrets), vault)  # type: ignore[arg-type]
+        _store(row, await _checked(row.kind, merged_settings, merged_secrets), vault)  # type: ignore[arg-type]
     if name is not None:
         row.name = name
     if rate_per_second is not _UNSET:
@@ -289,9 +295,9 @@ def secret_fingerprints(row: MessagingChannel, vault: Vault) -> dict[str, str | 
 # --- Adapters ---------------------------------------------------------------------------------
 
 
-def build_adapter(config: ChannelConfig) -> Channel:
-    """The channel adapter a checked configuration describes; ValueError when the adapter
-    refuses it."""
+def build_adapter(config: ChannelConfig, policy: Policy) -> Channel:
+    """The channel adapter a checked configuration describes, its HTTP calls reaching only
+    the addresses `policy` permits; ValueError when the adapter refuses it."""
     if isinstance(config, EmailConfig):
         s, secrets = config.settings, config.secrets
         dkim = None
@@ -313,7 +319,8 @@ def build_adapter(config: ChannelConfig) -> Channel:
                 from_number=sms.from_number, messaging_service_sid=sms.messaging_service_sid,
                 status_callback_url=sms.status_callback_url, base_url=sms.base_url,
                 timeout=sms.timeout,
-            )
+            ),
+            policy=policy,
         )  # fmt: skip
     if isinstance(config, PushConfig):
         account = config.secrets.service_account or {}
@@ -322,7 +329,8 @@ def build_adapter(config: ChannelConfig) -> Channel:
                 service_account=account,
                 base_url=config.settings.base_url,
                 timeout=config.settings.timeout,
-            )
+            ),
+            policy=policy,
         )
     if isinstance(config, WebhookConfig):
         return WebhookChannel(
@@ -330,18 +338,20 @@ def build_adapter(config: ChannelConfig) -> Channel:
                 secret=config.secrets.secret or "",
                 timeout=config.settings.timeout,
                 headers=dict(config.settings.headers),
-            )
+            ),
+            policy=policy,
         )
     return InboxChannel()
 
 
-def build_channel(row: MessagingChannel, vault: Vault) -> Channel:
-    """The adapter for a stored channel, its secrets unsealed; Conflict when they cannot be
-    read or no longer make a valid configuration (the channel must be set up again)."""
+def build_channel(row: MessagingChannel, vault: Vault, policy: Policy) -> Channel:
+    """The adapter for a stored channel, its secrets unsealed, calling only where `policy`
+    permits; Conflict when its secrets cannot be read or no longer make a valid
+    configuration (the channel must be set up again)."""
     kind: ChannelKind = row.kind  # type: ignore[assignment]  # written from ChannelKind only
     secrets = stored_secrets(row, vault)
     try:
-        return build_adapter(parse_channel_config(kind, dict(row.settings), secrets))
+        return build_adapter(parse_channel_config(kind, dict(row.settings), secrets), policy)
     except (UnprocessableInput, ValueError) as error:
         raise Conflict(f"Channel {row.id} is not usable: {error}") from error
 
@@ -349,10 +359,11 @@ def build_channel(row: MessagingChannel, vault: Vault) -> Channel:
 class ChannelPool:
     """One adapter per configured channel for this process, so connections are reused
     across sends. An adapter is rebuilt when its channel changed (`updated_at`), and the
-    replaced one closed."""
+    replaced one closed. Their HTTP calls reach only the addresses `policy` permits."""
 
-    def __init__(self, vault: Vault) -> None:
+    def __init__(self, vault: Vault, policy: Policy) -> None:
         self._vault = vault
+        self._policy = policy
         self._adapters: dict[int, tuple[datetime, Channel]] = {}
         self._lock = asyncio.Lock()
 
@@ -365,7 +376,7 @@ class ChannelPool:
             held = self._adapters.get(row.id)
             if held is not None and held[0] == row.updated_at:
                 return held[1]
-            adapter = build_channel(row, self._vault)
+            adapter = build_channel(row, self._vault, self._policy)
             self._adapters[row.id] = (row.updated_at, adapter)
         if held is not None:
             await held[1].close()
@@ -400,13 +411,13 @@ def _check_address(kind: str, to: str) -> None:
 
 
 async def send_test(
-    row: MessagingChannel, vault: Vault, *, to: str, subject: str, text: str
+    row: MessagingChannel, vault: Vault, policy: Policy, *, to: str, subject: str, text: str
 ) -> Sent:
     """Send a test message through the channel's real adapter (built for this send and
     closed after); UnprocessableInput naming `to` when it is no address for the kind,
     ProviderError (502) carrying the provider's reason when the send fails."""
     _check_address(row.kind, to)
-    adapter = build_channel(row, vault)
+    adapter = build_channel(row, vault, policy)
     message_id = f"test-{uuid.uuid4().hex}"
     outgoing = Outgoing(
         message_id=message_id,

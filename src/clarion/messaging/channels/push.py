@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from clarion.core.clock import Clock, SystemClock
-from clarion.core.outbound import RefusedAddress
+from clarion.core.outbound import PUBLIC_ONLY, Policy, RefusedAddress
 from clarion.messaging.channels.base import (
     ChannelKind,
     Outgoing,
@@ -88,6 +88,7 @@ class PushChannel:
         *,
         client: httpx.AsyncClient | None = None,
         clock: Clock | None = None,
+        policy: Policy = PUBLIC_ONLY,
     ) -> None:
         self.settings = settings
         account = settings.service_account
@@ -96,7 +97,7 @@ class PushChannel:
             raise ValueError("the service account key is not an RSA key")
         self._key = key
         self._clock = clock or SystemClock()
-        self._client, self._owns_client = owned_client(client, settings.timeout)
+        self._client, self._owns_client = owned_client(client, settings.timeout, policy)
         self._token: _AccessToken | None = None
         self._refresh = asyncio.Lock()
         base = settings.base_url.rstrip("/")

@@ -26,7 +26,7 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 
 from clarion.core.clock import Clock, SystemClock
-from clarion.core.outbound import RefusedAddress
+from clarion.core.outbound import PUBLIC_ONLY, Policy, RefusedAddress
 from clarion.messaging.channels.base import (
     BounceKind,
     ChannelKind,
@@ -187,10 +187,11 @@ class SmsChannel:
         *,
         client: httpx.AsyncClient | None = None,
         clock: Clock | None = None,
+        policy: Policy = PUBLIC_ONLY,
     ) -> None:
         self.settings = settings
         self._clock = clock or SystemClock()
-        self._client, self._owns_client = owned_client(client, settings.timeout)
+        self._client, self._owns_client = owned_client(client, settings.timeout, policy)
         base = settings.base_url.rstrip("/")
         self._url = f"{base}/2010-04-01/Accounts/{settings.account_sid}/Messages.json"
 

@@ -32,8 +32,7 @@ from typing import Any
 import httpx
 
 from clarion.core.clock import Clock, SystemClock
-from clarion.core.outbound import RefusedAddress, http_client
-from clarion.core.settings import get_settings
+from clarion.core.outbound import PUBLIC_ONLY, Policy, RefusedAddress, http_client
 from clarion.messaging.channels.base import (
     ChannelKind,
     Outgoing,
@@ -128,13 +127,13 @@ def retry_after(response: httpx.Response, *, now: datetime) -> float | None:
 
 
 def owned_client(
-    client: httpx.AsyncClient | None, timeout: float
+    client: httpx.AsyncClient | None, timeout: float, policy: Policy
 ) -> tuple[httpx.AsyncClient, bool]:
-    """The shared client when given, else a new one that reaches only the addresses the
-    settings let outbound calls reach; and whether the caller must close it."""
+    """The shared client when given, else a new one that reaches only the addresses
+    `policy` permits; and whether the caller must close it."""
     if client is not None:
         return client, False
-    return http_client(get_settings().outbound_policy(), timeout=timeout), True
+    return http_client(policy, timeout=timeout), True
 
 
 def excerpt(response: httpx.Response, limit: int = 200) -> str:
@@ -163,10 +162,11 @@ class WebhookChannel:
         *,
         client: httpx.AsyncClient | None = None,
         clock: Clock | None = None,
+        policy: Policy = PUBLIC_ONLY,
     ) -> None:
         self.settings = settings
         self._clock = clock or SystemClock()
-        self._client, self._owns_client = owned_client(client, settings.timeout)
+        self._client, self._owns_client = owned_client(client, settings.timeout, policy)
 
     async def send(self, message: Outgoing) -> Sent:
         """POST the payload; `Sent.provider_id` is the `webhook-id` sent."""

@@ -24,6 +24,8 @@ from clarion.core.problems import install_problem_handlers, problem_response
 from clarion.core.settings import Settings, get_settings
 from clarion.ingest import api as ingest_api
 from clarion.ingest.plans import api as tracking_plans_api
+from clarion.ingest.plans import secrets as plan_secrets
+from clarion.ingest.plans.cache import announce_change
 from clarion.ingest.writer import EventWriter
 from clarion.journeys import api as journeys_api
 from clarion.messaging import api as messaging_api
@@ -57,6 +59,19 @@ async def prepare_database(database: Database, settings: Settings, clock: Clock)
             f"{migrations.head_revision()}: run `clarion migrate` first."
         )
     await bootstrap_keys(database, settings, clock)
+    await seal_enrichment_headers(database, settings)
+
+
+async def seal_enrichment_headers(database: Database, settings: Settings) -> None:
+    """Seal the enrichment header values that plans saved before sealing still hold."""
+    async with database.write_session() as session:
+        changed = await plan_secrets.seal_stored_headers(
+            session, plan_secrets.HeaderVault(settings.resolved_secret_key())
+        )
+        await session.commit()
+    for workspace_id in sorted(changed):
+        log.info("tracking plans of workspace %s: enrichment header values sealed", workspace_id)
+        await announce_change(settings, workspace_id)
 
 
 async def bootstrap_keys(database: Database, settings: Settings, clock: Clock) -> None:

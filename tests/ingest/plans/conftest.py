@@ -105,6 +105,12 @@ async def _lookup(request: Request) -> Response:
     return JSONResponse({"echo": body, "region": "EU" if body.get("ip") else None})
 
 
+async def _whoami(request: Request) -> Response:
+    STATS.enter("whoami")
+    STATS.leave()
+    return JSONResponse({"key": request.headers.get("x-api-key")})
+
+
 async def _slow(request: Request) -> Response:
     await asyncio.sleep(3)
     return JSONResponse({"late": True})
@@ -125,6 +131,7 @@ def endpoints_app() -> Starlette:
         routes=[
             Route("/products/{sku}", _product_json),
             Route("/lookup", _lookup, methods=["POST"]),
+            Route("/whoami", _whoami),
             Route("/slow", _slow),
             Route("/garbage", _garbage),
             Route("/broken", _broken_http),

@@ -13,6 +13,7 @@ from clarion.core.settings import Settings
 from clarion.ingest.plans import TrackingPlans, service
 from clarion.ingest.plans.cache import LOCAL_TTL_S, announce_change, namespace
 from clarion.ingest.plans.schemas import TrackingPlanCreate
+from clarion.ingest.plans.secrets import HeaderVault
 from tests.conftest import Tenant
 from tests.ingest.plans.support import WHEN, create_plan, event, eventually
 from tests.support import free_port
@@ -23,7 +24,12 @@ async def block_unplanned(database: Database, tenant: Tenant, plan_id: int) -> N
     body = TrackingPlanCreate(name="Plan", default=True, unplanned_events="block")
     async with database.write_session() as session:
         await service.update_plan(
-            session, workspace_id=tenant.id, plan_id=plan_id, body=body, now=WHEN
+            session,
+            workspace_id=tenant.id,
+            plan_id=plan_id,
+            body=body,
+            headers=HeaderVault("unused: no enrichment"),
+            now=WHEN,
         )
         await session.commit()
 

@@ -8,7 +8,9 @@ import httpx
 import pytest
 
 from clarion.core.database import Database
+from clarion.core.settings import Settings
 from clarion.ingest.plans.models import TrackingPlan
+from clarion.ingest.plans.secrets import HeaderVault
 from tests.conftest import Tenant, problem
 from tests.ingest.plans.support import create_plan
 
@@ -204,7 +206,7 @@ async def test_graphql_mappings_may_follow_aliases_fragments_and_lists(
 
 
 async def test_header_values_are_never_shown_and_survive_a_round_trip(
-    client: httpx.AsyncClient, database: Database, tenant: Tenant
+    client: httpx.AsyncClient, database: Database, settings: Settings, tenant: Tenant
 ) -> None:
     step = {
         "name": "catalog",
@@ -230,11 +232,15 @@ async def test_header_values_are_never_shown_and_survive_a_round_trip(
     async with database.read_session() as session:
         stored = await session.get(TrackingPlan, plan["id"])
         assert stored is not None
-        assert stored.events[0]["enrichments"][0]["headers"] == {
-            "Authorization": "Bearer s3cret-token"
-        }
+        [kept] = stored.events[0]["enrichments"][0]["headers"].values()
+    assert HeaderVault(settings.resolved_secret_key()).open(kept) == "Bearer s3cret-token"
+    assert "s3cret-token" not in str(stored.events)
 
     # The placeholder for a header that was never stored is refused.
     edited["events"][0]["enrichments"][0]["headers"]["X-Api-Key"] = "<hidden>"
     refused = await client.put(f"{URL}/{plan['id']}", json=edited, headers=tenant.admin)
     problem(refused, 400, "events.0.enrichments.0.headers.X-Api-Key")
+    # ... and in a new plan, where nothing is stored.
+    new = {**edited, "name": "Another", "default": False, "source_ids": []}
+    created_hidden = await client.post(URL, json=new, headers=tenant.admin)
+    problem(created_hidden, 400, "events.0.enrichments.0.headers.Authorization")

@@ -20,9 +20,18 @@ from clarion.ingest.plans.schemas import (
     ViolationPage,
     ViolationRead,
 )
+from clarion.ingest.plans.secrets import HeaderVault
 from clarion.workspaces.auth import ManagementCaller
 
 router = APIRouter(prefix="/api/v1/tracking-plans", tags=["tracking plans"])
+
+
+def _headers(request: Request) -> HeaderVault:
+    """The app's vault for enrichment header values (one per app)."""
+    found: HeaderVault | None = getattr(request.app.state, "enrichment_headers", None)
+    if found is None:
+        found = request.app.state.enrichment_headers = HeaderVault(request.app.state.secret_key)
+    return found
 
 
 async def _announce(request: Request, workspace_id: int) -> None:
@@ -75,7 +84,11 @@ async def create_plan(
 ) -> TrackingPlanRead:
     """A new tracking plan; its schemas are checked before anything is saved."""
     plan = await service.create_plan(
-        session, workspace_id=caller.workspace_id, body=body, now=clock.now()
+        session,
+        workspace_id=caller.workspace_id,
+        body=body,
+        headers=_headers(request),
+        now=clock.now(),
     )
     await session.commit()
     await _announce(request, caller.workspace_id)
@@ -103,7 +116,12 @@ async def update_plan(
 ) -> TrackingPlanRead:
     """Replace the plan's content; it takes effect in every process (see the README)."""
     plan = await service.update_plan(
-        session, workspace_id=caller.workspace_id, plan_id=plan_id, body=body, now=clock.now()
+        session,
+        workspace_id=caller.workspace_id,
+        plan_id=plan_id,
+        body=body,
+        headers=_headers(request),
+        now=clock.now(),
     )
     await session.commit()
     await _announce(request, caller.workspace_id)

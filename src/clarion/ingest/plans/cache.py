@@ -36,6 +36,7 @@ from clarion.core.database import Database
 from clarion.core.settings import Settings
 from clarion.ingest.plans import service
 from clarion.ingest.plans.definitions import CompiledPlan, compile_plan
+from clarion.ingest.plans.secrets import HeaderVault
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,7 @@ class PlanCache:
     def __init__(self, database: Database, settings: Settings, clock: Clock) -> None:
         self._database = database
         self._clock = clock
+        self._headers = HeaderVault(settings.resolved_secret_key())
         self._namespace = namespace(settings)
         self._redis: aioredis.Redis | None = None
         if settings.redis_url:
@@ -183,6 +185,7 @@ class PlanCache:
                     unplanned=raw["unplanned_events"],
                     invalid=raw["invalid_events"],
                     events=raw["events"],
+                    headers=self._headers,
                 )
                 self._compiled[key] = compiled
             plans[key[0]] = compiled

@@ -16,10 +16,12 @@ from urllib.parse import urlsplit
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
+from clarion.core.crypto import UnreadableSecret
 from clarion.core.errors import FieldError, InvalidInput
 from clarion.ingest.plans.graphql import QueryError, path_in_selection, read_query
 from clarion.ingest.plans.paths import event_path_problem, response_path_problem
 from clarion.ingest.plans.schemas import EnrichmentStep, EventRule, Mode, RuleType
+from clarion.ingest.plans.secrets import HeaderVault
 
 DRAFT_2020_12 = "https://json-schema.org/draft/2020-12/schema"
 _NAMELESS = (RuleType.IDENTIFY, RuleType.GROUP)
@@ -134,6 +136,8 @@ class CompiledRule:
     name: str | None
     validator: Draft202012Validator
     enrichments: tuple[EnrichmentStep, ...]
+    # Steps whose header values this secret key cannot open: they fail without a call.
+    unreadable: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,16 +159,31 @@ class CompiledPlan:
 
 
 def compile_plan(
-    *, plan_id: int, version: int, unplanned: str, invalid: str, events: list[dict[str, Any]]
+    *,
+    plan_id: int,
+    version: int,
+    unplanned: str,
+    invalid: str,
+    events: list[dict[str, Any]],
+    headers: HeaderVault,
 ) -> CompiledPlan:
-    """Build the validators of a stored plan (its content was checked when saved)."""
+    """Build the validators of a stored plan (its content was checked when saved), its
+    enrichment header values opened with `headers`."""
     rules = {}
     for raw in events:
         rule = EventRule.model_validate(raw)
         validator = Draft202012Validator(
             rule.json_schema, format_checker=Draft202012Validator.FORMAT_CHECKER
         )
+        steps, unreadable = [], set()
+        for step in rule.enrichments:
+            try:
+                opened = {name: headers.open(value) for name, value in step.headers.items()}
+            except UnreadableSecret:
+                opened = {}
+                unreadable.add(step.name)
+            steps.append(step.model_copy(update={"headers": opened}))
         rules[(rule.type.value, rule.name)] = CompiledRule(
-            rule.type, rule.name, validator, tuple(rule.enrichments)
+            rule.type, rule.name, validator, tuple(steps), frozenset(unreadable)
         )
     return CompiledPlan(plan_id, version, Mode(unplanned), Mode(invalid), rules)

@@ -16,7 +16,8 @@ from clarion.workspaces import models as _workspaces  # noqa: F401 - the tables 
 class TrackingPlan(Base):
     """A workspace's plan: a rule (schema, enrichment steps) per event, and two modes.
 
-    `events` holds the rules as the API received them (validated on save); `version` grows
+    `events` holds the rules as the API received them (validated on save; enrichment
+    header values sealed, see `secrets.py`); `version` grows
     with every change, so compiled validators are keyed by (id, version).
     """
 

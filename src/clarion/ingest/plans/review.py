@@ -148,8 +148,15 @@ class TrackingPlans:
         calls: list[tuple[int, Call]] = []
         failed: dict[int, list[ViolationError]] = {}
         for index, (event, _, rule) in enumerate(kept):
-            for step in rule.enrichments if rule is not None else ():
+            if rule is None:
+                continue
+            for step in rule.enrichments:
                 try:
+                    if step.name in rule.unreadable:
+                        raise EnrichmentFailed(
+                            f"step {step.name!r}: its header values cannot be read with this "
+                            "secret key (it changed?): save them again"
+                        )
                     calls.append((index, resolve(step, event)))
                 except EnrichmentFailed as exc:
                     failed.setdefault(index, []).append(_failure(event, str(exc)))

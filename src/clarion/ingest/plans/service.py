@@ -27,6 +27,7 @@ from clarion.ingest.plans.schemas import (
     TrackingPlanRead,
     ViolationKind,
 )
+from clarion.ingest.plans.secrets import HeaderVault
 from clarion.workspaces import service as workspaces
 
 
@@ -46,14 +47,21 @@ async def get_plan_or_raise(
 
 
 async def create_plan(
-    session: AsyncSession, *, workspace_id: int, body: TrackingPlanCreate, now: datetime
+    session: AsyncSession,
+    *,
+    workspace_id: int,
+    body: TrackingPlanCreate,
+    headers: HeaderVault,
+    now: datetime,
 ) -> TrackingPlanRead:
-    """A new plan; InvalidInput, Conflict or NotFound (naming the field) change nothing."""
+    """A new plan, its enrichment header values sealed with `headers`; InvalidInput,
+    Conflict or NotFound (naming the field) change nothing."""
     check_rules(body.events)
+    rules = _stored_rules(body, [], headers)
     await _check_name(session, workspace_id, body.name, plan_id=None)
     sources = await _check_sources(session, workspace_id, body.source_ids, plan_id=None)
     plan = TrackingPlan(workspace_id=workspace_id, version=1, created_at=now)
-    _fill(plan, body, now)
+    _fill(plan, body, rules, now)
     session.add(plan)
     await session.flush()
     await _connect(session, workspace_id, plan, sources, default=body.default)
@@ -67,15 +75,17 @@ async def update_plan(
     workspace_id: int,
     plan_id: int,
     body: TrackingPlanCreate,
+    headers: HeaderVault,
     now: datetime,
 ) -> TrackingPlanRead:
-    """The plan with its content replaced by `body`, one version later."""
+    """The plan with its content replaced by `body`, one version later; header values
+    sent as HIDDEN keep their stored ones, the others are sealed with `headers`."""
     plan = await _plan_or_raise(session, workspace_id, plan_id)
-    body = _keep_hidden_headers(body, plan.events)
     check_rules(body.events)
+    rules = _stored_rules(body, plan.events, headers)
     await _check_name(session, workspace_id, body.name, plan_id=plan.id)
     sources = await _check_sources(session, workspace_id, body.source_ids, plan_id=plan.id)
-    _fill(plan, body, now)
+    _fill(plan, body, rules, now)
     plan.version += 1
     await session.execute(delete(TrackingPlanSource).where(TrackingPlanSource.plan_id == plan.id))
     await session.flush()
@@ -105,28 +115,30 @@ def _hide_headers(rule: dict[str, Any]) -> dict[str, Any]:
     return {**rule, "enrichments": steps}
 
 
-def _keep_hidden_headers(
-    body: TrackingPlanCreate, stored: list[dict[str, Any]]
-) -> TrackingPlanCreate:
-    """`body` with each header still reading HIDDEN given its stored value, so a plan read
-    and sent back unchanged keeps its secrets; InvalidInput if there is none to keep."""
+def _stored_rules(
+    body: TrackingPlanCreate, stored: list[dict[str, Any]], headers: HeaderVault
+) -> list[dict[str, Any]]:
+    """`body`'s rules as they are stored: header values sealed, and each still reading
+    HIDDEN given its stored value (so a plan read and sent back unchanged keeps its
+    secrets); InvalidInput if there is none to keep."""
     known = {
         _step_key(rule, step): step.get("headers", {})
         for rule in stored
         for step in rule.get("enrichments", [])
     }
-    events = []
+    rules = []
     for r, rule in enumerate(body.events):
-        steps = []
-        for n, step in enumerate(rule.enrichments):
-            headers = dict(step.headers)
-            old = known.get((rule.type.value, rule.name, step.name), {})
-            for header, value in headers.items():
+        document = rule.model_dump(mode="json")
+        for n, step in enumerate(document.get("enrichments", [])):
+            old = known.get(_step_key(document, step), {})
+            for header, value in step["headers"].items():
                 if value != HIDDEN:
-                    continue
-                if header not in old:
+                    step["headers"][header] = headers.seal(value)
+                elif header in old:
+                    step["headers"][header] = headers.sealed(old[header])
+                else:
                     raise InvalidInput(
-                        f"Header {header!r} of step {step.name!r} has no stored value to keep.",
+                        f"Header {header!r} of step {step['name']!r} has no stored value to keep.",
                         errors=[
                             FieldError(
                                 f"events.{r}.enrichments.{n}.headers.{header}",
@@ -134,18 +146,18 @@ def _keep_hidden_headers(
                             )
                         ],
                     )
-                headers[header] = old[header]
-            steps.append(step.model_copy(update={"headers": headers}))
-        events.append(rule.model_copy(update={"enrichments": steps}))
-    return body.model_copy(update={"events": events})
+        rules.append(document)
+    return rules
 
 
-def _fill(plan: TrackingPlan, body: TrackingPlanCreate, now: datetime) -> None:
+def _fill(
+    plan: TrackingPlan, body: TrackingPlanCreate, rules: list[dict[str, Any]], now: datetime
+) -> None:
     plan.name = body.name
     plan.is_default = body.default
     plan.unplanned_events = body.unplanned_events.value
     plan.invalid_events = body.invalid_events.value
-    plan.events = [rule.model_dump(mode="json") for rule in body.events]
+    plan.events = rules
     plan.updated_at = now
 
 

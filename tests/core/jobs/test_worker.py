@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import text
@@ -69,6 +69,41 @@ async def test_due_time_and_priority(
     clock.advance(timedelta(minutes=5))
     assert await worker.drain() == 1
     assert ran[-1].job.payload["n"] == "later"
+
+
+async def test_a_job_kept_waiting_by_more_urgent_work_moves_up_once_it_waited_too_long(
+    database: Database, tenant: Tenant, kind: str
+) -> None:
+    # Long ago, so that no other test's job has waited longer (workers look at the
+    # longest-waiting ones only).
+    clock = FrozenClock(datetime(2001, 1, 1, tzinfo=UTC))
+    urgent, patient = f"{kind}.urgent", f"{kind}.patient"
+    ran: list[str] = []
+
+    async def more_urgent_work(context: JobContext) -> None:
+        ran.append(urgent)
+        async with database.write_session() as session:  # an endless stream: two for one
+            await enqueue(session, [NewJob(tenant.id, urgent, {})] * 2, now=clock.now())
+            await session.commit()
+
+    async def waits(context: JobContext) -> None:
+        ran.append(patient)
+
+    registry = Registry()
+    registry.add(urgent, more_urgent_work)
+    registry.add(patient, waits)
+    await add_jobs(
+        database, clock, NewJob(tenant.id, patient, {}, priority=10), NewJob(tenant.id, urgent, {})
+    )
+    worker = Worker(database, registry, clock=clock, concurrency=1)
+    for _ in range(6):  # 0 to 25 s: the urgent stream goes first
+        assert await worker.drain(rounds=1) == 1
+        clock.advance(timedelta(seconds=5))
+    assert ran == [urgent] * 6
+    assert await worker.drain(rounds=1) == 1  # 30 s: it has waited long enough
+    assert ran[-1] == patient
+    assert await worker.drain(rounds=1) == 1
+    assert ran[-1] == urgent and ran.count(patient) == 1
 
 
 async def test_dedupe_key_holds_while_a_job_is_live(

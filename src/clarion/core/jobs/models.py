@@ -40,6 +40,14 @@ class Job(Base):
             sqlite_where=text("state = 'ready'"),
             postgresql_where=text("state = 'ready'"),
         ),
+        # Less urgent jobs by how long they have waited: those to move up (worker.py).
+        Index(
+            "ix_jobs_waiting_run_at",
+            "run_at",
+            "id",
+            sqlite_where=text("state = 'ready' AND priority > 0"),
+            postgresql_where=text("state = 'ready' AND priority > 0"),
+        ),
         # Leases to take over when their worker has gone.
         Index(
             None,

@@ -10,6 +10,9 @@ that raises is retried after an exponential backoff with jitter, and is parked a
 Jobs sharing a `serial_key` run one at a time in enqueue order: only the oldest live job of a
 key can be claimed. On PostgreSQL claims use `FOR UPDATE SKIP LOCKED`, so any number of
 workers never hold the same job; on SQLite the single writer serializes claims.
+More urgent jobs (a lower `priority`) are claimed first; so that a steady stream of them
+cannot keep the others waiting for ever, once a second each worker moves one of its kinds'
+jobs that has waited `STARVED_AFTER` past its due time to the top priority.
 All times come from the injected clock, so tests move time instead of sleeping.
 """
 
@@ -160,6 +163,24 @@ WHERE id IN (
 )
 RETURNING id, workspace_id, kind, payload, attempts, max_attempts, serial_key
 """
+# A ready job of a lower priority that has waited this long past its due time goes to the
+# top priority: under a steady stream of more urgent work it would otherwise never run.
+STARVED_AFTER = timedelta(seconds=30)
+_AGE_WINDOW = 100  # the longest-waiting jobs looked at per pass: a bounded index scan
+_AGE = """
+UPDATE jobs SET priority = 0, updated_at = :now
+WHERE state = 'ready' AND id IN (
+    SELECT id FROM (
+        SELECT id, kind, run_at FROM jobs
+        WHERE state = 'ready' AND priority > 0 AND run_at <= :starved
+        ORDER BY run_at, id
+        LIMIT :window
+    ) AS waiting
+    WHERE waiting.kind IN :kinds
+    ORDER BY waiting.run_at, waiting.id
+    LIMIT 1
+)
+"""
 _REAP = """
 UPDATE jobs SET state = CASE WHEN attempts >= max_attempts THEN 'dead' ELSE 'ready' END,
     lease_owner = NULL, lease_expires_at = NULL, run_at = :now, updated_at = :now,
@@ -268,9 +289,28 @@ class Worker:
                 self._maintained_at = now
                 await session.execute(text(_REAP).bindparams(*_times("now")), {"now": now})
                 await enqueue_due_recurring_jobs(session, now=now)
+                await self._promote_starved(session, now)
             claimed = await self._claim(session, free, now) if free > 0 else []
             await session.commit()
         return claimed
+
+    async def _promote_starved(self, session: AsyncSession, now: datetime) -> None:
+        """Move one job of this worker's kinds that more urgent work has kept waiting for
+        `STARVED_AFTER` to the top priority, so every kind makes progress under load."""
+        if not self.registry.kinds:
+            return
+        statement = text(_AGE).bindparams(
+            bindparam("kinds", expanding=True), *_times("now", "starved")
+        )
+        await session.execute(
+            statement,
+            {
+                "now": now,
+                "starved": now - STARVED_AFTER,
+                "kinds": list(self.registry.kinds),
+                "window": _AGE_WINDOW,
+            },
+        )
 
     async def _claim(self, session: AsyncSession, limit: int, now: datetime) -> list[ClaimedJob]:
         if not self.registry.kinds:

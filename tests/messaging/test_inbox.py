@@ -23,9 +23,16 @@ from sqlalchemy import select
 
 from clarion.app import create_app
 from clarion.core.database import Database
+from clarion.core.errors import NotFound
 from clarion.core.settings import Settings
 from clarion.messaging import inbox_live
-from clarion.messaging.inbox import deliver_to_inbox, sign_user_id
+from clarion.messaging.inbox import (
+    CredentialVersions,
+    deliver_to_inbox,
+    inbox_credentials,
+    rotate_inbox_credentials,
+    sign_user_id,
+)
 from clarion.messaging.inbox_live import BROKER, InboxBroker, event_stream
 from clarion.messaging.models import Message, MessageEvent
 from tests.conftest import Tenant, problem
@@ -128,6 +135,56 @@ async def test_credentials_are_per_workspace_and_for_admins(
     assert mine == await credentials(client, tenant)  # derived, stable
     problem(await client.get("/api/v1/inbox/credentials", headers=tenant.reader), 403)
     problem(await client.get("/api/v1/inbox/credentials"), 401)
+
+
+async def test_an_admin_rotates_the_credentials_and_the_old_ones_stop_working(
+    customer: Inbox, client: httpx.AsyncClient, other_tenant: Tenant
+) -> None:
+    await deliver(customer.database, customer.tenant, customer.profile_id, "Hello")
+    before = await credentials(client, customer.tenant)
+    theirs = await credentials(client, other_tenant)
+    assert await customer.titles() == ["Hello"]  # the version is now held by this process
+
+    url = "/api/v1/inbox/credentials/rotate"
+    problem(await client.post(url, headers=customer.tenant.reader), 403)
+    problem(await client.post(url), 401)
+    rotated = await client.post(url, headers=customer.tenant.admin)
+    assert rotated.status_code == 200, rotated.text
+    after = rotated.json()
+    assert after["inbox_key"].startswith(f"ibx_{customer.tenant.id}_")
+    assert after["inbox_key"] != before["inbox_key"]
+    assert after["inbox_secret"] != before["inbox_secret"]
+    assert await credentials(client, customer.tenant) == after
+    assert await credentials(client, other_tenant) == theirs  # other workspaces keep theirs
+
+    old = await client.get("/inbox/v1/messages", headers=customer.headers)
+    problem(old, 401)
+    half = {**customer.headers, "X-Clarion-Inbox-Key": after["inbox_key"]}  # old secret
+    problem(await client.get("/inbox/v1/messages", headers=half), 401)
+    customer.headers = await inbox_headers(client, customer.tenant, customer.user_id)
+    assert await customer.titles() == ["Hello"]
+
+
+async def test_other_processes_see_a_rotation_within_the_versions_ttl(
+    database: Database, tenant: Tenant, settings: Settings
+) -> None:
+    now = [100.0]
+    versions = CredentialVersions(ttl=5.0, monotonic=lambda: now[0])
+    assert await versions.get(database, tenant.id) == 0
+    async with database.write_session() as session:
+        rotated = await rotate_inbox_credentials(
+            session, workspace_id=tenant.id, secret_key=settings.resolved_secret_key()
+        )
+        await session.commit()
+    assert rotated == inbox_credentials(
+        settings.resolved_secret_key(), workspace_id=tenant.id, version=1
+    )
+    assert await versions.get(database, tenant.id) == 0  # held for its ttl
+    now[0] += 5.1
+    assert await versions.get(database, tenant.id) == 1
+    async with database.write_session() as session:
+        with pytest.raises(NotFound):
+            await rotate_inbox_credentials(session, workspace_id=999_999_999, secret_key="k")
 
 
 async def test_identity_verification(

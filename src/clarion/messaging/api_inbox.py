@@ -140,12 +140,26 @@ async def inbox_user(
     user_hash: Annotated[str | None, Query(description="Instead of the header.")] = None,
 ) -> InboxUser:
     """The end customer the request's inbox credentials prove; 401 otherwise."""
+    key = header_key or inbox_key
+    workspace_id = service.key_workspace(key)
+    version = 0
+    if workspace_id is not None:
+        version = await _versions(request).get(get_database(request), workspace_id)
     return service.authenticate(
         request.app.state.secret_key,
-        inbox_key=header_key or inbox_key,
+        inbox_key=key,
         user_id=header_user or user_id,
         user_hash=header_hash or user_hash,
+        version=version,
     )
+
+
+def _versions(request: Request) -> service.CredentialVersions:
+    """The app's cache of inbox credentials versions (one per app)."""
+    held: service.CredentialVersions | None = getattr(request.app.state, "inbox_versions", None)
+    if held is None:
+        held = request.app.state.inbox_versions = service.CredentialVersions()
+    return held
 
 
 InboxCaller = Annotated[InboxUser, Depends(inbox_user)]
@@ -261,13 +275,41 @@ async def stream(user: InboxCaller, request: Request) -> StreamingResponse:
 
 
 @router.get("/inbox/credentials", response_model=InboxCredentialsRead)
-async def inbox_credentials(caller: ManagementCaller, request: Request) -> InboxCredentialsRead:
+async def inbox_credentials(
+    caller: ManagementCaller, session: ReadSession, request: Request
+) -> InboxCredentialsRead:
     """The workspace's public inbox key and its inbox secret (admin keys only)."""
-    if caller.scope is not KeyScope.ADMIN:
-        raise Forbidden("Only an admin key may read the inbox secret.")
-    credentials = service.inbox_credentials(
-        request.app.state.secret_key, workspace_id=caller.workspace_id
+    _admin_only(caller)
+    version = await service.credentials_version(session, caller.workspace_id)
+    return _credentials_read(
+        service.inbox_credentials(
+            request.app.state.secret_key, workspace_id=caller.workspace_id, version=version
+        )
     )
+
+
+@router.post("/inbox/credentials/rotate", response_model=InboxCredentialsRead)
+async def rotate_inbox_credentials(
+    caller: ManagementCaller, session: WriteSession, request: Request
+) -> InboxCredentialsRead:
+    """New inbox credentials (admin keys only): the old key and secret stop working at
+    once here and within seconds in every process, so update the backend and the app
+    together."""
+    _admin_only(caller)
+    credentials = await service.rotate_inbox_credentials(
+        session, workspace_id=caller.workspace_id, secret_key=request.app.state.secret_key
+    )
+    await session.commit()
+    _versions(request).forget(caller.workspace_id)
+    return _credentials_read(credentials)
+
+
+def _admin_only(caller: ManagementCaller) -> None:
+    if caller.scope is not KeyScope.ADMIN:
+        raise Forbidden("Only an admin key may read or rotate the inbox secret.")
+
+
+def _credentials_read(credentials: service.InboxCredentials) -> InboxCredentialsRead:
     return InboxCredentialsRead(
         inbox_key=credentials.inbox_key, inbox_secret=credentials.inbox_secret
     )

@@ -4,14 +4,16 @@ app, with who may read them.
 Identity verification, as Intercom's and Novu's: the customer's backend computes
 `user_hash = hex(HMAC-SHA256(key=inbox_secret, msg=user_id))` and hands it to its app, which
 sends it with the user id and the workspace's public `inbox_key`. Both are derived from the
-app's secret key, so nothing is stored and no schema is needed:
+app's secret key and the workspace's `inbox_secret_version` (V), so no secret is stored:
 
-    inbox_secret = hex(HMAC-SHA256(secret_key, "inbox:<workspace id>"))      (64 hex digits)
-    inbox_key    = "ibx_<workspace id>_" + hex(HMAC-SHA256(secret_key, "inbox-key:<id>"))[:16]
+    inbox_secret = hex(HMAC-SHA256(secret_key, "inbox:<workspace id>" + S))    (64 hex digits)
+    inbox_key    = "ibx_<workspace id>_" + hex(HMAC-SHA256(secret_key, "inbox-key:<id>" + S))[:16]
 
-The key is not secret (it ships in web pages); its tag only stops anyone from naming a
-workspace they were not given. Rotating the secret key changes both, which is the one way
-to rotate them (operators update their backend at the same time).
+where S is empty for version 0 and ":v<V>" after. The key is not secret (it ships in web
+pages); its tag only stops anyone from naming a workspace they were not given. An admin
+rotates a workspace's pair (`rotate_inbox_credentials`): the old one stops working at once
+in the process that rotated and within `VERSION_TTL_S` in the others (each keeps the
+versions it read that long); streams already open run on until they reconnect.
 
 A user id names its canonical profile (and the profiles merged into it); a message is the
 customer's when it is an inbox message of one of those, delivered. Anything else reads as
@@ -26,8 +28,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
+import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -37,7 +40,7 @@ from sqlalchemy import event as orm_event
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
-from clarion.core.database import MAX_ROW_ID
+from clarion.core.database import MAX_ROW_ID, Database
 from clarion.core.errors import FieldError, InvalidInput, NotFound, Unauthorized
 from clarion.core.pagination import decode_cursor, encode_cursor
 from clarion.messaging import engagement
@@ -47,12 +50,15 @@ from clarion.messaging.inbox_live import BROKER, CHANNEL, Notice
 from clarion.messaging.models import Message
 from clarion.profiles import queries as profiles
 from clarion.profiles.identity import USER_ID
+from clarion.workspaces.models import Workspace
 
 INBOX = "inbox"
 MAX_USER_ID = 255
 AUTH_SCHEME = "ClarionInbox"
 _KEY_SHAPE = re.compile(r"ibx_([1-9][0-9]{0,18})_([0-9a-f]{16})")
 _PENDING = "clarion_inbox_pending"
+VERSION_TTL_S = 5.0  # how long a process trusts the credentials version it read
+_MAX_VERSIONS = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,13 +82,74 @@ def _digest(key: str, message: str) -> str:
     return hmac.new(key.encode(), message.encode(), hashlib.sha256).hexdigest()
 
 
-def inbox_credentials(secret_key: str, *, workspace_id: int) -> InboxCredentials:
-    """The workspace's inbox key and secret, derived from the app's secret key."""
-    tag = _digest(secret_key, f"inbox-key:{workspace_id}")[:16]
+def inbox_credentials(secret_key: str, *, workspace_id: int, version: int) -> InboxCredentials:
+    """The workspace's inbox key and secret of `version`, derived from the app's secret key."""
+    suffix = f":v{version}" if version else ""
+    tag = _digest(secret_key, f"inbox-key:{workspace_id}{suffix}")[:16]
     return InboxCredentials(
         inbox_key=f"ibx_{workspace_id}_{tag}",
-        inbox_secret=_digest(secret_key, f"inbox:{workspace_id}"),
+        inbox_secret=_digest(secret_key, f"inbox:{workspace_id}{suffix}"),
     )
+
+
+def key_workspace(inbox_key: str | None) -> int | None:
+    """The workspace an inbox key names, if it has the shape of one."""
+    match = _KEY_SHAPE.fullmatch(inbox_key or "")
+    if match is None or int(match.group(1)) > MAX_ROW_ID:
+        return None
+    return int(match.group(1))
+
+
+async def credentials_version(session: AsyncSession, workspace_id: int) -> int:
+    """The workspace's current inbox credentials version (0 for no such workspace)."""
+    found = await session.scalar(
+        select(Workspace.inbox_secret_version).where(Workspace.id == workspace_id)
+    )
+    return found or 0
+
+
+async def rotate_inbox_credentials(
+    session: AsyncSession, *, workspace_id: int, secret_key: str
+) -> InboxCredentials:
+    """New inbox credentials for the workspace, the old ones refused from now on. Flushes,
+    never commits."""
+    version = await session.scalar(
+        update(Workspace)
+        .where(Workspace.id == workspace_id)
+        .values(inbox_secret_version=Workspace.inbox_secret_version + 1)
+        .returning(Workspace.inbox_secret_version)
+    )
+    if version is None:
+        raise NotFound(f"Workspace {workspace_id} not found.")
+    return inbox_credentials(secret_key, workspace_id=workspace_id, version=version)
+
+
+class CredentialVersions:
+    """Each workspace's current inbox credentials version, as read in the last
+    `VERSION_TTL_S` seconds, so verifying a customer's app costs no query per request."""
+
+    def __init__(
+        self, *, ttl: float = VERSION_TTL_S, monotonic: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._ttl = ttl
+        self._monotonic = monotonic
+        self._versions: dict[int, tuple[float, int]] = {}
+
+    async def get(self, database: Database, workspace_id: int) -> int:
+        """The workspace's version, read again once the one held is `ttl` old."""
+        held = self._versions.get(workspace_id)
+        if held is not None and held[0] > self._monotonic():
+            return held[1]
+        async with database.read_session() as session:
+            version = await credentials_version(session, workspace_id)
+        if len(self._versions) >= _MAX_VERSIONS:
+            self._versions.clear()
+        self._versions[workspace_id] = (self._monotonic() + self._ttl, version)
+        return version
+
+    def forget(self, workspace_id: int) -> None:
+        """Read the workspace's version again next time (after rotating it here)."""
+        self._versions.pop(workspace_id, None)
 
 
 def sign_user_id(inbox_secret: str, user_id: str) -> str:
@@ -92,24 +159,30 @@ def sign_user_id(inbox_secret: str, user_id: str) -> str:
 
 
 def authenticate(
-    secret_key: str, *, inbox_key: str | None, user_id: str | None, user_hash: str | None
+    secret_key: str,
+    *,
+    inbox_key: str | None,
+    user_id: str | None,
+    user_hash: str | None,
+    version: int,
 ) -> InboxUser:
-    """The customer these credentials prove; Unauthorized, the same whatever is wrong, when
-    they prove none (comparisons take constant time)."""
+    """The customer these credentials prove, checked against the key's workspace's
+    credentials of `version`; Unauthorized, the same whatever is wrong, when they prove
+    none (comparisons take constant time)."""
     if not inbox_key or not user_id or not user_hash:
         raise Unauthorized(
             "Send the inbox key, the user id and its hash "
             "(X-Clarion-Inbox-Key, X-Clarion-User-Id, X-Clarion-User-Hash).",
             scheme=AUTH_SCHEME,
         )
-    match = _KEY_SHAPE.fullmatch(inbox_key)
-    workspace_id = int(match.group(1)) if match else 0
-    expected = inbox_credentials(secret_key, workspace_id=workspace_id)
+    named = key_workspace(inbox_key)
+    workspace_id = named or 0
+    expected = inbox_credentials(secret_key, workspace_id=workspace_id, version=version)
     key_ok = hmac.compare_digest(inbox_key.encode(), expected.inbox_key.encode())
     hash_ok = hmac.compare_digest(
         user_hash.strip().lower().encode(), sign_user_id(expected.inbox_secret, user_id).encode()
     )
-    valid = match is not None and workspace_id <= MAX_ROW_ID and len(user_id) <= MAX_USER_ID
+    valid = named is not None and len(user_id) <= MAX_USER_ID
     if not (valid and key_ok and hash_ok):
         raise Unauthorized("The inbox key or the user hash is not valid.", scheme=AUTH_SCHEME)
     return InboxUser(workspace_id, user_id)

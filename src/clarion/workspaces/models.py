@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Index, String, Uuid
+from sqlalchemy import ForeignKey, Index, Integer, String, Uuid
 from sqlalchemy.orm import Mapped, mapped_column
 
 from clarion.core.database import Base, UTCDateTime
@@ -20,6 +20,8 @@ class Workspace(Base):
     slug: Mapped[str] = mapped_column(String(64), unique=True)
     name: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # Which inbox credentials are current (messaging/inbox.py): rotating them adds one.
+    inbox_secret_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class Source(Base):

@@ -1039,6 +1039,19 @@ async def _inbox_credentials(client: httpx.AsyncClient, s: Seeded) -> None:
     assert b["inbox_key"].startswith(f"ibx_{s.b.id}_")
 
 
+@check("POST", "/api/v1/inbox/credentials/rotate")
+async def _rotate_inbox_credentials(client: httpx.AsyncClient, s: Seeded) -> None:
+    from tests.messaging.test_inbox import credentials
+
+    i = await _inboxes(client, s)
+    a = await credentials(client, s.a)
+    rotated = await client.post("/api/v1/inbox/credentials/rotate", headers=s.b.admin)
+    assert rotated.status_code == 200, rotated.text
+    assert rotated.json()["inbox_key"].startswith(f"ibx_{s.b.id}_")
+    assert await credentials(client, s.a) == a  # B rotates its own pair only
+    await _a_inbox_unchanged(client, i)
+
+
 # --- Messages and sending rules ----------------------------------------------------------------
 
 

@@ -27,6 +27,10 @@ rebuilding their computed traits from their timelines), in this order:
 5. **Latency, 50 segments.** As 2, for other users; then, on PostgreSQL, for others again
    with `clarion serve --no-worker` taking the pings and `--workers` `clarion worker`
    processes processing them, as a deployment scales out.
+6. **The cost of a first touch**, in process: the worker CPU per profile that
+   `evaluate_profiles` spends on customers not evaluated since the segments were defined
+   (what every ping of 5 is), in batches of 50, rolled back. Steadier than the rounds: no
+   other process shares it. Not a target; the figure to move for 2 and 5.
 
 Peak RSS of the worker and the server (target < 1 GiB) and of this process. Exactly one
 JSON line goes to stdout; progress goes to stderr.
@@ -95,10 +99,10 @@ from clarion.ingest.models import Event
 from clarion.ingest.service import Accepted
 from clarion.profiles import computed as computed_traits
 from clarion.profiles.models import Profile, ProfileEvent
-from clarion.segments import recompute, service
+from clarion.segments import membership, recompute, service
 from clarion.segments.catalog import Catalog, rule_context
 from clarion.segments.membership import SEGMENT_ENTERED, SEGMENT_EXITED
-from clarion.segments.models import Segment
+from clarion.segments.models import ProfileSegmentState, Segment
 from clarion.segments.parsing import parse_rule
 from clarion.segments.rules import Rfm, TopPercent, walk
 from clarion.segments.sql import members_query
@@ -1571,6 +1575,66 @@ def measure_latency(
     }
 
 
+# --- (d) The cost of a first touch, in process -----------------------------------------------
+
+FIRST_TOUCH_PROFILES = 500
+FIRST_TOUCH_BATCH = 50
+
+
+async def first_touch_cost(url: str) -> dict[str, Any]:
+    """Worker CPU per profile to bring profiles Clarion has not evaluated since the segments
+    were defined up to date (aggregates from the timeline, every segment answered, next
+    changes), measured in this process on batches as a run takes them, each rolled back.
+    Steadier than the rounds above (no other process shares the measurement)."""
+    database = Database(url)
+    catalog = Catalog()
+    try:
+        async with database.read_session() as session:
+            workspace_id: int = await session.scalar(select(func.min(Profile.workspace_id))) or 0
+            stateless = (
+                select(Profile.id)
+                .where(
+                    Profile.workspace_id == workspace_id,
+                    Profile.canonical_id.is_(None),
+                    ~select(ProfileSegmentState.profile_id)
+                    .where(ProfileSegmentState.profile_id == Profile.id)
+                    .exists(),
+                )
+                .order_by(Profile.id)
+                .limit(FIRST_TOUCH_PROFILES)
+            )
+            ids = list((await session.scalars(stateless)).all())
+        if not ids:
+            raise BenchError("no profile left without real-time state")
+        now = datetime.now(UTC)
+        started = time.process_time()
+        for first in range(0, len(ids), FIRST_TOUCH_BATCH):
+            batch = ids[first : first + FIRST_TOUCH_BATCH]
+            async with database.write_session() as session:
+                index = await catalog.load(session, workspace_id)
+                await membership.evaluate_profiles(
+                    session,
+                    workspace_id=workspace_id,
+                    index=index,
+                    touched={
+                        profile_id: membership.Touched(everything=True) for profile_id in batch
+                    },
+                    absorbed={},
+                    now=now,
+                    cause="realtime",
+                )
+                await session.rollback()
+        cpu = time.process_time() - started
+    finally:
+        await database.dispose()
+    return {
+        "profiles": len(ids),
+        "batch": FIRST_TOUCH_BATCH,
+        "segments": len(index.segments),
+        "cpu_ms_per_profile": round(1000 * cpu / len(ids), 2),
+    }
+
+
 # --- Putting it together ----------------------------------------------------------------------
 
 
@@ -1685,6 +1749,12 @@ def measure(kind: str, options: Options) -> dict[str, Any]:
                     options.workers,
                 )
             result["latency"] = latency
+            result["first_touch_cost"] = run_async(first_touch_cost(url))
+            log.info(
+                "%s: a first touch costs %.2f ms of CPU a profile",
+                kind,
+                result["first_touch_cost"]["cpu_ms_per_profile"],
+            )
     rounds = ("no_segments", "first_touch", "again", "again_more_workers")
     rss = [realtime[name]["peak_worker_rss_mib"] for name in rounds if name in realtime] + [
         figures["peak_server_rss_mib"] for figures in latency.values()

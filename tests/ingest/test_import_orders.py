@@ -176,7 +176,7 @@ async def test_a_bad_line_skips_its_whole_invoice(
     assert fixed.stored == 8 and len(await _events(database, tenant)) == EVENTS
 
 
-async def test_an_invoice_too_large_for_one_message_is_refused_whole(
+async def test_an_invoice_too_large_for_one_message_keeps_its_order_and_revenue(
     database: Database, tenant: Tenant, tmp_path: Path
 ) -> None:
     big = "".join(
@@ -186,13 +186,24 @@ async def test_an_invoice_too_large_for_one_message_is_refused_whole(
     small = "600002,22423,REGENCY CAKESTAND 3 TIER,1,2011-01-05 11:00:00,12.75,20001,France\n"
     path = _write(tmp_path / "big.csv", HEADER + big + small)
     result = await _import(database, tenant, path)
-    assert (result.orders, result.skipped_invoices, result.stored) == (1, 1, 2)
-    [error] = result.errors
-    assert error.line == 2
-    assert error.message == ("invoice 600001 (lines 2-301) not stored: message larger than 32 KB")
+    assert (result.orders, result.skipped_invoices, result.trimmed_invoices) == (2, 0, 1)
+    assert (result.stored, result.errors) == (3, [])
+    assert "1 with line items left out" in result.line()
     events = await _events(database, tenant)
-    assert [e.type for e in events] == ["identify", "track"]
-    assert _orders(events, "600002")[0].properties["revenue"] == 12.75  # type: ignore[index]
+    assert [e.type for e in events] == ["identify", "track", "track"]
+    [order] = _orders(events, "600001")
+    properties = order.properties
+    assert properties is not None
+    assert properties["revenue"] == 375.0  # all 300 lines, whatever was left out
+    kept = properties["products"]
+    assert 100 < len(kept) < 300 and len(kept) + properties["products_omitted"] == 300
+    assert [item["sku"] for item in kept] == [str(n) for n in range(10000, 10000 + len(kept))]
+    [other] = _orders(events, "600002")
+    assert other.properties is not None and other.properties["revenue"] == 12.75
+    assert "products_omitted" not in other.properties
+
+    again = await _import(database, tenant, path)
+    assert (again.stored, again.trimmed_invoices) == (0, 1)  # the same message: stored once
 
 
 async def test_odd_lines(database: Database, tenant: Tenant, tmp_path: Path) -> None:
@@ -261,7 +272,8 @@ async def test_a_truncated_gzip_keeps_what_came_before(
 def _summary(output: str) -> tuple[int, ...]:
     found = re.search(
         r"([\d,]+) lines read \(([\d,]+) without a customer skipped, ([\d,]+) bad\), ([\d,]+)"
-        r" customers, ([\d,]+) orders, ([\d,]+) refunds \(([\d,]+) invoices skipped\),"
+        r" customers, ([\d,]+) orders, ([\d,]+) refunds \(([\d,]+) invoices skipped,"
+        r" [\d,]+ with line items left out\),"
         r" ([\d,]+) events stored \(([\d,]+) already there\) in [\d.]+ s",
         output,
     )

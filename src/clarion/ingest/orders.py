@@ -16,7 +16,10 @@ of the workspace or the clock: importing the same file again stores nothing.
 
 An invoice is all or nothing: one bad line (a number or date that does not parse, a wrong
 field count, text that is not UTF-8) skips the whole invoice, and the bad line is reported
-with its line number; so is an invoice the ingestion path refuses (a message over 32 KB).
+with its line number; so is an invoice the ingestion path refuses. An invoice with more
+line items than one message holds (32 KB) keeps its order and full revenue with the first
+items that fit, and `products_omitted` counting the others: order counts and revenue, what
+segments and RFM read, stay whole.
 A file without the expected columns raises InvalidInput before anything is stored.
 """
 
@@ -33,7 +36,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
-from typing import IO, NamedTuple
+from typing import IO, Any, NamedTuple
 from zoneinfo import ZoneInfo
 
 import orjson
@@ -80,6 +83,7 @@ class OrdersResult:
     no_customer: int = 0
     bad_lines: int = 0
     skipped_invoices: int = 0
+    trimmed_invoices: int = 0  # stored with only the line items that fit in one message
     customers: int = 0
     orders: int = 0
     refunds: int = 0
@@ -102,7 +106,8 @@ class OrdersResult:
             f"orders import: {self.rows:,} lines read ({self.no_customer:,} without a customer"
             f" skipped, {self.bad_lines:,} bad), {self.customers:,} customers,"
             f" {self.orders:,} orders, {self.refunds:,} refunds"
-            f" ({self.skipped_invoices:,} invoices skipped), {self.stored:,} events stored"
+            f" ({self.skipped_invoices:,} invoices skipped,"
+            f" {self.trimmed_invoices:,} with line items left out), {self.stored:,} events stored"
             f" ({self.sent - self.stored:,} already there) in {self.seconds:.1f} s"
         )
 
@@ -360,7 +365,9 @@ def _messages(invoices: Iterable[_Invoice], result: OrdersResult) -> Iterator[_O
         refund = invoice.number.startswith("C")
         what = f"invoice {invoice.number} (lines {invoice.first_line}-{invoice.last_line})"
         kind = "refund" if refund else "order"
-        yield _Outgoing(_track(invoice, refund=refund), kind, invoice.first_line, what)
+        message, omitted = _track(invoice, refund=refund)
+        result.trimmed_invoices += omitted > 0
+        yield _Outgoing(message, kind, invoice.first_line, what)
 
 
 def _identify(line: _Line) -> bytes:
@@ -379,9 +386,10 @@ def _identify(line: _Line) -> bytes:
     )
 
 
-def _track(invoice: _Invoice, *, refund: bool) -> bytes:
+def _track(invoice: _Invoice, *, refund: bool) -> tuple[bytes, int]:
     """`Order Completed` (or `Order Refunded`) for an invoice, as Segment's e-commerce spec
-    has it: amounts and quantities positive for a refund, `order_id` without the `C`."""
+    has it: amounts and quantities positive for a refund, `order_id` without the `C`; and
+    how many line items were left out of `products` to fit in one message."""
     sign = -1 if refund else 1
     revenue = sum((line.quantity * line.price for line in invoice.lines), Decimal(0)) * sign
     products = []
@@ -394,22 +402,42 @@ def _track(invoice: _Invoice, *, refund: bool) -> bytes:
         products.append(product)
     # The n-th run of an invoice number is a message of its own: unique, and stable per file.
     message_id = uuid.uuid5(NAMESPACE, f"invoice/{invoice.number}/{invoice.occurrence}")
-    return orjson.dumps(
-        {
-            "type": "track",
-            "event": "Order Refunded" if refund else "Order Completed",
-            "messageId": str(message_id),
-            "userId": invoice.lines[0].customer,
-            "timestamp": _iso(min(line.timestamp for line in invoice.lines)),
-            "properties": {
-                "order_id": invoice.number[1:] if refund else invoice.number,
-                "revenue": float(revenue.quantize(_CENT, rounding=ROUND_HALF_UP)),
-                "currency": CURRENCY,
-                "products": products,
-            },
-            "context": {"library": LIBRARY},
-        }
-    )
+    message: dict[str, Any] = {
+        "type": "track",
+        "event": "Order Refunded" if refund else "Order Completed",
+        "messageId": str(message_id),
+        "userId": invoice.lines[0].customer,
+        "timestamp": _iso(min(line.timestamp for line in invoice.lines)),
+        "properties": {
+            "order_id": invoice.number[1:] if refund else invoice.number,
+            "revenue": float(revenue.quantize(_CENT, rounding=ROUND_HALF_UP)),
+            "currency": CURRENCY,
+            "products": products,
+        },
+        "context": {"library": LIBRARY},
+    }
+    data = orjson.dumps(message)
+    if len(data) <= ingest.MAX_MESSAGE_BYTES:
+        return data, 0
+    # Too many items for one message: the most that fit (found by halving), and the count
+    # of the others.
+    fits, fails = 0, len(products)
+    while fails - fits > 1:
+        middle = (fits + fails) // 2
+        if len(_with_items(message, products, middle)) <= ingest.MAX_MESSAGE_BYTES:
+            fits = middle
+        else:
+            fails = middle
+    return _with_items(message, products, fits), len(products) - fits
+
+
+def _with_items(message: dict[str, Any], products: list[dict[str, object]], kept: int) -> bytes:
+    properties = {
+        **message["properties"],
+        "products": products[:kept],
+        "products_omitted": len(products) - kept,
+    }
+    return orjson.dumps({**message, "properties": properties})
 
 
 def _iso(at: datetime) -> str:

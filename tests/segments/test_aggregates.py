@@ -6,7 +6,7 @@ from __future__ import annotations
 import copy
 import json
 import math
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 from hypothesis import given, settings
@@ -483,3 +483,17 @@ def test_count_drops_are_the_first_exits_at_or_below_each_count(
                 expected = None  # no drop to come: it is there already
             found = aggregates.count_drops(state, condition, NOW, [target])
             assert found == ([] if expected is None else [expected])
+
+
+@given(
+    st.datetimes(
+        min_value=datetime(1, 1, 2),
+        max_value=datetime(9999, 12, 30),
+        timezones=st.sampled_from([None, UTC, timezone(timedelta(hours=-9, minutes=-30))]),
+    )
+)
+def test_micros_is_exact_and_instant_inverts_it(moment: datetime) -> None:
+    aware = moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+    us = aggregates.micros(moment)
+    assert us == (aware - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
+    assert aggregates.instant(us) == aware

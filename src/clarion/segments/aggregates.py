@@ -44,7 +44,6 @@ from clarion.segments.rules import (
 from clarion.segments.values import distinct_key, is_number, matches, read, scalar
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_US = timedelta(microseconds=1)
 DAY_US = 86_400_000_000
 
 # --- Exact float sums (Shewchuk partials, as math.fsum keeps them) ---------------------------
@@ -73,7 +72,10 @@ def micros(moment: datetime) -> int:
     """`moment` as integer microseconds since the Unix epoch (naive: taken as UTC)."""
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    return (moment - _EPOCH) // _US
+    # Summed from the timedelta's parts: exact, and faster than dividing by a timedelta
+    # (this runs for every event and condition a segment reads).
+    since = moment - _EPOCH
+    return (since.days * 86_400 + since.seconds) * 1_000_000 + since.microseconds
 
 
 def instant(us: int) -> datetime:

@@ -23,11 +23,12 @@ from sqlalchemy import select
 
 from clarion.app import create_app
 from clarion.core.database import Database
-from clarion.core.errors import NotFound
+from clarion.core.errors import NotFound, Unauthorized
 from clarion.core.settings import Settings
 from clarion.messaging import inbox_live
 from clarion.messaging.inbox import (
     CredentialVersions,
+    authenticate,
     deliver_to_inbox,
     inbox_credentials,
     rotate_inbox_credentials,
@@ -416,6 +417,57 @@ async def test_heartbeats_while_quiet() -> None:
     assert broker.stream_count() == 1
     await stream.aclose()
     assert broker.stream_count() == 0
+
+
+async def test_a_stream_ends_at_a_heartbeat_once_its_credentials_were_rotated() -> None:
+    broker = InboxBroker(stopping=lambda: False)
+    rotated = False
+
+    async def resolve() -> list[uuid.UUID]:
+        return []
+
+    async def load(message_id: uuid.UUID) -> str | None:
+        return None
+
+    async def still_allowed() -> bool:
+        return not rotated
+
+    stream = event_stream(
+        broker=broker,
+        workspace_id=1,
+        resolve=resolve,
+        load=load,
+        dsn=None,
+        heartbeat=0.05,
+        still_allowed=still_allowed,
+    )
+    assert (await anext(stream)).startswith(b"retry: ")
+    assert await anext(stream) == b": heartbeat\n\n"
+    rotated = True
+    with pytest.raises(StopAsyncIteration):
+        await anext(stream)
+    assert broker.stream_count() == 0
+
+
+def test_a_proven_customer_carries_the_credentials_version(settings: Settings) -> None:
+    secret_key = settings.resolved_secret_key()
+    second = inbox_credentials(secret_key, workspace_id=7, version=2)
+    user = authenticate(
+        secret_key,
+        inbox_key=second.inbox_key,
+        user_id="ann",
+        user_hash=sign_user_id(second.inbox_secret, "ann"),
+        version=2,
+    )
+    assert (user.workspace_id, user.user_id, user.version) == (7, "ann", 2)
+    with pytest.raises(Unauthorized):  # the same pair checked against another version
+        authenticate(
+            secret_key,
+            inbox_key=second.inbox_key,
+            user_id="ann",
+            user_hash=sign_user_id(second.inbox_secret, "ann"),
+            version=1,
+        )
 
 
 async def test_streams_end_when_the_server_shuts_down(

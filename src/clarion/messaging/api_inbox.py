@@ -249,7 +249,8 @@ class _EventStream(StreamingResponse):
 async def stream(user: InboxCaller, request: Request) -> StreamingResponse:
     """Server-Sent Events: `event: message` with each new message's JSON as it is
     delivered, a `: heartbeat` comment every 15 s of quiet. Re-read `/messages` on
-    (re)connect: messages delivered while disconnected are not replayed."""
+    (re)connect: messages delivered while disconnected are not replayed. The stream ends
+    at a heartbeat once the workspace's inbox credentials were rotated."""
     database = get_database(request)
 
     async def resolve() -> list[uuid.UUID]:
@@ -264,12 +265,18 @@ async def stream(user: InboxCaller, request: Request) -> StreamingResponse:
             return None if message is None else _read(message).model_dump_json()
 
     dsn = None if database.is_sqlite else database.url.replace("+asyncpg", "", 1)
+    versions = _versions(request)
+
+    async def still_allowed() -> bool:
+        return await versions.get(database, user.workspace_id) == user.version
+
     body = inbox_live.event_stream(
         broker=inbox_live.BROKER,
         workspace_id=user.workspace_id,
         resolve=resolve,
         load=load,
         dsn=dsn,
+        still_allowed=still_allowed,
     )
     return _EventStream(body)
 

@@ -13,7 +13,8 @@ where S is empty for version 0 and ":v<V>" after. The key is not secret (it ship
 pages); its tag only stops anyone from naming a workspace they were not given. An admin
 rotates a workspace's pair (`rotate_inbox_credentials`): the old one stops working at once
 in the process that rotated and within `VERSION_TTL_S` in the others (each keeps the
-versions it read that long); streams already open run on until they reconnect.
+versions it read that long); a live stream opened with the old pair ends at its next
+heartbeat, and its reconnection is refused.
 
 A user id names its canonical profile (and the profiles merged into it); a message is the
 customer's when it is an inbox message of one of those, delivered. Anything else reads as
@@ -72,10 +73,12 @@ class InboxCredentials:
 
 @dataclass(frozen=True, slots=True)
 class InboxUser:
-    """An authenticated end customer: a user id in a workspace."""
+    """An authenticated end customer: a user id in a workspace, proven with the workspace's
+    inbox credentials of `version`."""
 
     workspace_id: int
     user_id: str
+    version: int = 0
 
 
 def _digest(key: str, message: str) -> str:
@@ -185,7 +188,7 @@ def authenticate(
     valid = named is not None and len(user_id) <= MAX_USER_ID
     if not (valid and key_ok and hash_ok):
         raise Unauthorized("The inbox key or the user hash is not valid.", scheme=AUTH_SCHEME)
-    return InboxUser(workspace_id, user_id)
+    return InboxUser(workspace_id, user_id, version)
 
 
 # Delivery

@@ -288,12 +288,15 @@ async def event_stream(
     load: Callable[[uuid.UUID], Awaitable[str | None]],
     dsn: str | None,
     heartbeat: float = HEARTBEAT_SECONDS,
+    still_allowed: Callable[[], Awaitable[bool]] | None = None,
 ) -> AsyncGenerator[bytes, None]:
     """The Server-Sent Events of one inbox connection: first a `retry` field and a
     `: connected` comment (sent once the subscription is live), then `event: message` with
     `load(id)`'s JSON as each message arrives, and a `: heartbeat` comment after
     `heartbeat` seconds without one. `resolve()` names the customer's profiles; while it
-    names none (no profile yet) it is asked again at every heartbeat."""
+    names none (no profile yet) it is asked again at every heartbeat. At every heartbeat
+    the stream ends if `still_allowed()` says the credentials it opened with no longer
+    hold (they were rotated): the client reconnects and must prove itself again."""
     async with broker.subscribe(
         workspace_id=workspace_id, profile_ids=await resolve(), dsn=dsn
     ) as subscription:
@@ -303,6 +306,8 @@ async def event_stream(
             if isinstance(item, _Stop):
                 return
             if item is None:
+                if still_allowed is not None and not await still_allowed():
+                    return
                 if not subscription.keys:
                     broker.rekey(
                         subscription, workspace_id=workspace_id, profile_ids=await resolve()

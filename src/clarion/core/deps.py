@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Annotated
+from collections.abc import AsyncIterator, Callable
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Path, Request
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -16,6 +16,19 @@ def get_database(request: Request) -> Database:
     """The process's database, set up by the application's lifespan."""
     database: Database = request.app.state.database
     return database
+
+
+T = TypeVar("T")
+
+
+def app_held(request: Request, name: str, make: Callable[[], T]) -> T:
+    """The application's one `name` (a vault, a signer, a cache), made on first use."""
+    held: Any = getattr(request.app.state, name, None)
+    if held is None:
+        held = make()
+        setattr(request.app.state, name, held)
+    result: T = held
+    return result
 
 
 def get_clock(request: Request) -> Clock:

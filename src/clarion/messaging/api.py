@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Request, Response, status
 
 from clarion.core.crypto import Vault
-from clarion.core.deps import AppClock, ReadSession, RowId, WriteSession
+from clarion.core.deps import AppClock, ReadSession, RowId, WriteSession, app_held
 from clarion.messaging import channel_config, templates
 from clarion.messaging.channels.base import ChannelKind
 from clarion.messaging.models import MessageTemplate, MessagingChannel, TemplateVersion
@@ -43,10 +43,7 @@ VersionNumber = Annotated[int, Path(ge=1, le=2**31 - 1)]
 
 def app_vault(request: Request) -> Vault:
     """The app's vault for channel credentials (one per app)."""
-    vault: Vault | None = getattr(request.app.state, "messaging_vault", None)
-    if vault is None:
-        vault = request.app.state.messaging_vault = Vault(request.app.state.secret_key)
-    return vault
+    return app_held(request, "messaging_vault", lambda: Vault(request.app.state.secret_key))
 
 
 def _channel_read(row: MessagingChannel, vault: Vault) -> ChannelRead:

@@ -23,7 +23,7 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from clarion.core.deps import AppClock, ReadSession, WriteSession, get_database
+from clarion.core.deps import AppClock, ReadSession, WriteSession, app_held, get_database
 from clarion.core.errors import Forbidden
 from clarion.messaging import inbox as service
 from clarion.messaging import inbox_live
@@ -156,10 +156,7 @@ async def inbox_user(
 
 def _versions(request: Request) -> service.CredentialVersions:
     """The app's cache of inbox credentials versions (one per app)."""
-    held: service.CredentialVersions | None = getattr(request.app.state, "inbox_versions", None)
-    if held is None:
-        held = request.app.state.inbox_versions = service.CredentialVersions()
-    return held
+    return app_held(request, "inbox_versions", service.CredentialVersions)
 
 
 InboxCaller = Annotated[InboxUser, Depends(inbox_user)]

@@ -20,7 +20,7 @@ import logging
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 
-from clarion.core.deps import AppClock, get_database
+from clarion.core.deps import AppClock, app_held, get_database
 from clarion.messaging import engagement
 from clarion.messaging.engagement import Interaction
 from clarion.messaging.tracking import (
@@ -72,10 +72,7 @@ CLICK_RESPONSES: dict[int | str, dict[str, object]] = {
 
 def link_signer(request: Request) -> LinkSigner:
     """The application's link signer (made once, under the app's secret key)."""
-    signer: LinkSigner | None = getattr(request.app.state, "link_signer", None)
-    if signer is None:
-        signer = request.app.state.link_signer = LinkSigner(request.app.state.secret_key)
-    return signer
+    return app_held(request, "link_signer", lambda: LinkSigner(request.app.state.secret_key))
 
 
 def _seen(request: Request, clock: AppClock) -> Interaction:

@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response, status
 
-from clarion.core.deps import AppClock, ReadSession, RowId, WriteSession
+from clarion.core.deps import AppClock, ReadSession, RowId, WriteSession, app_held
 from clarion.core.settings import Settings
 from clarion.ingest.plans import service
 from clarion.ingest.plans.cache import announce_change
@@ -28,10 +28,9 @@ router = APIRouter(prefix="/api/v1/tracking-plans", tags=["tracking plans"])
 
 def _headers(request: Request) -> HeaderVault:
     """The app's vault for enrichment header values (one per app)."""
-    found: HeaderVault | None = getattr(request.app.state, "enrichment_headers", None)
-    if found is None:
-        found = request.app.state.enrichment_headers = HeaderVault(request.app.state.secret_key)
-    return found
+    return app_held(
+        request, "enrichment_headers", lambda: HeaderVault(request.app.state.secret_key)
+    )
 
 
 async def _announce(request: Request, workspace_id: int) -> None:

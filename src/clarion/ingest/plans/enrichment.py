@@ -116,7 +116,7 @@ class Enricher:
         addresses `policy` permits (public ones by default)."""
         self._clock = clock
         self._client = client or outbound.http_client(
-            policy or outbound.Policy(),
+            policy or outbound.PUBLIC_ONLY,
             limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
         )
         self._cache: OrderedDict[str, tuple[datetime, dict[str, Any]]] = OrderedDict()

@@ -48,7 +48,8 @@ class SchemaBehind(RuntimeError):
 
 
 async def prepare_database(database: Database, settings: Settings, clock: Clock) -> None:
-    """Migrate an empty database, refuse an outdated one, and apply the bootstrap keys."""
+    """Migrate an empty database, refuse an outdated one, apply the bootstrap keys, and
+    give SQLite's planner fresh statistics."""
     current = await migrations.current_revision(database)
     if current is None:
         log.info("empty database: creating the schema")
@@ -60,6 +61,7 @@ async def prepare_database(database: Database, settings: Settings, clock: Clock)
         )
     await bootstrap_keys(database, settings, clock)
     await seal_enrichment_headers(database, settings)
+    await database.refresh_statistics()
 
 
 async def seal_enrichment_headers(database: Database, settings: Settings) -> None:
@@ -119,6 +121,7 @@ def create_app(
         app.state.database = database
         app.state.event_writer = EventWriter(database)
         checkpoints = asyncio.create_task(database.checkpoint_continuously())
+        statistics = asyncio.create_task(database.keep_statistics_fresh())
         pipeline = Pipeline(database, settings, app_clock)
         app.state.pipeline = pipeline
         worker = None
@@ -142,9 +145,10 @@ def create_app(
                 worker.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await worker
-            checkpoints.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await checkpoints  # it may hold a connection: let it give it back
+            for upkeep in (checkpoints, statistics):
+                upkeep.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await upkeep  # it may hold a connection: let it give it back
             await pipeline.close()
             await app.state.event_writer.close()
             await database.dispose()

@@ -114,3 +114,63 @@ async def test_sqlite_background_checkpoints_copy_the_wal_back(
     await fresh_database.dispose()
 
     assert main_file.stat().st_size > size_before + 200 * 2000
+
+
+async def _plan(database: Database, query: str) -> str:
+    async with database.read_session() as session:
+        rows = await session.execute(text(f"EXPLAIN QUERY PLAN {query}"))
+        return " | ".join(str(row[3]) for row in rows)
+
+
+async def test_sqlite_statistics_make_lookups_by_key_use_the_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # SQLite only: PostgreSQL's autovacuum keeps its statistics. Without any, SQLite's
+    # planner read a batch of events or profiles by key through the workspace's index,
+    # that is every row of the workspace.
+    database = Database(f"sqlite:///{tmp_path / 'plans.db'}")
+    await migrations.upgrade(database)
+    async with database.write_session() as session:
+        await session.execute(
+            text("INSERT INTO workspaces (id, slug, name, created_at) VALUES (1, 'w', 'W', :t)"),
+            {"t": "2026-01-01 00:00:00"},
+        )
+        for n in range(1_000):
+            await session.execute(
+                text(
+                    "INSERT INTO profiles (id, workspace_id, canonical_id, traits, trait_times,"
+                    " computed, created_at, updated_at)"
+                    " VALUES (:id, 1, :canonical, '{}', '{}', '{}', :t, :t)"
+                ),
+                {
+                    "id": f"{n:032x}",
+                    "canonical": f"{n - 1:032x}" if n in (1, 501) else None,  # two merged
+                    "t": "2026-01-01 00:00:00",
+                },
+            )
+        await session.commit()
+    by_key = "SELECT id FROM profiles WHERE workspace_id = 1 AND id IN ('a', 'b', 'c')"
+    trees = (
+        "SELECT id, canonical_id FROM profiles WHERE workspace_id = 1"
+        " AND (id IN ('a', 'b') OR canonical_id IN ('a', 'b'))"
+    )
+    assert "workspace_id_created_at" in await _plan(database, by_key)  # the guess, unfixed
+
+    monkeypatch.setattr(database_module, "SQLITE_STATISTICS_INTERVAL_S", 0.01)
+    task = asyncio.create_task(database.keep_statistics_fresh())
+    await asyncio.sleep(0.2)
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+    assert (
+        await _plan(database, by_key)
+        == "SEARCH profiles USING INDEX sqlite_autoindex_profiles_1 (id=?)"
+    )
+    # Merged rows only in the canonical id's index: a tree's rows by two lookups, not a scan.
+    assert await _plan(database, trees) == (
+        "MULTI-INDEX OR | INDEX 1 | SEARCH profiles USING INDEX sqlite_autoindex_profiles_1"
+        " (id=?) | INDEX 2 | SEARCH profiles USING INDEX ix_profiles_canonical_id"
+        " (canonical_id=?)"
+    )
+    await database.dispose()

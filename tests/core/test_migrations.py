@@ -57,3 +57,17 @@ async def test_an_empty_database_is_migrated_and_an_outdated_one_refused(
         await session.commit()
     with pytest.raises(SchemaBehind, match="clarion migrate"):
         await prepare_database(fresh_database, settings, SystemClock())
+
+
+async def test_the_canonical_id_index_holds_merged_profiles_only(
+    fresh_database: Database,
+) -> None:
+    await migrations.upgrade(fresh_database)
+    query = (
+        "SELECT sql FROM sqlite_master WHERE name = 'ix_profiles_canonical_id'"
+        if fresh_database.is_sqlite
+        else "SELECT indexdef FROM pg_indexes WHERE indexname = 'ix_profiles_canonical_id'"
+    )
+    async with fresh_database.engine.connect() as connection:
+        definition = (await connection.exec_driver_sql(query)).scalar_one()
+    assert "canonical_id IS NOT NULL" in definition

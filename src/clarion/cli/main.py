@@ -130,10 +130,14 @@ def run_worker(
             # passes, which the JSON documents of every batch trigger often.
             gc.freeze()
             log.info("worker %s running", worker.owner)
+            statistics = asyncio.create_task(database.keep_statistics_fresh())
             try:
                 with contextlib.suppress(asyncio.CancelledError):
                     await worker.run()  # hands its running jobs back when stopped
             finally:
+                statistics.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await statistics
                 await pipeline.close()
             log.info("worker %s stopped", worker.owner)
 

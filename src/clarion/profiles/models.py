@@ -11,7 +11,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, Integer, String, Uuid
+from sqlalchemy import ForeignKey, Index, Integer, String, Uuid, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from clarion.core.database import Base, BigId, JSONDocument, UTCDateTime
@@ -29,7 +29,14 @@ class Profile(Base):
     __tablename__ = "profiles"
     __table_args__ = (
         Index(None, "workspace_id", "created_at", "id"),
-        Index(None, "canonical_id"),
+        # Merged-away rows only: the index stays small, and a lookup by canonical id
+        # (which implies NOT NULL) is known to be selective on both databases.
+        Index(
+            "ix_profiles_canonical_id",
+            "canonical_id",
+            sqlite_where=text("canonical_id IS NOT NULL"),
+            postgresql_where=text("canonical_id IS NOT NULL"),
+        ),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)

@@ -37,10 +37,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
-import asyncpg
+import asyncpg  # type: ignore[import-untyped, unused-ignore]
 import httpx
 import orjson
-import psutil
+import psutil  # type: ignore[import-untyped, unused-ignore]
 import uvloop
 from sqlalchemy import text
 

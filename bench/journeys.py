@@ -503,7 +503,7 @@ def latency_round(
 
             async def done(connection: asyncpg.Connection) -> bool:
                 process, due, _ = await connection.fetchrow(_PENDING, STEP, 0)
-                return process == 0 and due == 0
+                return bool(process == 0 and due == 0)
 
             drained = run_async(wait_until(url, done, workers, folder, "latency"))
             cpu = [

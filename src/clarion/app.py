@@ -66,10 +66,13 @@ async def prepare_database(database: Database, settings: Settings, clock: Clock)
 
 async def seal_enrichment_headers(database: Database, settings: Settings) -> None:
     """Seal the enrichment header values that plans saved before sealing still hold."""
+    headers = plan_secrets.HeaderVault(settings.resolved_secret_key())
+    async with database.read_session() as session:
+        plans = await plan_secrets.plans_to_seal(session, headers)
+    if not plans:
+        return  # the usual start: nothing to write, so no write transaction either
     async with database.write_session() as session:
-        changed = await plan_secrets.seal_stored_headers(
-            session, plan_secrets.HeaderVault(settings.resolved_secret_key())
-        )
+        changed = await plan_secrets.seal_plans(session, plans)
         await session.commit()
     for workspace_id in sorted(changed):
         log.info("tracking plans of workspace %s: enrichment header values sealed", workspace_id)

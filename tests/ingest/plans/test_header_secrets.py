@@ -7,6 +7,7 @@ from typing import Any
 
 import httpx
 import orjson
+import pytest
 from sqlalchemy import update
 
 from clarion.app import seal_enrichment_headers
@@ -85,6 +86,7 @@ async def test_values_saved_before_sealing_work_and_are_sealed_at_start(
     settings: Settings,
     tenant: Tenant,
     endpoints: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     plan = await create_plan(client, tenant, events=[whoami_rule(endpoints, "k-new")])
     await store_header(database, plan["id"], "k-legacy")
@@ -101,6 +103,13 @@ async def test_values_saved_before_sealing_work_and_are_sealed_at_start(
         assert (
             await seal_stored_headers(session, HeaderVault(settings.resolved_secret_key())) == set()
         )
+
+    # Every later start reads, finds nothing to seal, and opens no write transaction.
+    def no_writes() -> None:
+        raise AssertionError("a start with every plan sealed wrote")
+
+    monkeypatch.setattr(database, "write_session", no_writes)
+    await seal_enrichment_headers(database, settings)
 
 
 async def test_a_value_this_secret_key_cannot_open_fails_the_step_without_a_call(

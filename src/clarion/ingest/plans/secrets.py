@@ -5,11 +5,13 @@ never hold them in the clear. Names stay readable; the API shows values as `<hid
 
 A stored value is `sealed:` and the sealed document `{"value": ...}`. Values saved before
 sealing existed are read as they are, and sealed when a process starts
-(`seal_stored_headers`).
+(`plans_to_seal`, then `seal_plans` only when one is found).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select, update
@@ -68,26 +70,49 @@ def _with_sealed_headers(
     return rules if changed else None
 
 
-async def seal_stored_headers(session: AsyncSession, headers: HeaderVault) -> set[int]:
-    """Seal the header values of every plan saved before they were sealed; the workspaces
-    whose plans changed (their cached copies must go). Flushes, never commits. A plan
-    changed meanwhile (a newer version) is left to its own save, which seals."""
-    workspaces: set[int] = set()
+@dataclass(frozen=True, slots=True)
+class PlanToSeal:
+    """A stored plan with header values in the clear, and its rules with them sealed."""
+
+    plan_id: int
+    workspace_id: int
+    version: int
+    rules: list[dict[str, Any]]
+
+
+async def plans_to_seal(session: AsyncSession, headers: HeaderVault) -> list[PlanToSeal]:
+    """The plans saved before header values were sealed, with their rules sealed; reads
+    only (once every plan is sealed, a start finds nothing and writes nothing)."""
     rows = await session.execute(
         select(
             TrackingPlan.id, TrackingPlan.workspace_id, TrackingPlan.version, TrackingPlan.events
         )
     )
+    found = []
     for plan_id, workspace_id, version, events in rows.all():
         rules = _with_sealed_headers(events, headers)
-        if rules is None:
-            continue
+        if rules is not None:
+            found.append(PlanToSeal(plan_id, workspace_id, version, rules))
+    return found
+
+
+async def seal_plans(session: AsyncSession, plans: Iterable[PlanToSeal]) -> set[int]:
+    """Store the sealed rules of `plans`; the workspaces whose plans changed (their cached
+    copies must go). Flushes, never commits. A plan changed since it was read (a newer
+    version) is left to its own save, which seals."""
+    workspaces: set[int] = set()
+    for plan in plans:
         result = await session.execute(
             update(TrackingPlan)
-            .where(TrackingPlan.id == plan_id, TrackingPlan.version == version)
-            .values(events=rules)
+            .where(TrackingPlan.id == plan.plan_id, TrackingPlan.version == plan.version)
+            .values(events=plan.rules)
             .execution_options(synchronize_session=False)
         )
         if result.rowcount:  # type: ignore[attr-defined]
-            workspaces.add(workspace_id)
+            workspaces.add(plan.workspace_id)
     return workspaces
+
+
+async def seal_stored_headers(session: AsyncSession, headers: HeaderVault) -> set[int]:
+    """`plans_to_seal` then `seal_plans` in one session."""
+    return await seal_plans(session, await plans_to_seal(session, headers))

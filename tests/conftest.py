@@ -27,11 +27,11 @@ from clarion.core.database import Database
 from clarion.core.settings import Settings, get_settings
 from clarion.workspaces import service as workspaces
 from clarion.workspaces.schemas import KeyScope
-from tests.support import LiveServer, start_live_server
+from tests.support import LOOPBACK_NETWORKS, LiveServer, start_live_server
 
 # The tests' fake providers and webhook receivers listen on loopback, which outbound calls
 # may not reach by default.
-os.environ.setdefault("CLARION_OUTBOUND_ALLOWED_NETWORKS", "127.0.0.0/8,::1")
+os.environ.setdefault("CLARION_OUTBOUND_ALLOWED_NETWORKS", LOOPBACK_NETWORKS)
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "CLARION_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"

@@ -15,7 +15,10 @@ from clarion.app import create_app
 from clarion.core.outbound import Policy, parse_networks
 from clarion.core.settings import Settings
 
-LOOPBACK = Policy(parse_networks("127.0.0.0/8,::1"))
+LOOPBACK_NETWORKS = "127.0.0.0/8,::1"
+"""Where the tests' fake providers and receivers listen (`CLARION_OUTBOUND_ALLOWED_NETWORKS`
+of the tests' settings)."""
+LOOPBACK = Policy(parse_networks(LOOPBACK_NETWORKS))
 """Outbound calls may reach the tests' fake providers and receivers on loopback."""
 
 

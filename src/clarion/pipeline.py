@@ -54,7 +54,7 @@ from clarion.core.crypto import Vault
 from clarion.core.database import BigId, Database, JSONDocument, UTCDateTime
 from clarion.core.jobs.worker import JobContext, PermanentFailure, Registry
 from clarion.core.settings import Settings
-from clarion.ingest.internal import is_activity
+from clarion.ingest.internal import is_activity, process_later
 from clarion.ingest.jobs import PROCESS_EVENTS
 from clarion.ingest.plans import TrackingPlans
 from clarion.ingest.plans.review import Review
@@ -70,13 +70,17 @@ from clarion.messaging.sending import Composer
 from clarion.messaging.tracking import LinkSigner
 from clarion.profiles import service as profiles
 from clarion.segments import aggregates, membership, recompute
-from clarion.segments.catalog import Catalog
+from clarion.segments.catalog import Catalog, SegmentIndex
 from clarion.segments.models import Segment
 
 # Events one run applies at most, its own job's and the ones it takes over. Bigger runs
 # amortize the per-transaction cost further but hold SQLite's single writer longer.
 MAX_EVENTS_PER_RUN = 1_000
 _FOLLOWING_JOBS = 200  # queued jobs looked at per run
+# Clarion's own events a run decides (`Segment Entered` / `Exited`) are applied in its
+# transaction, and what they cause in turn (a segment of those who entered another) for
+# this many rounds in all; anything left after them goes through processing jobs.
+OWN_EVENT_ROUNDS = 3
 
 _EVENT_COLUMNS = (
     "id, workspace_id, source_id, message_id, type, name, user_id, anonymous_id, group_id,"
@@ -163,7 +167,7 @@ class Pipeline:
         async with self.database.write_session() as session:
             await context.complete(session)
             index = await self.segments.load(session, workspace_id)
-            await membership.evaluate_profiles(
+            decided = await membership.evaluate_profiles(
                 session,
                 workspace_id=workspace_id,
                 index=index,
@@ -171,7 +175,9 @@ class Pipeline:
                 absorbed=changed.absorbed,
                 now=self.clock.now(),
                 cause="realtime",
+                hand_back=True,
             )
+            await self._apply_own(session, workspace_id, index, decided, self.clock.now())
             await self.journeys.on_merges(
                 session, workspace_id=workspace_id, absorbed=changed.absorbed,
                 now=self.clock.now(),
@@ -188,15 +194,18 @@ class Pipeline:
         async with self.database.write_session() as session:
             await context.complete(session)
             index = await self.segments.load(session, workspace_id)
-            await membership.evaluate_profiles(
+            now = self.clock.now()
+            decided = await membership.evaluate_profiles(
                 session,
                 workspace_id=workspace_id,
                 index=index,
                 touched={profile_id: membership.Touched(everything=True)},
                 absorbed={},
-                now=self.clock.now(),
+                now=now,
                 cause="schedule",
+                hand_back=True,
             )
+            await self._apply_own(session, workspace_id, index, decided, now)
             await session.commit()
 
     async def recompute_segments(self, context: JobContext) -> None:
@@ -246,7 +255,7 @@ class Pipeline:
                 session, workspace_id=workspace_id, events=review.events, now=now
             )
             index = await self.segments.load(session, workspace_id)
-            await membership.evaluate_profiles(
+            decided = await membership.evaluate_profiles(
                 session,
                 workspace_id=workspace_id,
                 index=index,
@@ -254,6 +263,7 @@ class Pipeline:
                 absorbed=applied.absorbed,
                 now=now,
                 cause="realtime",
+                hand_back=True,
             )
             await self.journeys.on_merges(
                 session, workspace_id=workspace_id, absorbed=applied.absorbed, now=now
@@ -261,7 +271,44 @@ class Pipeline:
             await self.journeys.on_events(
                 session, workspace_id=workspace_id, events=applied.events, now=now
             )
+            await self._apply_own(session, workspace_id, index, decided, now)
             await session.commit()
+
+    async def _apply_own(
+        self,
+        session: AsyncSession,
+        workspace_id: int,
+        index: SegmentIndex,
+        decided: membership.Changes,
+        now: datetime,
+    ) -> None:
+        """Apply the `Segment Entered` / `Exited` events just decided, in this transaction:
+        on the timelines, to the segments that read them and to journeys, as their
+        processing job would have a moment later (without one per batch: at a first touch
+        they outnumber the customer's events). What they decide in turn is applied for
+        `OWN_EVENT_ROUNDS` rounds in all; the rest is left to processing jobs."""
+        own = decided.emitted
+        for _ in range(OWN_EVENT_ROUNDS):
+            if not own:
+                return
+            applied = await profiles.apply_own_events(
+                session, workspace_id=workspace_id, events=own, now=now
+            )
+            decided = await membership.evaluate_profiles(
+                session,
+                workspace_id=workspace_id,
+                index=index,
+                touched=_touched(applied),
+                absorbed={},
+                now=now,
+                cause="realtime",
+                hand_back=True,
+            )
+            await self.journeys.on_events(
+                session, workspace_id=workspace_id, events=applied.events, now=now
+            )
+            own = decided.emitted
+        await process_later(session, [event for batch in own.values() for event in batch], now=now)
 
     async def _queued_behind(
         self, session: AsyncSession, context: JobContext, events: int

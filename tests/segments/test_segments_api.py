@@ -14,13 +14,15 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 
+from clarion import pipeline as pipeline_module
 from clarion.core.clock import FrozenClock
 from clarion.core.database import Database
-from clarion.core.jobs.models import RecurringJob
+from clarion.core.jobs.models import Job, RecurringJob
 from clarion.core.jobs.worker import Worker
 from clarion.core.settings import Settings
+from clarion.ingest.jobs import PROCESS_EVENTS
 from clarion.ingest.models import Event
 from clarion.pipeline import Pipeline
 from clarion.profiles.models import ProfileEvent
@@ -533,3 +535,102 @@ async def test_a_new_profile_is_evaluated_against_every_segment(shop: Shop) -> N
         )
     assert before is not None and after == before
     assert await shop.members(segment["id"]) == {bo}
+
+
+def entered(segment_id: int) -> dict[str, Any]:
+    """Those who entered the segment: a rule on Clarion's own `Segment Entered` events."""
+    where = {"type": "property", "property": "segment_id", "operator": "eq", "value": segment_id}
+    return {
+        "type": "event",
+        "event": "Segment Entered",
+        "where": where,
+        "operator": "gte",
+        "count": 1,
+    }
+
+
+async def queued_processing(shop: Shop) -> int:
+    async with shop.database.read_session() as session:
+        found = await session.scalar(
+            select(func.count())
+            .select_from(Job)
+            .where(Job.workspace_id == shop.tenant.id, Job.kind == PROCESS_EVENTS)
+        )
+        return int(found or 0)
+
+
+async def test_segment_events_are_applied_in_the_transaction_that_decided_them(
+    shop: Shop,
+) -> None:
+    """Entering a segment is on the timeline, and moves segments of those who entered it,
+    in the run that processed the customer's event: no processing job per `Segment
+    Entered`, and one chain of segments settles at once."""
+    now = shop.clock.now()
+    buyers = await shop.create(BUYERS)
+    followers = await shop.create(entered(buyers["id"]), name="Entered Buyers")
+    chained = await shop.create(entered(followers["id"]), name="Entered Entered Buyers")
+    await shop.run()
+    await without_hourly_recompute(shop)
+    response = await shop.client.post(
+        "/v1/batch",
+        json={
+            "batch": [order("ada", now - timedelta(days=2)), order("ada", now - timedelta(days=1))]
+        },
+        auth=shop.tenant.writer,
+    )
+    assert response.status_code == 200
+    claimed = await shop.worker._maintain_and_claim()  # one run: the customer's events
+    assert [job.kind for job in claimed] == [PROCESS_EVENTS]
+    await shop.worker._execute(claimed[0])
+
+    ada = await shop.profile_id("ada")
+    for segment in (buyers, followers, chained):
+        assert await shop.members(segment["id"]) == {ada}
+    assert await queued_processing(shop) == 0
+    entries = await shop.emitted("Segment Entered")
+    assert [e["properties"]["segment_id"] for e in entries] == [
+        buyers["id"],
+        followers["id"],
+        chained["id"],
+    ]
+    async with shop.database.read_session() as session:
+        timeline = (
+            await session.scalars(
+                select(Event.name)
+                .join(ProfileEvent, ProfileEvent.event_id == Event.id)
+                .where(ProfileEvent.profile_id == uuid.UUID(ada))
+                .order_by(Event.id)
+            )
+        ).all()
+    assert timeline == ["Order Completed"] * 2 + ["Segment Entered"] * 3
+
+
+async def test_segment_events_past_the_last_round_are_left_to_processing_jobs(
+    shop: Shop, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pipeline_module, "OWN_EVENT_ROUNDS", 1)
+    now = shop.clock.now()
+    buyers = await shop.create(BUYERS)
+    followers = await shop.create(entered(buyers["id"]), name="Entered Buyers")
+    chained = await shop.create(entered(followers["id"]), name="Entered Entered Buyers")
+    await shop.run()
+    await without_hourly_recompute(shop)
+    response = await shop.client.post(
+        "/v1/batch",
+        json={
+            "batch": [order("bo", now - timedelta(days=2)), order("bo", now - timedelta(days=1))]
+        },
+        auth=shop.tenant.writer,
+    )
+    assert response.status_code == 200
+    claimed = await shop.worker._maintain_and_claim()
+    await shop.worker._execute(claimed[0])
+
+    bo = await shop.profile_id("bo")
+    assert await shop.members(buyers["id"]) == {bo}
+    assert await shop.members(followers["id"]) == {bo}  # the one round
+    assert await shop.members(chained["id"]) == set()
+    assert await queued_processing(shop) == 1  # entering "Entered Buyers", not lost
+    await shop.run()
+    assert await shop.members(chained["id"]) == {bo}
+    assert len(await shop.emitted("Segment Entered")) == 3

@@ -11,6 +11,7 @@ messageIds are derived from what caused them, so a retried transaction stores no
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -22,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from clarion.core.jobs.queue import enqueue
 from clarion.ingest.jobs import StoredEvent, processing_jobs
 from clarion.ingest.models import Event
+from clarion.ingest.records import EventRecord
 from clarion.ingest.store import insert_events_postgres
 
 INTERNAL_SOURCE = uuid.UUID(int=0)
@@ -55,6 +57,56 @@ async def emit_events(
 ) -> list[StoredEvent]:
     """Append the events (those whose messageId is new) and enqueue their processing; the
     events stored. Events with neither id cannot be resolved to a profile and are skipped."""
+    stored = await _append(session, events, now=now)
+    await enqueue(session, processing_jobs(stored), now=now)
+    return stored
+
+
+async def append_events(
+    session: AsyncSession, events: list[InternalEvent], *, now: datetime
+) -> list[EventRecord]:
+    """Append the events as `emit_events` does but enqueue no processing: the caller
+    applies them in its own transaction (or hands them to `process_later`). The events
+    stored (a messageId already in the log is not), as records."""
+    stored = await _append(session, events, now=now)
+    sent = {(event.workspace_id, event.message_id): event for event in events}
+    records = []
+    for row in stored:
+        event = sent[(row.workspace_id, row.message_id)]
+        records.append(
+            EventRecord(
+                id=row.id,
+                workspace_id=row.workspace_id,
+                source_id=INTERNAL_SOURCE,
+                message_id=row.message_id,
+                type="track",
+                name=event.name,
+                user_id=row.user_id,
+                anonymous_id=row.anonymous_id,
+                group_id=None,
+                previous_id=None,
+                timestamp=event.timestamp,
+                received_at=now,
+                properties=event.properties,
+                context=LIBRARY,
+            )
+        )
+    return records
+
+
+async def process_later(
+    session: AsyncSession, records: Iterable[EventRecord], *, now: datetime
+) -> None:
+    """Enqueue the processing of appended events, as `emit_events` would have."""
+    stored = [
+        StoredEvent(r.id, r.workspace_id, r.message_id, r.user_id, r.anonymous_id) for r in records
+    ]
+    await enqueue(session, processing_jobs(stored), now=now)
+
+
+async def _append(
+    session: AsyncSession, events: list[InternalEvent], *, now: datetime
+) -> list[StoredEvent]:
     rows = [
         {
             "workspace_id": event.workspace_id,
@@ -99,5 +151,4 @@ async def emit_events(
             rows,
         )
         stored = [StoredEvent._make(row) for row in result]
-    await enqueue(session, processing_jobs(stored), now=now)
     return stored

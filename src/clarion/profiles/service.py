@@ -9,7 +9,7 @@ running the same events again is safe (events already on a timeline are skipped)
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -38,6 +38,34 @@ class _Outcome:
     links: set[tuple[uuid.UUID, uuid.UUID]] = field(default_factory=set)
     new_accounts: list[Account] = field(default_factory=list)
     touched_accounts: set[str] = field(default_factory=set)
+
+
+async def apply_own_events(
+    session: AsyncSession,
+    *,
+    workspace_id: int,
+    events: Mapping[uuid.UUID, Sequence[EventRecord]],
+    now: datetime,
+) -> AppliedBatch:
+    """Put Clarion's own events about these canonical profiles (`Segment Entered`, say,
+    decided in this transaction) on their timelines: who they are about is known, so no
+    identity is resolved, and they are not the customer's activity, so neither seen times
+    nor computed traits move. What changed, as `apply_events` says it. Flushes only."""
+    timeline = [
+        {
+            "workspace_id": workspace_id,
+            "profile_id": profile_id,
+            "event_id": event.id,
+            "timestamp": event.timestamp,
+            "applied_at": now,
+        }
+        for profile_id, own in sorted(events.items())
+        for event in own
+    ]
+    await batch.write_rows(
+        session, workspace_id=workspace_id, now=now, timeline=timeline, changes=[], links=set()
+    )
+    return AppliedBatch(events={profile_id: list(own) for profile_id, own in events.items()})
 
 
 def _event_keys(event: EventRecord) -> list[Key]:

@@ -22,7 +22,8 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from clarion.core.jobs.queue import NewJob, enqueue
-from clarion.ingest.internal import InternalEvent, emit_events
+from clarion.ingest.internal import InternalEvent, append_events, emit_events
+from clarion.ingest.records import EventRecord
 from clarion.profiles import queries as profiles
 from clarion.profiles.models import Profile
 from clarion.segments import aggregates, predicate
@@ -80,6 +81,9 @@ class Changes:
 
     entered: list[tuple[int, uuid.UUID]] = field(default_factory=list)
     exited: list[tuple[int, uuid.UUID]] = field(default_factory=list)
+    # With `hand_back`: their `Segment Entered` / `Exited` events, stored but not yet
+    # processed, by canonical profile (the caller applies them in its transaction).
+    emitted: dict[uuid.UUID, list[EventRecord]] = field(default_factory=dict)
 
 
 def facts_of(profile: Profile, state: Mapping[str, object]) -> predicate.ProfileFacts:
@@ -102,9 +106,12 @@ async def evaluate_profiles(
     absorbed: Mapping[uuid.UUID, uuid.UUID],
     now: datetime,
     cause: str,
+    hand_back: bool = False,
 ) -> Changes:
     """Bring the touched profiles' memberships up to date; what changed. Flushes, never
-    commits: the caller's transaction holds the events that caused it."""
+    commits: the caller's transaction holds the events that caused it. With `hand_back`,
+    the `Segment Entered` / `Exited` events are stored without processing jobs and
+    returned in `Changes.emitted`, for the caller to apply in the same transaction."""
     changes = Changes()
     if not index.segments or not (touched or absorbed):
         return changes
@@ -175,9 +182,16 @@ async def evaluate_profiles(
             lapses.append(lapse)
     await _write_states(session, workspace_id, index, kept, now)
     await enqueue(session, lapses, now=now)
-    await apply_changes(
-        session, workspace_id=workspace_id, index=index, changes=changes, now=now, cause=cause
+    written = await apply_changes(
+        session,
+        workspace_id=workspace_id,
+        index=index,
+        changes=changes,
+        now=now,
+        cause=cause,
+        hand_back=hand_back,
     )
+    changes.emitted = written.emitted
     return changes
 
 
@@ -423,11 +437,13 @@ async def apply_changes(
     cause: str,
     emit: bool = True,
     record: bool = True,
+    hand_back: bool = False,
 ) -> Changes:
     """Write entries and exits (members, history unless `record` is false, counts) and emit
-    their events; what was really written. Each row is inserted or deleted at most once
-    whoever else decided the same change concurrently (a recompute and a lapse check, say):
-    only the transaction that wrote it records and announces it."""
+    their events (with `hand_back`, stored unprocessed in `emitted`: see
+    `evaluate_profiles`); what was really written. Each row is inserted or deleted at most
+    once whoever else decided the same change concurrently (a recompute and a lapse check,
+    say): only the transaction that wrote it records and announces it."""
     written = Changes()
     postgres = session.get_bind().dialect.name == "postgresql"
     for start in range(0, len(changes.entered), BULK_ROWS):
@@ -524,7 +540,7 @@ async def apply_changes(
     if emit:
         for start in range(0, len(history), BULK_ROWS):
             part = history[start : start + BULK_ROWS]
-            await emit_changes(
+            emitted = await emit_changes(
                 session,
                 workspace_id,
                 index,
@@ -533,7 +549,10 @@ async def apply_changes(
                     exited=[pair for change, pair in part if change == "exited"],
                 ),
                 now,
+                hand_back=hand_back,
             )
+            for profile_id, records in emitted.items():
+                written.emitted.setdefault(profile_id, []).extend(records)
     # Last: the counters' row locks are what concurrent batches of the same segments wait
     # on, so they are held for as short a time as the transaction allows.
     await _count(
@@ -557,9 +576,17 @@ async def _count(session: AsyncSession, deltas: Iterable[tuple[int, int]]) -> No
 
 
 async def emit_changes(
-    session: AsyncSession, workspace_id: int, index: SegmentIndex, changes: Changes, now: datetime
-) -> None:
-    """`Segment Entered` / `Segment Exited` events for the changes, into the event stream."""
+    session: AsyncSession,
+    workspace_id: int,
+    index: SegmentIndex,
+    changes: Changes,
+    now: datetime,
+    *,
+    hand_back: bool = False,
+) -> dict[uuid.UUID, list[EventRecord]]:
+    """`Segment Entered` / `Segment Exited` events for the changes, into the event stream;
+    with `hand_back`, stored without processing jobs and returned by profile (else none
+    returned: their jobs process them)."""
     pairs = [(SEGMENT_ENTERED, pair) for pair in changes.entered] + [
         (SEGMENT_EXITED, pair) for pair in changes.exited
     ]
@@ -568,13 +595,16 @@ async def emit_changes(
     )
     stamp = int(now.timestamp() * 1_000_000)
     events = []
+    profile_of: dict[str, uuid.UUID] = {}
     for name, (segment_id, profile_id) in pairs:
         user_id, anonymous_id = senders.get(profile_id, (None, None))
         segment = index.segments.get(segment_id)
+        message_id = f"clarion:{name}:{segment_id}:{profile_id}:{stamp}"
+        profile_of[message_id] = profile_id
         events.append(
             InternalEvent(
                 workspace_id=workspace_id,
-                message_id=f"clarion:{name}:{segment_id}:{profile_id}:{stamp}",
+                message_id=message_id,
                 name=name,
                 user_id=user_id,
                 anonymous_id=None if user_id else anonymous_id,
@@ -586,4 +616,10 @@ async def emit_changes(
                 },
             )
         )
-    await emit_events(session, events, now=now)
+    if not hand_back:
+        await emit_events(session, events, now=now)
+        return {}
+    by_profile: dict[uuid.UUID, list[EventRecord]] = {}
+    for record in await append_events(session, events, now=now):
+        by_profile.setdefault(profile_of[record.message_id], []).append(record)
+    return by_profile

@@ -18,7 +18,7 @@ from sqlalchemy import select
 
 from clarion.core.database import Database
 from clarion.messaging import engagement
-from clarion.messaging.engagement import Interaction
+from clarion.messaging.engagement import Interaction, masked_ip
 from clarion.messaging.models import Message, MessageEvent
 from clarion.messaging.tracking import PIXEL_HEADERS, TRANSPARENT_GIF, LinkSigner
 from clarion.profiles.service import upsert_profile
@@ -204,7 +204,8 @@ async def test_apple_privacy_proxy_opens_are_machines(app: FastAPI, tracked: Tra
     [recorded] = await history(tracked.database, tracked.message_id, "opened")
     assert recorded.machine is True
     assert recorded.detail["reason"] == "apple-privacy-proxy"
-    assert recorded.detail["proxied"] is True and recorded.detail["ip"] == "17.58.10.3"
+    assert recorded.detail["proxied"] is True
+    assert recorded.detail["ip"] == "17.58.10.0"  # the client's network, not its address
     message = await tracked.message()
     assert (message.status, message.opened_at) == ("sent", None)
     assert await events(tracked.client, tracked.tenant, "Email Opened") == []
@@ -368,3 +369,19 @@ async def test_view_in_browser_shows_what_delivery_kept(tracked: Tracked) -> Non
             "text/html"
         )
     assert await history(tracked.database, tracked.message_id, "viewed") == []
+
+
+@pytest.mark.parametrize(
+    ("seen", "kept"),
+    [
+        ("17.58.10.3", "17.58.10.0"),
+        (" 203.0.113.77 ", "203.0.113.0"),
+        ("2001:db8:abcd:12:1:2:3:4", "2001:db8:abcd::"),
+        ("::ffff:192.0.2.9", "192.0.2.0"),
+        ("not an address", None),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_only_the_client_network_is_kept(seen: str | None, kept: str | None) -> None:
+    assert masked_ip(seen) == kept

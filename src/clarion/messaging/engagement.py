@@ -3,8 +3,11 @@ told apart from machines.
 
 Every fetch of a message's open pixel, tracked link or view page is a `message_events` row
 (`opened`, `clicked`, `viewed`) carrying the verdict of `machine.py` (`machine`, `reason`,
-`proxied`) and what the request showed (user agent, client address, method, and for a
-click the link). Only people move a message forward:
+`proxied`) and what the request showed (user agent, client network, method, and for a
+click the link). The verdict reads the full client address; the row keeps its network only
+(`masked_ip`: IPv4 to /24, IPv6 to /48, as analytics tools anonymize addresses), which tells
+a mail proxy's or a scanner's network apart without pointing at a household. Only people
+move a message forward:
 
 - the first human open sets `opened_at` and moves `sent` / `delivered` to `opened`;
 - the first human click sets `clicked_at` (and `opened_at` if no open was seen: images
@@ -36,6 +39,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from ipaddress import IPv4Address, IPv6Address, ip_address, ip_network
 from typing import Any
 
 from sqlalchemy import case, select, update
@@ -85,13 +89,26 @@ class Interaction:
     at: datetime
 
 
+def masked_ip(ip: str | None) -> str | None:
+    """The network of a client address, its host part zeroed (IPv4 to /24, IPv6 to /48);
+    None for no address or one that does not parse."""
+    try:
+        address: IPv4Address | IPv6Address = ip_address((ip or "").strip())
+    except ValueError:
+        return None
+    if isinstance(address, IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped  # an IPv4 client behind a dual-stack socket
+    prefix = 24 if address.version == 4 else 48
+    return str(ip_network(f"{address}/{prefix}", strict=False).network_address)
+
+
 def _detail(seen: Interaction, verdict: Verdict, **extra: Any) -> dict[str, Any]:
     return {
         **extra,
         "reason": verdict.reason,
         "proxied": verdict.proxied,
         "user_agent": (seen.user_agent or "")[:_MAX_USER_AGENT],
-        "ip": seen.ip,
+        "ip": masked_ip(seen.ip),
         "method": seen.method,
     }
 

@@ -37,7 +37,7 @@ and move the runs they start or wake up to their next wait (`journeys.runtime`);
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -133,7 +133,7 @@ class Pipeline:
         self.tracking_plans = TrackingPlans(database, settings, clock)
         self.segments = Catalog()
         self.journeys = Runtime(self.segments)
-        self.delivery = messaging_delivery(database, settings, clock)
+        self.delivery = messaging_delivery(database, settings, clock, self.apply_own_events)
         self.journey_alerts = journey_alerts.Alerts(
             self.journeys.plans, self.delivery.composer.channels
         )
@@ -177,7 +177,9 @@ class Pipeline:
                 cause="realtime",
                 hand_back=True,
             )
-            await self._apply_own(session, workspace_id, index, decided, self.clock.now())
+            await self.apply_own_events(
+                session, workspace_id, decided.emitted, self.clock.now(), index
+            )
             await self.journeys.on_merges(
                 session, workspace_id=workspace_id, absorbed=changed.absorbed,
                 now=self.clock.now(),
@@ -205,7 +207,7 @@ class Pipeline:
                 cause="schedule",
                 hand_back=True,
             )
-            await self._apply_own(session, workspace_id, index, decided, now)
+            await self.apply_own_events(session, workspace_id, decided.emitted, now, index)
             await session.commit()
 
     async def recompute_segments(self, context: JobContext) -> None:
@@ -271,23 +273,28 @@ class Pipeline:
             await self.journeys.on_events(
                 session, workspace_id=workspace_id, events=applied.events, now=now
             )
-            await self._apply_own(session, workspace_id, index, decided, now)
+            await self.apply_own_events(session, workspace_id, decided.emitted, now, index)
             await session.commit()
 
-    async def _apply_own(
+    async def apply_own_events(
         self,
         session: AsyncSession,
         workspace_id: int,
-        index: SegmentIndex,
-        decided: membership.Changes,
+        own: Mapping[uuid.UUID, list[EventRecord]],
         now: datetime,
+        index: SegmentIndex | None = None,
     ) -> None:
-        """Apply the `Segment Entered` / `Exited` events just decided, in this transaction:
-        on the timelines, to the segments that read them and to journeys, as their
-        processing job would have a moment later (without one per batch: at a first touch
-        they outnumber the customer's events). What they decide in turn is applied for
-        `OWN_EVENT_ROUNDS` rounds in all; the rest is left to processing jobs."""
-        own = decided.emitted
+        """Apply Clarion's own events about these canonical profiles, stored in this
+        transaction without processing jobs (`Segment Entered` / `Exited`, delivery
+        feedback): on the timelines, to the segments that read them and to journeys, as
+        their processing job would have a moment later, without one per batch (at a first
+        touch segment events outnumber the customer's; every email delivered makes one).
+        What they decide in turn is applied for `OWN_EVENT_ROUNDS` rounds in all; the rest
+        is left to processing jobs."""
+        if not own:
+            return
+        if index is None:
+            index = await self.segments.load(session, workspace_id)
         for _ in range(OWN_EVENT_ROUNDS):
             if not own:
                 return
@@ -366,9 +373,15 @@ class Pipeline:
         await self.delivery.close()
 
 
-def messaging_delivery(database: Database, settings: Settings, clock: Clock) -> delivery.Delivery:
+def messaging_delivery(
+    database: Database,
+    settings: Settings,
+    clock: Clock,
+    apply_own: delivery.ApplyOwnEvents | None = None,
+) -> delivery.Delivery:
     """Message delivery as this process runs it: its channel connections, link signer and
-    send-rate buckets (in Redis when configured, so every worker shares them)."""
+    send-rate buckets (in Redis when configured, so every worker shares them), applying
+    its feedback events with `apply_own` when given."""
     secret = settings.resolved_secret_key()
     composer = Composer(
         channels=ChannelPool(Vault(secret), settings.outbound_policy()),
@@ -380,7 +393,7 @@ def messaging_delivery(database: Database, settings: Settings, clock: Clock) -> 
         if settings.redis_url
         else LocalRateLimiter()
     )
-    return delivery.Delivery(database, clock, composer, limiter)
+    return delivery.Delivery(database, clock, composer, limiter, apply_own)
 
 
 def _touched(applied: profiles.AppliedBatch) -> dict[uuid.UUID, membership.Touched]:

@@ -12,12 +12,16 @@ import httpx
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi import FastAPI
+from sqlalchemy import func, select
 
+from clarion.core.jobs.models import Job
 from clarion.core.settings import Settings
+from clarion.ingest.models import Event
 from clarion.messaging import delivery, templates
 from clarion.messaging.delivery import MessageRequest
 from clarion.messaging.models import FrequencyCap, Message, MessagingPolicy
 from clarion.messaging.tracking import LinkSigner
+from clarion.profiles.models import ProfileEvent
 from tests.messaging.shop import NOON, PUBLIC, Post
 
 
@@ -660,3 +664,43 @@ async def test_a_push_goes_to_fcm_and_an_unregistered_token_is_suppressed(
     refused = await post.message(again)
     assert refused.status == "refused"
     assert len([r for r in http_receiver.requests if r.path == SEND]) == 2
+
+
+async def test_delivery_feedback_is_applied_with_the_delivery(post: Post) -> None:
+    """`Email Delivered` is on the customer's timeline and in the segments that count it
+    when the delivery run commits: no processing job per batch of feedback."""
+    created = await post.client.post(
+        "/api/v1/segments",
+        json={
+            "name": "Mailed",
+            "rule": {"type": "event", "event": "Email Delivered", "operator": "gte", "count": 1},
+        },
+        headers=post.tenant.admin,
+    )
+    assert created.status_code == 201, created.text
+    ada = await post.profile("ada", email="ada@example.org")  # runs the segment's baseline
+    [message_id] = await post.queue(post.request(ada, "feedback:ada"))
+    claimed = await post.worker._maintain_and_claim()  # one run: the delivery
+    assert [job.kind for job in claimed] == [delivery.DELIVER]
+    await post.worker._execute(claimed[0])
+
+    assert (await post.message(message_id)).status == "delivered"
+    async with post.database.read_session() as session:
+        queued = await session.scalar(
+            select(func.count()).select_from(Job).where(Job.workspace_id == post.tenant.id)
+        )
+        timeline = (
+            await session.scalars(
+                select(Event.name)
+                .join(ProfileEvent, ProfileEvent.event_id == Event.id)
+                .where(ProfileEvent.profile_id == ada)
+                .order_by(Event.id)
+            )
+        ).all()
+    # The identify, the feedback, and entering "Mailed" that the feedback caused.
+    assert timeline == [None, "Email Delivered", "Segment Entered"]
+    members = await post.client.get(
+        f"/api/v1/segments/{created.json()['id']}/members", headers=post.tenant.admin
+    )
+    assert [m["profile_id"] for m in members.json()["items"]] == [str(ada)]
+    assert queued == 0  # nor a processing job for the feedback

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -158,16 +158,29 @@ class _Plan:
     sends: list[Prepared] = field(default_factory=list)
 
 
+ApplyOwnEvents = Callable[[AsyncSession, int, feedback.OwnEvents, datetime], Awaitable[None]]
+"""Applies feedback events stored in a transaction, in it (`Pipeline.apply_own_events`)."""
+
+
 class Delivery:
     """Runs `messages.deliver` jobs (one instance per worker process)."""
 
     def __init__(
-        self, database: Database, clock: Clock, composer: Composer, limiter: RateLimiter
+        self,
+        database: Database,
+        clock: Clock,
+        composer: Composer,
+        limiter: RateLimiter,
+        apply_own: ApplyOwnEvents | None = None,
     ) -> None:
         self.database = database
         self.clock = clock
         self.composer = composer
         self.limiter = limiter
+        # With `apply_own`, a batch's feedback events (`Email Delivered`, ...) are applied
+        # with its results, not by processing jobs (one per batch and shard); without it,
+        # by those jobs.
+        self.apply_own = apply_own
 
     async def close(self) -> None:
         """Close the channels' connections (SMTP sessions, HTTP clients)."""
@@ -288,7 +301,7 @@ class Delivery:
                     for item in sending
                 ],
             )
-        await feedback.record(session, workspace_id=workspace_id, outcomes=outcomes, now=now)
+        await self._record(session, workspace_id, outcomes, now)
         return sending
 
     async def _send(self, item: Prepared) -> tuple[Prepared, Sent | Exception]:
@@ -342,12 +355,26 @@ class Delivery:
                 message.updated_at = now
                 retries.append((message.id, message.send_after))
                 session.add(_history(workspace_id, message, "retrying", now, reason=str(result)))
-        await feedback.record(session, workspace_id=workspace_id, outcomes=outcomes, now=now)
+        await self._record(session, workspace_id, outcomes, now)
         await enqueue(session, delivery_jobs(workspace_id, retries), now=now)
         for bounced_message, address, bounce in bounced:
             await self.composer.suppress(
                 session, workspace_id, bounced_message, address, bounce, now
             )
+
+    async def _record(
+        self, session: AsyncSession, workspace_id: int, outcomes: list[Outcome], now: datetime
+    ) -> None:
+        """`feedback.record` the outcomes, applying their events here when this delivery
+        can."""
+        if self.apply_own is None:
+            await feedback.record(session, workspace_id=workspace_id, outcomes=outcomes, now=now)
+            return
+        own: feedback.OwnEvents = {}
+        await feedback.record(
+            session, workspace_id=workspace_id, outcomes=outcomes, now=now, own_events=own
+        )
+        await self.apply_own(session, workspace_id, own, now)
 
 
 def _history(

@@ -18,7 +18,8 @@ from typing import Any
 from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from clarion.ingest.internal import InternalEvent, emit_events
+from clarion.ingest.internal import InternalEvent, append_events, emit_events
+from clarion.ingest.records import EventRecord
 from clarion.messaging.models import Message, MessageEvent
 from clarion.profiles import queries as profiles
 
@@ -85,11 +86,22 @@ def properties_of(message: Message) -> dict[str, Any]:
     }
 
 
+OwnEvents = dict[uuid.UUID, list[EventRecord]]
+"""Clarion's own events stored unprocessed, by the canonical profile they are about."""
+
+
 async def record(
-    session: AsyncSession, *, workspace_id: int, outcomes: Sequence[Outcome], now: datetime
+    session: AsyncSession,
+    *,
+    workspace_id: int,
+    outcomes: Sequence[Outcome],
+    now: datetime,
+    own_events: OwnEvents | None = None,
 ) -> list[Outcome]:
     """Apply each outcome that moves its message forward (status, reason, times), write
-    its history row and emit its ingestion event; the outcomes applied. Flushes only."""
+    its history row and emit its ingestion event; the outcomes applied. Flushes only.
+    With `own_events`, the events are stored without processing jobs and added to it, for
+    the caller to apply in its transaction."""
     applied = [o for o in outcomes if moves_forward(o.message.status, o.status)]
     if not applied:
         return []
@@ -119,7 +131,7 @@ async def record(
             for o in applied
         ],
     )
-    await _emit(session, workspace_id, [o for o in applied if _event_name(o)], now)
+    await _emit(session, workspace_id, [o for o in applied if _event_name(o)], now, own_events)
     return applied
 
 
@@ -128,7 +140,11 @@ def _event_name(outcome: Outcome) -> str | None:
 
 
 async def _emit(
-    session: AsyncSession, workspace_id: int, outcomes: Sequence[Outcome], now: datetime
+    session: AsyncSession,
+    workspace_id: int,
+    outcomes: Sequence[Outcome],
+    now: datetime,
+    own_events: OwnEvents | None,
 ) -> None:
     if not outcomes:
         return
@@ -142,6 +158,7 @@ async def _emit(
         session, workspace_id=workspace_id, profile_ids=sorted(set(canonical.values()))
     )
     events = []
+    about: dict[str, uuid.UUID] = {}  # messageId -> canonical profile
     for outcome in outcomes:
         name = _event_name(outcome)
         assert name is not None
@@ -150,11 +167,13 @@ async def _emit(
         properties = properties_of(outcome.message)
         if outcome.reason:
             properties["reason"] = outcome.reason
+        message_id = f"clarion:message:{outcome.message.id}:{outcome.status}"
+        about[message_id] = now_as
         events.append(
             InternalEvent(
                 workspace_id=workspace_id,
                 # One event per message and status, whoever reports it and however often.
-                message_id=f"clarion:message:{outcome.message.id}:{outcome.status}",
+                message_id=message_id,
                 name=name,
                 user_id=user_id,
                 anonymous_id=None if user_id else anonymous_id,
@@ -162,7 +181,11 @@ async def _emit(
                 properties=properties,
             )
         )
-    await emit_events(session, events, now=now)
+    if own_events is None:
+        await emit_events(session, events, now=now)
+        return
+    for stored in await append_events(session, events, now=now):
+        own_events.setdefault(about[stored.message_id], []).append(stored)
 
 
 def message_key(workspace_id: int, idempotency_key: str) -> uuid.UUID:

@@ -71,3 +71,18 @@ async def test_the_canonical_id_index_holds_merged_profiles_only(
     async with fresh_database.engine.connect() as connection:
         definition = (await connection.exec_driver_sql(query)).scalar_one()
     assert "canonical_id IS NOT NULL" in definition
+
+
+async def test_kept_email_html_is_compressed_with_lz4_on_postgresql(
+    fresh_database: Database,
+) -> None:
+    await migrations.upgrade(fresh_database)
+    if fresh_database.is_sqlite:
+        return  # SQLite stores values as they are
+    query = (
+        "SELECT attcompression::text FROM pg_attribute"
+        " WHERE attrelid = 'messages'::regclass AND attname = 'content'"
+    )
+    async with fresh_database.engine.connect() as connection:
+        method = (await connection.exec_driver_sql(query)).scalar_one()
+    assert method == "l"  # lz4 ("p": pglz, "": the server's default)

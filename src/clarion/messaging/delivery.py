@@ -35,6 +35,7 @@ from sqlalchemy import Select, select, update
 from sqlalchemy.dialects.postgresql import insert as postgres_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import InstrumentedAttribute, defer
 
 from clarion.core.clock import Clock
 from clarion.core.database import Database
@@ -326,7 +327,18 @@ class Delivery:
         now: datetime,
     ) -> None:
         ids = [item.message.id for item, _ in results]
-        rows = {m.id: m for m in await _pending(session, workspace_id, ids, lock=True)}
+        # Outcomes read the rows' status and identity, never what was sent: the kept HTML
+        # (15-20 KB an email), its links and context stay in the database.
+        rows = {
+            m.id: m
+            for m in await _pending(
+                session,
+                workspace_id,
+                ids,
+                lock=True,
+                without=(Message.content, Message.links, Message.context),
+            )
+        }
         outcomes: list[Outcome] = []
         retries: list[tuple[uuid.UUID, datetime]] = []
         bounced: list[tuple[Message, str, str]] = []
@@ -391,14 +403,21 @@ def _history(
 
 
 async def _pending(
-    session: AsyncSession, workspace_id: int, ids: Sequence[uuid.UUID], *, lock: bool = False
+    session: AsyncSession,
+    workspace_id: int,
+    ids: Sequence[uuid.UUID],
+    *,
+    lock: bool = False,
+    without: Sequence[InstrumentedAttribute[Any]] = (),
 ) -> list[Message]:
-    """The messages among `ids` still to deliver (queued or sending), oldest first."""
+    """The messages among `ids` still to deliver (queued or sending), oldest first; the
+    columns `without` are not loaded (reading one later is an error)."""
     if not ids:
         return []
-    return list(
-        (await session.scalars(_pending_query(session, workspace_id, ids, lock=lock))).all()
-    )
+    query = _pending_query(session, workspace_id, ids, lock=lock)
+    if without:
+        query = query.options(*(defer(column, raiseload=True) for column in without))
+    return list((await session.scalars(query)).all())
 
 
 def _pending_query(

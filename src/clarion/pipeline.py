@@ -133,7 +133,7 @@ class Pipeline:
         self.tracking_plans = TrackingPlans(database, settings, clock)
         self.segments = Catalog()
         self.journeys = Runtime(self.segments)
-        self.delivery = messaging_delivery(database, settings, clock, self.apply_own_events)
+        self.delivery = messaging_delivery(database, settings, clock, self.process_own_events)
         self.journey_alerts = journey_alerts.Alerts(
             self.journeys.plans, self.delivery.composer.channels
         )
@@ -177,7 +177,7 @@ class Pipeline:
                 cause="realtime",
                 hand_back=True,
             )
-            await self.apply_own_events(
+            await self.process_own_events(
                 session, workspace_id, decided.emitted, self.clock.now(), index
             )
             await self.journeys.on_merges(
@@ -207,7 +207,7 @@ class Pipeline:
                 cause="schedule",
                 hand_back=True,
             )
-            await self.apply_own_events(session, workspace_id, decided.emitted, now, index)
+            await self.process_own_events(session, workspace_id, decided.emitted, now, index)
             await session.commit()
 
     async def recompute_segments(self, context: JobContext) -> None:
@@ -273,10 +273,10 @@ class Pipeline:
             await self.journeys.on_events(
                 session, workspace_id=workspace_id, events=applied.events, now=now
             )
-            await self.apply_own_events(session, workspace_id, decided.emitted, now, index)
+            await self.process_own_events(session, workspace_id, decided.emitted, now, index)
             await session.commit()
 
-    async def apply_own_events(
+    async def process_own_events(
         self,
         session: AsyncSession,
         workspace_id: int,
@@ -377,11 +377,11 @@ def messaging_delivery(
     database: Database,
     settings: Settings,
     clock: Clock,
-    apply_own: delivery.ApplyOwnEvents | None = None,
+    process_own: delivery.ProcessOwnEvents | None = None,
 ) -> delivery.Delivery:
     """Message delivery as this process runs it: its channel connections, link signer and
     send-rate buckets (in Redis when configured, so every worker shares them), applying
-    its feedback events with `apply_own` when given."""
+    its feedback events with `process_own` when given."""
     secret = settings.resolved_secret_key()
     composer = Composer(
         channels=ChannelPool(Vault(secret), settings.outbound_policy()),
@@ -393,7 +393,7 @@ def messaging_delivery(
         if settings.redis_url
         else LocalRateLimiter()
     )
-    return delivery.Delivery(database, clock, composer, limiter, apply_own)
+    return delivery.Delivery(database, clock, composer, limiter, process_own)
 
 
 def _touched(applied: profiles.AppliedBatch) -> dict[uuid.UUID, membership.Touched]:

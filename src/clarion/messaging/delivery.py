@@ -159,8 +159,8 @@ class _Plan:
     sends: list[Prepared] = field(default_factory=list)
 
 
-ApplyOwnEvents = Callable[[AsyncSession, int, feedback.OwnEvents, datetime], Awaitable[None]]
-"""Applies feedback events stored in a transaction, in it (`Pipeline.apply_own_events`)."""
+ProcessOwnEvents = Callable[[AsyncSession, int, feedback.OwnEvents, datetime], Awaitable[None]]
+"""Applies feedback events stored in a transaction, in it (`Pipeline.process_own_events`)."""
 
 
 class Delivery:
@@ -172,16 +172,16 @@ class Delivery:
         clock: Clock,
         composer: Composer,
         limiter: RateLimiter,
-        apply_own: ApplyOwnEvents | None = None,
+        process_own: ProcessOwnEvents | None = None,
     ) -> None:
         self.database = database
         self.clock = clock
         self.composer = composer
         self.limiter = limiter
-        # With `apply_own`, a batch's feedback events (`Email Delivered`, ...) are applied
+        # With `process_own`, a batch's feedback events (`Email Delivered`, ...) are applied
         # with its results, not by processing jobs (one per batch and shard); without it,
         # by those jobs.
-        self.apply_own = apply_own
+        self.process_own = process_own
 
     async def close(self) -> None:
         """Close the channels' connections (SMTP sessions, HTTP clients)."""
@@ -379,14 +379,14 @@ class Delivery:
     ) -> None:
         """`feedback.record` the outcomes, applying their events here when this delivery
         can."""
-        if self.apply_own is None:
+        if self.process_own is None:
             await feedback.record(session, workspace_id=workspace_id, outcomes=outcomes, now=now)
             return
         own: feedback.OwnEvents = {}
         await feedback.record(
             session, workspace_id=workspace_id, outcomes=outcomes, now=now, own_events=own
         )
-        await self.apply_own(session, workspace_id, own, now)
+        await self.process_own(session, workspace_id, own, now)
 
 
 def _history(

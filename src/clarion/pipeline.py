@@ -77,9 +77,10 @@ from clarion.segments.models import Segment
 # amortize the per-transaction cost further but hold SQLite's single writer longer.
 MAX_EVENTS_PER_RUN = 1_000
 _FOLLOWING_JOBS = 200  # queued jobs looked at per run
-# Clarion's own events a run decides (`Segment Entered` / `Exited`) are applied in its
-# transaction, and what they cause in turn (a segment of those who entered another) for
-# this many rounds in all; anything left after them goes through processing jobs.
+# Clarion's own events a transaction decides (`Segment Entered` / `Exited`, delivery
+# feedback) are applied in it, and what they cause in turn (a segment of those who entered
+# another) for this many rounds in all; anything left after them goes through processing
+# jobs.
 OWN_EVENT_ROUNDS = 3
 
 _EVENT_COLUMNS = (
@@ -167,23 +168,21 @@ class Pipeline:
         async with self.database.write_session() as session:
             await context.complete(session)
             index = await self.segments.load(session, workspace_id)
+            now = self.clock.now()
             decided = await membership.evaluate_profiles(
                 session,
                 workspace_id=workspace_id,
                 index=index,
                 touched=_touched(changed),
                 absorbed=changed.absorbed,
-                now=self.clock.now(),
+                now=now,
                 cause="realtime",
                 hand_back=True,
             )
-            await self.process_own_events(
-                session, workspace_id, decided.emitted, self.clock.now(), index
-            )
+            await self.process_own_events(session, workspace_id, decided.emitted, now, index)
             await self.journeys.on_merges(
-                session, workspace_id=workspace_id, absorbed=changed.absorbed,
-                now=self.clock.now(),
-            )  # fmt: skip
+                session, workspace_id=workspace_id, absorbed=changed.absorbed, now=now
+            )
             await session.commit()
 
     async def reevaluate_profile(self, context: JobContext) -> None:

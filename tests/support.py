@@ -5,13 +5,16 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import uvicorn
+from sqlalchemy.event import listen, remove
 
 from clarion.app import create_app
+from clarion.core.database import Database
 from clarion.core.outbound import Policy, parse_networks
 from clarion.core.settings import Settings
 
@@ -61,3 +64,23 @@ def start_live_server(settings: Settings) -> Iterator[LiveServer]:
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+async def plan_of(database: Database, run: Callable[[], Awaitable[object]], matching: str) -> str:
+    """PostgreSQL's plan (`EXPLAIN (COSTS OFF)`) for the last statement containing
+    `matching` that `run` executed, with the parameters it was given."""
+    statements: list[tuple[str, Any]] = []
+
+    def capture(_c: Any, _cursor: Any, statement: str, params: Any, *_: Any) -> None:
+        if matching in statement:
+            statements.append((statement, params))
+
+    listen(database.engine.sync_engine, "before_cursor_execute", capture)
+    try:
+        await run()
+    finally:
+        remove(database.engine.sync_engine, "before_cursor_execute", capture)
+    statement, params = statements[-1]
+    async with database.engine.connect() as connection:
+        rows = await connection.exec_driver_sql(f"EXPLAIN (COSTS OFF) {statement}", params)
+        return "\n".join(str(row[0]) for row in rows)

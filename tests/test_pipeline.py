@@ -14,6 +14,7 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import select
 
+from clarion import pipeline as pipeline_module
 from clarion.core.clock import FrozenClock, SystemClock
 from clarion.core.database import Database
 from clarion.core.jobs.models import Job
@@ -24,6 +25,7 @@ from clarion.ingest.records import EventRecord
 from clarion.pipeline import Pipeline
 from clarion.profiles import service as profiles
 from tests.conftest import Tenant
+from tests.support import plan_of
 
 SHOPPER = [
     {"type": "page", "name": "Home", "anonymousId": "device-9", "messageId": "p1"},
@@ -209,3 +211,19 @@ async def test_concurrent_workers_build_the_same_profiles(
         assert profile["computed"]["event_counts"] == {"Product Viewed": 1, "Order Completed": 1}
         events = await client.get(f"/api/v1/profiles/{profile['id']}/events", headers=tenant.admin)
         assert len(events.json()["items"]) == 4
+
+
+async def test_a_run_loads_its_events_by_key(database: Database, tenant: Tenant) -> None:
+    """On PostgreSQL each event of a run is looked up by primary key, the workspace checked
+    after: with no statistics (a log just filled) the planner otherwise preferred reading
+    the workspace's events, or its index, for every id."""
+    if database.is_sqlite:
+        return  # SQLite plans from the statistics each process samples (core/database.py)
+
+    async def load() -> None:
+        async with database.read_session() as session:
+            await pipeline_module._load_events(session, tenant.id, [1, 2, 3])
+
+    plan = await plan_of(database, load, "unnest")
+    assert "Index Scan using pk_events on events" in plan, plan
+    assert "workspace_id_timestamp" not in plan and "Seq Scan on events" not in plan, plan

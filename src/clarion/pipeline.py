@@ -87,13 +87,14 @@ _EVENT_COLUMNS = (
     "id, workspace_id, source_id, message_id, type, name, user_id, anonymous_id, group_id,"
     " previous_id, timestamp, received_at, properties, traits, context"
 )
-# On PostgreSQL the ids go as one array, each looked up by primary key: a LATERAL subquery
-# behind OFFSET 0 keeps the planner from scanning the workspace's events instead, which it
-# prefers while a freshly loaded table has no statistics yet.
+# On PostgreSQL the ids go as one array, each looked up by primary key alone: a LATERAL
+# subquery behind OFFSET 0, the workspace checked outside it, keeps the planner from
+# reading the workspace's events (or its index) instead, which it prefers while a freshly
+# loaded table has no statistics yet.
 _EVENTS_POSTGRES = text(
     f"SELECT e.* FROM unnest(CAST(:ids AS bigint[])) AS wanted(id) CROSS JOIN LATERAL"  # noqa: S608
-    f" (SELECT {_EVENT_COLUMNS} FROM events WHERE events.id = wanted.id"
-    f" AND events.workspace_id = :workspace_id OFFSET 0) AS e ORDER BY e.id"
+    f" (SELECT {_EVENT_COLUMNS} FROM events WHERE events.id = wanted.id OFFSET 0) AS e"
+    f" WHERE e.workspace_id = :workspace_id ORDER BY e.id"
 )
 _EVENTS_SQLITE = text(
     f"SELECT {_EVENT_COLUMNS} FROM events"  # noqa: S608 - constant column names

@@ -23,6 +23,7 @@ from clarion.messaging.models import FrequencyCap, Message, MessagingPolicy
 from clarion.messaging.tracking import LinkSigner
 from clarion.profiles.models import ProfileEvent
 from tests.messaging.shop import NOON, PUBLIC, Post
+from tests.support import plan_of
 
 
 async def test_a_message_is_rendered_tracked_signed_and_delivered_once(
@@ -704,3 +705,20 @@ async def test_delivery_feedback_is_applied_with_the_delivery(post: Post) -> Non
     )
     assert [m["profile_id"] for m in members.json()["items"]] == [str(ada)]
     assert queued == 0  # nor a processing job for the feedback
+
+
+async def test_a_batch_finds_its_messages_by_key(post: Post) -> None:
+    """On PostgreSQL a delivery batch reads its messages by primary key, never through a
+    workspace index (which the planner chose with no statistics: every message of the
+    workspace, three times a batch)."""
+    if post.database.is_sqlite:
+        return  # SQLite plans from the statistics each process samples (core/database.py)
+    ada = await post.profile("ada", email="ada@example.org")
+    ids = await post.queue(post.request(ada, "key:1"), post.request(ada, "key:2"))
+
+    async def read() -> None:
+        async with post.database.read_session() as session:
+            await delivery._pending(session, post.tenant.id, ids, lock=True)
+
+    plan = await plan_of(post.database, read, "FROM messages")
+    assert "ix_messages_workspace" not in plan, plan

@@ -426,8 +426,11 @@ def _pending_query(
     query = (
         select(Message)
         .where(
-            Message.workspace_id == workspace_id,
             Message.id.in_(ids),
+            # The workspace as an expression no index serves, so the messages are found by
+            # key: with no statistics (a table just filled) PostgreSQL read `workspace_id =`
+            # through a workspace index instead, every message of it, three times a batch.
+            Message.workspace_id + 0 == workspace_id,
             Message.status.in_(("queued", "sending")),
         )
         .order_by(Message.created_at, Message.id)

@@ -762,6 +762,25 @@ def measure(
     return figures
 
 
+POSTGRES_SETTINGS = (
+    "autovacuum",
+    "shared_buffers",
+    "work_mem",
+    "jit",
+    "max_parallel_workers_per_gather",
+)
+
+
+async def postgres_settings() -> dict[str, str]:
+    """The server settings the PostgreSQL figures depend on most. With `autovacuum` off,
+    tables a benchmark grows have no planner statistics unless it analyzes them."""
+    connection = await asyncpg.connect(PG_ADMIN_DSN)
+    try:
+        return {name: str(await connection.fetchval(f"SHOW {name}")) for name in POSTGRES_SETTINGS}
+    finally:
+        await connection.close()
+
+
 def machine() -> str:
     """`<cpu model>, <n> cores, <RAM>` of this machine."""
     model = "unknown CPU"

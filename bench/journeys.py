@@ -66,6 +66,7 @@ from bench.ingest import (
     migrate,
     percentile,
     postgres_cpu_seconds,
+    postgres_settings,
     run_async,
     running_server,
     send_paced,
@@ -627,6 +628,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "profiles": options.profiles,
         "seed": options.seed,
         "source": source_version(),
+        "postgres_settings": run_async(postgres_settings()),
     }
     try:
         report |= measure(options)

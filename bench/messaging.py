@@ -77,6 +77,7 @@ from bench.ingest import (
     machine,
     migrate,
     postgres_cpu_seconds,
+    postgres_settings,
     run_async,
     stop,
     tree_cpu_seconds,
@@ -1015,6 +1016,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "seed": options.seed,
         "audience_via": "campaign (segment)",
         "source": source_version(),
+        "postgres_settings": run_async(postgres_settings()),
     }
     try:
         report["rendering"], email_bytes = measure_rendering(options.renders, options.seed)

@@ -50,6 +50,7 @@ from bench.ingest import (
     migrate,
     percentile,
     postgres_cpu_seconds,
+    postgres_settings,
     run_async,
     running_server,
     send_paced,
@@ -249,6 +250,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     options = parse_args(argv)
     result: dict[str, Any] = {"bench": "pipeline", "machine": machine()}
+    if "postgresql" in options.databases:
+        result["postgres_settings"] = run_async(postgres_settings())
     for kind in options.databases:
         with tempfile.TemporaryDirectory(prefix=f"clarion-pipeline-{kind}-") as tmp:
             runs = [

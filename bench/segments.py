@@ -84,6 +84,7 @@ from bench.ingest import (
     migrate,
     percentile,
     postgres_cpu_seconds,
+    postgres_settings,
     run_async,
     running_server,
     send_paced,
@@ -1657,18 +1658,6 @@ class Options:
         return self.profiles or profiles, self.events or events
 
 
-async def postgres_settings(url: str) -> dict[str, str]:
-    """The server settings the figures depend on most."""
-    connection = await asyncpg.connect(_pg_dsn(url))
-    try:
-        return {
-            name: str(await connection.fetchval(f"SHOW {name}"))
-            for name in ("shared_buffers", "work_mem", "jit", "max_parallel_workers_per_gather")
-        }
-    finally:
-        await connection.close()
-
-
 def load(kind: str, url: str, shape: Shape) -> Loaded:
     """Fill the migrated database with the generated shop."""
     if kind == "postgresql":
@@ -1694,7 +1683,7 @@ def measure(kind: str, options: Options) -> dict[str, Any]:
         with fresh_database(kind, folder) as url:
             migrate(url, folder)
             if kind == "postgresql":
-                result["postgres_settings"] = run_async(postgres_settings(url))
+                result["postgres_settings"] = run_async(postgres_settings())
             log.info("%s: generating %d profiles and %d events", kind, profiles, events)
             loaded = load(kind, url, Shape(profiles, events, options.seed, datetime.now(UTC)))
             checked = run_async(check_sample(url, options.seed))

@@ -37,7 +37,7 @@ and move the runs they start or wake up to their next wait (`journeys.runtime`);
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -54,7 +54,7 @@ from clarion.core.crypto import Vault
 from clarion.core.database import BigId, Database, JSONDocument, UTCDateTime
 from clarion.core.jobs.worker import JobContext, PermanentFailure, Registry
 from clarion.core.settings import Settings
-from clarion.ingest.internal import is_activity, process_later
+from clarion.ingest.internal import OwnEvents, is_activity, process_later
 from clarion.ingest.jobs import PROCESS_EVENTS
 from clarion.ingest.plans import TrackingPlans
 from clarion.ingest.plans.review import Review
@@ -280,7 +280,7 @@ class Pipeline:
         self,
         session: AsyncSession,
         workspace_id: int,
-        own: Mapping[uuid.UUID, list[EventRecord]],
+        own: OwnEvents,
         now: datetime,
         index: SegmentIndex | None = None,
     ) -> None:

@@ -62,6 +62,11 @@ async def emit_events(
     return stored
 
 
+OwnEvents = dict[uuid.UUID, list[EventRecord]]
+"""Clarion's own events stored without processing jobs (`append_events`), by the canonical
+profile they are about: for the caller to apply in its transaction."""
+
+
 async def append_events(
     session: AsyncSession, events: list[InternalEvent], *, now: datetime
 ) -> list[EventRecord]:

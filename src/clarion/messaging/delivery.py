@@ -41,6 +41,7 @@ from clarion.core.clock import Clock
 from clarion.core.database import Database
 from clarion.core.jobs.queue import NewJob, enqueue
 from clarion.core.jobs.worker import JobContext, PermanentFailure
+from clarion.ingest.internal import OwnEvents
 from clarion.messaging import feedback, policy
 from clarion.messaging.channels.base import Channel, Sent, TemporaryFailure
 from clarion.messaging.channels.base import PermanentFailure as Refused
@@ -159,7 +160,7 @@ class _Plan:
     sends: list[Prepared] = field(default_factory=list)
 
 
-ProcessOwnEvents = Callable[[AsyncSession, int, feedback.OwnEvents, datetime], Awaitable[None]]
+ProcessOwnEvents = Callable[[AsyncSession, int, OwnEvents, datetime], Awaitable[None]]
 """Applies feedback events stored in a transaction, in it (`Pipeline.process_own_events`)."""
 
 
@@ -382,7 +383,7 @@ class Delivery:
         if self.process_own is None:
             await feedback.record(session, workspace_id=workspace_id, outcomes=outcomes, now=now)
             return
-        own: feedback.OwnEvents = {}
+        own: OwnEvents = {}
         await feedback.record(
             session, workspace_id=workspace_id, outcomes=outcomes, now=now, own_events=own
         )

@@ -18,8 +18,7 @@ from typing import Any
 from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from clarion.ingest.internal import InternalEvent, append_events, emit_events
-from clarion.ingest.records import EventRecord
+from clarion.ingest.internal import InternalEvent, OwnEvents, append_events, emit_events
 from clarion.messaging.models import Message, MessageEvent
 from clarion.profiles import queries as profiles
 
@@ -84,10 +83,6 @@ def properties_of(message: Message) -> dict[str, Any]:
         "origin": message.origin,
         "origin_id": message.origin_id,
     }
-
-
-OwnEvents = dict[uuid.UUID, list[EventRecord]]
-"""Clarion's own events stored unprocessed, by the canonical profile they are about."""
 
 
 async def record(

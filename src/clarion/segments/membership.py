@@ -22,8 +22,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from clarion.core.jobs.queue import NewJob, enqueue
-from clarion.ingest.internal import InternalEvent, append_events, emit_events
-from clarion.ingest.records import EventRecord
+from clarion.ingest.internal import InternalEvent, OwnEvents, append_events, emit_events
 from clarion.profiles import queries as profiles
 from clarion.profiles.models import Profile
 from clarion.segments import aggregates, predicate
@@ -83,7 +82,7 @@ class Changes:
     exited: list[tuple[int, uuid.UUID]] = field(default_factory=list)
     # With `hand_back`: their `Segment Entered` / `Exited` events, stored but not yet
     # processed, by canonical profile (the caller applies them in its transaction).
-    emitted: dict[uuid.UUID, list[EventRecord]] = field(default_factory=dict)
+    emitted: OwnEvents = field(default_factory=dict)
 
 
 def facts_of(profile: Profile, state: Mapping[str, object]) -> predicate.ProfileFacts:
@@ -583,7 +582,7 @@ async def emit_changes(
     now: datetime,
     *,
     hand_back: bool = False,
-) -> dict[uuid.UUID, list[EventRecord]]:
+) -> OwnEvents:
     """`Segment Entered` / `Segment Exited` events for the changes, into the event stream;
     with `hand_back`, stored without processing jobs and returned by profile (else none
     returned: their jobs process them)."""
@@ -619,7 +618,7 @@ async def emit_changes(
     if not hand_back:
         await emit_events(session, events, now=now)
         return {}
-    by_profile: dict[uuid.UUID, list[EventRecord]] = {}
+    by_profile: OwnEvents = {}
     for record in await append_events(session, events, now=now):
         by_profile.setdefault(profile_of[record.message_id], []).append(record)
     return by_profile

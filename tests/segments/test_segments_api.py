@@ -95,6 +95,17 @@ class Shop:
             )
             return [{"user_id": e.user_id, "properties": e.properties} for e in rows.all()]
 
+    async def timeline(self, profile_id: str) -> list[str | None]:
+        """The names of the events on the profile's timeline, in the order stored."""
+        async with self.database.read_session() as session:
+            names = await session.scalars(
+                select(Event.name)
+                .join(ProfileEvent, ProfileEvent.event_id == Event.id)
+                .where(ProfileEvent.profile_id == uuid.UUID(profile_id))
+                .order_by(Event.id)
+            )
+            return list(names.all())
+
 
 @pytest.fixture
 async def shop(
@@ -491,15 +502,7 @@ async def test_segment_events_are_on_the_timeline_but_not_activity(shop: Shop) -
     seen = datetime.fromisoformat(profile["computed"]["last_seen_at"].replace("Z", "+00:00"))
     assert abs(seen - (now - timedelta(days=1))) < timedelta(milliseconds=1)
     assert profile["computed"]["event_counts"] == {"Order Completed": 2}
-    async with shop.database.read_session() as session:
-        timeline = (
-            await session.scalars(
-                select(Event.name)
-                .join(ProfileEvent, ProfileEvent.event_id == Event.id)
-                .where(ProfileEvent.profile_id == uuid.UUID(ada))
-                .order_by(Event.id)
-            )
-        ).all()
+    timeline = await shop.timeline(ada)
     assert timeline == ["Order Completed", "Order Completed", "Segment Entered"]
 
 
@@ -549,6 +552,23 @@ def entered(segment_id: int) -> dict[str, Any]:
     }
 
 
+async def chain_of_entries(
+    shop: Shop, user_id: str
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """Buyers, those who entered Buyers, those who entered that; then two orders of
+    `user_id` stored, not yet processed."""
+    now = shop.clock.now()
+    buyers = await shop.create(BUYERS)
+    followers = await shop.create(entered(buyers["id"]), name="Entered Buyers")
+    chained = await shop.create(entered(followers["id"]), name="Entered Entered Buyers")
+    await shop.run()
+    await without_hourly_recompute(shop)
+    orders = [order(user_id, now - timedelta(days=2)), order(user_id, now - timedelta(days=1))]
+    response = await shop.client.post("/v1/batch", json={"batch": orders}, auth=shop.tenant.writer)
+    assert response.status_code == 200
+    return buyers, followers, chained
+
+
 async def queued_processing(shop: Shop) -> int:
     async with shop.database.read_session() as session:
         found = await session.scalar(
@@ -565,20 +585,7 @@ async def test_segment_events_are_applied_in_the_transaction_that_decided_them(
     """Entering a segment is on the timeline, and moves segments of those who entered it,
     in the run that processed the customer's event: no processing job per `Segment
     Entered`, and one chain of segments settles at once."""
-    now = shop.clock.now()
-    buyers = await shop.create(BUYERS)
-    followers = await shop.create(entered(buyers["id"]), name="Entered Buyers")
-    chained = await shop.create(entered(followers["id"]), name="Entered Entered Buyers")
-    await shop.run()
-    await without_hourly_recompute(shop)
-    response = await shop.client.post(
-        "/v1/batch",
-        json={
-            "batch": [order("ada", now - timedelta(days=2)), order("ada", now - timedelta(days=1))]
-        },
-        auth=shop.tenant.writer,
-    )
-    assert response.status_code == 200
+    buyers, followers, chained = await chain_of_entries(shop, "ada")
     claimed = await shop.worker._maintain_and_claim()  # one run: the customer's events
     assert [job.kind for job in claimed] == [PROCESS_EVENTS]
     await shop.worker._execute(claimed[0])
@@ -593,15 +600,7 @@ async def test_segment_events_are_applied_in_the_transaction_that_decided_them(
         followers["id"],
         chained["id"],
     ]
-    async with shop.database.read_session() as session:
-        timeline = (
-            await session.scalars(
-                select(Event.name)
-                .join(ProfileEvent, ProfileEvent.event_id == Event.id)
-                .where(ProfileEvent.profile_id == uuid.UUID(ada))
-                .order_by(Event.id)
-            )
-        ).all()
+    timeline = await shop.timeline(ada)
     assert timeline == ["Order Completed"] * 2 + ["Segment Entered"] * 3
 
 
@@ -609,20 +608,7 @@ async def test_segment_events_past_the_last_round_are_left_to_processing_jobs(
     shop: Shop, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(pipeline_module, "OWN_EVENT_ROUNDS", 1)
-    now = shop.clock.now()
-    buyers = await shop.create(BUYERS)
-    followers = await shop.create(entered(buyers["id"]), name="Entered Buyers")
-    chained = await shop.create(entered(followers["id"]), name="Entered Entered Buyers")
-    await shop.run()
-    await without_hourly_recompute(shop)
-    response = await shop.client.post(
-        "/v1/batch",
-        json={
-            "batch": [order("bo", now - timedelta(days=2)), order("bo", now - timedelta(days=1))]
-        },
-        auth=shop.tenant.writer,
-    )
-    assert response.status_code == 200
+    buyers, followers, chained = await chain_of_entries(shop, "bo")
     claimed = await shop.worker._maintain_and_claim()
     await shop.worker._execute(claimed[0])
 

@@ -71,13 +71,13 @@ def agg(function: str, window: dict[str, Any] | None = None, **extra: Any) -> di
 def test_conditions_on_the_same_event_and_filter_share_one_spec() -> None:
     last = {"type": "occurrence", "event": "Bought", "which": "last", "operator": "after"}
     last["value"] = "2026-01-01"
-    keys = {aggregates.spec_key(node(d)) for d in (BOUGHT_7, BOUGHT_EVER, last)}
+    keys = {node(d).key for d in (BOUGHT_7, BOUGHT_EVER, last)}
     assert len(keys) == 1
     [key] = keys
     assert len(key) == 16 and int(key, 16) >= 0
-    assert aggregates.spec_key(node(agg("sum"))) not in keys
+    assert node(agg("sum")).key not in keys
     filtered = {**BOUGHT_7, "where": {"type": "property", "property": "sku", "operator": "exists"}}
-    assert aggregates.spec_key(node(filtered)) not in keys
+    assert node(filtered).key not in keys
 
 
 def test_specs_keep_the_longest_window_the_ranges_and_all_time_summaries() -> None:
@@ -86,11 +86,11 @@ def test_specs_keep_the_longest_window_the_ranges_and_all_time_summaries() -> No
         agg("count_distinct"),
         agg("sum", {"last_days": 3}),
     )
-    bought = specs[aggregates.spec_key(node(BOUGHT_7))]
+    bought = specs[node(BOUGHT_7).key]
     assert bought.days == 30 and not bought.all_time and bought.prop is None
     march = (aggregates.micros(datetime(2026, 3, 1, tzinfo=UTC)),)
     assert bought.ranges == ((march[0], aggregates.micros(datetime(2026, 4, 1, tzinfo=UTC))),)
-    price = specs[aggregates.spec_key(node(agg("sum")))]
+    price = specs[node(agg("sum")).key]
     assert price.prop == "price" and price.all_time and price.distinct and price.days == 3
 
 
@@ -187,10 +187,10 @@ def test_state_is_json_and_compact() -> None:
     ]
     state = aggregates.build(specs, events, NOW)
     assert roundtrip(state) == state
-    entry = state[aggregates.spec_key(node(agg("sum")))]
+    entry = state[node(agg("sum")).key]
     assert entry["ev"][0] == [aggregates.micros(NOW - timedelta(hours=6)), None]
     assert sorted(entry["all"]["distinct"]) == ["b:true", "n:1", "s:1"]
-    assert isinstance(state[aggregates.spec_key(node(BOUGHT_7))]["ev"][0], int)
+    assert isinstance(state[node(BOUGHT_7).key]["ev"][0], int)
 
 
 # --- Functions ------------------------------------------------------------------------------
@@ -263,10 +263,10 @@ def test_prune_drops_what_no_window_counts_and_unneeded_entries() -> None:
     feb = datetime(2026, 2, 10, tzinfo=UTC)
     events = [event("Bought", t, price=1) for t in (feb, NOW - timedelta(days=1), NOW)]
     state = aggregates.build(specs, events, NOW)
-    assert len(state[aggregates.spec_key(node(BOUGHT_7))]["ev"]) == 3
+    assert len(state[node(BOUGHT_7).key]["ev"]) == 3
     later = NOW + timedelta(days=60)
     aggregates.prune(state, specs, later)
-    assert state[aggregates.spec_key(node(BOUGHT_7))]["ev"] == [aggregates.micros(feb)]
+    assert state[node(BOUGHT_7).key]["ev"] == [aggregates.micros(feb)]
     assert aggregates.count(state, node(february), later) == 1
     assert aggregates.count(state, node(BOUGHT_7), later) == 0
     assert aggregates.aggregate(state, node(agg("sum")), later) == 3
@@ -278,7 +278,7 @@ def test_prune_drops_what_no_window_counts_and_unneeded_entries() -> None:
 def test_prune_narrows_retention_and_incomplete_flags_what_must_be_rebuilt() -> None:
     wide = specs_of(BOUGHT_30, BOUGHT_EVER, agg("count_distinct"))
     narrow = specs_of(BOUGHT_7, agg("sum", {"last_days": 7}))
-    bought, price = aggregates.spec_key(node(BOUGHT_7)), aggregates.spec_key(node(agg("sum")))
+    bought, price = node(BOUGHT_7).key, node(agg("sum")).key
     state = aggregates.build(wide, [event("Bought", NOW - timedelta(days=1), price=2)], NOW)
     assert aggregates.incomplete(state, wide) == set()
     aggregates.prune(state, narrow, NOW)

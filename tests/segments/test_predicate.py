@@ -17,7 +17,13 @@ from hypothesis import strategies as st
 from clarion.segments import aggregates
 from clarion.segments.aggregates import TrackEvent
 from clarion.segments.parsing import parse_rule
-from clarion.segments.predicate import ProfileFacts, evaluate, explain, next_change
+from clarion.segments.predicate import (
+    ProfileFacts,
+    evaluate,
+    explain,
+    next_change,
+    time_conditions,
+)
 from clarion.segments.rules import (
     All,
     Any_,
@@ -511,6 +517,18 @@ def test_next_change_follows_segment_references() -> None:
     t = NOW - timedelta(hours=5)
     assert change_of(Not(InSegment(1)), segments={1: inner}, last_seen=t) == t + DAY + US
     assert change_of(InSegment(2), segments={1: inner}, last_seen=t) is None
+
+
+def test_time_conditions_are_found_once_through_references() -> None:
+    recent = parse_rule(seen("within_last_days", 1))
+    window = parse_rule(performed("gte", 2, window={"last_days": 3}))
+    inner = All((recent, parse_rule({"type": "trait", "trait": "x", "operator": "exists"})))
+    segments = {1: inner, 2: Any_((InSegment(1), window))}
+    rule = All((InSegment(1), InSegment(2), Not(window)))
+    found = time_conditions(rule, segments)
+    # By identity, each once; the trait condition is not one (time does not change it).
+    assert [id(node) for node in found] == [id(recent), id(window)]
+    assert time_conditions(InSegment(3), segments) == ()
 
 
 # A family of time-dependent rules, and brute force: no instant before next_change changes

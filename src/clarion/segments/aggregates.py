@@ -22,13 +22,10 @@ from __future__ import annotations
 
 import bisect
 import copy
-import hashlib
-import json
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from functools import lru_cache
 from typing import Any
 
 from clarion.segments.rules import (
@@ -38,7 +35,6 @@ from clarion.segments.rules import (
     Performed,
     Rule,
     Window,
-    to_json,
     walk,
 )
 from clarion.segments.values import distinct_key, is_number, matches, read, scalar
@@ -102,18 +98,6 @@ class Spec:
     distinct: bool = False
 
 
-@lru_cache(maxsize=4096)
-def _key(event: str, where: Rule | None, prop: str | None) -> str:
-    document = [event, None if where is None else to_json(where), prop]
-    canonical = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
-
-
-def spec_key(node: EventCondition) -> str:
-    """The key of the spec (and state entry) an event condition reads."""
-    return _key(node.event, node.where, node.property if isinstance(node, Aggregate) else None)
-
-
 @dataclass
 class _Needs:
     days: int | None = None
@@ -130,7 +114,7 @@ def specs_for(rules: Iterable[Rule]) -> dict[str, Spec]:
         for node in walk(rule):
             if not isinstance(node, Performed | Aggregate | Occurrence):
                 continue
-            _, need = needs.setdefault(spec_key(node), (node, _Needs()))
+            _, need = needs.setdefault(node.key, (node, _Needs()))
             window = None if isinstance(node, Occurrence) else node.window
             if window is None:
                 need.all_time = True
@@ -378,7 +362,7 @@ def _window_items(entry: Mapping[str, Any] | None, window: Window, now_us: int) 
 
 def count(state: Mapping[str, Any], node: Performed, now: datetime) -> int:
     """How many matching events `node` counts at `now`."""
-    entry = state.get(spec_key(node))
+    entry = state.get(node.key)
     if node.window is not None:
         return len(_window_items(entry, node.window, micros(now)))
     return 0 if entry is None else int(entry.get("all", {}).get("n", 0))
@@ -400,7 +384,7 @@ def _function(function: str, values: list[Any]) -> float | int | None:
 
 def aggregate(state: Mapping[str, Any], node: Aggregate, now: datetime) -> float | int | None:
     """The value of `node`'s function at `now`; None when avg, min or max have no number."""
-    entry = state.get(spec_key(node))
+    entry = state.get(node.key)
     if node.window is not None:
         items = _window_items(entry, node.window, micros(now))
         return _function(node.function, [item[1] for item in items])
@@ -420,7 +404,7 @@ def aggregate(state: Mapping[str, Any], node: Aggregate, now: datetime) -> float
 
 def occurred(state: Mapping[str, Any], node: Occurrence) -> datetime | None:
     """The first or last time of a matching event; None when there is none."""
-    summary = state.get(spec_key(node), {}).get("all", {})
+    summary = state.get(node.key, {}).get("all", {})
     moment = summary.get(node.which)
     return None if moment is None else instant(moment)
 
@@ -434,7 +418,7 @@ def window_values(
     window = node.window
     if window is None or window.days is None:
         return []
-    items = _window_items(state.get(spec_key(node)), window, micros(now))
+    items = _window_items(state.get(node.key), window, micros(now))
     stay = window.days * DAY_US + 1
     found: list[tuple[int, Any]] = []
     if isinstance(node, Performed):
@@ -467,7 +451,7 @@ def count_drops(
     window = node.window
     if window is None or window.days is None:
         return []
-    items = _window_items(state.get(spec_key(node)), window, micros(now))
+    items = _window_items(state.get(node.key), window, micros(now))
     found: dict[int, int] = {}
     for target in counts:
         last = len(items) - target - 1  # the event whose exit leaves `target` counted

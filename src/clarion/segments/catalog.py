@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from clarion.segments import aggregates
 from clarion.segments.models import RfmBoundaries, Segment
 from clarion.segments.parsing import parse_rule
-from clarion.segments.predicate import moves_with_time
+from clarion.segments.predicate import moves_with_time, time_conditions
 from clarion.segments.rules import (
     TIMEZONE_TRAIT,
     All,
@@ -59,6 +59,8 @@ class SegmentIndex:
     by_trait: dict[str, set[int]] = field(default_factory=dict)
     every_event: set[int] = field(default_factory=set)  # read first / last seen
     time_based: set[int] = field(default_factory=set)  # may change with time alone
+    # For each of those, the conditions time alone changes (its references' too).
+    time_conditions: dict[int, tuple[Rule, ...]] = field(default_factory=dict)
     dependents: dict[int, set[int]] = field(default_factory=dict)  # segment -> who names it
     specs: dict[str, aggregates.Spec] = field(default_factory=dict)
     specs_by_event: dict[str, dict[str, aggregates.Spec]] = field(default_factory=dict)
@@ -83,6 +85,10 @@ class SegmentIndex:
                 index.by_event.setdefault(ORDER_COMPLETED, set()).add(segment.id)
             for referenced in segment_ids(segment.rule):
                 index.dependents.setdefault(referenced, set()).add(segment.id)
+        rules = {segment.id: segment.rule for segment in index.segments.values()}
+        index.time_conditions = {
+            segment_id: time_conditions(rules[segment_id], rules) for segment_id in index.time_based
+        }
         index.specs = aggregates.specs_for(s.rule for s in index.segments.values())
         index.specs_by_event = aggregates.by_event(index.specs)
         fingerprint = orjson.dumps(sorted(index.specs), option=orjson.OPT_SORT_KEYS)

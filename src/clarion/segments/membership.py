@@ -363,7 +363,9 @@ def _keep_state(
         stored = known.get(key, -1)
         if segment_id in answers or key not in known or (stored is not None and stored <= now_us):
             moment = evaluation.next_change(
-                index.segments[segment_id].rule, holds=answers.get(segment_id)
+                index.segments[segment_id].rule,
+                holds=answers.get(segment_id),
+                conditions=index.time_conditions[segment_id],
             )
             instants[key] = None if moment is None else micros(moment)
         else:

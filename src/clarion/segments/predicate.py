@@ -9,9 +9,10 @@ membership knows when to look again).
 
 from __future__ import annotations
 
+import bisect
 import re
 from calendar import monthrange
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, tzinfo
 from functools import lru_cache
@@ -230,6 +231,30 @@ def moves_with_time(node: Rule) -> bool:
     return False
 
 
+def time_conditions(rule: Rule, segments: Mapping[int, Rule]) -> tuple[Rule, ...]:
+    """The conditions of `rule` (and of the segments it names) that time alone can change,
+    each once: what `Evaluation.next_change` reads."""
+    found: dict[int, Rule] = {}
+
+    def visit(node: Rule, depth: int) -> None:
+        match node:
+            case All(conditions) | Any_(conditions):
+                for condition in conditions:
+                    visit(condition, depth)
+            case Not(condition):
+                visit(condition, depth)
+            case InSegment(segment_id):
+                target = segments.get(segment_id)
+                # Cycles are refused when a segment is saved; the depth limit guards the rest.
+                if target is not None and depth < MAX_DEPTH:
+                    visit(target, depth + 1)
+            case _ if moves_with_time(node):
+                found[id(node)] = node
+
+    visit(rule, 0)
+    return tuple(found.values())
+
+
 def _earliest(horizons: Iterable[int | None]) -> int | None:
     known = [h for h in horizons if h is not None]
     return min(known) if known else None
@@ -249,12 +274,14 @@ class _Evaluator:
         self.facts = facts
         self.context = context
         self.now = _aware(context.now if now is None else now)
+        self.now_us = micros(self.now)
         self.zone = profile_zone(facts.traits) if zone is None else zone
         self.today = self.now.astimezone(self.zone).date()
         # Each condition's answer, by the node's identity: segments and their next changes
         # read the same conditions over and over (the rules outlive the evaluator). Those
         # that time cannot change are shared with the same profile at other instants.
         self.leaves: dict[int, tuple[bool, Any]] = {}
+        self.flip_cache: dict[int, _Flips] = {}
         self.timeless: dict[int, tuple[bool, Any]] = {} if timeless is None else timeless
 
     def at(self, moment: datetime) -> _Evaluator:
@@ -380,47 +407,90 @@ class _Evaluator:
         document["holds"] = holds
         return document
 
-    def changes(self, rule: Rule, found: set[int], depth: int = 0) -> int | None:
-        """Add to `found` the instants (microseconds) after now at which the node's answer
-        may change as time passes; complete up to the returned horizon (None: complete)."""
-        match rule:
-            case All(conditions) | Any_(conditions):
-                return _earliest([self.changes(c, found, depth) for c in conditions])
-            case Not(condition):
-                return self.changes(condition, found, depth)
-            case InSegment(segment_id):
-                target = self._segment(segment_id, depth)
-                return None if target is None else self.changes(target, found, depth + 1)
-            case Compare(path=path, operator=op, value=value) if op in DATE_OPERATORS:
-                text = _date_text(read(self.facts.traits, path))
-                if text is None:
-                    return None
-                days, horizon = _calendar_flips(op, value, text, self.today)
-                found.update(_start_of(day, self.zone) for day in days)
-                return None if horizon is None else _start_of(horizon, self.zone)
-            case AttributeTime(value=int() as days) | Occurrence(value=int() as days):
-                moment = self.leaf(rule)[1]
-                if moment is not None:
-                    # T >= now - N days holds up to T + N days, then fails (and the reverse
-                    # for more_than_days_ago).
-                    found.add(micros(moment) + days * DAY_US + 1)
-            case Performed() | Aggregate():
-                # Only the exits after which the condition's own answer differs: between
-                # them it holds still, whatever else leaves the window. A count compared
-                # with N can only flip where it falls to N or to N - 1.
-                answer = self.leaf(rule)[0]
-                exits = (
-                    aggregates.count_drops(
-                        self.facts.aggregates, rule, self.now, (rule.count, rule.count - 1)
-                    )
-                    if isinstance(rule, Performed)
-                    else aggregates.window_values(self.facts.aggregates, rule, self.now)
-                )
-                for moment, value in exits:
-                    if _counted(rule, value) != answer:
-                        found.add(moment)
-                        answer = not answer
-        return None
+    def flips(self, rule: Rule) -> _Flips:
+        """When time alone may change a condition's answer (kept for the evaluator's life:
+        conditions shared by segments, or read through segment references, are asked once)."""
+        key = id(rule)
+        known = self.flip_cache.get(key)
+        if known is None:
+            known = self.flip_cache[key] = self._flips(rule)
+        return known
+
+    def _flips(self, rule: Rule) -> _Flips:
+        # By type rather than by pattern: this runs for every time condition of every
+        # profile evaluated.
+        state = self.facts.aggregates
+        if isinstance(rule, Performed | Aggregate):
+            if not state.get(rule.key, {}).get("ev"):
+                return _NEVER  # nothing in the window to leave it
+            # Only the exits after which the condition's own answer differs: between them it
+            # holds still, whatever else leaves the window. A count compared with N can only
+            # flip where it falls to N or to N - 1.
+            answer = self.leaf(rule)[0]
+            exits = (
+                aggregates.count_drops(state, rule, self.now, (rule.count, rule.count - 1))
+                if isinstance(rule, Performed)
+                else aggregates.window_values(state, rule, self.now)
+            )
+            found: list[int] = []
+            for moment, value in exits:
+                if _counted(rule, value) != answer:
+                    found.append(moment)
+                    answer = not answer
+            return _Flips(tuple(found), None, exact=True) if found else _NEVER
+        if isinstance(rule, AttributeTime | Occurrence) and isinstance(rule.value, int):
+            if isinstance(rule, Occurrence) and rule.key not in state:
+                return _NEVER  # never performed
+            moment = self.leaf(rule)[1]
+            if moment is None:
+                return _NEVER
+            # T >= now - N days holds up to T + N days, then fails (and the reverse for
+            # more_than_days_ago): one flip, if still ahead.
+            flip = micros(moment) + rule.value * DAY_US + 1
+            return _Flips((flip,), None, exact=True) if flip > self.now_us else _NEVER
+        if isinstance(rule, Compare) and rule.operator in DATE_OPERATORS:
+            text = _date_text(read(self.facts.traits, rule.path))
+            if text is None:
+                return _NEVER
+            days, horizon = _calendar_flips(rule.operator, rule.value, text, self.today)
+            return _Flips(
+                tuple(sorted({_start_of(day, self.zone) for day in days})),
+                None if horizon is None else _start_of(horizon, self.zone),
+                exact=False,
+            )
+        return _NEVER
+
+
+@dataclass(frozen=True, slots=True)
+class _Flips:
+    """The instants (microseconds, after now, ascending) at which time alone may change one
+    condition's answer, complete up to `horizon` (None: complete); `exact` when it changes at
+    each of them and nowhere else."""
+
+    instants: tuple[int, ...]
+    horizon: int | None
+    exact: bool
+
+
+_NEVER = _Flips((), None, exact=True)
+
+
+class _Later(_Evaluator):
+    """The same profile at a later instant: the conditions whose flips are exact answer from
+    them (the answer now, changed once per flip passed), the others anew."""
+
+    def __init__(self, base: _Evaluator, moment_us: int) -> None:
+        super().__init__(base.facts, base.context, instant(moment_us), base.zone, base.timeless)
+        self.base = base
+        self.moment_us = moment_us
+
+    def leaf(self, rule: Rule) -> tuple[bool, Any]:
+        flips = self.base.flip_cache.get(id(rule))
+        if flips is None or not flips.exact:
+            return super().leaf(rule)
+        passed = bisect.bisect_right(flips.instants, self.moment_us)
+        answer: bool = self.base.leaf(rule)[0]
+        return answer != (passed % 2 == 1), None
 
 
 # --- The compiler's entry points ------------------------------------------------------------
@@ -437,19 +507,31 @@ class Evaluation:
         """Whether the profile matches the rule."""
         return self._evaluator.holds(rule)
 
-    def next_change(self, rule: Rule, *, holds: bool | None = None) -> datetime | None:
+    def next_change(
+        self,
+        rule: Rule,
+        *,
+        holds: bool | None = None,
+        conditions: tuple[Rule, ...] | None = None,
+    ) -> datetime | None:
         """The earliest instant after now at which the answer may change with nothing but
         time passing (never later than a real change); None when time changes nothing.
-        `holds`, when given, is the answer now (saving its evaluation)."""
+        `holds`, when given, is the answer now (saving its evaluation); `conditions`, the
+        rule's `time_conditions` (saving their search)."""
         evaluator = self._evaluator
-        now_us = micros(evaluator.now)
-        found: set[int] = set()
-        horizon = evaluator.changes(rule, found)
-        instants = sorted(t for t in found if t > now_us and (horizon is None or t < horizon))
+        if conditions is None:
+            conditions = time_conditions(rule, evaluator.context.segments)
+        flips = [evaluator.flips(condition) for condition in conditions]
+        if not any(f.instants or f.horizon is not None for f in flips):
+            return None
+        horizon = _earliest(f.horizon for f in flips)
+        instants = sorted({t for f in flips for t in f.instants if horizon is None or t < horizon})
+        if not instants:
+            return None if horizon is None else instant(horizon)
         answer = evaluator.holds(rule) if holds is None else holds
         for moment in instants[:_PROBES]:
             # Between two candidates nothing changes, so the first that differs is the change.
-            if evaluator.at(instant(moment)).holds(rule) != answer:
+            if _Later(evaluator, moment).holds(rule) != answer:
                 return instant(moment)
         if len(instants) > _PROBES:
             return instant(instants[_PROBES])

@@ -7,6 +7,8 @@ is in `segments/README.md`; `sql.py` and `predicate.py` carry it out.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -124,6 +126,10 @@ class Performed:
     operator: CountOperator = "gte"
     count: int = 1
     window: Window | None = None
+    key: str = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", selection_key(self.event, self.where, None))
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +144,10 @@ class Aggregate:
     value: float | tuple[float, float]
     where: Rule | None = None
     window: Window | None = None
+    key: str = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", selection_key(self.event, self.where, self.property))
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +160,10 @@ class Occurrence:
     operator: TimeOperator
     value: datetime | int
     where: Rule | None = None
+    key: str = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", selection_key(self.event, self.where, None))
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,6 +206,15 @@ Rule: TypeAlias = (
     | TopPercent
 )
 EventCondition: TypeAlias = Performed | Aggregate | Occurrence
+
+
+def selection_key(event: str, where: Rule | None, prop: str | None) -> str:
+    """What an event condition reads, as a short stable key: the events named `event`
+    matching `where`, with property `prop` (each condition's `key`, and the key of the
+    aggregates entry that answers it)."""
+    document = [event, None if where is None else to_json(where), prop]
+    canonical = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
 # --- Writing and walking --------------------------------------------------------------------

@@ -552,8 +552,10 @@ LEAVES = [
         date_rule("anniversary_within_days", 40),
     )
 ]
+# A segment the rules may name: its conditions are some of the family's.
+REFERENCED: dict[int, Rule] = {1: Any_((LEAVES[0], Not(LEAVES[8])))}
 RULES = st.recursive(
-    st.sampled_from(LEAVES),
+    st.sampled_from([*LEAVES, InSegment(1)]),
     lambda inner: st.one_of(
         st.builds(lambda a, b: All((a, b)), inner, inner),
         st.builds(lambda a, b: Any_((a, b)), inner, inner),
@@ -580,7 +582,7 @@ def profiles(draw: st.DrawFn) -> tuple[ProfileFacts, RuleContext]:
         *LEAVES, traits=traits, events=events, first_seen=draw(moment), last_seen=draw(moment)
     )
     now = NOW + timedelta(minutes=draw(st.integers(0, 3 * 24 * 60)))
-    return profile, RuleContext(now=now)
+    return profile, RuleContext(now=now, segments=REFERENCED)
 
 
 def critical(profile: ProfileFacts, context: RuleContext, until: datetime) -> list[datetime]:

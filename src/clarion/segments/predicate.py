@@ -15,7 +15,7 @@ from calendar import monthrange
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, tzinfo
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -269,24 +269,22 @@ class _Evaluator:
         context: RuleContext,
         now: datetime | None = None,
         zone: tzinfo | None = None,
-        timeless: dict[int, tuple[bool, Any]] | None = None,
     ) -> None:
         self.facts = facts
         self.context = context
         self.now = _aware(context.now if now is None else now)
         self.now_us = micros(self.now)
         self.zone = profile_zone(facts.traits) if zone is None else zone
-        self.today = self.now.astimezone(self.zone).date()
-        # Each condition's answer, by the node's identity: segments and their next changes
-        # read the same conditions over and over (the rules outlive the evaluator). Those
-        # that time cannot change are shared with the same profile at other instants.
+        # Each condition's answer and flips, by the node's identity: segments and their
+        # next changes read the same conditions over and over (the rules outlive the
+        # evaluator).
         self.leaves: dict[int, tuple[bool, Any]] = {}
         self.flip_cache: dict[int, _Flips] = {}
-        self.timeless: dict[int, tuple[bool, Any]] = {} if timeless is None else timeless
 
-    def at(self, moment: datetime) -> _Evaluator:
-        """The same profile at another instant."""
-        return _Evaluator(self.facts, self.context, moment, self.zone, self.timeless)
+    @cached_property
+    def today(self) -> date:
+        """The profile's calendar day at this instant (in its time zone)."""
+        return self.now.astimezone(self.zone).date()
 
     def _segment(self, segment_id: int, depth: int) -> Rule | None:
         # Cycles are refused when a segment is saved; the depth limit guards the rest.
@@ -305,13 +303,36 @@ class _Evaluator:
                 return target is not None and self.holds(target, depth + 1)
         return self.leaf(rule)[0]
 
+    def holds_at(self, rule: Rule, moment_us: int, depth: int = 0) -> bool:
+        """Whether the profile matches the rule at a later instant, with nothing but time
+        passing: conditions time does not change answer as now, those whose flips are
+        exact from them (the answer now, changed once per flip passed), the others anew."""
+        match rule:
+            case All(conditions):
+                return all(self.holds_at(c, moment_us, depth) for c in conditions)
+            case Any_(conditions):
+                return any(self.holds_at(c, moment_us, depth) for c in conditions)
+            case Not(condition):
+                return not self.holds_at(condition, moment_us, depth)
+            case InSegment(segment_id):
+                target = self._segment(segment_id, depth)
+                return target is not None and self.holds_at(target, moment_us, depth + 1)
+        flips = self.flip_cache.get(id(rule))
+        if flips is None:
+            if not moves_with_time(rule):
+                return self.leaf(rule)[0]
+            flips = self.flips(rule)
+        if not flips.exact:
+            return _Evaluator(self.facts, self.context, instant(moment_us), self.zone).leaf(rule)[0]
+        passed = bisect.bisect_right(flips.instants, moment_us)
+        return self.leaf(rule)[0] != (passed % 2 == 1)
+
     def leaf(self, rule: Rule) -> tuple[bool, Any]:
         """A condition's answer and the value it observed."""
         key = id(rule)
-        found = self.leaves.get(key) or self.timeless.get(key)
+        found = self.leaves.get(key)
         if found is None:
-            found = self._leaf(rule)
-            (self.leaves if moves_with_time(rule) else self.timeless)[key] = found
+            found = self.leaves[key] = self._leaf(rule)
         return found
 
     def _leaf(self, rule: Rule) -> tuple[bool, Any]:
@@ -475,24 +496,6 @@ class _Flips:
 _NEVER = _Flips((), None, exact=True)
 
 
-class _Later(_Evaluator):
-    """The same profile at a later instant: the conditions whose flips are exact answer from
-    them (the answer now, changed once per flip passed), the others anew."""
-
-    def __init__(self, base: _Evaluator, moment_us: int) -> None:
-        super().__init__(base.facts, base.context, instant(moment_us), base.zone, base.timeless)
-        self.base = base
-        self.moment_us = moment_us
-
-    def leaf(self, rule: Rule) -> tuple[bool, Any]:
-        flips = self.base.flip_cache.get(id(rule))
-        if flips is None or not flips.exact:
-            return super().leaf(rule)
-        passed = bisect.bisect_right(flips.instants, self.moment_us)
-        answer: bool = self.base.leaf(rule)[0]
-        return answer != (passed % 2 == 1), None
-
-
 # --- The compiler's entry points ------------------------------------------------------------
 
 
@@ -531,7 +534,7 @@ class Evaluation:
         answer = evaluator.holds(rule) if holds is None else holds
         for moment in instants[:_PROBES]:
             # Between two candidates nothing changes, so the first that differs is the change.
-            if _Later(evaluator, moment).holds(rule) != answer:
+            if evaluator.holds_at(rule, moment) != answer:
                 return instant(moment)
         if len(instants) > _PROBES:
             return instant(instants[_PROBES])

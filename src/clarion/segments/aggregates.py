@@ -205,7 +205,12 @@ def observe(
 ) -> bool:
     """Count one track event into `state` (in place) for every spec it matches; whether
     anything changed. Call it once per event, in any order of timestamps."""
-    t, now_us = micros(event.timestamp), micros(now)
+    return _observe(state, specs, event, micros(event.timestamp), micros(now))
+
+
+def _observe(
+    state: dict[str, Any], specs: Mapping[str, Spec], event: TrackEvent, t: int, now_us: int
+) -> bool:
     changed = False
     for key, spec in specs.items():
         if spec.event != event.name or not matches(spec.where, event.properties):
@@ -330,13 +335,25 @@ def by_event(specs: Mapping[str, Spec]) -> dict[str, dict[str, Spec]]:
     return named
 
 
-def build(specs: Mapping[str, Spec], events: Iterable[TrackEvent], now: datetime) -> dict[str, Any]:
-    """The state of a profile with these events, from scratch (backfill)."""
-    named = by_event(specs)
+def build(
+    specs: Mapping[str, Spec],
+    events: Iterable[TrackEvent],
+    now: datetime,
+    *,
+    named: Mapping[str, Mapping[str, Spec]] | None = None,
+) -> dict[str, Any]:
+    """The state of a profile with these events, from scratch (backfill). `named`, when
+    given, is `by_event(specs)` (saving its grouping, for many profiles)."""
+    if named is None:
+        named = by_event(specs)
+    now_us = micros(now)
+    timed = sorted(
+        ((micros(event.timestamp), event) for event in events if event.name in named),
+        key=lambda pair: pair[0],
+    )
     state: dict[str, Any] = {}
-    for event in sorted(events, key=lambda e: micros(e.timestamp)):
-        if event.name in named:  # each event is matched against its name's specs only
-            observe(state, named[event.name], event, now=now)
+    for t, event in timed:  # each event is matched against its name's specs only
+        _observe(state, named[event.name], event, t, now_us)
     return state
 
 

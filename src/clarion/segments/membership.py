@@ -320,6 +320,7 @@ async def _rebuild(
             index.specs,
             [aggregates.TrackEvent(e.name, e.timestamp, e.properties) for e in events],
             now,
+            named=index.specs_by_event,
         )
         for profile_id, events in timelines.items()
     }

@@ -356,7 +356,7 @@ class _Evaluator:
                 moment = aggregates.occurred(state, rule)
                 return _time_holds(op, value, moment, now), moment
             case Rfm(recency, frequency, monetary):
-                scores = self.rfm_scores()
+                scores = self.rfm
                 wanted = {"recency": recency, "frequency": frequency, "monetary": monetary}
                 holds = scores is not None and all(
                     not accepted or scores[name] in accepted for name, accepted in wanted.items()
@@ -380,6 +380,11 @@ class _Evaluator:
             return None
         revenue: Any = (self.facts.computed.get("revenue") or {}).get(self.context.rfm.currency, 0)
         return revenue if values.is_number(revenue) else 0
+
+    @cached_property
+    def rfm(self) -> dict[str, int] | None:
+        """`rfm_scores`, worked out once for every RFM condition."""
+        return self.rfm_scores()
 
     def rfm_scores(self) -> dict[str, int] | None:
         """The profile's recency, frequency and monetary scores; None without orders or

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import bisect
 import re
-from calendar import monthrange
+from calendar import isleap, monthrange
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, tzinfo
@@ -99,21 +99,25 @@ def _month_day(text: str) -> tuple[int, int] | None:
     return (month, day) if 1 <= month <= 12 and 1 <= day <= monthrange(2000, month)[1] else None
 
 
+def _anniversary(month: int, day: int, year: int) -> date | None:
+    """The anniversary of (month, day) in `year` (29 February on 28 February in other
+    years); None past year 9999."""
+    if year > 9999:
+        return None
+    if month == 2 and day == 29 and not isleap(year):
+        return date(year, 2, 28)
+    return date(year, month, day)
+
+
 def next_anniversary(text: str, today: date) -> date | None:
     """The first day from `today` on whose month and day the date text falls (a 29 February
     on 28 February in other years); None when no day ever does."""
     month_day = _month_day(text)
     if month_day is None:
         return None
-    month, day = month_day
     for year in (today.year, today.year + 1):
-        if year > 9999:
-            return None
-        if month == 2 and day == 29 and monthrange(year, 2)[1] == 28:
-            found = date(year, 2, 28)
-        else:
-            found = date(year, month, day)
-        if found >= today:
+        found = _anniversary(*month_day, year)
+        if found is None or found >= today:
             return found
     return None
 
@@ -147,40 +151,48 @@ def _at_or_after(text: str) -> date | None:
     return date(year + 1, 1, 1) if year < 9999 else None
 
 
-def _calendar_flips(op: str, days: int, text: str, today: date) -> tuple[list[date], date | None]:
-    """The days (after `today`) on which a calendar-day operator's answer may flip, complete
-    up to the returned horizon day (None: complete)."""
+def _calendar_flips(
+    op: str, days: int, text: str, today: date
+) -> tuple[list[date], date | None, bool]:
+    """The days (after `today`, ascending) on which a calendar-day operator's answer may
+    flip, complete up to the returned horizon day (None: complete), and whether it flips on
+    each of them (exact: the answer on a later day is today's, changed once per day
+    passed)."""
     if op == "anniversary_within_days":
         return _anniversary_flips(days, text, today)
     first = _at_or_after(text)  # the first day on which D <= today holds
     if first is None:
-        return [], None
+        return [], None, True
     # the first day whose text is > D: from today - N on it, D is too long ago
     after = first if first.isoformat() != text else _plus(first, 1)
+    # within_last_days holds from `first` up to `too_old`, more_than_days_ago from
+    # `too_old` on (both days listed when they are one: no day holds).
     flips = [first] if op == "within_last_days" else []
     too_old = None if after is None else _plus(after, days)
     if too_old is not None:
         flips.append(too_old)
-    return [day for day in flips if day > today], None
+    return [day for day in flips if day > today], None, True
 
 
-def _anniversary_flips(days: int, text: str, today: date) -> tuple[list[date], date | None]:
-    # Anniversaries are at most 366 days apart, so N >= 365 always holds (or never does).
-    anniversary = next_anniversary(text, today)
-    if anniversary is None or days >= 365:
-        return [], None
+def _anniversary_flips(days: int, text: str, today: date) -> tuple[list[date], date | None, bool]:
+    # Anniversaries are at most 366 days apart, so N >= 365 always holds (or never does); and
+    # at least 365 apart, so below 364 each one's stretch A - N .. A ends before the next
+    # one's begins: the answer turns true on A - N and false on A + 1, exactly.
+    first = next_anniversary(text, today)
+    if first is None or days >= 365:
+        return [], None, True
+    month, day = first.month, int(text[8:10])  # 29 February, even when first is the 28th
+    exact = days < 364
     flips: list[date] = []
-    for _ in range(3):
-        assert anniversary is not None
-        # It enters today .. today + N on A - N, and leaves on A + 1.
-        flips.extend(d for d in (_plus(anniversary, -days), _plus(anniversary, 1)) if d)
-        following = _plus(anniversary, 1)
-        anniversary = None if following is None else next_anniversary(text, following)
+    for year in range(first.year, first.year + 3):
+        anniversary = _anniversary(month, day, year)
         if anniversary is None:
-            return [d for d in flips if d > today], None
+            return [d for d in flips if d > today], None, exact
+        flips.extend(d for d in (_plus(anniversary, -days), _plus(anniversary, 1)) if d)
     # Later anniversaries enter no earlier than their day - N.
-    horizon = _plus(anniversary, -days)
-    return [d for d in flips if d > today and (horizon is None or d < horizon)], horizon
+    later = _anniversary(month, day, first.year + 3)
+    horizon = None if later is None else _plus(later, -days)
+    return [d for d in flips if d > today and (horizon is None or d < horizon)], horizon, exact
 
 
 def _start_of(day: date, zone: tzinfo) -> int:
@@ -478,11 +490,13 @@ class _Evaluator:
             text = _date_text(read(self.facts.traits, rule.path))
             if text is None:
                 return _NEVER
-            days, horizon = _calendar_flips(rule.operator, rule.value, text, self.today)
+            days, horizon, exact = _calendar_flips(rule.operator, rule.value, text, self.today)
+            if not days and horizon is None:
+                return _NEVER
             return _Flips(
-                tuple(sorted({_start_of(day, self.zone) for day in days})),
+                tuple(_start_of(day, self.zone) for day in days),
                 None if horizon is None else _start_of(horizon, self.zone),
-                exact=False,
+                exact=exact,
             )
         return _NEVER
 
@@ -490,8 +504,9 @@ class _Evaluator:
 @dataclass(frozen=True, slots=True)
 class _Flips:
     """The instants (microseconds, after now, ascending) at which time alone may change one
-    condition's answer, complete up to `horizon` (None: complete); `exact` when it changes at
-    each of them and nowhere else."""
+    condition's answer, complete up to `horizon` (None: complete); `exact` when the answer
+    at a later instant is the answer now changed once per instant passed (one listed twice
+    changes nothing)."""
 
     instants: tuple[int, ...]
     horizon: int | None

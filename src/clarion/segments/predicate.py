@@ -547,6 +547,12 @@ class Evaluation:
         flips = [evaluator.flips(condition) for condition in conditions]
         if not any(f.instants or f.horizon is not None for f in flips):
             return None
+        if len(flips) == 1 and _alone(rule, conditions[0]):
+            # The rule is its one condition (or its negation): the condition's first flip,
+            # when exact, is the rule's change.
+            first = _first_flip(flips[0])
+            if first is not None:
+                return instant(first)
         horizon = _earliest(f.horizon for f in flips)
         instants = sorted({t for f in flips for t in f.instants if horizon is None or t < horizon})
         if not instants:
@@ -559,6 +565,19 @@ class Evaluation:
         if len(instants) > _PROBES:
             return instant(instants[_PROBES])
         return None if horizon is None else instant(horizon)
+
+
+def _alone(rule: Rule, condition: Rule) -> bool:
+    """Whether the rule's answer is the condition's, or its opposite."""
+    return rule is condition or (isinstance(rule, Not) and rule.condition is condition)
+
+
+def _first_flip(flips: _Flips) -> int | None:
+    """The first instant at which the condition's answer surely changes, if its flips say."""
+    instants = flips.instants
+    if not flips.exact or not instants or (len(instants) > 1 and instants[1] == instants[0]):
+        return None  # two flips at one instant change nothing
+    return instants[0] if flips.horizon is None or instants[0] < flips.horizon else None
 
 
 def evaluate(rule: Rule, facts: ProfileFacts, context: RuleContext) -> bool:

@@ -461,6 +461,12 @@ class _Evaluator:
         if isinstance(rule, Performed | Aggregate):
             if not state.get(rule.key, {}).get("ev"):
                 return _NEVER  # nothing in the window to leave it
+            if isinstance(rule, Performed) and rule.operator in _AT_LEAST:
+                # "At least k" (or, for lt / lte, its opposite) changes once, where the
+                # count falls below k, if it is not below already.
+                below = rule.count + _AT_LEAST[rule.operator] - 1
+                drop = aggregates.count_drops(state, rule, self.now, (below,))
+                return _Flips((drop[0][0],), None, exact=True) if drop else _NEVER
             # Only the exits after which the condition's own answer differs: between them it
             # holds still, whatever else leaves the window. A count compared with N can only
             # flip where it falls to N or to N - 1.
@@ -499,6 +505,11 @@ class _Evaluator:
                 exact=exact,
             )
         return _NEVER
+
+
+# Count operators that compare with "at least k", k = count + this: gt 2 is at least 3, and
+# lt 3 is its opposite's "at least 3".
+_AT_LEAST = {"gte": 0, "gt": 1, "lt": 0, "lte": 1}
 
 
 @dataclass(frozen=True, slots=True)

@@ -38,7 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute, defer
 
 from clarion.core.clock import Clock
-from clarion.core.database import Database
+from clarion.core.database import Database, unindexed
 from clarion.core.jobs.queue import NewJob, enqueue
 from clarion.core.jobs.worker import JobContext, PermanentFailure
 from clarion.ingest.internal import OwnEvents
@@ -428,10 +428,9 @@ def _pending_query(
         select(Message)
         .where(
             Message.id.in_(ids),
-            # The workspace as an expression no index serves, so the messages are found by
-            # key: with no statistics (a table just filled) PostgreSQL read `workspace_id =`
-            # through a workspace index instead, every message of it, three times a batch.
-            Message.workspace_id + 0 == workspace_id,
+            # Found by key: with no statistics PostgreSQL read every message of the
+            # workspace through its index instead, three times a batch.
+            unindexed(Message.workspace_id) == workspace_id,
             Message.status.in_(("queued", "sending")),
         )
         .order_by(Message.created_at, Message.id)

@@ -27,7 +27,7 @@ from sqlalchemy import TextClause, bindparam, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from clarion.core.database import sqlite_time
+from clarion.core.database import sqlite_time, unindexed
 from clarion.core.errors import Conflict
 from clarion.profiles.identity import ANONYMOUS_ID, Graph, Key, ProfileRow
 from clarion.profiles.models import (
@@ -142,7 +142,7 @@ async def _load_profiles(
         return {}
     query = (
         select(Profile)
-        .where(Profile.workspace_id == workspace_id, Profile.id.in_(ids))
+        .where(unindexed(Profile.workspace_id) == workspace_id, Profile.id.in_(ids))
         .order_by(Profile.id)
         .execution_options(populate_existing=True)
     )
@@ -178,7 +178,8 @@ async def _load_rows(
     point at, hop by hop (locked, in id order, on PostgreSQL)."""
     statement = _sql(
         codec.postgres,
-        f"SELECT {_PROFILE_COLUMNS} FROM profiles WHERE workspace_id = :ws"  # noqa: S608
+        # `workspace_id + 0`: see core.database.unindexed.
+        f"SELECT {_PROFILE_COLUMNS} FROM profiles WHERE workspace_id + 0 = :ws"  # noqa: S608
         f" AND {_in(codec.postgres, 'id', 'ids', 'uuid')} ORDER BY id"
         f"{' FOR UPDATE' if lock else ''}",
         "ids",

@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import and_, or_, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from clarion.core.database import unindexed
 from clarion.core.errors import FieldError, InvalidInput, NotFound
 from clarion.core.pagination import cursor_row_id, decode_cursor, encode_cursor
 from clarion.ingest.models import Event
@@ -268,7 +269,7 @@ async def canonical_ids(
         return {}
     rows = await session.execute(
         select(Profile.id, Profile.canonical_id).where(
-            Profile.workspace_id == workspace_id, Profile.id.in_(profile_ids)
+            unindexed(Profile.workspace_id) == workspace_id, Profile.id.in_(profile_ids)
         )
     )
     return {row_id: canonical or row_id for row_id, canonical in rows}
@@ -301,7 +302,8 @@ async def views_by_id(
         return {}
     profiles = await session.scalars(
         select(Profile).where(
-            Profile.workspace_id == workspace_id, Profile.id.in_(set(canonical_of.values()))
+            unindexed(Profile.workspace_id) == workspace_id,
+            Profile.id.in_(set(canonical_of.values())),
         )
     )
     views = {view.profile.id: view for view in await view_profiles(session, list(profiles))}
@@ -320,7 +322,7 @@ async def canonical_profiles(
     query = (
         select(Profile)
         .where(
-            Profile.workspace_id == workspace_id,
+            unindexed(Profile.workspace_id) == workspace_id,
             Profile.id.in_(profile_ids),
             Profile.canonical_id.is_(None),
         )
@@ -338,7 +340,7 @@ async def _trees(
     the canonical rows by primary key, the merged ones through `canonical_id`'s index."""
     rows = await session.execute(
         select(Profile.id, Profile.canonical_id).where(
-            Profile.workspace_id == workspace_id,
+            unindexed(Profile.workspace_id) == workspace_id,
             or_(Profile.id.in_(profile_ids), Profile.canonical_id.in_(profile_ids)),
         )
     )

@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from clarion.core.database import unindexed
 from clarion.profiles import queries as profiles
 from clarion.profiles.models import Profile
 from clarion.segments import aggregates, predicate
@@ -84,7 +85,7 @@ async def rule_holds_for(
     asked = (
         await session.scalars(
             select(Profile).where(
-                Profile.workspace_id == workspace_id, Profile.id.in_(set(profile_ids))
+                unindexed(Profile.workspace_id) == workspace_id, Profile.id.in_(set(profile_ids))
             )
         )
     ).all()

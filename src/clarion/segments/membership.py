@@ -363,12 +363,11 @@ def _keep_state(
         key = str(segment_id)
         stored = known.get(key, -1)
         if segment_id in answers or key not in known or (stored is not None and stored <= now_us):
-            moment = evaluation.next_change(
+            instants[key] = evaluation.next_change_us(
                 index.segments[segment_id].rule,
                 holds=answers.get(segment_id),
                 conditions=index.time_conditions[segment_id],
             )
-            instants[key] = None if moment is None else micros(moment)
         else:
             instants[key] = stored
     upcoming = [instant for instant in instants.values() if instant is not None]

@@ -458,8 +458,8 @@ class _Evaluator:
         # By type rather than by pattern: this runs for every time condition of every
         # profile evaluated.
         state = self.facts.aggregates
-        if isinstance(rule, Performed | Aggregate):
-            if not state.get(rule.key, {}).get("ev"):
+        if isinstance(rule, _WINDOWED):
+            if not state.get(rule.key, _NOTHING).get("ev"):
                 return _NEVER  # nothing in the window to leave it
             if isinstance(rule, Performed) and rule.operator in _AT_LEAST:
                 # "At least k" (or, for lt / lte, its opposite) changes once, where the
@@ -482,7 +482,7 @@ class _Evaluator:
                     found.append(moment)
                     answer = not answer
             return _Flips(tuple(found), None, exact=True) if found else _NEVER
-        if isinstance(rule, AttributeTime | Occurrence) and isinstance(rule.value, int):
+        if isinstance(rule, _TIMED) and isinstance(rule.value, int):
             if isinstance(rule, Occurrence) and rule.key not in state:
                 return _NEVER  # never performed
             moment = self.leaf(rule)[1]
@@ -506,6 +506,11 @@ class _Evaluator:
             )
         return _NEVER
 
+
+# Conditions by what time moves in them (tuples: isinstance of a union built each call costs).
+_WINDOWED = (Performed, Aggregate)
+_TIMED = (AttributeTime, Occurrence)
+_NOTHING: dict[str, Any] = {}
 
 # Count operators that compare with "at least k", k = count + this: gt 2 is at least 3, and
 # lt 3 is its opposite's "at least 3".
@@ -552,6 +557,17 @@ class Evaluation:
         time passing (never later than a real change); None when time changes nothing.
         `holds`, when given, is the answer now (saving its evaluation); `conditions`, the
         rule's `time_conditions` (saving their search)."""
+        found = self.next_change_us(rule, holds=holds, conditions=conditions)
+        return None if found is None else instant(found)
+
+    def next_change_us(
+        self,
+        rule: Rule,
+        *,
+        holds: bool | None = None,
+        conditions: tuple[Rule, ...] | None = None,
+    ) -> int | None:
+        """`next_change` in microseconds since the Unix epoch (as states keep it)."""
         evaluator = self._evaluator
         if conditions is None:
             conditions = time_conditions(rule, evaluator.context.segments)
@@ -563,19 +579,19 @@ class Evaluation:
             # when exact, is the rule's change.
             first = _first_flip(flips[0])
             if first is not None:
-                return instant(first)
+                return first
         horizon = _earliest(f.horizon for f in flips)
         instants = sorted({t for f in flips for t in f.instants if horizon is None or t < horizon})
         if not instants:
-            return None if horizon is None else instant(horizon)
+            return horizon
         answer = evaluator.holds(rule) if holds is None else holds
         for moment in instants[:_PROBES]:
             # Between two candidates nothing changes, so the first that differs is the change.
             if evaluator.holds_at(rule, moment) != answer:
-                return instant(moment)
+                return moment
         if len(instants) > _PROBES:
-            return instant(instants[_PROBES])
-        return None if horizon is None else instant(horizon)
+            return instants[_PROBES]
+        return horizon
 
 
 def _alone(rule: Rule, condition: Rule) -> bool:

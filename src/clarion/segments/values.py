@@ -12,6 +12,9 @@ from typing import Any
 from clarion.segments.rules import All, Any_, Compare, Not, Rule
 
 _HUGE = 2**1000  # an integer beyond this cannot be summed as a float
+# Tuples, not unions: isinstance of `int | float` builds the union on every call.
+_NUMBERS = (int, float)
+_TEXT_OR_BOOL = (str, bool)
 
 
 def read(document: Any, path: str) -> Any:
@@ -26,7 +29,7 @@ def read(document: Any, path: str) -> Any:
 
 def is_number(value: Any) -> bool:
     """Whether a JSON value is a number (booleans are not)."""
-    return isinstance(value, int | float) and not isinstance(value, bool)
+    return isinstance(value, _NUMBERS) and not isinstance(value, bool)
 
 
 def _eq(actual: Any, expected: Any) -> bool:
@@ -93,7 +96,7 @@ def matches(where: Rule | None, properties: Mapping[str, Any]) -> bool:
 def scalar(value: Any) -> Any:
     """What an aggregate keeps of a property value: scalars, None for anything else (and
     for numbers JSON cannot hold: infinities, NaN, integers beyond a float's range)."""
-    if isinstance(value, str | bool):
+    if isinstance(value, _TEXT_OR_BOOL):
         return value
     if isinstance(value, int):
         return value if abs(value) < _HUGE else None

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from sqlalchemy import select, text, update
+from sqlalchemy import DateTime, select, text, update
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.exc import DBAPIError
 
@@ -87,6 +87,28 @@ def test_database_urls_get_the_async_driver() -> None:
 def test_naive_datetimes_are_refused() -> None:
     with pytest.raises(ValueError, match="naive"):
         UTCDateTime().process_bind_param(datetime(2026, 1, 1), sqlite.dialect())
+    bind = UTCDateTime().bind_processor(sqlite.dialect())
+    assert bind is not None
+    with pytest.raises(ValueError, match="naive"):
+        bind(datetime(2026, 1, 1))
+
+
+def test_sqlite_binds_datetimes_as_sqlalchemy_stores_them() -> None:
+    """The one-step SQLite bind writes the very text SQLite's DATETIME wrote for the naive
+    UTC datetime: rows written before and after compare and sort alike."""
+    dialect = sqlite.dialect()
+    bind = UTCDateTime().bind_processor(dialect)
+    stored = DateTime().dialect_impl(dialect).bind_processor(dialect)
+    assert bind is not None and stored is not None
+    plus_five = timezone(timedelta(hours=5))
+    for moment in (
+        datetime(2026, 11, 24, 1, 2, 3, 4, tzinfo=UTC),
+        datetime(999, 1, 2, 3, 4, 5, tzinfo=UTC),
+        datetime(2026, 3, 1, 0, 0, tzinfo=plus_five),
+        datetime(2026, 3, 1, 0, 0, 0, 999_999, tzinfo=UTC),
+    ):
+        assert bind(moment) == stored(moment.astimezone(UTC).replace(tzinfo=None))
+    assert bind(None) is None
 
 
 async def test_sqlite_background_checkpoints_copy_the_wal_back(

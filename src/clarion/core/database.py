@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -92,6 +92,19 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value is None:
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+    def bind_processor(self, dialect: Dialect) -> Callable[[datetime | None], Any] | None:
+        """On SQLite, the stored text in one step (`sqlite_time`), instead of a naive UTC
+        datetime that SQLite's `DATETIME` then formats: every row written binds several."""
+        if dialect.name != "sqlite":
+            return super().bind_processor(dialect)
+
+        def process(value: datetime | None) -> str | None:
+            if value is not None and value.tzinfo is None:
+                raise ValueError("naive datetime given to a UTCDateTime column")
+            return sqlite_time(value)
+
+        return process
 
 
 def sqlite_time(value: datetime | None) -> str | None:

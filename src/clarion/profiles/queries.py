@@ -312,15 +312,32 @@ async def views_by_id(
     }
 
 
+@dataclass(frozen=True, slots=True)
+class ProfileSnapshot:
+    """A canonical profile as segments read it: no ORM object behind it."""
+
+    id: uuid.UUID
+    traits: dict[str, Any]
+    computed: dict[str, Any]
+    first_seen_at: datetime | None
+    last_seen_at: datetime | None
+
+
 async def canonical_profiles(
     session: AsyncSession, *, workspace_id: int, profile_ids: Sequence[uuid.UUID]
-) -> list[Profile]:
-    """The canonical profiles among `profile_ids` (merged-away ids are left out); on
-    PostgreSQL locked FOR UPDATE, so concurrent writers of a profile take turns."""
+) -> list[ProfileSnapshot]:
+    """The canonical profiles among `profile_ids` (merged-away ids are left out), in id
+    order; on PostgreSQL locked FOR UPDATE, so concurrent writers of a profile take turns."""
     if not profile_ids:
         return []
     query = (
-        select(Profile)
+        select(
+            Profile.id,
+            Profile.traits,
+            Profile.computed,
+            Profile.first_seen_at,
+            Profile.last_seen_at,
+        )
         .where(
             unindexed(Profile.workspace_id) == workspace_id,
             Profile.id.in_(profile_ids),
@@ -330,7 +347,10 @@ async def canonical_profiles(
     )
     if session.get_bind().dialect.name == "postgresql":
         query = query.with_for_update()
-    return list((await session.scalars(query)).all())
+    return [
+        ProfileSnapshot(row[0], row[1] or {}, row[2] or {}, row[3], row[4])
+        for row in await session.execute(query)
+    ]
 
 
 async def _trees(

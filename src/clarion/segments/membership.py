@@ -85,7 +85,9 @@ class Changes:
     emitted: OwnEvents = field(default_factory=dict)
 
 
-def facts_of(profile: Profile, state: Mapping[str, object]) -> predicate.ProfileFacts:
+def facts_of(
+    profile: Profile | profiles.ProfileSnapshot, state: Mapping[str, object]
+) -> predicate.ProfileFacts:
     """What the predicate reads of a profile."""
     return predicate.ProfileFacts(
         traits=profile.traits,

@@ -49,6 +49,15 @@ _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 # the rare early check.
 _PROBES = 16
 
+# Conditions by what time moves in them (tuples: isinstance of a union built each call costs).
+_WINDOWED = (Performed, Aggregate)
+_TIMED = (AttributeTime, Occurrence)
+_NOTHING: dict[str, Any] = {}
+
+# Count operators that compare with "at least k", k = count + this: gt 2 is at least 3, and
+# lt 3 is its opposite's "at least 3".
+_AT_LEAST = {"gte": 0, "gt": 1, "lt": 0, "lte": 1}
+
 
 @dataclass(frozen=True)
 class ProfileFacts:
@@ -505,16 +514,6 @@ class _Evaluator:
                 exact=exact,
             )
         return _NEVER
-
-
-# Conditions by what time moves in them (tuples: isinstance of a union built each call costs).
-_WINDOWED = (Performed, Aggregate)
-_TIMED = (AttributeTime, Occurrence)
-_NOTHING: dict[str, Any] = {}
-
-# Count operators that compare with "at least k", k = count + this: gt 2 is at least 3, and
-# lt 3 is its opposite's "at least 3".
-_AT_LEAST = {"gte": 0, "gt": 1, "lt": 0, "lte": 1}
 
 
 @dataclass(frozen=True, slots=True)

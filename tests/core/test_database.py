@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Coroutine
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -111,6 +113,15 @@ def test_sqlite_binds_datetimes_as_sqlalchemy_stores_them() -> None:
     assert bind(None) is None
 
 
+async def _run_briefly(work: Coroutine[Any, Any, None]) -> None:
+    """Run a background loop for 0.2 s (its interval made short), then cancel it."""
+    task = asyncio.create_task(work)
+    await asyncio.sleep(0.2)
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
 async def test_sqlite_background_checkpoints_copy_the_wal_back(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -128,11 +139,7 @@ async def test_sqlite_background_checkpoints_copy_the_wal_back(
     size_before = main_file.stat().st_size  # the rows are in the WAL only
 
     monkeypatch.setattr(database_module, "SQLITE_CHECKPOINT_INTERVAL_S", 0.01)
-    task = asyncio.create_task(fresh_database.checkpoint_continuously())
-    await asyncio.sleep(0.2)
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    await _run_briefly(fresh_database.checkpoint_continuously())
     await fresh_database.dispose()
 
     assert main_file.stat().st_size > size_before + 200 * 2000
@@ -179,11 +186,7 @@ async def test_sqlite_statistics_make_lookups_by_key_use_the_key(
     assert "workspace_id_created_at" in await _plan(database, by_key)  # the guess, unfixed
 
     monkeypatch.setattr(database_module, "SQLITE_STATISTICS_INTERVAL_S", 0.01)
-    task = asyncio.create_task(database.keep_statistics_fresh())
-    await asyncio.sleep(0.2)
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    await _run_briefly(database.keep_statistics_fresh())
 
     assert (
         await _plan(database, by_key)

@@ -254,7 +254,7 @@ def moves_with_time(node: Rule) -> bool:
 
 def time_conditions(rule: Rule, segments: Mapping[int, Rule]) -> tuple[Rule, ...]:
     """The conditions of `rule` (and of the segments it names) that time alone can change,
-    each once: what `Evaluation.next_change` reads."""
+    each once: what `Evaluation.next_change_us` reads."""
     found: dict[int, Rule] = {}
 
     def visit(node: Rule, depth: int) -> None:
@@ -377,7 +377,7 @@ class _Evaluator:
                 moment = aggregates.occurred(state, rule)
                 return _time_holds(op, value, moment, now), moment
             case Rfm(recency, frequency, monetary):
-                scores = self.rfm
+                scores = self.rfm_scores
                 wanted = {"recency": recency, "frequency": frequency, "monetary": monetary}
                 holds = scores is not None and all(
                     not accepted or scores[name] in accepted for name, accepted in wanted.items()
@@ -403,13 +403,9 @@ class _Evaluator:
         return revenue if values.is_number(revenue) else 0
 
     @cached_property
-    def rfm(self) -> dict[str, int] | None:
-        """`rfm_scores`, worked out once for every RFM condition."""
-        return self.rfm_scores()
-
     def rfm_scores(self) -> dict[str, int] | None:
-        """The profile's recency, frequency and monetary scores; None without orders or
-        without thresholds."""
+        """The profile's recency, frequency and monetary scores (once for every RFM
+        condition); None without orders or without thresholds."""
         thresholds, computed = self.context.rfm, self.facts.computed
         orders: Any = computed.get("orders")
         if thresholds is None or not values.is_number(orders) or orders < 1:
@@ -545,20 +541,6 @@ class Evaluation:
         """Whether the profile matches the rule."""
         return self._evaluator.holds(rule)
 
-    def next_change(
-        self,
-        rule: Rule,
-        *,
-        holds: bool | None = None,
-        conditions: tuple[Rule, ...] | None = None,
-    ) -> datetime | None:
-        """The earliest instant after now at which the answer may change with nothing but
-        time passing (never later than a real change); None when time changes nothing.
-        `holds`, when given, is the answer now (saving its evaluation); `conditions`, the
-        rule's `time_conditions` (saving their search)."""
-        found = self.next_change_us(rule, holds=holds, conditions=conditions)
-        return None if found is None else instant(found)
-
     def next_change_us(
         self,
         rule: Rule,
@@ -566,7 +548,11 @@ class Evaluation:
         holds: bool | None = None,
         conditions: tuple[Rule, ...] | None = None,
     ) -> int | None:
-        """`next_change` in microseconds since the Unix epoch (as states keep it)."""
+        """The earliest instant (microseconds since the Unix epoch, as states keep it) after
+        now at which the answer may change with nothing but time passing (never later than a
+        real change); None when time changes nothing. `holds`, when given, is the answer now
+        (saving its evaluation); `conditions`, the rule's `time_conditions` (saving their
+        search)."""
         evaluator = self._evaluator
         if conditions is None:
             conditions = time_conditions(rule, evaluator.context.segments)
@@ -619,5 +605,6 @@ def explain(rule: Rule, facts: ProfileFacts, context: RuleContext) -> dict[str, 
 def next_change(
     rule: Rule, facts: ProfileFacts, context: RuleContext, *, holds: bool | None = None
 ) -> datetime | None:
-    """`Evaluation.next_change` of one rule."""
-    return Evaluation(facts, context).next_change(rule, holds=holds)
+    """`Evaluation.next_change_us` of one rule, as a datetime."""
+    found = Evaluation(facts, context).next_change_us(rule, holds=holds)
+    return None if found is None else instant(found)

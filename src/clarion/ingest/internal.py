@@ -24,19 +24,18 @@ from clarion.core.jobs.queue import enqueue
 from clarion.ingest.jobs import StoredEvent, processing_jobs
 from clarion.ingest.models import Event
 from clarion.ingest.records import EventRecord
-from clarion.ingest.store import insert_events_postgres
+from clarion.ingest.store import TrackColumns, insert_tracks_postgres
 
 INTERNAL_SOURCE = uuid.UUID(int=0)
-# The event log's columns an internal event leaves empty.
-_ABSENT: dict[str, Any] = dict.fromkeys(
-    ("group_id", "previous_id", "sent_at", "traits", "integrations", "extra")
-)
 LIBRARY = {"library": {"name": "clarion"}}
+_LIBRARY_JSON = orjson.dumps(LIBRARY).decode()
 
 
 def is_activity(source_id: uuid.UUID) -> bool:
     """Whether events of this source are something the customer did (not Clarion's own)."""
-    return source_id != INTERNAL_SOURCE
+    # Identity first: records of Clarion's own events carry the constant itself, and
+    # comparing UUIDs runs Python code.
+    return source_id is not INTERNAL_SOURCE and source_id != INTERNAL_SOURCE
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,48 +111,48 @@ async def process_later(
 async def _append(
     session: AsyncSession, events: list[InternalEvent], *, now: datetime
 ) -> list[StoredEvent]:
-    rows = [
-        {
-            "workspace_id": event.workspace_id,
-            "source_id": INTERNAL_SOURCE,
-            "message_id": event.message_id,
-            "type": "track",
-            "name": event.name,
-            "user_id": event.user_id,
-            "anonymous_id": event.anonymous_id,
-            "timestamp": event.timestamp,
-            "original_timestamp": event.timestamp,
-            "received_at": now,
-            "properties": event.properties,
-            "context": LIBRARY,
-        }
-        for event in events
-        if event.user_id or event.anonymous_id
-    ]
-    if not rows:
+    kept = [event for event in events if event.user_id or event.anonymous_id]
+    if not kept:
         return []
     if session.get_bind().dialect.name == "postgresql":
         # The event log's own bulk append: one statement of arrays, documents as JSON text.
-        stored = await insert_events_postgres(
+        return await insert_tracks_postgres(
             session,
-            [
-                _ABSENT
-                | row
-                | {
-                    "properties": orjson.dumps(row["properties"]).decode(),
-                    "context": orjson.dumps(row["context"]).decode(),
-                }
-                for row in rows
-            ],
-        )
-    else:
-        result = await session.execute(
-            sqlite_insert(Event)
-            .on_conflict_do_nothing(index_elements=["workspace_id", "message_id"])
-            .returning(
-                Event.id, Event.workspace_id, Event.message_id, Event.user_id, Event.anonymous_id
+            TrackColumns(
+                source_id=INTERNAL_SOURCE,
+                received_at=now,
+                context=_LIBRARY_JSON,
+                workspace_ids=[event.workspace_id for event in kept],
+                message_ids=[event.message_id for event in kept],
+                names=[event.name for event in kept],
+                user_ids=[event.user_id for event in kept],
+                anonymous_ids=[event.anonymous_id for event in kept],
+                timestamps=[event.timestamp for event in kept],
+                properties=[orjson.dumps(event.properties).decode() for event in kept],
             ),
-            rows,
         )
-        stored = [StoredEvent._make(row) for row in result]
-    return stored
+    result = await session.execute(
+        sqlite_insert(Event)
+        .on_conflict_do_nothing(index_elements=["workspace_id", "message_id"])
+        .returning(
+            Event.id, Event.workspace_id, Event.message_id, Event.user_id, Event.anonymous_id
+        ),
+        [
+            {
+                "workspace_id": event.workspace_id,
+                "source_id": INTERNAL_SOURCE,
+                "message_id": event.message_id,
+                "type": "track",
+                "name": event.name,
+                "user_id": event.user_id,
+                "anonymous_id": event.anonymous_id,
+                "timestamp": event.timestamp,
+                "original_timestamp": event.timestamp,
+                "received_at": now,
+                "properties": event.properties,
+                "context": LIBRARY,
+            }
+            for event in kept
+        ],
+    )
+    return [StoredEvent._make(row) for row in result]

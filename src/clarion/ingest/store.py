@@ -11,6 +11,10 @@ documents arrive as JSON text), so every other query reads them unchanged.
 from __future__ import annotations
 
 import sqlite3
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from itertools import chain
 from typing import Any
 
@@ -62,6 +66,16 @@ _POSTGRES_INSERT = (
     f"INSERT INTO events ({', '.join(COLUMNS)}) SELECT * FROM unnest({_UNNEST}) {_CONFLICT}"  # noqa: S608
 )
 
+# Track events Clarion emits itself: one array for each column that varies between them,
+# the source, receipt time and context bound once (the other columns stay NULL).
+_POSTGRES_INSERT_TRACKS = (  # constant text; values are always bound parameters
+    "INSERT INTO events (workspace_id, source_id, message_id, type, name, user_id,"  # noqa: S608
+    " anonymous_id, timestamp, original_timestamp, received_at, properties, context)"
+    " SELECT w, $1::uuid, m, 'track', n, u, a, t, t, $2::timestamptz, p::jsonb, $3::jsonb"
+    " FROM unnest($4::integer[], $5::varchar[], $6::varchar[], $7::varchar[], $8::varchar[],"
+    f" $9::timestamptz[], $10::text[]) AS e(w, m, n, u, a, t, p) {_CONFLICT}"
+)
+
 
 def insert_events_sqlite(
     connection: sqlite3.Connection, encoded: list[tuple[Any, ...]]
@@ -92,6 +106,45 @@ async def insert_events_postgres(
     # connection would run the statement in autocommit), without per-value type processing.
     connection = await session.connection()
     result = await connection.exec_driver_sql(_POSTGRES_INSERT, tuple(_postgres_arrays(rows)))
+    return [StoredEvent._make(record) for record in result]
+
+
+@dataclass(frozen=True, slots=True)
+class TrackColumns:
+    """Track events from one source received at one instant, column by column (documents
+    as JSON text): what `insert_tracks_postgres` binds."""
+
+    source_id: uuid.UUID
+    received_at: datetime
+    context: str
+    workspace_ids: Sequence[int]
+    message_ids: Sequence[str]
+    names: Sequence[str]
+    user_ids: Sequence[str | None]
+    anonymous_ids: Sequence[str | None]
+    timestamps: Sequence[datetime]
+    properties: Sequence[str]
+
+
+async def insert_tracks_postgres(session: AsyncSession, tracks: TrackColumns) -> list[StoredEvent]:
+    """Insert the track events, skipping known (workspace, messageId); those inserted. As
+    `insert_events_postgres`, binding only the columns that vary (7 arrays, not 18)."""
+    connection = await session.connection()
+    result = await connection.exec_driver_sql(
+        _POSTGRES_INSERT_TRACKS,
+        (
+            tracks.source_id,
+            tracks.received_at,
+            tracks.context,
+            list(tracks.workspace_ids),
+            list(tracks.message_ids),
+            list(tracks.names),
+            list(tracks.user_ids),
+            list(tracks.anonymous_ids),
+            list(tracks.timestamps),
+            list(tracks.properties),
+        ),
+    )
     return [StoredEvent._make(record) for record in result]
 
 

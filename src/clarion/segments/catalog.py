@@ -110,8 +110,8 @@ class SegmentIndex:
         """The segments whose answer the given events and trait changes can change, with
         every segment that names one of them."""
         found: set[int] = set(self.every_event) if events else set()
-        for name in names:
-            found |= self.by_event.get(name, set())
+        for name in set(names):  # a profile's events repeat a few names
+            found |= self.by_event.get(name, _NONE)
         for key in keys:
             found |= self.by_trait.get(key, set())
         return self.with_dependents(found)
@@ -125,6 +125,9 @@ class SegmentIndex:
                     found.add(dependent)
                     stack.append(dependent)
         return found
+
+
+_NONE: frozenset[int] = frozenset()
 
 
 class Catalog:

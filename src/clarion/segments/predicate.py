@@ -12,11 +12,11 @@ from __future__ import annotations
 import bisect
 import re
 from calendar import isleap, monthrange
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, tzinfo
 from functools import cached_property, lru_cache
-from typing import Any
+from typing import Any, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from clarion.segments import aggregates, values
@@ -312,32 +312,40 @@ class _Evaluator:
         return self.context.segments.get(segment_id) if depth < MAX_DEPTH else None
 
     def holds(self, rule: Rule, depth: int = 0) -> bool:
-        match rule:
-            case All(conditions):
-                return all(self.holds(c, depth) for c in conditions)
-            case Any_(conditions):
-                return any(self.holds(c, depth) for c in conditions)
-            case Not(condition):
-                return not self.holds(condition, depth)
-            case InSegment(segment_id):
-                target = self._segment(segment_id, depth)
-                return target is not None and self.holds(target, depth + 1)
+        # By type, not by pattern (a class pattern costs twice as much): this runs for every
+        # node of every segment evaluated.
+        kind = type(rule)
+        if kind is All:
+            for condition in cast(All, rule).conditions:  # noqa: SIM110 - no generator a node
+                if not self.holds(condition, depth):
+                    return False
+            return True
+        if kind is Any_:
+            for condition in cast(Any_, rule).conditions:  # noqa: SIM110 - as above
+                if self.holds(condition, depth):
+                    return True
+            return False
+        if kind is Not:
+            return not self.holds(cast(Not, rule).condition, depth)
+        if kind is InSegment:
+            target = self._segment(cast(InSegment, rule).segment_id, depth)
+            return target is not None and self.holds(target, depth + 1)
         return self.leaf(rule)[0]
 
     def holds_at(self, rule: Rule, moment_us: int, depth: int = 0) -> bool:
         """Whether the profile matches the rule at a later instant, with nothing but time
         passing: conditions time does not change answer as now, those whose flips are
         exact from them (the answer now, changed once per flip passed), the others anew."""
-        match rule:
-            case All(conditions):
-                return all(self.holds_at(c, moment_us, depth) for c in conditions)
-            case Any_(conditions):
-                return any(self.holds_at(c, moment_us, depth) for c in conditions)
-            case Not(condition):
-                return not self.holds_at(condition, moment_us, depth)
-            case InSegment(segment_id):
-                target = self._segment(segment_id, depth)
-                return target is not None and self.holds_at(target, moment_us, depth + 1)
+        kind = type(rule)
+        if kind is All:
+            return all(self.holds_at(c, moment_us, depth) for c in cast(All, rule).conditions)
+        if kind is Any_:
+            return any(self.holds_at(c, moment_us, depth) for c in cast(Any_, rule).conditions)
+        if kind is Not:
+            return not self.holds_at(cast(Not, rule).condition, moment_us, depth)
+        if kind is InSegment:
+            target = self._segment(cast(InSegment, rule).segment_id, depth)
+            return target is not None and self.holds_at(target, moment_us, depth + 1)
         flips = self.flip_cache.get(id(rule))
         if flips is None:
             if not moves_with_time(rule):
@@ -357,40 +365,49 @@ class _Evaluator:
         return found
 
     def _leaf(self, rule: Rule) -> tuple[bool, Any]:
-        state, now = self.facts.aggregates, self.now
-        match rule:
-            case Compare(path=path, operator=op, value=value):
-                actual = read(self.facts.traits, path)
-                if op in DATE_OPERATORS:
-                    return _calendar(op, value, actual, self.today), actual
-                return compare(op, value, actual), actual
-            case AttributeTime(attribute, op, value):
-                moment = getattr(self.facts, attribute)
-                return _time_holds(op, value, moment, now), moment
-            case Performed():
-                n = aggregates.count(state, rule, now)
-                return _counted(rule, n), n
-            case Aggregate():
-                found = aggregates.aggregate(state, rule, now)
-                return _counted(rule, found), found
-            case Occurrence(operator=op, value=value):
-                moment = aggregates.occurred(state, rule)
-                return _time_holds(op, value, moment, now), moment
-            case Rfm(recency, frequency, monetary):
-                scores = self.rfm_scores
-                wanted = {"recency": recency, "frequency": frequency, "monetary": monetary}
-                holds = scores is not None and all(
-                    not accepted or scores[name] in accepted for name, accepted in wanted.items()
-                )
-                return holds, scores
-            case TopPercent(percent=percent):
-                value = self.monetary_value()
-                boundaries = self.context.rfm.monetary_percentiles if self.context.rfm else ()
-                holds = (
-                    value is not None and len(boundaries) == 99 and value > boundaries[99 - percent]
-                )
-                return holds, value
-        raise TypeError(f"not a rule node: {rule!r}")
+        # By type through a table, not by pattern: this runs for every condition read.
+        answer = _LEAVES.get(type(rule))
+        if answer is None:
+            raise TypeError(f"not a rule node: {rule!r}")
+        return answer(self, rule)
+
+    def _compare(self, rule: Compare) -> tuple[bool, Any]:
+        actual = read(self.facts.traits, rule.path)
+        if rule.operator in DATE_OPERATORS:
+            return _calendar(rule.operator, rule.value, actual, self.today), actual
+        return compare(rule.operator, rule.value, actual), actual
+
+    def _attribute_time(self, rule: AttributeTime) -> tuple[bool, Any]:
+        moment = getattr(self.facts, rule.attribute)
+        return _time_holds(rule.operator, rule.value, moment, self.now), moment
+
+    def _performed(self, rule: Performed) -> tuple[bool, Any]:
+        n = aggregates.count(self.facts.aggregates, rule, self.now)
+        return _counted(rule, n), n
+
+    def _aggregate(self, rule: Aggregate) -> tuple[bool, Any]:
+        found = aggregates.aggregate(self.facts.aggregates, rule, self.now)
+        return _counted(rule, found), found
+
+    def _occurrence(self, rule: Occurrence) -> tuple[bool, Any]:
+        moment = aggregates.occurred(self.facts.aggregates, rule)
+        return _time_holds(rule.operator, rule.value, moment, self.now), moment
+
+    def _rfm(self, rule: Rfm) -> tuple[bool, Any]:
+        scores = self.rfm_scores
+        wanted = {"recency": rule.recency, "frequency": rule.frequency, "monetary": rule.monetary}
+        holds = scores is not None and all(
+            not accepted or scores[name] in accepted for name, accepted in wanted.items()
+        )
+        return holds, scores
+
+    def _top_percent(self, rule: TopPercent) -> tuple[bool, Any]:
+        value = self.monetary_value()
+        boundaries = self.context.rfm.monetary_percentiles if self.context.rfm else ()
+        holds = (
+            value is not None and len(boundaries) == 99 and value > boundaries[99 - rule.percent]
+        )
+        return holds, value
 
     def monetary_value(self) -> float | None:
         """The buyer's revenue in the RFM currency (0 when none); None for a non-buyer."""
@@ -460,56 +477,85 @@ class _Evaluator:
         return known
 
     def _flips(self, rule: Rule) -> _Flips:
-        # By type rather than by pattern: this runs for every time condition of every
-        # profile evaluated.
+        # By type through a table, not by pattern: this runs for every time condition of
+        # every profile evaluated.
+        flips = _FLIPS.get(type(rule))
+        return _NEVER if flips is None else flips(self, rule)
+
+    def _window_flips(self, rule: Performed | Aggregate) -> _Flips:
         state = self.facts.aggregates
-        if isinstance(rule, _WINDOWED):
-            if not state.get(rule.key, _NOTHING).get("ev"):
-                return _NEVER  # nothing in the window to leave it
-            if isinstance(rule, Performed) and rule.operator in _AT_LEAST:
-                # "At least k" (or, for lt / lte, its opposite) changes once, where the
-                # count falls below k, if it is not below already.
-                below = rule.count + _AT_LEAST[rule.operator] - 1
-                drop = aggregates.count_drops(state, rule, self.now, (below,))
-                return _Flips((drop[0][0],), None, exact=True) if drop else _NEVER
-            # Only the exits after which the condition's own answer differs: between them it
-            # holds still, whatever else leaves the window. A count compared with N can only
-            # flip where it falls to N or to N - 1.
-            answer = self.leaf(rule)[0]
-            exits = (
-                aggregates.count_drops(state, rule, self.now, (rule.count, rule.count - 1))
-                if isinstance(rule, Performed)
-                else aggregates.window_values(state, rule, self.now)
-            )
-            found: list[int] = []
-            for moment, value in exits:
-                if _counted(rule, value) != answer:
-                    found.append(moment)
-                    answer = not answer
-            return _Flips(tuple(found), None, exact=True) if found else _NEVER
-        if isinstance(rule, _TIMED) and isinstance(rule.value, int):
-            if isinstance(rule, Occurrence) and rule.key not in state:
-                return _NEVER  # never performed
-            moment = self.leaf(rule)[1]
-            if moment is None:
-                return _NEVER
-            # T >= now - N days holds up to T + N days, then fails (and the reverse for
-            # more_than_days_ago): one flip, if still ahead.
-            flip = micros(moment) + rule.value * DAY_US + 1
-            return _Flips((flip,), None, exact=True) if flip > self.now_us else _NEVER
-        if isinstance(rule, Compare) and rule.operator in DATE_OPERATORS:
-            text = _date_text(read(self.facts.traits, rule.path))
-            if text is None:
-                return _NEVER
-            days, horizon, exact = _calendar_flips(rule.operator, rule.value, text, self.today)
-            if not days and horizon is None:
-                return _NEVER
-            return _Flips(
-                tuple(_start_of(day, self.zone) for day in days),
-                None if horizon is None else _start_of(horizon, self.zone),
-                exact=exact,
-            )
-        return _NEVER
+        if not state.get(rule.key, _NOTHING).get("ev"):
+            return _NEVER  # nothing in the window to leave it
+        if type(rule) is Performed and rule.operator in _AT_LEAST:
+            # "At least k" (or, for lt / lte, its opposite) changes once, where the count
+            # falls below k, if it is not below already.
+            below = rule.count + _AT_LEAST[rule.operator] - 1
+            drop = aggregates.count_drops(state, rule, self.now, (below,))
+            return _Flips((drop[0][0],), None, exact=True) if drop else _NEVER
+        # Only the exits after which the condition's own answer differs: between them it
+        # holds still, whatever else leaves the window. A count compared with N can only
+        # flip where it falls to N or to N - 1.
+        answer = self.leaf(rule)[0]
+        exits = (
+            aggregates.count_drops(state, rule, self.now, (rule.count, rule.count - 1))
+            if isinstance(rule, Performed)
+            else aggregates.window_values(state, rule, self.now)
+        )
+        found: list[int] = []
+        for moment, value in exits:
+            if _counted(rule, value) != answer:
+                found.append(moment)
+                answer = not answer
+        return _Flips(tuple(found), None, exact=True) if found else _NEVER
+
+    def _moment_flips(self, rule: AttributeTime | Occurrence) -> _Flips:
+        if not isinstance(rule.value, int):
+            return _NEVER  # before / after a fixed instant: time changes nothing
+        if type(rule) is Occurrence and rule.key not in self.facts.aggregates:
+            return _NEVER  # never performed
+        moment = self.leaf(rule)[1]
+        if moment is None:
+            return _NEVER
+        # T >= now - N days holds up to T + N days, then fails (and the reverse for
+        # more_than_days_ago): one flip, if still ahead.
+        flip = micros(moment) + rule.value * DAY_US + 1
+        return _Flips((flip,), None, exact=True) if flip > self.now_us else _NEVER
+
+    def _calendar_flips(self, rule: Compare) -> _Flips:
+        if rule.operator not in DATE_OPERATORS:
+            return _NEVER
+        text = _date_text(read(self.facts.traits, rule.path))
+        if text is None:
+            return _NEVER
+        days, horizon, exact = _calendar_flips(rule.operator, rule.value, text, self.today)
+        if not days and horizon is None:
+            return _NEVER
+        return _Flips(
+            tuple(_start_of(day, self.zone) for day in days),
+            None if horizon is None else _start_of(horizon, self.zone),
+            exact=exact,
+        )
+
+
+# Each condition's answer and observed value, by the condition's type.
+_LEAVES: dict[type, Callable[[_Evaluator, Any], tuple[bool, Any]]] = {
+    Compare: _Evaluator._compare,
+    AttributeTime: _Evaluator._attribute_time,
+    Performed: _Evaluator._performed,
+    Aggregate: _Evaluator._aggregate,
+    Occurrence: _Evaluator._occurrence,
+    Rfm: _Evaluator._rfm,
+    TopPercent: _Evaluator._top_percent,
+}
+# When time alone may change a condition's answer, by the condition's type (the others:
+# never).
+_FLIPS: dict[type, Callable[[_Evaluator, Any], _Flips]] = {
+    Performed: _Evaluator._window_flips,
+    Aggregate: _Evaluator._window_flips,
+    AttributeTime: _Evaluator._moment_flips,
+    Occurrence: _Evaluator._moment_flips,
+    Compare: _Evaluator._calendar_flips,
+}
 
 
 @dataclass(frozen=True, slots=True)

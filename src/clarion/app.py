@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -16,7 +15,7 @@ from sqlalchemy import text
 
 from clarion import __version__
 from clarion.campaigns import api as campaigns_api
-from clarion.core import migrations
+from clarion.core import heap, migrations
 from clarion.core.clock import Clock, SystemClock
 from clarion.core.database import Database
 from clarion.core.jobs.worker import Worker
@@ -136,9 +135,7 @@ def create_app(
                 concurrency=settings.worker_concurrency,
             )
             worker = asyncio.create_task(jobs.run(), name="clarion-worker")
-        # Start-up objects (modules, models, routes) live as long as the process: keep them
-        # out of the garbage collector's full passes, which ingestion triggers often.
-        gc.freeze()
+        heap.settle()
         app.state.ready = True
         try:
             yield

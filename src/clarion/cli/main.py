@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import signal
 import uuid
 from collections.abc import AsyncIterator
@@ -30,7 +29,7 @@ from clarion.cli.common import (
     run_work,
     workspace_session,
 )
-from clarion.core import migrations
+from clarion.core import heap, migrations
 from clarion.core.clock import SystemClock
 from clarion.core.errors import InvalidInput
 from clarion.core.jobs import service as jobs
@@ -126,9 +125,7 @@ def run_worker(
                 concurrency=concurrency or settings.worker_concurrency,
             )
             _stop_on_signals()
-            # Start-up objects live as long as the process: out of the collector's full
-            # passes, which the JSON documents of every batch trigger often.
-            gc.freeze()
+            heap.settle()
             log.info("worker %s running", worker.owner)
             statistics = asyncio.create_task(database.keep_statistics_fresh())
             try:

@@ -1,0 +1,33 @@
+"""Long-running processes settle the garbage collector once started."""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Iterator
+
+import pytest
+from fastapi import FastAPI
+
+from clarion.core import heap
+
+
+@pytest.fixture
+def collector() -> Iterator[None]:
+    """The collector's settings restored after the test."""
+    threshold = gc.get_threshold()
+    yield
+    gc.set_threshold(*threshold)
+
+
+def test_settle_freezes_start_up_objects(collector: None) -> None:
+    kept = object.__new__(type("StartUp", (), {}))  # a container the collector tracks
+    gc.set_threshold(700, 10, 10)
+    heap.settle()
+    assert gc.get_freeze_count() > 0
+    assert not any(o is kept for o in gc.get_objects())  # frozen: out of every pass
+    assert gc.get_threshold() == (heap.YOUNG_COLLECTION_EVERY, 10, 10)
+
+
+def test_the_server_settles_once_started(app: FastAPI) -> None:
+    assert app.state.ready
+    assert gc.get_threshold()[0] == heap.YOUNG_COLLECTION_EVERY

@@ -151,6 +151,9 @@ class TrackEvent:
     properties: dict[str, Any] = field(default_factory=dict)
 
 
+_NO_CUTOFFS: Mapping[str, int] = {}
+
+
 def _time(item: Any) -> int:
     return item if isinstance(item, int) else int(item[0])
 
@@ -209,10 +212,17 @@ def observe(
 
 
 def _observe(
-    state: dict[str, Any], specs: Mapping[str, Spec], event: TrackEvent, t: int, now_us: int
+    state: dict[str, Any],
+    specs: Mapping[str, Spec],
+    event: TrackEvent,
+    t: int,
+    now_us: int,
+    since: Mapping[str, int] = _NO_CUTOFFS,
 ) -> bool:
     changed = False
     for key, spec in specs.items():
+        if t < since.get(key, t):
+            continue  # before the only window its spec keeps
         if spec.event != event.name or not matches(spec.where, event.properties):
             continue
         entry = state.get(key)
@@ -351,10 +361,20 @@ def build(
         ((micros(event.timestamp), event) for event in events if event.name in named),
         key=lambda pair: pair[0],
     )
+    since = _cutoffs(specs, now_us)
     state: dict[str, Any] = {}
     for t, event in timed:  # each event is matched against its name's specs only
-        _observe(state, named[event.name], event, t, now_us)
+        _observe(state, named[event.name], event, t, now_us, since)
     return state
+
+
+def _cutoffs(specs: Mapping[str, Spec], now_us: int) -> dict[str, int]:
+    """For the specs that keep only the last N days, the first instant they keep."""
+    return {
+        key: now_us - spec.days * DAY_US
+        for key, spec in specs.items()
+        if spec.days is not None and not spec.ranges and not spec.all_time
+    }
 
 
 # --- Reading the state ----------------------------------------------------------------------

@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from operator import eq, ge, gt, le, lt, ne
-from typing import Any
+from typing import Any, cast
 
 from clarion.segments.rules import All, Any_, Compare, Not, Rule
 
@@ -79,17 +79,19 @@ def compare(op: str, expected: Any, actual: Any) -> bool:
 
 def matches(where: Rule | None, properties: Mapping[str, Any]) -> bool:
     """Whether an event's properties satisfy a `where` filter (None: every event)."""
-    match where:
-        case None:
-            return True
-        case All(conditions):
-            return all(matches(c, properties) for c in conditions)
-        case Any_(conditions):
-            return any(matches(c, properties) for c in conditions)
-        case Not(condition):
-            return not matches(condition, properties)
-        case Compare(path=path, operator=op, value=value):
-            return compare(op, value, read(properties, path))
+    # By type, not by pattern: this runs for every event a filtered condition keeps.
+    kind = type(where)
+    if where is None:
+        return True
+    if kind is Compare:
+        compared = cast(Compare, where)
+        return compare(compared.operator, compared.value, read(properties, compared.path))
+    if kind is All:
+        return all(matches(c, properties) for c in cast(All, where).conditions)
+    if kind is Any_:
+        return any(matches(c, properties) for c in cast(Any_, where).conditions)
+    if kind is Not:
+        return not matches(cast(Not, where).condition, properties)
     raise TypeError(f"not a where filter: {where!r}")
 
 

@@ -400,8 +400,12 @@ def _window_items(entry: Mapping[str, Any] | None, window: Window, now_us: int) 
 def count(state: Mapping[str, Any], node: Performed, now: datetime) -> int:
     """How many matching events `node` counts at `now`."""
     entry = state.get(node.key)
-    if node.window is not None:
-        return len(_window_items(entry, node.window, micros(now)))
+    window = node.window
+    if window is not None and window.days is not None:  # counted in place, not sliced out
+        events: list[Any] = [] if entry is None else entry.get("ev", [])
+        return len(events) - _first_from(events, micros(now) - window.days * DAY_US)
+    if window is not None:
+        return len(_window_items(entry, window, micros(now)))
     return 0 if entry is None else int(entry.get("all", {}).get("n", 0))
 
 

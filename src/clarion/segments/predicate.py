@@ -316,7 +316,7 @@ class _Evaluator:
         # node of every segment evaluated.
         kind = type(rule)
         if kind is All:
-            for condition in cast(All, rule).conditions:  # noqa: SIM110 - no generator a node
+            for condition in cast(All, rule).conditions:  # noqa: SIM110 - no generator per node
                 if not self.holds(condition, depth):
                     return False
             return True

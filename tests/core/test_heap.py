@@ -13,14 +13,15 @@ from clarion.core import heap
 
 @pytest.fixture
 def collector() -> Iterator[None]:
-    """The collector's settings restored after the test."""
+    """The collector's settings restored after the test, nothing left frozen."""
     threshold = gc.get_threshold()
     yield
+    gc.unfreeze()
     gc.set_threshold(*threshold)
 
 
 def test_settle_freezes_start_up_objects(collector: None) -> None:
-    kept = object.__new__(type("StartUp", (), {}))  # a container the collector tracks
+    kept = type("StartUp", (), {})()  # an object the collector tracks
     gc.set_threshold(700, 10, 10)
     heap.settle()
     assert gc.get_freeze_count() > 0

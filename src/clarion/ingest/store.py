@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import sqlite3
 import uuid
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from itertools import chain
@@ -117,13 +116,13 @@ class TrackColumns:
     source_id: uuid.UUID
     received_at: datetime
     context: str
-    workspace_ids: Sequence[int]
-    message_ids: Sequence[str]
-    names: Sequence[str]
-    user_ids: Sequence[str | None]
-    anonymous_ids: Sequence[str | None]
-    timestamps: Sequence[datetime]
-    properties: Sequence[str]
+    workspace_ids: list[int]
+    message_ids: list[str]
+    names: list[str]
+    user_ids: list[str | None]
+    anonymous_ids: list[str | None]
+    timestamps: list[datetime]
+    properties: list[str]
 
 
 async def insert_tracks_postgres(session: AsyncSession, tracks: TrackColumns) -> list[StoredEvent]:
@@ -136,13 +135,13 @@ async def insert_tracks_postgres(session: AsyncSession, tracks: TrackColumns) ->
             tracks.source_id,
             tracks.received_at,
             tracks.context,
-            list(tracks.workspace_ids),
-            list(tracks.message_ids),
-            list(tracks.names),
-            list(tracks.user_ids),
-            list(tracks.anonymous_ids),
-            list(tracks.timestamps),
-            list(tracks.properties),
+            tracks.workspace_ids,
+            tracks.message_ids,
+            tracks.names,
+            tracks.user_ids,
+            tracks.anonymous_ids,
+            tracks.timestamps,
+            tracks.properties,
         ),
     )
     return [StoredEvent._make(record) for record in result]

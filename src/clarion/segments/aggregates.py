@@ -388,24 +388,29 @@ def _first_from(events: list[Any], t: int) -> int:
     return bisect.bisect_left(events, t)
 
 
-def _window_items(entry: Mapping[str, Any] | None, window: Window, now_us: int) -> list[Any]:
+def _window_span(
+    entry: Mapping[str, Any] | None, window: Window, now_us: int
+) -> tuple[list[Any], int, int]:
+    """The entry's kept events and the bounds (start, end) of those in the window."""
     events: list[Any] = [] if entry is None else entry.get("ev", [])
     if window.days is not None:
-        return events[_first_from(events, now_us - window.days * DAY_US) :]
+        return events, _first_from(events, now_us - window.days * DAY_US), len(events)
     assert window.start is not None and window.end is not None
     low = _first_from(events, micros(window.start))
-    return events[low : _first_from(events, micros(window.end))]
+    return events, low, _first_from(events, micros(window.end))
+
+
+def _window_items(entry: Mapping[str, Any] | None, window: Window, now_us: int) -> list[Any]:
+    events, low, high = _window_span(entry, window, now_us)
+    return events[low:high]
 
 
 def count(state: Mapping[str, Any], node: Performed, now: datetime) -> int:
     """How many matching events `node` counts at `now`."""
     entry = state.get(node.key)
-    window = node.window
-    if window is not None and window.days is not None:  # counted in place, not sliced out
-        events: list[Any] = [] if entry is None else entry.get("ev", [])
-        return len(events) - _first_from(events, micros(now) - window.days * DAY_US)
-    if window is not None:
-        return len(_window_items(entry, window, micros(now)))
+    if node.window is not None:  # counted between the bounds, not sliced out
+        _, low, high = _window_span(entry, node.window, micros(now))
+        return high - low
     return 0 if entry is None else int(entry.get("all", {}).get("n", 0))
 
 

@@ -113,7 +113,7 @@ class SegmentIndex:
         for name in set(names):  # a profile's events repeat a few names
             found |= self.by_event.get(name, _NONE)
         for key in keys:
-            found |= self.by_trait.get(key, set())
+            found |= self.by_trait.get(key, _NONE)
         return self.with_dependents(found)
 
     def with_dependents(self, segment_ids_: set[int]) -> set[int]:

@@ -49,9 +49,6 @@ _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 # the rare early check.
 _PROBES = 16
 
-# Conditions by what time moves in them (tuples: isinstance of a union built each call costs).
-_WINDOWED = (Performed, Aggregate)
-_TIMED = (AttributeTime, Occurrence)
 _NOTHING: dict[str, Any] = {}
 
 # Count operators that compare with "at least k", k = count + this: gt 2 is at least 3, and
@@ -486,7 +483,7 @@ class _Evaluator:
         state = self.facts.aggregates
         if not state.get(rule.key, _NOTHING).get("ev"):
             return _NEVER  # nothing in the window to leave it
-        if type(rule) is Performed and rule.operator in _AT_LEAST:
+        if isinstance(rule, Performed) and rule.operator in _AT_LEAST:
             # "At least k" (or, for lt / lte, its opposite) changes once, where the count
             # falls below k, if it is not below already.
             below = rule.count + _AT_LEAST[rule.operator] - 1
@@ -511,7 +508,7 @@ class _Evaluator:
     def _moment_flips(self, rule: AttributeTime | Occurrence) -> _Flips:
         if not isinstance(rule.value, int):
             return _NEVER  # before / after a fixed instant: time changes nothing
-        if type(rule) is Occurrence and rule.key not in self.facts.aggregates:
+        if isinstance(rule, Occurrence) and rule.key not in self.facts.aggregates:
             return _NEVER  # never performed
         moment = self.leaf(rule)[1]
         if moment is None:

@@ -79,10 +79,10 @@ def compare(op: str, expected: Any, actual: Any) -> bool:
 
 def matches(where: Rule | None, properties: Mapping[str, Any]) -> bool:
     """Whether an event's properties satisfy a `where` filter (None: every event)."""
-    # By type, not by pattern: this runs for every event a filtered condition keeps.
-    kind = type(where)
     if where is None:
         return True
+    # By type, not by pattern: this runs for every event a filtered condition keeps.
+    kind = type(where)
     if kind is Compare:
         compared = cast(Compare, where)
         return compare(compared.operator, compared.value, read(properties, compared.path))

@@ -91,6 +91,7 @@ from bench.ingest import (
     stop,
     tree_cpu_seconds,
 )
+from clarion.core import heap
 from clarion.core.clock import SystemClock
 from clarion.core.database import Database
 from clarion.core.jobs.models import Job
@@ -1608,6 +1609,7 @@ async def first_touch_cost(url: str) -> dict[str, Any]:
         if not ids:
             raise BenchError("no profile left without real-time state")
         now = datetime.now(UTC)
+        heap.settle()  # the collector as `clarion worker` sets it once started
         started = time.process_time()
         for first in range(0, len(ids), FIRST_TOUCH_BATCH):
             batch = ids[first : first + FIRST_TOUCH_BATCH]

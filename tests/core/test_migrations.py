@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import inspect
 
-from clarion.app import SchemaBehind, prepare_database
 from clarion.core import migrations
 from clarion.core.clock import SystemClock
 from clarion.core.database import Database
 from clarion.core.settings import Settings
+from clarion.startup import SchemaBehind, prepare_database
 
 
 async def _tables(database: Database) -> set[str]:

@@ -7,10 +7,10 @@ import logging
 import pytest
 from sqlalchemy import select
 
-from clarion.app import prepare_database
 from clarion.core.clock import SystemClock
 from clarion.core.database import Database
 from clarion.core.settings import Settings
+from clarion.startup import prepare_database
 from clarion.workspaces import service
 from clarion.workspaces.models import ApiKey
 from clarion.workspaces.schemas import KeyScope

@@ -13,11 +13,11 @@ import typer
 import uvloop
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from clarion.app import SchemaBehind, prepare_database
 from clarion.core.clock import SystemClock
 from clarion.core.database import Database
 from clarion.core.errors import ClarionError
 from clarion.core.settings import Settings
+from clarion.startup import SchemaBehind, prepare_database
 from clarion.workspaces import service as workspaces
 from clarion.workspaces.models import Workspace
 

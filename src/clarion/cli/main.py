@@ -16,7 +16,6 @@ from typing import IO, Annotated
 import typer
 import uvicorn
 
-from clarion.app import create_app, prepare_database
 from clarion.cli import campaigns as campaigns_cli
 from clarion.cli import journeys as journeys_cli
 from clarion.cli import messaging as messaging_cli
@@ -45,6 +44,7 @@ from clarion.profiles import exports, imports
 from clarion.segments import recompute
 from clarion.segments import service as segments
 from clarion.segments.catalog import Catalog
+from clarion.startup import prepare_database
 from clarion.workspaces import service as workspaces
 from clarion.workspaces.schemas import KeyScope
 
@@ -78,6 +78,10 @@ def serve(
     ] = True,
 ) -> None:
     """Serve the API and run durable jobs (migrating an empty database first)."""
+    # The API (FastAPI, every router and schema) is imported by the one command serving it:
+    # workers and the other commands start without it.
+    from clarion.app import create_app
+
     settings = get_settings()
     configure_logging(settings)
     uvicorn.run(

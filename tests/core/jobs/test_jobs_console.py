@@ -10,13 +10,13 @@ from pathlib import Path
 import httpx
 from typer.testing import CliRunner
 
-from clarion.app import prepare_database
 from clarion.cli import app as cli
 from clarion.core.clock import FrozenClock, SystemClock
 from clarion.core.database import Database
 from clarion.core.jobs.queue import NewJob
 from clarion.core.jobs.worker import JobContext, PermanentFailure, Registry, Worker
 from clarion.core.settings import get_settings
+from clarion.startup import prepare_database
 from clarion.workspaces import service as workspaces
 from tests.conftest import Tenant, problem
 from tests.core.jobs.conftest import add_jobs, jobs_of

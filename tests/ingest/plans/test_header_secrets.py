@@ -10,13 +10,13 @@ import orjson
 import pytest
 from sqlalchemy import update
 
-from clarion.app import seal_enrichment_headers
 from clarion.core.clock import SystemClock
 from clarion.core.database import Database
 from clarion.core.settings import Settings
 from clarion.ingest.plans import TrackingPlans
 from clarion.ingest.plans.models import TrackingPlan
 from clarion.ingest.plans.secrets import HeaderVault, is_sealed, seal_stored_headers
+from clarion.startup import seal_enrichment_headers
 from tests.conftest import Tenant
 from tests.ingest.plans.conftest import Stats
 from tests.ingest.plans.support import create_plan, event

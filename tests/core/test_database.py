@@ -110,6 +110,13 @@ def test_sqlite_binds_datetimes_as_sqlalchemy_stores_them() -> None:
         datetime(2026, 3, 1, 0, 0, 0, 999_999, tzinfo=UTC),
     ):
         assert bind(moment) == stored(moment.astimezone(UTC).replace(tzinfo=None))
+        assert bind(moment) == bind(moment)  # again, from the cache
+    # One instant in two zones is one text (the cache's keys are instants); the next
+    # microsecond is another.
+    utc = datetime(2026, 3, 1, 0, 0, tzinfo=UTC)
+    assert bind(datetime(2026, 3, 1, 5, 0, tzinfo=plus_five)) == bind(utc)
+    assert bind(utc) == "2026-03-01 00:00:00.000000"
+    assert bind(utc + timedelta(microseconds=1)) == "2026-03-01 00:00:00.000001"
     assert bind(None) is None
 
 

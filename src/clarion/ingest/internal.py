@@ -14,9 +14,10 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import orjson
+from sqlalchemy import Table
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -29,6 +30,9 @@ from clarion.ingest.store import TrackColumns, insert_tracks_postgres
 INTERNAL_SOURCE = uuid.UUID(int=0)
 LIBRARY = {"library": {"name": "clarion"}}
 _LIBRARY_JSON = orjson.dumps(LIBRARY).decode()
+# SQLite appends through the table, not the ORM entity: a Core executemany skips the ORM's
+# bulk path (about 9 us a row).
+_EVENTS = cast(Table, Event.__table__)
 
 
 def is_activity(source_id: uuid.UUID) -> bool:
@@ -132,10 +136,14 @@ async def _append(
             ),
         )
     result = await session.execute(
-        sqlite_insert(Event)
+        sqlite_insert(_EVENTS)
         .on_conflict_do_nothing(index_elements=["workspace_id", "message_id"])
         .returning(
-            Event.id, Event.workspace_id, Event.message_id, Event.user_id, Event.anonymous_id
+            _EVENTS.c.id,
+            _EVENTS.c.workspace_id,
+            _EVENTS.c.message_id,
+            _EVENTS.c.user_id,
+            _EVENTS.c.anonymous_id,
         ),
         [
             {

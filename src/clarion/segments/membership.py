@@ -13,10 +13,10 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import orjson
-from sqlalchemy import delete, select, text
+from sqlalchemy import Table, delete, select, text
 from sqlalchemy import insert as insert_rows
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -37,6 +37,11 @@ LAPSE = "segments.lapse"  # job kind: re-evaluate one profile when time alone ch
 # Lapse jobs run behind event processing, ahead of bulk work.
 LAPSE_PRIORITY = 5
 BULK_ROWS = 5_000
+# SQLite writes through the tables, not the ORM entities: a Core executemany skips the ORM's
+# bulk path (about 9 us a row).
+_STATES = cast(Table, ProfileSegmentState.__table__)
+_MEMBERS = cast(Table, SegmentMember.__table__)
+_CHANGES = cast(Table, SegmentChange.__table__)
 _COUNT = text("UPDATE segments SET member_count = member_count + :delta WHERE id = :id")
 _STATES_POSTGRES = (
     "INSERT INTO profile_segment_states"
@@ -274,7 +279,7 @@ async def _write_states(
             ),
         )
         return
-    insert = sqlite_insert(ProfileSegmentState)
+    insert = sqlite_insert(_STATES)
     await session.execute(
         insert.on_conflict_do_update(
             index_elements=["profile_id"],
@@ -467,9 +472,9 @@ async def apply_changes(
         else:
             rows = (
                 await session.execute(
-                    sqlite_insert(SegmentMember)
+                    sqlite_insert(_MEMBERS)
                     .on_conflict_do_nothing(index_elements=["segment_id", "profile_id"])
-                    .returning(SegmentMember.segment_id, SegmentMember.profile_id),
+                    .returning(_MEMBERS.c.segment_id, _MEMBERS.c.profile_id),
                     [
                         {
                             "segment_id": segment_id,
@@ -527,7 +532,7 @@ async def apply_changes(
             )
             continue
         await session.execute(
-            insert_rows(SegmentChange),
+            insert_rows(_CHANGES),
             [
                 {
                     "workspace_id": workspace_id,

@@ -11,10 +11,10 @@ import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import orjson
-from sqlalchemy import event, text
+from sqlalchemy import Table, event, text
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
@@ -26,6 +26,9 @@ from clarion.core.jobs.wakeup import CHANNEL, notify_local
 DEFAULT_MAX_ATTEMPTS = 20
 BACKOFF_BASE = timedelta(seconds=2)
 BACKOFF_CAP = timedelta(hours=1)
+# SQLite inserts jobs through the table, not the ORM entity: a Core executemany skips the
+# ORM's bulk path (about 9 us a row).
+_JOBS = cast(Table, Job.__table__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +73,7 @@ async def enqueue(session: AsyncSession, jobs: Sequence[NewJob], *, now: datetim
     if session.get_bind().dialect.name == "postgresql":
         inserted = await _insert_postgres(session, rows)
     else:
-        statement = sqlite_insert(Job).on_conflict_do_nothing().returning(Job.id)
+        statement = sqlite_insert(_JOBS).on_conflict_do_nothing().returning(_JOBS.c.id)
         inserted = len((await session.execute(statement, rows)).all())
     _notify_local_on_commit(session)
     return inserted

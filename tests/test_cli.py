@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 
 from typer.testing import CliRunner
 
@@ -64,3 +66,16 @@ def test_bad_cli_input(clarion: CliRunner) -> None:
             clarion, "worker", "--only", "messages.deliver", "--skip", "messages.deliver", code=1
         ).output
     )
+
+
+def test_commands_other_than_serve_start_without_the_api() -> None:
+    """`clarion worker` and the other commands do not import the API (FastAPI and every
+    router: about a third of a command's start-up); only `serve` does."""
+    probe = (
+        "import sys, clarion.cli.main; "
+        "print(sorted(m for m in ('fastapi', 'clarion.app') if m in sys.modules))"
+    )
+    found = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    ).stdout
+    assert found.strip() == "[]"

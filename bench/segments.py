@@ -1420,6 +1420,16 @@ def drain_round(
     worker` processes."""
     boundary = run_async(store_backlog(url, messages))
     log.info("%s %s: %d events stored; starting %d worker(s)", kind, label, len(messages), workers)
+    drained = drain_stored(kind, url, folder, label, boundary, workers)
+    return {"events_stored": len(messages)} | drained
+
+
+def drain_stored(
+    kind: str, url: str, folder: Path, label: str, boundary: int, workers: int = 1
+) -> dict[str, Any]:
+    """Drain the events stored after event id `boundary` with `workers` `clarion worker`
+    processes: the round's figures (events/s, segment events, CPU of the workers and of
+    PostgreSQL's processes, peak worker RSS)."""
     postgres_before = postgres_cpu_seconds()
     processes, log_paths = start_workers(url, folder, label, workers)
     try:
@@ -1443,7 +1453,6 @@ def drain_round(
     )
     return {
         "workers": workers,
-        "events_stored": len(messages),
         **figures,
         "seconds_to_drain": round(seconds, 2),
         "cpu_seconds": {"worker": round(sum(worker_cpu), 2), "postgres": round(postgres_cpu, 2)},

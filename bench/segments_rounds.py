@@ -19,9 +19,10 @@ databases `NAME_first_touch` and `NAME_again`; SQLite's are files under
 `run` copies a template (PostgreSQL: `CREATE DATABASE ... TEMPLATE ... STRATEGY
 FILE_COPY`, then `CHECKPOINT`), drains its backlog with `--workers` `clarion worker`
 processes, and prints one JSON line per run: events/s as the full benchmark counts them,
-`Segment Entered` / `Exited` emitted, and the CPU seconds of the workers and (PostgreSQL)
-of the copy's backends. `--source DIR` runs the workers on another checkout's `src/` (a
-`git worktree` of an older commit, say) through `PYTHONPATH`; the schema must be the same.
+`Segment Entered` / `Exited` emitted, and the CPU seconds of the workers and of the
+PostgreSQL server's processes (all of them: run nothing else on the server meanwhile).
+`--source DIR` runs the workers on another checkout's `src/` (a `git worktree` of an older
+commit, say) through `PYTHONPATH`; the schema must be the same.
 """
 
 from __future__ import annotations
@@ -47,10 +48,7 @@ from bench.ingest import (
     _pg_admin,
     fresh_database,
     migrate,
-    postgres_cpu_seconds,
     run_async,
-    stop,
-    tree_cpu_seconds,
 )
 
 log = logging.getLogger("bench.segments_rounds")
@@ -78,32 +76,26 @@ def prepare(name: str, kind: str, quick: bool, seed: int) -> None:
     folder = SQLITE_FOLDER / name
     folder.mkdir(parents=True, exist_ok=True)
     meta: dict[str, Any] = {"kind": kind, "profiles": profiles, "events": events}
-    previous = os.environ.get("BENCH_KEEP_DATABASE")
-    os.environ["BENCH_KEEP_DATABASE"] = "1"
-    try:
-        with fresh_database(kind, folder / "build") as url:
-            migrate(url, folder / "build")
-            shape = segments.Shape(profiles, events, options.seed, datetime.now(UTC))
-            segments.load(kind, url, shape)
-            now = datetime.now(UTC)
-            messages, _ = segments.live_messages(rng, range(profiles), options.backlog, now)
-            segments.drain_round(kind, url, folder / "build", "no-segments", messages)
-            ids: dict[str, int] = {}
-            run_async(segments.define_ping(url, ids))
-            run_async(segments.measure_batch(url, ids))
-            run_async(segments.define_more(url, ids))
-            messages, users = segments.live_messages(rng, range(profiles), options.backlog, now)
-            meta["first-touch"] = run_async(segments.store_backlog(url, messages))
-            _keep(url, kind, name, "first-touch")
-            _drain(kind, url, folder / "build", 1, meta["first-touch"])
-            messages, _ = segments.live_messages(rng, sorted(set(users)), options.backlog, now)
-            meta["again"] = run_async(segments.store_backlog(url, messages))
-            _keep(url, kind, name, "again")
-            if kind == "postgresql":
-                run_async(_pg_admin(f'DROP DATABASE "{url.rsplit("/", 1)[1]}" WITH (FORCE)'))
-    finally:
-        if previous is None:
-            del os.environ["BENCH_KEEP_DATABASE"]
+    # The build database goes at the end (unless $BENCH_KEEP_DATABASE): the templates are
+    # copies of it.
+    with fresh_database(kind, folder / "build") as url:
+        migrate(url, folder / "build")
+        shape = segments.Shape(profiles, events, options.seed, datetime.now(UTC))
+        segments.load(kind, url, shape)
+        now = datetime.now(UTC)
+        messages, _ = segments.live_messages(rng, range(profiles), options.backlog, now)
+        segments.drain_round(kind, url, folder / "build", "no-segments", messages)
+        ids: dict[str, int] = {}
+        run_async(segments.define_ping(url, ids))
+        run_async(segments.measure_batch(url, ids))
+        run_async(segments.define_more(url, ids))
+        messages, users = segments.live_messages(rng, range(profiles), options.backlog, now)
+        meta["first-touch"] = run_async(segments.store_backlog(url, messages))
+        _keep(url, kind, name, "first-touch")
+        segments.drain_stored(kind, url, folder / "build", "first-touch", meta["first-touch"])
+        messages, _ = segments.live_messages(rng, sorted(set(users)), options.backlog, now)
+        meta["again"] = run_async(segments.store_backlog(url, messages))
+        _keep(url, kind, name, "again")
     shutil.rmtree(folder / "build", ignore_errors=True)
     _meta_path(name).write_text(json.dumps(meta))
     log.info("prepared %s (%s): %s", name, kind, ", ".join(ROUNDS))
@@ -131,7 +123,9 @@ def run(name: str, round_name: str, workers: int, repeat: int, source: str | Non
             folder = Path(tmp)
             url = _copy(kind, name, round_name, folder)
             try:
-                figures = _drain(kind, url, folder, workers, meta[round_name])
+                figures = segments.drain_stored(
+                    kind, url, folder, round_name, meta[round_name], workers
+                )
             finally:
                 if kind == "postgresql":
                     _drop_database(_copy_name(name))
@@ -157,22 +151,6 @@ def _copy(kind: str, name: str, round_name: str, folder: Path) -> str:
         return PG_URL.format(name=copy)
     shutil.copy(SQLITE_FOLDER / name / f"{round_name}.db", folder / "clarion.db")
     return f"sqlite:///{folder / 'clarion.db'}"
-
-
-def _drain(kind: str, url: str, folder: Path, workers: int, boundary: int) -> dict[str, Any]:
-    postgres_before = postgres_cpu_seconds() if kind == "postgresql" else {}
-    processes, log_paths = segments.start_workers(url, folder, "round", workers)
-    try:
-        seconds = segments.wait_drained(url, processes, log_paths)
-        worker_cpu = sum(tree_cpu_seconds(process.pid) for process in processes)
-        postgres_after = postgres_cpu_seconds() if kind == "postgresql" else {}
-    finally:
-        for process in processes:
-            stop(process)
-    figures = run_async(segments.applied_since(url, boundary))
-    postgres = sum(v - postgres_before.get(pid, 0.0) for pid, v in postgres_after.items())
-    cpu = {"worker": round(worker_cpu, 2), "postgres": round(postgres, 2)}
-    return {**figures, "seconds_to_drain": round(seconds, 2), "cpu_seconds": cpu}
 
 
 def drop(name: str) -> None:

@@ -26,6 +26,7 @@ from clarion.ingest.jobs import PROCESS_EVENTS
 from clarion.ingest.models import Event
 from clarion.pipeline import Pipeline
 from clarion.profiles.models import ProfileEvent
+from clarion.segments.aggregates import micros
 from clarion.segments.models import ProfileSegmentState, Segment
 from tests.conftest import Tenant, problem
 
@@ -94,6 +95,16 @@ class Shop:
                 .order_by(Event.id)
             )
             return [{"user_id": e.user_id, "properties": e.properties} for e in rows.all()]
+
+    async def message_ids(self, name: str) -> list[str]:
+        """The messageIds of the events named `name`, in the order stored."""
+        async with self.database.read_session() as session:
+            ids = await session.scalars(
+                select(Event.message_id)
+                .where(Event.workspace_id == self.tenant.id, Event.name == name)
+                .order_by(Event.id)
+            )
+            return list(ids.all())
 
     async def timeline(self, profile_id: str) -> list[str | None]:
         """The names of the events on the profile's timeline, in the order stored."""
@@ -252,6 +263,10 @@ async def test_realtime_entry_and_exit_emit_events(shop: Shop) -> None:
     assert await shop.members(segment["id"]) == set()
     exited = await shop.emitted("Segment Exited")
     assert [e["properties"]["segment_id"] for e in exited] == [segment["id"]]
+    # Their messageIds are the instant first (then what changed), so they sort by time.
+    ids = [(await shop.message_ids(name))[0] for name in ("Segment Entered", "Segment Exited")]
+    assert ids == sorted(ids)
+    assert ids[1] == f"clarion:{micros(shop.clock.now())}:Segment Exited:{segment['id']}:{ada}"
     history = await shop.client.get(
         f"/api/v1/segments/{segment['id']}/changes", headers=shop.tenant.admin
     )

@@ -601,13 +601,16 @@ async def emit_changes(
     senders = await profiles.sender_ids(
         session, workspace_id=workspace_id, profile_ids=sorted({p for _, (_, p) in pairs})
     )
-    stamp = int(now.timestamp() * 1_000_000)
+    stamp = micros(now)
     events = []
     profile_of: dict[str, uuid.UUID] = {}
     for name, (segment_id, profile_id) in pairs:
         user_id, anonymous_id = senders.get(profile_id, (None, None))
         segment = index.segments.get(segment_id)
-        message_id = f"clarion:{name}:{segment_id}:{profile_id}:{stamp}"
+        # The instant first: every run's ids land together at the end of the events'
+        # (workspace, messageId) index, not at random places in it (a profile id first
+        # cost about 4 KB of WAL and twice the time an insert once millions were there).
+        message_id = f"clarion:{stamp}:{name}:{segment_id}:{profile_id}"
         profile_of[message_id] = profile_id
         events.append(
             InternalEvent(

@@ -6,9 +6,10 @@ import gc
 from collections.abc import Iterator
 
 import pytest
-from fastapi import FastAPI
 
+from clarion.app import create_app
 from clarion.core import heap
+from clarion.core.settings import Settings
 
 
 @pytest.fixture
@@ -29,6 +30,9 @@ def test_settle_freezes_start_up_objects(collector: None) -> None:
     assert gc.get_threshold() == (heap.YOUNG_COLLECTION_EVERY, 10, 10)
 
 
-def test_the_server_settles_once_started(app: FastAPI) -> None:
-    assert app.state.ready
-    assert gc.get_threshold()[0] == heap.YOUNG_COLLECTION_EVERY
+async def test_the_server_settles_once_started(settings: Settings, collector: None) -> None:
+    gc.set_threshold(700, 10, 10)  # the interpreter's default, whatever ran before
+    application = create_app(settings, run_worker=False)
+    async with application.router.lifespan_context(application):
+        assert application.state.ready
+        assert gc.get_threshold()[0] == heap.YOUNG_COLLECTION_EVERY

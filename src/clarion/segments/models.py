@@ -49,10 +49,9 @@ class SegmentMember(Base):
     segment_id: Mapped[int] = mapped_column(
         BigId, ForeignKey("segments.id", ondelete="CASCADE"), primary_key=True
     )
-    profile_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("profiles.id", ondelete="CASCADE"), primary_key=True
-    )
-    workspace_id: Mapped[int] = mapped_column(Integer)  # the profile's (no key: 0012)
+    # No foreign keys to the profile (0017) or the workspace (0012): see ADR 0004.
+    profile_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    workspace_id: Mapped[int] = mapped_column(Integer)  # the profile's
     entered_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, datetime
 
 from sqlalchemy import text
 
 from clarion.core.database import Database
-from clarion.profiles.models import Profile
+from clarion.profiles import service as profiles
 from clarion.segments import service
 from clarion.segments.catalog import Catalog
 from clarion.segments.membership import Changes, apply_changes
@@ -21,19 +20,11 @@ async def test_an_entry_leaves_its_profile_row_unlocked(database: Database, tena
     if database.is_sqlite:
         return  # one writer at a time: there are no row locks
     now = datetime.now(UTC)
-    profile_id = uuid.uuid4()
     async with database.write_session() as session:
-        session.add(
-            Profile(
-                id=profile_id,
-                workspace_id=tenant.id,
-                traits={},
-                trait_times={},
-                computed={},
-                created_at=now,
-                updated_at=now,
-            )
+        profile = await profiles.upsert_profile(
+            session, workspace_id=tenant.id, now=now, user_id="ada", traits={}
         )
+        profile_id = profile.id
         segment, _ = await service.create_segment(
             session,
             workspace_id=tenant.id,

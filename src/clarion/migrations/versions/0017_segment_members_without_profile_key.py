@@ -3,9 +3,9 @@
 PostgreSQL checks a foreign key on insert by locking the referenced row (`FOR KEY SHARE`),
 which writes to the profile's page: a baseline of 186,570 members of a 1M-profile
 workspace dirtied as many profile rows, 1.2 GB of write-ahead log (143 MB without the key)
-and 10.9 s instead of 5.9 s (`bench/segments.py`'s trait segment). Every writer of a
-membership has just read the canonical profile in its transaction, profiles are never
-deleted one by one, and a workspace's deletion reaches its memberships through its
+and 10.8-11.3 s instead of 6.0-6.2 s (`bench/segments.py`'s trait segment). Every writer
+of a membership has just read the canonical profile in its transaction, profiles are
+never deleted one by one, and a workspace's deletion reaches its memberships through its
 segments. A future deletion of a profile must end its memberships itself, as it must also
 correct the segments' member counts, which a cascade would not.
 

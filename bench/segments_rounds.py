@@ -76,8 +76,8 @@ def prepare(name: str, kind: str, quick: bool, seed: int) -> None:
     folder = SQLITE_FOLDER / name
     folder.mkdir(parents=True, exist_ok=True)
     meta: dict[str, Any] = {"kind": kind, "profiles": profiles, "events": events}
-    # The build database goes at the end (unless $BENCH_KEEP_DATABASE): the templates are
-    # copies of it.
+    # The build database goes at the end (a PostgreSQL one stays under $BENCH_KEEP_DATABASE):
+    # the templates are copies of it.
     with fresh_database(kind, folder / "build") as url:
         migrate(url, folder / "build")
         shape = segments.Shape(profiles, events, options.seed, datetime.now(UTC))

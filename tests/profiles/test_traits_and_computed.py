@@ -53,6 +53,24 @@ async def test_orders_money_and_counts(send: Send, database: Database, tenant: T
     assert computed["last_order_at"].startswith("2026-01-01T00:03")
 
 
+async def test_amounts_beyond_any_order_are_counted_as_orders_without_revenue(
+    send: Send, database: Database, tenant: Tenant
+) -> None:
+    # Each once made the profile's computed traits unstorable (an integer past 64 bits), and
+    # the events' processing failed for ever, holding back every later event of its lane.
+    await send(
+        track("Order Completed", "u1", minute=1, revenue=1e308),
+        track("Order Completed", "u1", minute=2, revenue=-1e17),
+        track("Order Completed", "u1", minute=3, total="9" * 400),
+        track("Order Completed", "u1", minute=4, revenue=5, currency="GBP"),
+    )
+    profile = await by(database, tenant, "user_id", "u1")
+    assert profile is not None
+    assert profile.computed["orders"] == 4
+    assert profile.computed["revenue"] == {"GBP": 500}
+    assert profile.computed["orders_by_currency"] == {"GBP": 1}
+
+
 async def test_replayed_events_are_not_counted_twice(
     send: Send, database: Database, tenant: Tenant
 ) -> None:

@@ -41,6 +41,13 @@ class Seen:
     properties: dict[str, Any]
 
 
+# One order's amount at most, in minor units (a hundred billion dollars): past it an amount
+# is a mistake, not money, and sums of such amounts would outgrow the 64-bit integers JSON
+# columns keep.
+MAX_MINOR_UNITS = 10**13
+_MAX_DIGITS = 20  # larger amounts are refused before they are scaled
+
+
 def empty() -> dict[str, Any]:
     """The computed traits of a profile that has seen nothing."""
     return {
@@ -55,16 +62,18 @@ def empty() -> dict[str, Any]:
 
 
 def minor_units(amount: Any, currency: str) -> int | None:
-    """`amount` (a number or numeric string) in the currency's minor units; None if not money."""
+    """`amount` (a number or numeric string) in the currency's minor units; None if not money
+    (not a number, or beyond `MAX_MINOR_UNITS` either way)."""
     if isinstance(amount, bool) or not isinstance(amount, int | float | str):
         return None
     try:
         value = Decimal(str(amount))
     except InvalidOperation:
         return None
-    if not value.is_finite():
+    if not value.is_finite() or value.adjusted() > _MAX_DIGITS:
         return None
-    return int((value.scaleb(_EXPONENTS.get(currency, 2))).to_integral_value())
+    units = int((value.scaleb(_EXPONENTS.get(currency, 2))).to_integral_value())
+    return units if -MAX_MINOR_UNITS <= units <= MAX_MINOR_UNITS else None
 
 
 def _currency(properties: dict[str, Any]) -> str:

@@ -17,7 +17,9 @@ from clarion.campaigns.models import Campaign, CampaignRecipient
 from clarion.core.jobs.models import Job
 from clarion.core.jobs.queue import NewJob, enqueue
 from clarion.messaging.delivery import DELIVER
+from clarion.segments import service as segments
 from tests.campaigns.conftest import PRO, Desk
+from tests.conftest import problem
 
 
 def _at(text: str) -> datetime:
@@ -277,9 +279,13 @@ async def test_a_launch_stops_when_its_template_or_audience_went_away(desk: Desk
             await desk.run(deliver=False)
         await desk.post(f"/api/v1/campaigns/{made[name]['id']}/send", {"when": "at", "at": at})
     deleted = made["deleted"]["audience"]["segment_id"]
-    assert (
-        await desk.client.delete(f"/api/v1/segments/{deleted}", headers=admin)
-    ).status_code == 204
+    refused = await desk.client.delete(f"/api/v1/segments/{deleted}", headers=admin)
+    body = problem(refused, 409)
+    assert f"campaign {made['deleted']['id']} ({made['deleted']['name']})" in body["detail"]
+    # As a delete racing the schedule would leave it: gone under the scheduled campaign.
+    async with desk.database.write_session() as session:
+        await segments.delete_segment(session, workspace_id=desk.tenant.id, segment_id=deleted)
+        await session.commit()
     archived = made["archived"]["template_id"]
     assert (
         await desk.client.delete(f"/api/v1/templates/{archived}", headers=admin)

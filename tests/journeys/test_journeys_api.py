@@ -159,3 +159,27 @@ async def test_bad_requests_name_their_field_and_save_nothing(
     problem(await client.post("/api/v1/journeys/999999/publish", headers=admin), 404)
     listed = await client.get("/api/v1/journeys", headers=admin)
     assert [j["name"] for j in listed.json()["items"]] == ["One"]
+
+
+async def test_a_segment_a_live_journey_uses_cannot_be_deleted(
+    client: httpx.AsyncClient, tenant: Tenant
+) -> None:
+    admin = tenant.admin
+    graph = await _graph(client, tenant)
+    segment_id = node(graph, "vip")["branches"][1]["when"]["segment_id"]
+    created = await client.post(
+        "/api/v1/journeys", json={"name": "Cart", "graph": graph}, headers=admin
+    )
+    url = f"/api/v1/journeys/{created.json()['id']}"
+    # A draft is checked when it is published: it holds nothing back.
+    await client.post(f"{url}/publish", headers=admin)
+    for state in ("live", "paused"):
+        refused = await client.delete(f"/api/v1/segments/{segment_id}", headers=admin)
+        body = problem(refused, 409)
+        assert f"journey {created.json()['id']} (Cart)" in body["detail"]
+        assert (await client.get(f"/api/v1/segments/{segment_id}", headers=admin)).is_success
+        if state == "live":
+            assert (await client.post(f"{url}/pause", headers=admin)).is_success
+    assert (await client.post(f"{url}/archive", headers=admin)).is_success
+    deleted = await client.delete(f"/api/v1/segments/{segment_id}", headers=admin)
+    assert deleted.status_code == 204

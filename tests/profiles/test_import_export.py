@@ -507,6 +507,8 @@ async def test_export_then_import_elsewhere_gives_the_same_traits(
         identify("ev-1", email="Eve@Example.com", address={"city": "Oslo", "zip": "0150"}),
         identify("ev-2", phone="+47 22 00 00 00", tags=["a", "b"], vip=True, score=3),
         track("Viewed", anonymous_id="only-anonymous"),
+        # Written so that no spreadsheet runs them (a leading '), read back as they were.
+        identify("=ev-3", motto="=1+2", quoted="'@x", drift=-5.5e-07, plain="'as is"),
     )
     body = (
         "user_id,email,name,score:json,ratio:float,vip:bool,note:json,odd:key:str,"
@@ -523,10 +525,12 @@ async def test_export_then_import_elsewhere_gives_the_same_traits(
     _, text = await export(client, tenant, "csv")
     result = await imported(client, other_tenant, text.encode())
     # The visitor known by an anonymous id only cannot be imported: nothing to find it by.
-    assert (result["rows"], result["created"], result["rejected"]) == (6, 5, 1)
+    assert (result["rows"], result["created"], result["rejected"]) == (7, 6, 1)
     assert result["errors"][0]["field"] == "user_id"
     copies = await all_profiles(client, other_tenant)
-    assert len(copies) == 5
+    assert len(copies) == 6
+    [guarded] = [row for row in csv_rows(text) if row["user_id"] == "'=ev-3"]
+    assert (guarded["motto"], guarded["quoted"], guarded["plain"]) == ("'=1+2", "''@x", "'as is")
 
     def key(profile: dict[str, Any]) -> tuple[str, ...]:
         return tuple(

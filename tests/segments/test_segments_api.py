@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -161,12 +162,63 @@ async def test_bad_rules_are_refused_naming_the_node_and_nothing_is_saved(shop: 
         ({"type": "segment", "segment_id": 999_999}, "rule.segment_id"),
         ({"type": "shape"}, "rule.type"),
         ([["plan eq pro"], ["age huge 3"]], "rule.1.0.operator"),
+        # Numbers JSON columns cannot keep: they were stored as null, or not at all.
+        ({"type": "trait", "trait": "age", "operator": "lt", "value": float("inf")}, "rule.value"),
+        ({"type": "trait", "trait": "age", "operator": "lt", "value": 10**30}, "rule.value"),
+        (
+            {"type": "trait", "trait": "age", "operator": "between", "value": [1, float("nan")]},
+            "rule.value.1",
+        ),
+        (
+            {
+                "type": "event",
+                "event": "X",
+                "where": {"type": "property", "property": "n", "operator": "eq", "value": 2**64},
+            },
+            "rule.where.value",
+        ),
+        # Offsets that move an instant past the years a date-time can hold.
+        (
+            {
+                "type": "occurrence",
+                "event": "X",
+                "operator": "before",
+                "value": "0001-01-01T00:00:00+01:00",
+            },
+            "rule.value",
+        ),
+        (
+            {
+                "type": "event",
+                "event": "X",
+                "window": {"from": "9999-12-31T23:00:00-05:00", "to": "9999-12-31T23:30:00-05:00"},
+            },
+            "rule.window.from",
+        ),
+        # The conjunctive form refuses what the object form refuses.
+        ([["plan exists 3"]], "rule.0.0"),
+        ([["plan in pro,,team"]], "rule.0.0"),
     ]
+    as_json = {**admin, "content-type": "application/json"}
     for rule, field in cases:
+        # Python's JSON writer, which writes infinities and NaN as clients may send them.
         response = await shop.client.post(
-            "/api/v1/segments", json={"name": "Bad", "rule": rule}, headers=admin
+            "/api/v1/segments", content=json.dumps({"name": "Bad", "rule": rule}), headers=as_json
         )
         problem(response, 400, field)
+        checked = await shop.client.post(
+            "/api/v1/segments/validate", content=json.dumps({"rule": rule}), headers=as_json
+        )
+        problem(checked, 400, field)
+    # JSON text past a double's range reads as infinity in Python.
+    literal = b'{"name": "Bad", "rule": {"type": "trait", "trait": "a", "operator": "lt", '
+    literal += b'"value": 1e400}}'
+    response = await shop.client.post("/api/v1/segments", content=literal, headers=as_json)
+    problem(response, 400, "rule.value")
+    blank = await shop.client.post(
+        "/api/v1/segments", json={"name": "   ", "rule": BUYERS}, headers=admin
+    )
+    problem(blank, 422, "name")
     listed = await shop.client.get("/api/v1/segments", headers=admin)
     assert listed.json()["items"] == []
 
@@ -481,13 +533,46 @@ async def test_a_lapse_can_also_bring_a_profile_in(shop: Shop) -> None:
     assert [e["user_id"] for e in entered] == ["lou"]
 
 
+async def test_member_exports_keep_formulas_from_running_in_spreadsheets(shop: Shop) -> None:
+    formula = '=HYPERLINK("http://evil.example","click")'
+    await shop.send({"type": "identify", "userId": formula, "traits": {"plan": "pro"}})
+    segment = await shop.create(
+        {"type": "trait", "trait": "plan", "operator": "eq", "value": "pro"}
+    )
+    await shop.run()
+    exported = await shop.client.get(
+        f"/api/v1/segments/{segment['id']}/members.csv", headers=shop.tenant.admin
+    )
+    [row] = list(csv.DictReader(io.StringIO(exported.text)))
+    assert row["user_id"] == "'" + formula
+
+
 async def test_a_new_rule_is_recomputed_as_a_silent_baseline(shop: Shop) -> None:
-    await shop.send({"type": "identify", "userId": "max", "traits": {"plan": "pro"}})
+    await shop.send(
+        {"type": "identify", "userId": "max", "traits": {"plan": "pro", "age": 30}},
+        {"type": "identify", "userId": "sue", "traits": {"plan": "team", "age": 40}},
+    )
     segment = await shop.create(
         {"type": "trait", "trait": "plan", "operator": "eq", "value": "team"}
     )
+    adults = await shop.create(
+        {
+            "type": "all",
+            "conditions": [
+                {"type": "segment", "segment_id": segment["id"]},
+                {"type": "trait", "trait": "age", "operator": "gte", "value": 18},
+            ],
+        },
+        name="Adult team",
+    )
     await shop.run()
-    assert await shop.members(segment["id"]) == set()
+    max_, sue = await shop.profile_id("max"), await shop.profile_id("sue")
+    assert await shop.members(segment["id"]) == {sue}
+    assert await shop.members(adults["id"]) == {sue}
+    first = await shop.client.get(
+        f"/api/v1/segments/{segment['id']}/changes", headers=shop.tenant.admin
+    )
+    assert first.json()["items"] == []  # a new segment's baseline: one size row
     changed = await shop.client.patch(
         f"/api/v1/segments/{segment['id']}",
         json={"rule": {"type": "trait", "trait": "plan", "operator": "eq", "value": "pro"}},
@@ -495,12 +580,19 @@ async def test_a_new_rule_is_recomputed_as_a_silent_baseline(shop: Shop) -> None
     )
     assert changed.json()["version"] == 2
     await shop.run()
-    assert await shop.members(segment["id"]) == {await shop.profile_id("max")}
+    assert await shop.members(segment["id"]) == {max_}
+    # The segment naming it follows at once, without waiting for the hourly recompute.
+    assert await shop.members(adults["id"]) == {max_}
+    # No events (a rule change starts no journeys), but history says who the change moved.
     assert await shop.emitted("Segment Entered") == []
-    history = await shop.client.get(
-        f"/api/v1/segments/{segment['id']}/changes", headers=shop.tenant.admin
-    )
-    assert history.json()["items"] == []
+    assert await shop.emitted("Segment Exited") == []
+    for moved in (segment, adults):
+        history = await shop.client.get(
+            f"/api/v1/segments/{moved['id']}/changes", headers=shop.tenant.admin
+        )
+        assert sorted(
+            (item["profile_id"], item["change"], item["cause"]) for item in history.json()["items"]
+        ) == sorted([(max_, "entered", "rule_changed"), (sue, "exited", "rule_changed")])
 
 
 async def test_segment_events_are_on_the_timeline_but_not_activity(shop: Shop) -> None:

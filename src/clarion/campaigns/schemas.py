@@ -11,6 +11,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validato
 
 from clarion.campaigns.models import Campaign
 from clarion.core.database import MAX_ROW_ID
+from clarion.core.schemas import DisplayName
 
 MAX_LIST = 10_000  # entries of a list audience (user ids and profile ids together)
 
@@ -66,7 +67,7 @@ class Goal(Strict):
 class CampaignCreate(Strict):
     """A new campaign, in draft."""
 
-    name: str = Field(min_length=1, max_length=200)
+    name: DisplayName
     description: str = Field(default="", max_length=2000)
     audience: Audience
     template_id: Id = Field(
@@ -91,7 +92,7 @@ class CampaignUpdate(Strict):
     """Changes to a draft or scheduled campaign; fields left out stay as they are (a null
     `channel_id`, `throttle_per_minute` or `goal` removes it)."""
 
-    name: str | None = Field(default=None, min_length=1, max_length=200)
+    name: DisplayName | None = None
     description: str | None = Field(default=None, max_length=2000)
     audience: Audience | None = None
     template_id: Id | None = None

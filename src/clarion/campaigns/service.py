@@ -275,3 +275,24 @@ def _profile_cursor(cursor: str) -> uuid.UUID:
             "The cursor is not one this API gave out.",
             errors=[FieldError("cursor", "is not valid")],
         ) from error
+
+
+async def campaigns_using_segment(
+    session: AsyncSession, workspace_id: int, segment_id: int
+) -> list[str]:
+    """The campaigns that have yet to take their audience from the segment (scheduled, or
+    sending or paused before the snapshot ends), as "campaign N (name)"."""
+    rows = await session.execute(
+        select(Campaign.id, Campaign.name, Campaign.audience)
+        .where(
+            Campaign.workspace_id == workspace_id,
+            Campaign.state.in_(("scheduled", "sending", "paused")),
+            Campaign.snapshot_done.is_(False),
+        )
+        .order_by(Campaign.id)
+    )
+    return [
+        f"campaign {campaign_id} ({name})"
+        for campaign_id, name, audience in rows
+        if audience.get("type") == "segment" and audience.get("segment_id") == segment_id
+    ]

@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
+from clarion.core.schemas import DisplayName
 from clarion.journeys.models import Journey, JourneyVersion
 
 State = Literal["draft", "live", "paused", "archived"]
@@ -23,7 +24,7 @@ class JourneyCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1, max_length=200)
+    name: DisplayName
     description: str = Field(default="", max_length=2000)
     graph: dict[str, Any] = Field(description=GRAPH_DESCRIPTION)
 
@@ -33,7 +34,7 @@ class JourneyUpdate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str | None = Field(default=None, min_length=1, max_length=200)
+    name: DisplayName | None = None
     description: str | None = Field(default=None, max_length=2000)
     graph: dict[str, Any] | None = Field(default=None, description=GRAPH_DESCRIPTION)
 
@@ -263,7 +264,7 @@ class ReadyMadeCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     kind: str = Field(min_length=1, max_length=40)
-    name: str | None = Field(default=None, min_length=1, max_length=200)
+    name: DisplayName | None = None
     template_ids: list[int] = Field(max_length=10)
     segment_id: int | None = Field(default=None, gt=0)
     days_before: int = Field(default=0, ge=0, le=60, description="For the birthday journey.")

@@ -57,6 +57,42 @@ def require_state(journey: Journey, action: str) -> None:
     errors.require_state("journey", journey.state, action, ALLOWED, _DONE)
 
 
+async def journeys_using_segment(
+    session: AsyncSession, workspace_id: int, segment_id: int
+) -> list[str]:
+    """The live and paused journeys whose published version names the segment (a trigger on
+    entering or leaving it, a branch on membership), as "journey N (name)"."""
+    rows = await session.execute(
+        select(Journey.id, Journey.name, JourneyVersion.graph)
+        .join(
+            JourneyVersion,
+            (JourneyVersion.journey_id == Journey.id)
+            & (JourneyVersion.number == Journey.live_version),
+        )
+        .where(Journey.workspace_id == workspace_id, Journey.state.in_(("live", "paused")))
+        .order_by(Journey.id)
+    )
+    return [
+        f"journey {journey_id} ({name})"
+        for journey_id, name, graph in rows
+        if _names_segment(graph, segment_id)
+    ]
+
+
+def _names_segment(document: Any, segment_id: int) -> bool:
+    """Whether a graph, anywhere in it, names the segment (`"segment_id": N`)."""
+    pending = [document]
+    while pending:
+        value = pending.pop()
+        if isinstance(value, dict):
+            if value.get("segment_id") == segment_id:
+                return True
+            pending.extend(value.values())
+        elif isinstance(value, list):
+            pending.extend(value)
+    return False
+
+
 async def references(session: AsyncSession, *, workspace_id: int) -> References:
     """What of the workspace a journey may name."""
     return References(

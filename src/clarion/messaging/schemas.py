@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from clarion.core.database import MAX_ROW_ID
 from clarion.core.errors import FieldError, InvalidInput
+from clarion.core.schemas import DisplayName
 from clarion.messaging.channels.base import ChannelKind
 from clarion.messaging.models import MessagingChannel
 
@@ -65,7 +66,7 @@ SECRETS_DOC = (
 class ChannelCreate(Strict):
     """A new channel."""
 
-    name: str = Field(min_length=1, max_length=200)
+    name: DisplayName
     kind: ChannelKind
     settings: dict[str, Any] = Field(default_factory=dict, description=SETTINGS_DOC)
     secrets: dict[str, Any] = Field(default_factory=dict, description=SECRETS_DOC)
@@ -78,7 +79,7 @@ class ChannelCreate(Strict):
 class ChannelUpdate(Strict):
     """Changes to a channel; fields left out stay as they are."""
 
-    name: str | None = Field(default=None, min_length=1, max_length=200)
+    name: DisplayName | None = None
     settings: dict[str, Any] | None = Field(
         default=None, description="Merged onto the current settings; a null value unsets one."
     )
@@ -171,7 +172,7 @@ TopicId = Annotated[int, Field(ge=1, le=MAX_ROW_ID)]
 class TemplateCreate(Strict):
     """A new template and its first version."""
 
-    name: str = Field(min_length=1, max_length=200)
+    name: DisplayName
     channel: ChannelKind
     category: Category = "marketing"
     topic_id: TopicId | None = None
@@ -181,7 +182,7 @@ class TemplateCreate(Strict):
 class TemplateUpdate(Strict):
     """Changes to a template; new content makes a new version. Fields left out stay."""
 
-    name: str | None = Field(default=None, min_length=1, max_length=200)
+    name: DisplayName | None = None
     category: Category | None = None
     topic_id: TopicId | None = Field(default=None, description="null removes the topic.")
     content: dict[str, Any] | None = Field(default=None, description=CONTENT_DOC)
@@ -262,7 +263,7 @@ class DescribedProfile(Strict):
 class EventIn(Strict):
     """The event a message is a reaction to."""
 
-    name: str = Field(min_length=1, max_length=200)
+    name: DisplayName
     properties: dict[str, Any] = Field(default_factory=dict)
 
 

@@ -29,6 +29,7 @@ from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from clarion.core.database import Database
+from clarion.core.spreadsheets import guarded_cell
 from clarion.profiles import computed as computed_traits
 from clarion.profiles import queries, transfer
 from clarion.profiles.identity import USER_ID
@@ -151,7 +152,7 @@ async def _csv(session: AsyncSession, workspace_id: int, page_size: int) -> Asyn
                 "" if key not in traits else transfer.format_cell(traits[key], kind)
                 for key, kind, _ in columns
             ]
-            writer.writerow([*_fixed_cells(view), *cells])
+            writer.writerow([guarded_cell(cell) for cell in (*_fixed_cells(view), *cells)])
         yield _drain(buffer)
 
 

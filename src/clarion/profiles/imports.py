@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from clarion.core.clock import Clock
 from clarion.core.database import Database
 from clarion.core.errors import ClarionError, Conflict, FieldError, InvalidInput
+from clarion.core.spreadsheets import plain_cell
 from clarion.profiles import csvstream, transfer
 from clarion.profiles.identity import normalize_email, normalize_phone
 from clarion.profiles.service import ProfileUpsert, upsert_profile, upsert_profiles
@@ -233,7 +234,8 @@ class _Header:
             )
         identities: dict[str, tuple[str, str]] = {}
         traits: dict[str, object] = {}
-        for column, cell in zip(self.columns, record.cells, strict=True):
+        for column, written in zip(self.columns, record.cells, strict=True):
+            cell = plain_cell(written)  # as exports guard it against spreadsheet formulas
             if "\x00" in cell:
                 return RowError(record.line, column.header, "contains a NUL character")
             if column.role == "identity":

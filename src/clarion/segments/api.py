@@ -173,16 +173,26 @@ async def update_segment(
     )
     if segment.recomputed_at is None:
         await recompute.schedule(session, segment=segment, now=clock.now())
+        for dependent in await service.dependent_segments(
+            session, workspace_id=caller.workspace_id, segment_id=segment.id
+        ):
+            await recompute.schedule(session, segment=dependent, now=clock.now())
     await session.commit()
     return _saved(segment, warnings)
 
 
 @router.delete("/segments/{segment_id}", status_code=status.HTTP_204_NO_CONTENT)
 async def delete_segment(
-    segment_id: RowId, caller: ManagementCaller, session: WriteSession
+    segment_id: RowId, caller: ManagementCaller, session: WriteSession, request: Request
 ) -> Response:
-    """Delete the segment, its members and history; 409 while another segment names it."""
-    await service.delete_segment(session, workspace_id=caller.workspace_id, segment_id=segment_id)
+    """Delete the segment, its members and history; 409 while another segment names it, a
+    live or paused journey uses it, or a campaign has yet to take its audience from it."""
+    await service.delete_segment(
+        session,
+        workspace_id=caller.workspace_id,
+        segment_id=segment_id,
+        users=request.app.state.segment_users,
+    )
     await session.commit()
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 

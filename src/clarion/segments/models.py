@@ -57,7 +57,9 @@ class SegmentMember(Base):
 
 class SegmentChange(Base):
     """One entry or exit: the membership history. `cause` is realtime (an event or trait
-    change), schedule (a condition lapsing with time) or recompute (a batch run)."""
+    change), schedule (a condition lapsing with time), recompute (a batch run),
+    rule_changed (the first recompute after a rule changed) or merged (a profile merged
+    into another)."""
 
     __tablename__ = "segment_changes"
     __table_args__ = (

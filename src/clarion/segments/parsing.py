@@ -8,6 +8,7 @@ AND) becomes the same nodes.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -356,12 +357,33 @@ _RULE_TYPES = frozenset(_FIELDS) - {"property"}
 _WHERE_TYPES = frozenset({"all", "any", "not", "property"})
 
 
+_INT64 = 2**63  # JSON columns keep integers of 64 bits at most
+
+
 def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, int) and not isinstance(value, bool) and -_INT64 <= value < _INT64
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and value == value
+    return _is_int(value) or (isinstance(value, float) and math.isfinite(value))
+
+
+def _unkeepable_numbers(raw: Any, path: str) -> list[FieldError]:
+    """Every number in a document that JSON cannot keep as given (infinities and NaN, which
+    Python's reader accepts, and integers past 64 bits), by path."""
+    errors: list[FieldError] = []
+    stack = [(raw, path)]
+    while stack:
+        value, where = stack.pop()
+        if isinstance(value, dict):
+            stack.extend((item, f"{where}.{key}") for key, item in value.items())
+        elif isinstance(value, list):
+            stack.extend((item, f"{where}.{i}") for i, item in enumerate(value))
+        elif isinstance(value, float) and not math.isfinite(value):
+            errors.append(FieldError(where, "must be a finite number"))
+        elif isinstance(value, int) and not isinstance(value, bool) and not _is_int(value):
+            errors.append(FieldError(where, "must be a whole number within 64 bits"))
+    return sorted(errors, key=lambda error: error.field)
 
 
 def _is_scalar(value: Any) -> bool:
@@ -378,12 +400,17 @@ def _instant(raw: Any) -> datetime | None:
         return None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:  # an offset that moves it past year 1 or 9999
+        return None
 
 
 def parse_rule(raw: Any) -> Rule:
     """The rule a JSON document describes (the object form or the conjunctive array form);
     raises RuleError naming every node at fault."""
+    if unkeepable := _unkeepable_numbers(raw, "rule"):
+        raise RuleError(unkeepable)
     if isinstance(raw, list):
         return parse_conjunctive(raw)
     reader = _Reader()
@@ -396,6 +423,8 @@ def parse_rule(raw: Any) -> Rule:
 def parse_where(raw: Any) -> Rule:
     """Conditions on an event's properties (what an event condition's `where` holds);
     raises RuleError naming every node at fault, under `where`."""
+    if unkeepable := _unkeepable_numbers(raw, "where"):
+        raise RuleError(unkeepable)
     reader = _Reader()
     rule = reader.rule(raw, "where", where=True)
     if reader.errors or rule is None:
@@ -446,12 +475,19 @@ def _clause(raw: Any, path: str, errors: list[FieldError]) -> Rule | None:
     operator, text = match["op"], match["value"]
     value: Any
     if operator == "exists":
+        if text is not None:
+            errors.append(FieldError(path, "exists takes no value"))
+            return None
         value = None
     elif text is None:
         errors.append(FieldError(path, f"{operator} needs a value"))
         return None
     elif operator in ("in", "not_in", "between"):
-        value = [_scalar(part.strip()) for part in text.split(",")]
+        parts = [part.strip() for part in text.split(",")]
+        if not all(parts):
+            errors.append(FieldError(path, f"{operator} takes values between commas, none empty"))
+            return None
+        value = [_scalar(part) for part in parts]
     else:
         value = _scalar(text)
     document = {"type": "trait", "trait": match["key"], "operator": operator}

@@ -4,8 +4,9 @@ boundaries the rules read.
 A recompute runs the rule as SQL over the whole workspace (`sql.py`), compares the answer
 with the stored members and writes only the difference, with history and a size row. The
 first computation of a segment (just created, or its rule changed) is its baseline: its
-members are written with one size row, no history row each and no `Segment Entered`
-events, so creating a segment of a million customers does not start a million journeys.
+members are written with no `Segment Entered` / `Exited` events, so creating a segment of a
+million customers does not start a million journeys; a new segment's baseline is one size
+row, a changed rule's also records who entered and exited (cause `rule_changed`).
 """
 
 from __future__ import annotations
@@ -97,6 +98,9 @@ async def recompute_segment(
     )
     entered, exited = await _differences(session, segment.id, query)
     baseline = segment.recomputed_at is None
+    # A first baseline is one size row, not a history row per member; after a rule change
+    # (this segment's or one it names) history shows who the change moved.
+    rule_changed = baseline and await _computed_before(session, segment.id)
     written = await apply_changes(
         session,
         workspace_id=workspace_id,
@@ -105,9 +109,9 @@ async def recompute_segment(
             entered=[(segment.id, p) for p in entered], exited=[(segment.id, p) for p in exited]
         ),
         now=now,
-        cause="recompute",
+        cause="rule_changed" if baseline else "recompute",
         emit=not baseline,
-        record=not baseline,  # the baseline is one size row, not a history row per member
+        record=not baseline or rule_changed,
     )
     entered_count, exited_count = len(written.entered), len(written.exited)
     await session.refresh(segment, ["member_count"])
@@ -124,6 +128,11 @@ async def recompute_segment(
     )
     await session.flush()
     return Recomputed(segment.id, segment.member_count, entered_count, exited_count, now)
+
+
+async def _computed_before(session: AsyncSession, segment_id: int) -> bool:
+    computed = select(SegmentSize.id).where(SegmentSize.segment_id == segment_id).limit(1)
+    return await session.scalar(computed) is not None
 
 
 async def _differences(

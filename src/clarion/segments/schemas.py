@@ -8,6 +8,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from clarion.core.schemas import DisplayName
+
 RULE_DESCRIPTION = (
     "The rule: a condition object (see the segments README for every type), or the "
     'conjunctive array form `[["plan eq pro", "plan eq team"], ["age gte 18"]]`.'
@@ -19,7 +21,7 @@ class SegmentCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1, max_length=200)
+    name: DisplayName
     description: str = Field(default="", max_length=2000)
     rule: dict[str, Any] | list[Any] = Field(description=RULE_DESCRIPTION)
 
@@ -29,7 +31,7 @@ class SegmentUpdate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str | None = Field(default=None, min_length=1, max_length=200)
+    name: DisplayName | None = None
     description: str | None = Field(default=None, max_length=2000)
     rule: dict[str, Any] | list[Any] | None = Field(default=None, description=RULE_DESCRIPTION)
 

@@ -9,6 +9,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from clarion.core.schemas import DisplayName
+
 
 class Mode(StrEnum):
     """What happens to an unplanned or invalid event."""
@@ -111,7 +113,7 @@ class TrackingPlanCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1, max_length=200)
+    name: DisplayName
     default: bool = Field(
         default=False, description="Applies to sources connected to no plan (one per workspace)."
     )

@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from clarion.core.database import MAX_ROW_ID
+from clarion.core.schemas import DisplayName
 from clarion.messaging.channels.base import ChannelKind
 
 DefaultState = Literal["opted_in", "opted_out"]
@@ -39,7 +40,7 @@ class TopicCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1, max_length=200)
+    name: DisplayName
     description: str = Field(default="", max_length=2000)
     channel: ChannelKind
     double_opt_in: bool = Field(
@@ -71,7 +72,7 @@ class TopicUpdate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str | None = Field(default=None, min_length=1, max_length=200)
+    name: DisplayName | None = None
     description: str | None = Field(default=None, max_length=2000)
     double_opt_in: bool | None = None
     default_state: DefaultState | None = None

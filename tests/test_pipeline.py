@@ -23,6 +23,7 @@ from clarion.core.jobs.worker import Worker
 from clarion.ingest.jobs import PROCESS_EVENTS
 from clarion.ingest.records import EventRecord
 from clarion.pipeline import Pipeline
+from clarion.profiles import computed as computed_traits
 from clarion.profiles import service as profiles
 from tests.conftest import Tenant
 from tests.support import plan_of
@@ -227,3 +228,69 @@ async def test_a_run_loads_its_events_by_key(database: Database, tenant: Tenant)
     plan = await plan_of(database, load, "unnest")
     assert "Index Scan using pk_events on events" in plan, plan
     assert "workspace_id_timestamp" not in plan and "Seq Scan on events" not in plan, plan
+
+
+async def test_an_event_no_code_can_apply_is_parked_and_holds_back_nothing(
+    app: FastAPI,
+    client: httpx.AsyncClient,
+    database: Database,
+    tenant: Tenant,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    counted = computed_traits.add_event
+
+    def add_event(computed: dict[str, Any], seen: computed_traits.Seen) -> None:
+        if seen.name == "Poisoned":
+            raise ValueError("no code can apply this event")
+        counted(computed, seen)
+
+    monkeypatch.setattr(computed_traits, "add_event", add_event)
+    sender = [
+        {"type": "track", "event": "Viewed", "userId": "ada", "messageId": "v1"},
+        {"type": "track", "event": "Poisoned", "userId": "ada", "messageId": "x1"},
+        {"type": "track", "event": "Added", "userId": "ada", "messageId": "a1"},
+    ]
+    await client.post("/v1/batch", json={"batch": sender}, auth=tenant.writer)
+    [job] = await pending_jobs(database, tenant)
+    assert len(job.payload["event_ids"]) == 3
+    clock = FrozenClock(datetime.now(UTC) + timedelta(minutes=10))
+    worker = pipeline_worker(app, clock)
+    for _ in range(pipeline_module.ISOLATE_AFTER_ATTEMPTS):
+        await worker.drain()  # the whole batch fails, and is retried later
+        assert [j.state for j in await pending_jobs(database, tenant)] == ["ready"]
+        clock.advance(timedelta(hours=2))
+    await worker.drain()  # event by event: the other two are applied, in order
+    profile = await ada(client, tenant)
+    assert profile["computed"]["event_counts"] == {"Viewed": 1, "Added": 1}
+    [parked] = await pending_jobs(database, tenant)
+    poisoned = {e["message_id"]: e["id"] for e in await events_of(client, tenant)}["x1"]
+    assert (parked.state, parked.payload, parked.serial_key) == (
+        "dead",
+        {"event_ids": [poisoned]},
+        None,
+    )
+    assert "no code can apply this event" in (parked.last_error or "")
+
+    # The sender's later events are not held back by it.
+    later = {"type": "track", "event": "Viewed", "userId": "ada", "messageId": "v2"}
+    await client.post("/v1/batch", json={"batch": [later]}, auth=tenant.writer)
+    await worker.drain()
+    assert (await ada(client, tenant))["computed"]["event_counts"]["Viewed"] == 2
+
+    # Once the cause is fixed, the operator's retry applies it, once.
+    monkeypatch.setattr(computed_traits, "add_event", counted)
+    retried = await client.post(f"/api/v1/jobs/{parked.id}/retry", headers=tenant.admin)
+    assert retried.is_success, retried.text
+    await worker.drain()
+    assert (await ada(client, tenant))["computed"]["event_counts"] == {
+        "Viewed": 2,
+        "Added": 1,
+        "Poisoned": 1,
+    }
+    assert await pending_jobs(database, tenant) == []
+
+
+async def events_of(client: httpx.AsyncClient, tenant: Tenant) -> list[dict[str, Any]]:
+    listed = await client.get("/api/v1/events", headers=tenant.admin)
+    items: list[dict[str, Any]] = listed.json()["items"]
+    return items

@@ -21,7 +21,8 @@ pointless, a run whose own queue is short (light load) also takes over the queue
 other keys whose first live job is still ready when it writes (checked inside that write
 transaction), so one run serves every waiting sender instead of one run per shard: that is
 what keeps its latency low. A retried job takes over nothing, so an event
-that keeps failing fails only its own job.
+that keeps failing fails only its own job; from its third attempt that job is applied event
+by event, and an event failing alone is parked as a dead job of its own.
 
 Segments also run two kinds of jobs of their own: `segments.lapse` re-evaluates one profile
 when time alone may change a membership, `segments.recompute` one segment or a workspace's
@@ -36,6 +37,8 @@ and move the runs they start or wake up to their next wait (`journeys.runtime`);
 
 from __future__ import annotations
 
+import logging
+import traceback
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -45,6 +48,7 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 from sqlalchemy import BindParameter, String, bindparam, text
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from clarion.campaigns import conversions
@@ -52,6 +56,7 @@ from clarion.campaigns import dispatch as campaigns
 from clarion.core.clock import Clock
 from clarion.core.crypto import Vault
 from clarion.core.database import BigId, Database, JSONDocument, UTCDateTime
+from clarion.core.jobs.queue import NewJob, park
 from clarion.core.jobs.worker import JobContext, PermanentFailure, Registry
 from clarion.core.settings import Settings
 from clarion.ingest.internal import OwnEvents, is_activity, process_later
@@ -73,6 +78,8 @@ from clarion.segments import aggregates, membership, recompute
 from clarion.segments.catalog import Catalog, SegmentIndex
 from clarion.segments.models import Segment
 
+log = logging.getLogger(__name__)
+
 # Events one run applies at most, its own job's and the ones it takes over. Bigger runs
 # amortize the per-transaction cost further but hold SQLite's single writer longer.
 MAX_EVENTS_PER_RUN = 1_000
@@ -82,6 +89,9 @@ _FOLLOWING_JOBS = 200  # queued jobs looked at per run
 # another) for this many rounds in all; anything left after them goes through processing
 # jobs.
 OWN_EVENT_ROUNDS = 3
+# A processing job failing this many times is then applied event by event: an event that
+# fails alone is parked as a dead job of its own, and the rest go on (`_apply_one_by_one`).
+ISOLATE_AFTER_ATTEMPTS = 2
 
 _EVENT_COLUMNS = (
     "id, workspace_id, source_id, message_id, type, name, user_id, anonymous_id, group_id,"
@@ -253,28 +263,80 @@ class Pipeline:
                 review = _only(review, mine)
             await self.tracking_plans.record(session, review)
             now = self.clock.now()
-            applied = await profiles.apply_events(
-                session, workspace_id=workspace_id, events=review.events, now=now
-            )
-            index = await self.segments.load(session, workspace_id)
-            decided = await membership.evaluate_profiles(
-                session,
-                workspace_id=workspace_id,
-                index=index,
-                touched=_touched(applied),
-                absorbed=applied.absorbed,
-                now=now,
-                cause="realtime",
-                hand_back=True,
-            )
-            await self.journeys.on_merges(
-                session, workspace_id=workspace_id, absorbed=applied.absorbed, now=now
-            )
-            await self.journeys.on_events(
-                session, workspace_id=workspace_id, events=applied.events, now=now
-            )
-            await self.process_own_events(session, workspace_id, decided.emitted, now, index)
+            if context.job.attempts > ISOLATE_AFTER_ATTEMPTS:
+                await self._apply_one_by_one(session, context, review, now)
+            else:
+                await self._apply(session, workspace_id, review.events, now)
             await session.commit()
+
+    async def _apply(
+        self,
+        session: AsyncSession,
+        workspace_id: int,
+        events: Sequence[EventRecord],
+        now: datetime,
+    ) -> None:
+        """Apply reviewed events in the caller's transaction: to profiles, to the segments
+        they can change (and Clarion's own events that decides), to journeys."""
+        applied = await profiles.apply_events(
+            session, workspace_id=workspace_id, events=events, now=now
+        )
+        index = await self.segments.load(session, workspace_id)
+        decided = await membership.evaluate_profiles(
+            session,
+            workspace_id=workspace_id,
+            index=index,
+            touched=_touched(applied),
+            absorbed=applied.absorbed,
+            now=now,
+            cause="realtime",
+            hand_back=True,
+        )
+        await self.journeys.on_merges(
+            session, workspace_id=workspace_id, absorbed=applied.absorbed, now=now
+        )
+        await self.journeys.on_events(
+            session, workspace_id=workspace_id, events=applied.events, now=now
+        )
+        await self.process_own_events(session, workspace_id, decided.emitted, now, index)
+
+    async def _apply_one_by_one(
+        self, session: AsyncSession, context: JobContext, review: Review, now: datetime
+    ) -> None:
+        """Apply the events of a run that keeps failing one at a time, each in a savepoint:
+        the others go on, in order, and each event that fails by itself is parked as a dead
+        job of its own (`clarion jobs retry` once its cause is fixed), so that one event no
+        code can apply holds back neither its batch nor the sender's later events. Failures
+        of the database itself are raised: the run is retried whole."""
+        workspace_id = context.job.workspace_id
+        failed: list[tuple[int, str]] = []
+        for event in review.events:
+            try:
+                async with session.begin_nested():
+                    await self._apply(session, workspace_id, [event], now)
+            except (OperationalError, InterfaceError, TimeoutError, ConnectionError):
+                raise
+            except DBAPIError as exc:
+                if exc.connection_invalidated:
+                    raise
+                failed.append((event.id, _described(exc)))
+            except Exception as exc:  # whatever this one event made the code raise
+                failed.append((event.id, _described(exc)))
+        for event_id, error in failed:
+            log.error(
+                "event %s could not be applied (job %s, attempt %s); parked as a dead job: %s",
+                event_id,
+                context.job.id,
+                context.job.attempts,
+                error,
+            )
+            await park(
+                session,
+                NewJob(workspace_id, PROCESS_EVENTS, {"event_ids": [event_id]}),
+                error=error,
+                attempts=context.job.attempts,
+                now=now,
+            )
 
     async def process_own_events(
         self,
@@ -413,6 +475,11 @@ def _touched(applied: profiles.AppliedBatch) -> dict[uuid.UUID, membership.Touch
             rebuild=profile_id in applied.rebuilt,
         )
     return touched
+
+
+def _described(exc: BaseException) -> str:
+    """An exception as a dead job's error says it."""
+    return "".join(traceback.format_exception_only(exc)).strip()[:4000]
 
 
 def _event_ids(payload: dict[str, Any]) -> list[int] | None:

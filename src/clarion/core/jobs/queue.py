@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import orjson
-from sqlalchemy import Table, event, text
+from sqlalchemy import Table, event, insert, text
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
@@ -123,6 +123,15 @@ async def _insert_postgres(session: AsyncSession, rows: list[dict[str, Any]]) ->
         return inserted
     await connection.exec_driver_sql(_POSTGRES_INSERT_PLAIN, arrays)
     return len(rows)
+
+
+async def park(
+    session: AsyncSession, job: NewJob, *, error: str, attempts: int, now: datetime
+) -> None:
+    """Add `job` to the session's transaction as dead, with `error`: work that failed and
+    waits for an operator (`clarion jobs retry`), holding back nothing meanwhile."""
+    values = _values(job, now) | {"state": "dead", "attempts": attempts, "last_error": error}
+    await session.execute(insert(_JOBS), [values])
 
 
 async def wake_on_commit(session: AsyncSession) -> None:

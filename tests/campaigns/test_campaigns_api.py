@@ -270,3 +270,102 @@ async def test_what_keeps_a_campaign_from_being_sent(desk: Desk) -> None:
     archived = await desk.client.delete(f"/api/v1/templates/{template}", headers=admin)
     assert archived.status_code == 204
     await refused(409, "template_id")
+
+
+async def test_editing_a_scheduled_campaign_checks_its_channel_as_sending_does(desk: Desk) -> None:
+    await desk.identify("a", plan="pro")
+    await desk.channel()  # email only: no sms channel yet
+    email = await desk.template()
+    text = await desk.template(name="Text", channel="sms", content={"body": "Hi"})
+    admin = desk.tenant.admin
+    audience = {"type": "list", "user_ids": ["a"]}
+    draft = await desk.campaign(audience=audience, template_id=email)
+    scheduled = await desk.campaign(audience=audience, template_id=email)
+    url = f"/api/v1/campaigns/{scheduled['id']}"
+    at = (desk.clock.now() + timedelta(hours=1)).isoformat()
+    before = await desk.post(f"{url}/send", {"when": "at", "at": at})
+
+    # A draft may be made ready step by step; a scheduled campaign must stay sendable.
+    edited = await desk.client.patch(
+        f"/api/v1/campaigns/{draft['id']}", json={"template_id": text}, headers=admin
+    )
+    assert edited.status_code == 200 and edited.json()["channel"] == "sms"
+    refused = await desk.client.patch(url, json={"template_id": text, "priority": 9}, headers=admin)
+    problem(refused, 409, "channel_id")
+    assert await desk.read(scheduled["id"]) == before  # nothing changed
+    assert len(await desk.jobs(LAUNCH)) == 1
+
+    texts = await desk.post(
+        "/api/v1/channels",
+        {
+            "name": "Texts",
+            "kind": "sms",
+            "settings": {"account_sid": "AC1", "from_number": "+15550001111"},
+            "secrets": {"auth_token": "twilio-token-1"},
+        },
+        201,
+    )
+    edited = await desk.client.patch(url, json={"template_id": text}, headers=admin)
+    assert edited.status_code == 200, edited.text
+    assert (edited.json()["channel"], edited.json()["state"]) == ("sms", "scheduled")
+    gone = await desk.client.delete(f"/api/v1/channels/{texts['id']}", headers=admin)
+    assert gone.status_code == 204
+    problem(await desk.client.patch(url, json={"priority": 2}, headers=admin), 409, "channel_id")
+
+
+async def test_send_times_out_of_range_or_too_far_ahead_are_refused(desk: Desk) -> None:
+    await desk.identify("a", plan="pro")
+    await desk.channel()
+    campaign = await desk.campaign(
+        audience={"type": "list", "user_ids": ["a"]}, template_id=await desk.template()
+    )
+    url = f"/api/v1/campaigns/{campaign['id']}"
+    admin = desk.tenant.admin
+    now = desk.clock.now()
+
+    def local(moment: datetime) -> dict[str, str]:
+        return {"when": "local", "local_date": moment.date().isoformat(), "local_time": "09:00"}
+
+    cases: list[tuple[dict[str, str], str]] = [
+        ({"when": "at", "at": "9999-12-31T23:59:59-14:00"}, "at"),  # past the calendar in UTC
+        ({"when": "at", "at": "9999-12-31T23:59:59Z"}, "at"),
+        ({"when": "at", "at": (now + timedelta(days=367)).isoformat()}, "at"),
+        ({"when": "at", "at": "0001-01-01T00:00:00+14:00"}, "at"),
+        ({"when": "local", "local_date": "0001-01-01", "local_time": "00:00"}, "local_date"),
+        ({"when": "local", "local_date": "9999-12-31", "local_time": "23:59"}, "local_date"),
+        (local(now + timedelta(days=367)), "local_date"),
+        (local(now - timedelta(days=2)), "local_date"),  # passed in every zone
+    ]  # fmt: skip
+    for body, field in cases:
+        response = await desk.client.post(f"{url}/send", json=body, headers=admin)
+        problem(response, 422, field)
+        assert (await desk.read(campaign["id"]))["state"] == "draft"
+        assert await desk.jobs(LAUNCH) == []
+
+    in_a_year = (now + timedelta(days=364)).isoformat()
+    far = await desk.post(f"{url}/send", {"when": "at", "at": in_a_year})
+    assert far["state"] == "scheduled"
+    far_local = await desk.post(f"{url}/send", local(now + timedelta(days=364)))
+    assert far_local["state"] == "scheduled"
+
+
+async def test_null_is_refused_for_what_a_campaign_cannot_be_without(desk: Desk) -> None:
+    channel = await desk.channel()
+    created = await desk.campaign(
+        audience={"type": "list", "user_ids": ["a"]},
+        template_id=await desk.template(),
+        channel_id=channel,
+        throttle_per_minute=10,
+        goal={"event": "Order Completed", "within_days": 3},
+    )
+    url = f"/api/v1/campaigns/{created['id']}"
+    admin = desk.tenant.admin
+    for field in ("name", "template_id", "audience", "description", "priority"):
+        response = await desk.client.patch(url, json={field: None}, headers=admin)
+        problem(response, 422, field)
+    assert await desk.read(created["id"]) == created
+
+    removable = {"channel_id": None, "throttle_per_minute": None, "goal": None}
+    edited = await desk.client.patch(url, json=removable, headers=admin)
+    assert edited.status_code == 200, edited.text
+    assert {name: edited.json()[name] for name in removable} == removable

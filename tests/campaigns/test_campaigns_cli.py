@@ -104,3 +104,30 @@ def test_campaign_commands(clarion: CliRunner, fresh_database: Database, tmp_pat
     bad = run_cli(clarion, "campaigns", "send", str(second), "--at", "tomorrow", code=1).output
     assert "at:" in bad
     assert "No campaign 999" in run_cli(clarion, "campaigns", "show", "999", code=1).output
+
+
+def test_campaign_commands_refuse_bad_input_without_a_traceback(
+    clarion: CliRunner, fresh_database: Database
+) -> None:
+    run_cli(clarion, "migrate")
+    first, _ = make_campaigns(fresh_database.url)
+
+    bogus = run_cli(clarion, "campaigns", "list", "--state", "bogus", code=2).output
+    assert "--state" in bogus and "'scheduled'" in bogus
+    for command in ("show", "send", "pause", "resume", "cancel"):
+        huge = run_cli(clarion, "campaigns", command, "99999999999999999999", code=2)
+        assert "9223372036854775807" in huge.output
+        assert not isinstance(huge.exception, OverflowError)
+    both = run_cli(
+        clarion, "campaigns", "send", str(first), "--at", "2030-01-01T09:00:00Z",
+        "--local-date", "2030-01-01", "--local-time", "09:00", code=2,
+    )  # fmt: skip
+    assert "--at" in both.output and "--local-date" in both.output
+    ancient = run_cli(
+        clarion, "campaigns", "send", str(first), "--local-date", "0001-01-01",
+        "--local-time", "00:00", code=1,
+    )  # fmt: skip
+    assert "local_date:" in ancient.output and ancient.exception is not None
+    assert not isinstance(ancient.exception, OverflowError)
+    listed = run_cli(clarion, "campaigns", "list", "--state", "draft").output
+    assert len(listed.splitlines()) == 2  # nothing was sent

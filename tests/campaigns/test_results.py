@@ -1,6 +1,7 @@
 """Campaigns delivered for real (the SMTP sink), and their results: outcomes, refusals with
-their reasons, opens and clicks by people and by machines, conversions within and outside
-the goal's window with their revenue, per hour; pause and resume with real delivery."""
+their reasons, opens and clicks by people and by machines (a click counting as an open),
+conversions within and outside the goal's window with their revenue, per hour, also for a
+goal set after the campaign was scheduled; pause and resume with real delivery."""
 
 from __future__ import annotations
 
@@ -8,7 +9,11 @@ from collections import Counter
 from datetime import datetime, timedelta
 from typing import Any
 
+from sqlalchemy import select
+
+from clarion.campaigns.conversions import CONVERSIONS
 from clarion.campaigns.dispatch import DISPATCH, LAUNCH
+from clarion.core.jobs.models import RecurringJob
 from clarion.core.jobs.queue import NewJob, enqueue
 from clarion.messaging import engagement
 from clarion.messaging.engagement import Interaction
@@ -148,7 +153,7 @@ async def test_results_count_outcomes_people_machines_and_conversions(
         "complained": 0,
         "failed": 1,
         "refused": 1,
-        "opened": {"human": 2, "machine": 1},
+        "opened": {"human": 2, "machine": 2},  # a click counts as an open: cat's scanner
         "clicked": {"human": 1, "machine": 1},
         "unsubscribed": 0,
         "converted": 2,
@@ -242,3 +247,85 @@ async def test_pause_and_resume_with_real_delivery_send_each_recipient_once(
     results = await desk.get(f"{url}/results")
     assert (results["sent"], results["delivered"], results["waiting"]) == (4, 4, 0)
     assert len({mail.message["Message-ID"] for mail in smtp_sink.messages()}) == 4
+
+
+async def test_a_click_without_an_open_counts_as_an_open_in_totals_and_hours(
+    desk: Desk, smtp_sink: SmtpSink
+) -> None:
+    await desk.channel(port=smtp_sink.port)
+    for user in ("ann", "bob"):
+        await desk.identify(user, email=f"{user}@example.com")
+    campaign = await desk.campaign(
+        audience={"type": "list", "user_ids": ["ann", "bob"]}, template_id=await desk.template()
+    )
+    url = f"/api/v1/campaigns/{campaign['id']}"
+    await desk.post(f"{url}/send")
+    await desk.run()
+    ann, bob = await desk.profile_id("ann"), await desk.profile_id("bob")
+    messages = {str(m.profile_id): m for m in await desk.messages(campaign["id"])}
+    sent = messages[ann].sent_at
+    assert sent is not None
+
+    # Images off: ann clicks without the pixel ever loading; a scanner follows bob's link.
+    desk.clock.advance(sent + timedelta(seconds=2) - desk.clock.now())
+    await _click(desk, messages[bob], desk.clock.now())
+    desk.clock.advance(sent + timedelta(hours=1) - desk.clock.now())
+    await _click(desk, messages[ann], desk.clock.now())
+    await desk.run(deliver=False)
+
+    results = await desk.get(f"{url}/results")
+    assert (results["opened"], results["clicked"]) == (
+        {"human": 1, "machine": 1},
+        {"human": 1, "machine": 1},
+    )
+    hours = {h["hour"].replace("+00:00", "Z"): h for h in results["hourly"]}
+    assert hours[_hour(sent + timedelta(hours=1))]["opened"] == 1
+    assert sum(h["opened"] for h in results["hourly"]) == results["opened"]["human"]
+    assert sum(h["clicked"] for h in results["hourly"]) == results["clicked"]["human"]
+
+
+async def test_a_goal_set_while_scheduled_is_written_onto_the_messages(
+    desk: Desk, smtp_sink: SmtpSink
+) -> None:
+    await desk.channel(port=smtp_sink.port)
+    await desk.identify("ann", email="ann@example.com")
+    template = await desk.template()
+    audience = {"type": "list", "user_ids": ["ann"]}
+    goal = {"event": "Order Completed", "within_days": 3}
+
+    async def schedule(goal_then: dict[str, Any] | None, goal_now: dict[str, Any] | None) -> int:
+        """A campaign with `goal_then`, scheduled in an hour, then given `goal_now`."""
+        campaign = await desk.campaign(audience=audience, template_id=template, goal=goal_then)
+        url = f"/api/v1/campaigns/{campaign['id']}"
+        at = (desk.clock.now() + timedelta(hours=1)).isoformat()
+        await desk.post(f"{url}/send", {"when": "at", "at": at})
+        edited = await desk.client.patch(url, json={"goal": goal_now}, headers=desk.tenant.admin)
+        assert edited.status_code == 200, edited.text
+        assert edited.json()["goal"] == goal_now
+        return int(campaign["id"])
+
+    async def sent_and_bought(campaign_id: int) -> datetime:
+        """Deliver the campaign, then ann buys a minute after; when she bought."""
+        await desk.later(timedelta(hours=1))
+        [message] = await desk.messages(campaign_id)
+        assert message.sent_at is not None
+        bought = message.sent_at + timedelta(minutes=1)
+        await desk.track_raw(_order("ann", bought, revenue=5))
+        await desk.later(timedelta(minutes=10), deliver=False)
+        return bought
+
+    gaining = await schedule(None, goal)  # the first campaign with a goal in the workspace
+    async with desk.database.read_session() as session:
+        recurring = await session.scalars(
+            select(RecurringJob.kind).where(RecurringJob.workspace_id == desk.tenant.id)
+        )
+        assert CONVERSIONS in recurring.all()
+    bought = await sent_and_bought(gaining)
+    [converted] = await desk.messages(gaining)
+    assert (converted.status, converted.converted_at) == ("converted", bought)
+
+    losing = await schedule(goal, None)
+    await sent_and_bought(losing)
+    [unmarked] = await desk.messages(losing)
+    assert unmarked.status == "delivered" and unmarked.converted_at is None
+    assert (await desk.get(f"/api/v1/campaigns/{losing}/results"))["converted"] is None

@@ -1,6 +1,7 @@
 """Campaigns sending through their jobs: the audience snapshot, throttle spacing, local time
-in two time zones, pause / resume / cancel mid-send with at most one message per
-recipient, and jobs run twice (a crash's retry) sending nothing twice."""
+in several time zones (the earliest one included, with a late worker), pause / resume /
+cancel mid-send with at most one message per recipient, jobs run twice (a crash's retry)
+sending nothing twice, and launches that stop because what they need went away."""
 
 from __future__ import annotations
 
@@ -136,26 +137,62 @@ async def test_local_time_sends_in_each_recipients_zone(desk: Desk) -> None:
     }
     assert await desk.messages(on_time["id"]) == []  # nobody is due yet
 
-    # The late launch comes after 09:00 in Paris: Paris gets it the next day.
+    # The late launch comes a minute after 09:00 in Paris: Paris is due on the day all the
+    # same (late, asked for at once), never a day later.
     desk.clock.advance(local("Europe/Paris") + timedelta(minutes=1) - desk.clock.now())
     await desk.run(deliver=False)
     planned_late = {r["profile_id"]: _at(r["send_at"]) for r in await desk.recipients(late["id"])}
-    tomorrow = day + timedelta(days=1)
-    assert planned_late == {
-        paris: local("Europe/Paris", tomorrow),
-        york: local("America/New_York"),
-        nowhere: local("UTC"),
-    }
+    assert planned_late == planned
+    [late_message] = await desk.messages(late["id"])
+    assert (str(late_message.profile_id), late_message.send_after) == (paris, local("Europe/Paris"))
     # Meanwhile the first campaign's Paris recipient was asked for, at 09:00 Paris time.
     [message] = await desk.messages(on_time["id"])
     assert (str(message.profile_id), message.send_after) == (paris, local("Europe/Paris"))
 
     desk.clock.advance(local("America/New_York") - desk.clock.now())
     await desk.run(deliver=False)
-    sends = {str(m.profile_id): m.send_after for m in await desk.messages(on_time["id"])}
-    assert sends == planned
-    assert (await desk.read(on_time["id"]))["state"] == "sent"
-    assert (await desk.read(late["id"]))["state"] == "sending"  # Paris waits for tomorrow
+    for campaign in (on_time, late):
+        sends = {str(m.profile_id): m.send_after for m in await desk.messages(campaign["id"])}
+        assert sends == planned
+        assert (await desk.read(campaign["id"]))["state"] == "sent"
+
+
+async def test_local_time_reaches_the_earliest_zone_on_its_day_with_a_late_worker(
+    desk: Desk, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # UTC+14 reaches 09:00 first: its moment is the launch's own, so whatever the launch
+    # does after it is due (a worker's poll delay, pages handed over to new jobs) is after
+    # that moment. Pages of one profile, one page a job: the launch takes two jobs.
+    monkeypatch.setattr(dispatch, "SNAPSHOT_PAGE", 1)
+    monkeypatch.setattr(dispatch, "PAGES_PER_RUN", 1)
+    kiribati = [
+        await desk.identify(user, timezone="Pacific/Kiritimati") for user in ("kiri", "tabu")
+    ]
+    honolulu = await desk.identify("hono", timezone="Pacific/Honolulu")
+    await desk.channel()
+    day = (desk.clock.now() + timedelta(days=3)).date()
+    campaign = await desk.campaign(
+        audience={"type": "list", "user_ids": ["kiri", "tabu", "hono"]},
+        template_id=await desk.template(),
+    )
+    body = {"when": "local", "local_date": day.isoformat(), "local_time": "09:00"}
+    scheduled = await desk.post(f"/api/v1/campaigns/{campaign['id']}/send", body)
+    launch = _at(scheduled["launch_at"])
+    kiritimati = datetime.combine(day, time(9, 0), tzinfo=ZoneInfo("Pacific/Kiritimati"))
+    assert kiritimati.astimezone(UTC) == launch
+
+    # A worker picks the launch job up 2 seconds after it is due, its second page later.
+    desk.clock.advance(launch + timedelta(seconds=2) - desk.clock.now())
+    while await desk.recipient_rows(campaign["id"]) == 0:
+        await desk.no_delivery.drain(rounds=1)
+    assert await desk.recipient_rows(campaign["id"]) == 1
+    desk.clock.advance(timedelta(minutes=5))
+    await desk.run(deliver=False)
+    planned = {r["profile_id"]: _at(r["send_at"]) for r in await desk.recipients(campaign["id"])}
+    hawaii = datetime.combine(day, time(9, 0), tzinfo=ZoneInfo("Pacific/Honolulu"))
+    assert planned == {**dict.fromkeys(kiribati, launch), honolulu: hawaii.astimezone(UTC)}
+    sends = {str(m.profile_id): m.send_after for m in await desk.messages(campaign["id"])}
+    assert sends == dict.fromkeys(kiribati, launch)  # asked for at once, on their day
 
 
 async def test_pause_resume_and_cancel_mid_send(desk: Desk) -> None:
@@ -330,3 +367,66 @@ async def test_a_long_launch_goes_on_in_new_jobs(
     recipients = await desk.recipients(campaign["id"], state="queued")
     assert sorted(r["profile_id"] for r in recipients) == sorted(people)
     assert len(await desk.messages(campaign["id"])) == 7
+
+
+async def test_a_launch_stops_when_its_channel_went_away(desk: Desk) -> None:
+    await desk.identify("a", email="a@example.com")
+    admin = desk.tenant.admin
+    default = await desk.channel()  # the workspace's first email channel: its default
+    named = await desk.channel(name="Named")
+    await desk.channel(name="Spare")  # an email channel, but not the default
+    template = await desk.template()
+    audience = {"type": "list", "user_ids": ["a"]}
+    through_named = await desk.campaign(audience=audience, template_id=template, channel_id=named)
+    through_default = await desk.campaign(audience=audience, template_id=template)
+    at = (desk.clock.now() + timedelta(hours=1)).isoformat()
+    for campaign in (through_named, through_default):
+        await desk.post(f"/api/v1/campaigns/{campaign['id']}/send", {"when": "at", "at": at})
+    for channel in (named, default):
+        deleted = await desk.client.delete(f"/api/v1/channels/{channel}", headers=admin)
+        assert deleted.status_code == 204
+
+    await desk.later(timedelta(hours=1), deliver=False)
+    problems = {}
+    for name, campaign in (("named", through_named), ("default", through_default)):
+        found = await desk.read(campaign["id"])
+        assert (found["state"], found["launched_at"]) == ("cancelled", None)
+        assert found["finished_at"] is not None
+        problems[name] = found["problem"]
+        assert await desk.messages(campaign["id"]) == []
+        assert await desk.recipient_rows(campaign["id"]) == 0
+    assert problems == {
+        "named": f"not launched: channel {named} was deleted",
+        "default": "not launched: the workspace has no default email channel",
+    }
+    assert await desk.jobs(DISPATCH) == []
+
+
+async def test_a_send_stops_when_its_channel_is_deleted_midway(desk: Desk) -> None:
+    users = [f"t{i}" for i in range(3)]
+    for user in users:
+        await desk.identify(user, email=f"{user}@example.com")
+    await desk.channel()
+    named = await desk.channel(name="Named")
+    campaign = await desk.campaign(
+        audience={"type": "list", "user_ids": users},
+        template_id=await desk.template(),
+        channel_id=named,
+        throttle_per_minute=1,
+    )
+    await desk.post(f"/api/v1/campaigns/{campaign['id']}/send")
+    await desk.run(deliver=False)
+    first = len(await desk.recipients(campaign["id"], state="queued"))
+    assert 1 <= first < 3
+    deleted = await desk.client.delete(f"/api/v1/channels/{named}", headers=desk.tenant.admin)
+    assert deleted.status_code == 204
+
+    await desk.later(timedelta(minutes=3), deliver=False)
+    found = await desk.read(campaign["id"])
+    assert (found["state"], found["problem"]) == (
+        "cancelled",
+        f"stopped: channel {named} was deleted",
+    )
+    states = Counter(r["state"] for r in await desk.recipients(campaign["id"]))
+    assert states == {"queued": first, "skipped": 3 - first}
+    assert [j.state for j in await desk.jobs(DISPATCH) if j.state == "dead"] == []

@@ -1,7 +1,8 @@
 """Sending a campaign through durable jobs: a launch job snapshots the audience, dispatch
 jobs ask messaging for the messages, chunk by chunk.
 
-`campaigns.launch` (at the campaign's `launch_at`) checks the template again and reads the
+`campaigns.launch` (at the campaign's `launch_at`) checks the template and the channel
+again (stopping the campaign, with its `problem`, when either went away) and reads the
 audience page by page, each page in a transaction of its own that inserts its recipients
 (with their send times) and moves the campaign's snapshot cursor: a crash resumes from the
 last page written, and a page written twice inserts nothing twice. After `PAGES_PER_RUN`
@@ -30,7 +31,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from clarion.campaigns import audience as audiences
-from clarion.campaigns import timing
+from clarion.campaigns import channels, timing
 from clarion.campaigns.models import Campaign, CampaignRecipient
 from clarion.core.errors import Conflict, NotFound
 from clarion.core.jobs.queue import NewJob, enqueue
@@ -184,13 +185,25 @@ async def _launch_step(
 
 async def _start(session: AsyncSession, campaign: Campaign, now: datetime) -> bool:
     """Begin the launch: fix the template version and start sending; False (the campaign
-    stopped, saying why) when its template is gone or archived."""
+    stopped, saying why) when its template is gone or archived, or it has no channel of the
+    template's kind to send through (the one it names was deleted, the default too)."""
     try:
         template, version = await message_templates.current_version(
             session, workspace_id=campaign.workspace_id, template_id=campaign.template_id
         )
     except (NotFound, Conflict) as error:
         await _stop(session, campaign, f"not launched: {error.detail}", now)
+        return False
+    # Checked here, not left to delivery: messages naming a deleted channel cannot even be
+    # written, and without a default every one of them would fail.
+    problem = await channels.sending_problem(
+        session,
+        workspace_id=campaign.workspace_id,
+        channel_id=campaign.channel_id,
+        kind=template.channel,
+    )
+    if problem is not None:
+        await _stop(session, campaign, f"not launched: {problem}", now)
         return False
     campaign.template_version_id = version.id
     campaign.channel, campaign.category = template.channel, template.category
@@ -249,12 +262,13 @@ async def _moments(
     session: AsyncSession, campaign: Campaign, profile_ids: list[uuid.UUID], now: datetime
 ) -> dict[uuid.UUID, datetime]:
     """When each profile is due before the throttle: the campaign's moment, or in local
-    time the day's wall time in the profile's zone (the next day's once passed)."""
+    time the day's wall time in the profile's zone (see `timing.local_send_at`)."""
     if campaign.send_mode != "local":
         # A launch that ran late (a busy worker) spaces its throttle from when it ran.
         known = [m for m in (campaign.send_at, campaign.launched_at) if m is not None]
         return dict.fromkeys(profile_ids, max(known, default=now))
     assert campaign.local_date is not None and campaign.local_time is not None
+    assert campaign.launch_at is not None
     day = date.fromisoformat(campaign.local_date)
     at = timing.parse_local_time(campaign.local_time)
     found = await policy.get_policy(session, workspace_id=campaign.workspace_id)
@@ -266,7 +280,8 @@ async def _moments(
     for profile_id in profile_ids:
         view = views.get(profile_id)
         named = view.profile.traits.get("timezone") if view is not None else None
-        moments[profile_id] = timing.local_send_at(day, at, timing.zone(named, fallback), now=now)
+        where = timing.zone(named, fallback)
+        moments[profile_id] = timing.local_send_at(day, at, where, launch_at=campaign.launch_at)
     return moments
 
 
@@ -286,7 +301,8 @@ async def dispatch(context: JobContext) -> None:
 
 async def _dispatch_chunk(session: AsyncSession, campaign: Campaign, now: datetime) -> None:
     """Queue the messages of up to `CHUNK` recipients due within `HORIZON` (later by the
-    pauses so far), then enqueue the next dispatch, or mark the campaign sent."""
+    pauses so far), then enqueue the next dispatch, or mark the campaign sent; stop it,
+    saying why, when the channel it names was deleted."""
     shift = timedelta(seconds=campaign.shift_seconds)
     pending = (
         CampaignRecipient.campaign_id == campaign.id,
@@ -302,6 +318,18 @@ async def _dispatch_chunk(session: AsyncSession, campaign: Campaign, now: dateti
             )
         ).all()
     )
+    if due and campaign.channel_id is not None:
+        # Deleted mid-send, the channel it names would make every message unwritable (and the
+        # dispatch retry until it died); without a default, messages fail one by one.
+        problem = await channels.sending_problem(
+            session,
+            workspace_id=campaign.workspace_id,
+            channel_id=campaign.channel_id,
+            kind=campaign.channel,
+        )
+        if problem is not None:
+            await _stop(session, campaign, f"stopped: {problem}", now)
+            return
     if due:
         assert campaign.template_version_id is not None  # set by the launch
         requests = [

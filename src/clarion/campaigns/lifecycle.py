@@ -3,29 +3,32 @@ resuming and cancelling; the states and which actions each allows are in `servic
 
 Sending checks, in the caller's transaction, everything that would keep the campaign from
 going (template archived, segment deleted, audience empty, no channel of the template's
-kind, a time passed or too close) and enqueues its launch job; the jobs are `dispatch.py`.
+kind, a time passed, too close or too far ahead) and enqueues its launch job; the jobs are
+`dispatch.py`.
 """
 
 from __future__ import annotations
 
-from datetime import date, datetime, time
+from datetime import UTC, date, datetime, time
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from clarion.campaigns import audience as audiences
-from clarion.campaigns import conversions, dispatch, service, timing
+from clarion.campaigns import channels, conversions, dispatch, service, timing
 from clarion.campaigns.models import Campaign
 from clarion.campaigns.schemas import SendRequest
 from clarion.core.errors import Conflict, FieldError
-from clarion.messaging import channel_config
 from clarion.messaging.schemas import UnprocessableInput
+
+_TOO_FAR = f"is more than {timing.MAX_AHEAD.days} days ahead"
 
 
 def _schedule(
     request: SendRequest, now: datetime
 ) -> tuple[datetime | None, date | None, time | None]:
-    """(instant, local date, local time) of a send request; 422 naming the field at fault,
-    409 naming `local_date` for a local send less than 24 h ahead."""
+    """(instant in UTC, local date, local time) of a send request; 422 naming the field at
+    fault (missing, passed, more than `timing.MAX_AHEAD` ahead), 409 naming `local_date`
+    for a local send less than 24 h ahead."""
     if request.when == "now":
         return None, None, None
     if request.when == "at":
@@ -37,7 +40,12 @@ def _schedule(
             raise UnprocessableInput(
                 "The send time has passed.", errors=[FieldError("at", "is not in the future")]
             )
-        return request.at, None, None
+        if timing.too_far_ahead(request.at, now=now):
+            raise UnprocessableInput(
+                f"A campaign is scheduled at most {timing.MAX_AHEAD.days} days ahead.",
+                errors=[FieldError("at", _TOO_FAR)],
+            )
+        return request.at.astimezone(UTC), None, None
     errors = []
     if request.local_date is None:
         errors.append(FieldError("local_date", "is required to send in local time"))
@@ -52,6 +60,16 @@ def _schedule(
         raise UnprocessableInput(
             "The local time is not HH:MM.", errors=[FieldError("local_time", str(error))]
         ) from error
+    if timing.passed_everywhere(request.local_date, at, now=now):
+        raise UnprocessableInput(
+            "The local send time has passed in every time zone.",
+            errors=[FieldError("local_date", "has passed")],
+        )
+    if timing.too_far_ahead(timing.wall_time(request.local_date, at), now=now):
+        raise UnprocessableInput(
+            f"A campaign is scheduled at most {timing.MAX_AHEAD.days} days ahead.",
+            errors=[FieldError("local_date", _TOO_FAR)],
+        )
     deadline = timing.local_deadline(request.local_date, at)
     if now > deadline:
         raise Conflict(
@@ -81,7 +99,9 @@ async def send_campaign(
     instant, local_date, local_time = _schedule(request, now)
     template = await service.usable_template(session, workspace_id, campaign.template_id)
     await audiences.require_sendable(session, workspace_id=workspace_id, audience=campaign.audience)
-    await _require_channel(session, workspace_id, campaign, template.channel)
+    await channels.require_sending_channel(
+        session, workspace_id=workspace_id, channel_id=campaign.channel_id, kind=template.channel
+    )
     campaign.channel, campaign.category = template.channel, template.category
     campaign.topic_id = template.topic_id
     campaign.send_mode = request.when
@@ -102,26 +122,6 @@ async def send_campaign(
     if campaign.goal_event is not None:
         await conversions.schedule_conversions(session, workspace_id=workspace_id, now=now)
     return campaign
-
-
-async def _require_channel(
-    session: AsyncSession, workspace_id: int, campaign: Campaign, kind: str
-) -> None:
-    """Conflict naming `channel_id` unless the campaign's channel, or the workspace's
-    default of `kind` (none needed for the inbox), is there to send through."""
-    if campaign.channel_id is not None:
-        try:
-            await service.check_channel(session, workspace_id, campaign.channel_id, kind)
-        except UnprocessableInput as error:
-            raise Conflict(error.detail, errors=error.errors) from error
-        return
-    if kind == "inbox":
-        return
-    if await channel_config.default_channel(session, workspace_id=workspace_id, kind=kind) is None:
-        raise Conflict(
-            f"The workspace has no default {kind} channel; configure one or name one.",
-            errors=[FieldError("channel_id", f"no {kind} channel to send through")],
-        )
 
 
 async def pause_campaign(

@@ -2,9 +2,13 @@
 and by machines, conversions with their revenue, and sends, opens and clicks per hour.
 
 Messages are the campaign's by `origin` / `origin_id`; a message's timestamps count it once
-however far its status moved (a clicked message was sent, delivered and opened). Opens and
-clicks by people are those messaging recorded as not `machine`; a message opened by a
-privacy proxy and then by its reader counts in both. A conversion is a recipient whose
+however far its status moved (a clicked message was sent, delivered and opened). A click
+counts as an open (its images were off), in the totals and per hour alike: people's opens
+and clicks are the messages messaging marked `opened_at` (a person's first open, click or
+inbox read) and `clicked_at`, the same timestamps the hours are counted by; machines'
+are the messages with an `opened` or `clicked` event (opens) and a `clicked` event
+(clicks) judged `machine`. A message opened by a privacy proxy and then by its reader
+counts in both. A conversion is a recipient whose
 profile (its whole merge tree) performed the goal event within the goal's days after their
 message was sent; revenue sums those events' `revenue` (else `total`) in minor units per
 currency, as profiles' computed traits read money. Events are read from the timeline the
@@ -20,7 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import distinct, func, select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from clarion.campaigns.dispatch import ORIGIN
@@ -96,9 +100,13 @@ async def campaign_results(session: AsyncSession, *, campaign: Campaign) -> Camp
         failed=statuses["failed"],
         refused=statuses["refused"],
         refusals=dict(refusals),
-        opened=ByWho(human=seen[("opened", False)], machine=seen[("opened", True)]),
-        clicked=ByWho(human=seen[("clicked", False)], machine=seen[("clicked", True)]),
-        unsubscribed=max(statuses["unsubscribed"], seen[("unsubscribed", False)]),
+        opened=ByWho(
+            human=sum(1 for row in rows if row.opened_at is not None), machine=seen.machine_opened
+        ),
+        clicked=ByWho(
+            human=sum(1 for row in rows if row.clicked_at is not None), machine=seen.machine_clicked
+        ),
+        unsubscribed=max(statuses["unsubscribed"], seen.unsubscribed),
         converted=converted,
         revenue=revenue,
         hourly=[
@@ -108,20 +116,37 @@ async def campaign_results(session: AsyncSession, *, campaign: Campaign) -> Camp
     )
 
 
-async def _interactions(session: AsyncSession, ours: Sequence[Any]) -> Counter[tuple[str, bool]]:
-    """Distinct messages with an open, a click or an unsubscription, by (kind, machine)."""
+@dataclass(frozen=True, slots=True)
+class Interactions:
+    """What the campaign's message events tell, in messages: opened (or clicked) and
+    clicked by machines, and unsubscribed from by people."""
+
+    machine_opened: int
+    machine_clicked: int
+    unsubscribed: int
+
+
+async def _interactions(session: AsyncSession, ours: Sequence[Any]) -> Interactions:
+    """The campaign's messages opened (a click is an open) and clicked by machines, and
+    unsubscribed from by people, each counted once."""
     rows = await session.execute(
-        select(
-            MessageEvent.kind, MessageEvent.machine, func.count(distinct(MessageEvent.message_id))
-        )
+        select(MessageEvent.message_id, MessageEvent.kind, MessageEvent.machine)
+        .distinct()
         .join(Message, Message.id == MessageEvent.message_id)
         .where(*ours, MessageEvent.kind.in_(("opened", "clicked", "unsubscribed")))
-        .group_by(MessageEvent.kind, MessageEvent.machine)
     )
-    found: Counter[tuple[str, bool]] = Counter()
-    for kind, machine, count in rows:
-        found[(kind, bool(machine))] = int(count)
-    return found
+    opened: set[uuid.UUID] = set()
+    clicked: set[uuid.UUID] = set()
+    unsubscribed: set[uuid.UUID] = set()
+    for message_id, kind, machine in rows:
+        if kind == "unsubscribed":
+            if not machine:
+                unsubscribed.add(message_id)
+        elif machine:
+            opened.add(message_id)
+            if kind == "clicked":
+                clicked.add(message_id)
+    return Interactions(len(opened), len(clicked), len(unsubscribed))
 
 
 @dataclass(frozen=True, slots=True)

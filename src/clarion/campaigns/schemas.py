@@ -7,7 +7,14 @@ import uuid
 from datetime import date, datetime
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 from clarion.campaigns.models import Campaign
 from clarion.core.database import MAX_ROW_ID
@@ -89,8 +96,9 @@ class CampaignCreate(Strict):
 
 
 class CampaignUpdate(Strict):
-    """Changes to a draft or scheduled campaign; fields left out stay as they are (a null
-    `channel_id`, `throttle_per_minute` or `goal` removes it)."""
+    """Changes to a draft or scheduled campaign; fields left out stay as they are. A null
+    `channel_id`, `throttle_per_minute` or `goal` removes it; null for any other field is
+    refused (422 naming it): a campaign cannot be without it."""
 
     name: DisplayName | None = None
     description: str | None = Field(default=None, max_length=2000)
@@ -101,10 +109,18 @@ class CampaignUpdate(Strict):
     throttle_per_minute: int | None = Field(default=None, ge=1, le=1_000_000)
     goal: Goal | None = None
 
+    @field_validator("name", "description", "audience", "template_id", "priority", mode="before")
+    @classmethod
+    def _kept(cls, value: object) -> object:
+        if value is None:
+            raise ValueError("cannot be removed; leave it out to keep it as it is")
+        return value
+
 
 class SendRequest(Strict):
     """When to send: `now`; `at` an instant (with its offset); or `local`: on `local_date`
-    at `local_time` in each recipient's own time zone (at least 24 h ahead, see README)."""
+    at `local_time` in each recipient's own time zone (at least 24 h ahead, see README).
+    A schedule is at most 365 days ahead."""
 
     when: Literal["now", "at", "local"] = "now"
     at: AwareDatetime | None = None
@@ -207,15 +223,16 @@ class RecipientPage(BaseModel):
 
 
 class ByWho(BaseModel):
-    """Messages opened (or clicked) by people, and by machines (mail privacy proxies, link
-    scanners); a message both counts in each."""
+    """Messages opened (a click counts as an open) or clicked, by people and by machines
+    (mail privacy proxies, link scanners); a message both counts in each."""
 
     human: int
     machine: int
 
 
 class HourRead(BaseModel):
-    """What happened in one hour (UTC): messages sent, first human opens and clicks."""
+    """What happened in one hour (UTC): messages sent, first human opens (a click without
+    one counts as one) and clicks; over all hours, the results' human opens and clicks."""
 
     hour: datetime
     sent: int

@@ -25,12 +25,12 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from clarion.campaigns import audience as audiences
+from clarion.campaigns import channels, conversions
 from clarion.campaigns.models import Campaign, CampaignRecipient
 from clarion.campaigns.schemas import CampaignCreate, CampaignUpdate
 from clarion.core import errors
 from clarion.core.errors import Conflict, FieldError, InvalidInput, NotFound
 from clarion.core.pagination import decode_cursor, encode_cursor, id_page
-from clarion.messaging import channel_config
 from clarion.messaging import templates as message_templates
 from clarion.messaging.models import MessageTemplate
 from clarion.messaging.schemas import UnprocessableInput
@@ -82,29 +82,6 @@ async def usable_template(
     return template
 
 
-async def check_channel(
-    session: AsyncSession, workspace_id: int, channel_id: int | None, kind: str
-) -> None:
-    """UnprocessableInput naming `channel_id` unless it is None or a channel of the
-    workspace of `kind`."""
-    if channel_id is None:
-        return
-    try:
-        row = await channel_config.get_channel_or_raise(
-            session, workspace_id=workspace_id, channel_id=channel_id
-        )
-    except NotFound as error:
-        raise UnprocessableInput(
-            "The campaign names no channel of this workspace.",
-            errors=[FieldError("channel_id", f"no channel {channel_id} here")],
-        ) from error
-    if row.kind != kind:
-        raise UnprocessableInput(
-            f"Channel {channel_id} is a {row.kind} channel; the template is for {kind}.",
-            errors=[FieldError("channel_id", f"is not a {kind} channel")],
-        )
-
-
 def _goal(campaign: Campaign, goal: Any) -> None:
     campaign.goal_event = goal.event if goal is not None else None
     campaign.goal_days = goal.within_days if goal is not None else None
@@ -116,7 +93,7 @@ async def create_campaign(
     """A new draft campaign; 422 naming the template, channel or segment that is not the
     workspace's, 409 for an archived template or a taken name. Flushes only."""
     template = await usable_template(session, workspace_id, body.template_id)
-    await check_channel(session, workspace_id, body.channel_id, template.channel)
+    await channels.check_channel(session, workspace_id, body.channel_id, template.channel)
     audience = body.audience.model_dump(mode="json")
     await audiences.check(session, workspace_id=workspace_id, audience=audience)
     campaign = Campaign(
@@ -199,13 +176,16 @@ async def update_campaign(
     now: datetime,
 ) -> Campaign:
     """The draft or scheduled campaign with the given fields changed (409 naming `state`
-    otherwise); checked as on creation. Flushes only."""
+    otherwise); checked as on creation, and a scheduled one as on sending too (409 naming
+    `channel_id` when it would have no channel to send through). A goal on a scheduled
+    campaign makes sure its conversions are recorded. Flushes only."""
     campaign = await get_campaign_or_raise(
         session, workspace_id=workspace_id, campaign_id=campaign_id, lock=True
     )
     require_state(campaign, "edit")
     given = body.model_fields_set
-    if "template_id" in given and body.template_id is not None:
+    # The schema refuses null for what cannot be removed: None is "left out" below.
+    if body.template_id is not None:
         template = await usable_template(session, workspace_id, body.template_id)
         campaign.template_id = template.id
         campaign.channel = template.channel
@@ -213,14 +193,21 @@ async def update_campaign(
         campaign.topic_id = template.topic_id
     if "channel_id" in given:
         campaign.channel_id = body.channel_id
-    await check_channel(session, workspace_id, campaign.channel_id, campaign.channel)
-    if "audience" in given and body.audience is not None:
+    await channels.check_channel(session, workspace_id, campaign.channel_id, campaign.channel)
+    if campaign.state == "scheduled":
+        await channels.require_sending_channel(
+            session,
+            workspace_id=workspace_id,
+            channel_id=campaign.channel_id,
+            kind=campaign.channel,
+        )
+    if body.audience is not None:
         audience = body.audience.model_dump(mode="json")
         await audiences.check(session, workspace_id=workspace_id, audience=audience)
         campaign.audience = audience
     for field in ("name", "description", "priority"):
         value = getattr(body, field)
-        if field in given and value is not None:
+        if value is not None:
             setattr(campaign, field, value)
     if "throttle_per_minute" in given:
         campaign.throttle_per_minute = body.throttle_per_minute
@@ -228,6 +215,9 @@ async def update_campaign(
         _goal(campaign, body.goal)
     campaign.updated_at = now
     await _flush_named(session, campaign.name)
+    if campaign.state == "scheduled" and campaign.goal_event is not None:
+        # Sending schedules the job for a goal set by then; this one may come after.
+        await conversions.schedule_conversions(session, workspace_id=workspace_id, now=now)
     return campaign
 
 

@@ -14,9 +14,10 @@ from clarion.campaigns import lifecycle as campaign_lifecycle
 from clarion.campaigns import results as campaign_results
 from clarion.campaigns import service as campaigns
 from clarion.campaigns.models import Campaign
-from clarion.campaigns.schemas import CampaignRead, SendRequest
+from clarion.campaigns.schemas import CampaignRead, SendRequest, State
 from clarion.cli.common import WorkspaceOption, ready_database, run_work, workspace_session
 from clarion.core.clock import SystemClock
+from clarion.core.database import MAX_ROW_ID
 from clarion.core.settings import get_settings
 from clarion.messaging.schemas import field_errors
 from clarion.workspaces import service as workspaces
@@ -39,7 +40,7 @@ async def _campaign_change(
 
 @campaigns_app.command("list")
 def list_campaigns(
-    state: Annotated[str | None, typer.Option(help="Only campaigns in this state.")] = None,
+    state: Annotated[State | None, typer.Option(help="Only campaigns in this state.")] = None,
     workspace: WorkspaceOption = workspaces.DEFAULT_WORKSPACE_SLUG,
 ) -> None:
     """List a workspace's campaigns, newest first: id, state, name, audience, when."""
@@ -62,7 +63,7 @@ def list_campaigns(
 
 @campaigns_app.command("show")
 def show_campaign(
-    campaign_id: Annotated[int, typer.Argument(help="Id of the campaign.")],
+    campaign_id: Annotated[int, typer.Argument(min=1, max=MAX_ROW_ID, help="Id of the campaign.")],
     workspace: WorkspaceOption = workspaces.DEFAULT_WORKSPACE_SLUG,
 ) -> None:
     """Print a campaign and its results as JSON, as the API shows them."""
@@ -86,7 +87,10 @@ def show_campaign(
 
 @campaigns_app.command("send")
 def send_campaign(
-    campaign_id: Annotated[int, typer.Argument(help="Id of the draft or scheduled campaign.")],
+    campaign_id: Annotated[
+        int,
+        typer.Argument(min=1, max=MAX_ROW_ID, help="Id of the draft or scheduled campaign."),
+    ],
     at: Annotated[
         str | None, typer.Option(help="Send at this instant (ISO 8601 with its offset).")
     ] = None,
@@ -99,6 +103,12 @@ def send_campaign(
     workspace: WorkspaceOption = workspaces.DEFAULT_WORKSPACE_SLUG,
 ) -> None:
     """Send a campaign now, at a time (--at), or in local time (--local-date, --local-time)."""
+    if at and (local_date or local_time):
+        raise typer.BadParameter(
+            "send at a time or in local time, not both: drop --at, or --local-date and"
+            " --local-time",
+            param_hint="'--at'",
+        )
     when = "local" if local_date or local_time else "at" if at else "now"
     raw = {"when": when, "at": at, "local_date": local_date, "local_time": local_time}
     try:
@@ -131,7 +141,9 @@ def _lifecycle_command(name: str, verb: str) -> None:
         return await _campaign_change(workspace, change)
 
     def command(
-        campaign_id: Annotated[int, typer.Argument(help="Id of the campaign.")],
+        campaign_id: Annotated[
+            int, typer.Argument(min=1, max=MAX_ROW_ID, help="Id of the campaign.")
+        ],
         workspace: WorkspaceOption = workspaces.DEFAULT_WORKSPACE_SLUG,
     ) -> None:
         typer.echo(run_work(lambda: act(workspace, campaign_id)))

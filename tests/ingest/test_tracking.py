@@ -555,3 +555,65 @@ async def test_a_literal_backslash_u0000_in_text_is_not_a_nul(
     assert response.status_code == 200, response.text
     [event] = await events_of(client, tenant)
     assert event["properties"] == {"path": text}
+
+
+async def test_values_no_later_stage_could_handle_are_refused_by_index(
+    client: httpx.AsyncClient, tenant: Tenant
+) -> None:
+    """Each was once accepted (or a 500 that sank its batch) and then failed processing for
+    ever, holding back its sender's later events, or broke the event log's API."""
+    good = b'{"type": "track", "userId": "u1", "event": "Good", "messageId": "good"}'
+    deep = b'{"a": ' * 1100 + b"1" + b"}" * 1100
+    bad = [
+        (b'{"type": "track", "userId": "u1", "event": "E", "properties": {"x": 1e400}}',
+         "properties"),
+        (b'{"type": "identify", "userId": "u1", "traits": {"n": -1E+999}}', "traits"),
+        (b'{"type": "track", "userId": "u1", "event": "E", "context": {"x": 1' + b"0" * 400
+         + b"}}", "context"),
+        (b'{"type": "track", "userId": "u1", "event": "E", '
+         b'"timestamp": "0001-01-01T00:00:00+01:00"}', "timestamp"),
+        (b'{"type": "track", "userId": "u1", "event": "E", "timestamp": "9999-12-31T23:00:00Z"}',
+         "timestamp"),
+        (b'{"type": "track", "userId": "u1", "event": "E", '
+         b'"timestamp": "2020-01-01T00:00:00Z", "sentAt": "9999-12-31T00:00:00Z"}', "sentAt"),
+    ]  # fmt: skip
+    body = b'{"batch": [' + b", ".join([good, *(raw for raw, _ in bad)]) + b"]}"
+    response = await client.post(
+        "/v1/batch", content=body, auth=tenant.writer, headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["accepted"] == 1
+    rejected = response.json()["rejected"]
+    assert [(e["index"], e["field"]) for e in rejected] == [
+        (index, field) for index, (_, field) in enumerate(bad, 1)
+    ]
+    assert [e["message_id"] for e in await events_of(client, tenant)] == ["good"]
+    # A tiny number, or a big exponent in a string, is fine.
+    fine = b'{"type": "track", "userId": "u1", "event": "Fine", "messageId": "fine", '
+    fine += b'"properties": {"x": 1e-400, "code": "1e400"}}'
+    single = await client.post(
+        "/v1/track", content=fine, auth=tenant.writer, headers={"content-type": "application/json"}
+    )
+    assert single.status_code == 200, single.text
+    # Nesting past the reader's depth: a 400, not a 500 asking the SDK to retry for ever.
+    nested = b'{"userId": "u1", "event": "E", "properties": ' + deep + b"}"
+    response = await client.post(
+        "/v1/track",
+        content=nested,
+        auth=tenant.writer,
+        headers={"content-type": "application/json"},
+    )
+    assert response.status_code == 400, response.text
+    # The batch's own sentAt off the calendar: the whole batch is refused, naming it.
+    shared = b'{"batch": [' + good + b'], "sentAt": "0001-01-01T00:00:00+01:00"}'
+    response = await client.post(
+        "/v1/batch",
+        content=shared,
+        auth=tenant.writer,
+        headers={"content-type": "application/json"},
+    )
+    problem(response, 400, "sentAt")
+    listed = await client.get(
+        "/api/v1/events", params={"since": "0001-01-01T00:00:00+01:00"}, headers=tenant.admin
+    )
+    problem(listed, 400, "since")

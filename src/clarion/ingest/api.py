@@ -13,7 +13,13 @@ from fastapi import APIRouter, Query, Request, Response
 from clarion.core.deps import ReadSession, RowId, get_clock, get_database
 from clarion.core.errors import FieldError, InvalidInput, Unauthorized
 from clarion.ingest import service
-from clarion.ingest.messages import MESSAGE_TYPES, TOP_LEVEL, Batch, openapi_components
+from clarion.ingest.messages import (
+    MESSAGE_TYPES,
+    TOP_LEVEL,
+    Batch,
+    Rejected,
+    openapi_components,
+)
 from clarion.ingest.schemas import EventPage, EventRead, EventType, IngestResult
 from clarion.ingest.wire import basic_auth_user, body_write_key, read_body
 from clarion.ingest.writer import EventWriter
@@ -118,6 +124,10 @@ def _top_level(body: bytes) -> dict[str, msgspec.Raw]:
         raise InvalidInput(
             f"The body is not valid JSON: {exc}.", errors=[FieldError("body", "malformed JSON")]
         ) from exc
+    except RecursionError as exc:
+        raise InvalidInput(
+            "The body is nested too deeply.", errors=[FieldError("body", "nested too deeply")]
+        ) from exc
 
 
 def _unpack_batch(fields: dict[str, msgspec.Raw]) -> list[msgspec.Raw]:
@@ -150,8 +160,14 @@ def _shared(fields: dict[str, msgspec.Raw]) -> service.Shared:
             raise InvalidInput(
                 f"`{name}` must be an object.", errors=[FieldError(name, "must be an object")]
             ) from exc
+    try:
+        sent_at = service.event_time(sent_at, "sentAt")
+    except Rejected as exc:
+        raise InvalidInput(
+            f"`sentAt` {exc.message}.", errors=[FieldError("sentAt", exc.message)]
+        ) from exc
     return service.Shared(
-        sent_at=service.as_utc(sent_at),
+        sent_at=sent_at,
         context=documents["context"],
         integrations=documents["integrations"],
     )
@@ -188,10 +204,15 @@ async def batch_call(request: Request) -> Response:
     return await _accept(request, forced_type=None)
 
 
-def _utc(value: datetime | None) -> datetime | None:
+def _utc(value: datetime | None, field: str) -> datetime | None:
     if value is None:
         return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    try:
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    except OverflowError as exc:  # an offset that moves it off the calendar
+        raise InvalidInput(
+            f"`{field}` is out of range.", errors=[FieldError(field, "out of range")]
+        ) from exc
 
 
 @events.get("", response_model=EventPage)
@@ -213,8 +234,8 @@ async def list_events(
         name=name,
         user_id=user_id,
         anonymous_id=anonymous_id,
-        since=_utc(since),
-        until=_utc(until),
+        since=_utc(since, "since"),
+        until=_utc(until, "until"),
     )
     items, next_cursor = await service.list_events(
         session, workspace_id=caller.workspace_id, where=where, limit=limit, cursor=cursor

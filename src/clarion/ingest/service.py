@@ -123,17 +123,37 @@ def parse_message(raw: bytes | msgspec.Raw, *, forced_type: EventType | None = N
         raise Rejected("", "a message must be a JSON object") from exc
     except msgspec.DecodeError as exc:
         raise rejection(exc) from exc
+    except RecursionError as exc:
+        raise Rejected("", "nested too deeply") from exc
+    if _HUGE_NUMBER.search(data):  # rare: then read it whole to be sure
+        _refuse_infinite_numbers(fields)
     kind = _kind(fields.get("type"), forced_type)
     try:
         message = DECODERS[kind].decode(data)
     except msgspec.MsgspecError as exc:
         raise rejection(exc) from exc
+    except RecursionError as exc:
+        raise Rejected("", "nested too deeply") from exc
     documents = {name: object_text(getattr(message, name, ABSENT), name) for name in DOCUMENTS}
     if _id(message.userId, "userId") is None and _id(message.anonymousId, "anonymousId") is None:
         raise Rejected("userId", "userId or anonymousId is required")
     unknown = [name for name in fields if name not in FIELDS[kind] and name not in _SERVER_FIELDS]
     extra = _object_text({name: fields[name] for name in unknown}) if unknown else None
     return Parsed(message, documents, extra)
+
+
+# A numeral that may be past a double's range (an exponent of three digits, or 309 digits):
+# JSON readers take it for infinity, which no JSON column keeps and orjson refuses to read.
+_HUGE_NUMBER = re.compile(rb"[0-9][eE]\+?[0-9]{3}|[0-9]{309}")
+
+
+def _refuse_infinite_numbers(fields: dict[str, msgspec.Raw]) -> None:
+    """Rejected naming the top-level field holding a number past a double's range."""
+    for name, value in fields.items():
+        try:
+            orjson.loads(bytes(value))
+        except orjson.JSONDecodeError as exc:
+            raise Rejected(name, "holds a number beyond a double's range (about 1.8e308)") from exc
 
 
 def _kind(declared: msgspec.Raw | None, forced: EventType | None) -> str:
@@ -172,12 +192,32 @@ def as_utc(value: datetime | None) -> datetime | None:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+# Event times Clarion keeps: segments and journeys add days and years to them, so the ends
+# of the calendar (years 1 and 9999) would overflow there.
+EARLIEST = datetime(1000, 1, 1, tzinfo=UTC)
+LATEST = datetime(9000, 1, 1, tzinfo=UTC)
+
+
+def event_time(value: datetime | None, field: str) -> datetime | None:
+    """`as_utc(value)`; Rejected naming `field` outside the years 1000 to 8999."""
+    try:
+        moment = as_utc(value)
+    except OverflowError:
+        moment = EARLIEST  # an offset moved it off the calendar
+    if moment is not None and not EARLIEST < moment < LATEST:
+        raise Rejected(field, "must be within the years 1000 to 8999")
+    return moment
+
+
 def _row(parsed: Parsed, shared: Shared, received_at: datetime) -> dict[str, Any]:
     message, documents = parsed.message, parsed.documents
-    original = as_utc(message.originalTimestamp) or as_utc(message.timestamp)
-    sent_at = as_utc(message.sentAt) or shared.sent_at
+    original = event_time(message.originalTimestamp, "originalTimestamp") or event_time(
+        message.timestamp, "timestamp"
+    )
+    sent_at = event_time(message.sentAt, "sentAt") or shared.sent_at
     if original is not None and sent_at is not None:
-        timestamp = received_at - (sent_at - original)
+        timestamp = event_time(received_at - (sent_at - original), "sentAt")
+        assert timestamp is not None
     else:
         timestamp = original or received_at
     kind = message.__struct_config__.tag

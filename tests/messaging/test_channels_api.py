@@ -108,6 +108,8 @@ async def test_bad_channels_are_refused_naming_the_field_and_nothing_is_saved(
     cases: list[tuple[dict[str, Any], str]] = [
         ({**email_body(), "kind": "fax"}, "kind"),
         ({**email_body(), "name": ""}, "name"),
+        ({**email_body(), "name": "   "}, "name"),
+        ({**email_body(), "name": "\t\n"}, "name"),
         ({**email_body(), "rate_per_second": 0}, "rate_per_second"),
         ({**email_body(), "settings": {"from_address": "a@example.com"}}, "settings.host"),
         (email_body(from_address="not an address"), "settings.from_address"),
@@ -172,6 +174,7 @@ async def test_bad_changes_are_refused_and_change_nothing(
         ({"kind": "email"}, 422, "kind"),
         ({"rate_per_second": -1}, 422, "rate_per_second"),
         ({"name": "Mail"}, 409, "name"),
+        ({"name": "   "}, 422, "name"),
     ]
     for body, status, field in cases:
         problem(await client.patch(url, json=body, headers=tenant.admin), status, field)
@@ -282,18 +285,47 @@ async def test_updates_keep_secrets_left_out(
     assert lifted.json()["rate_per_second"] is None
 
 
-async def test_a_webhook_channel_gets_a_secret_it_never_shows(
+async def test_a_generated_webhook_secret_is_shown_once_and_never_again(
     client: httpx.AsyncClient, tenant: Tenant, database: Database, settings: Settings
 ) -> None:
     channel = await create(client, tenant, {"name": "Hooks", "kind": "webhook"})
     [row] = await stored(database, tenant)
     secret = vault(settings).open(row.credentials or "")["secret"]
     assert secret.startswith("whsec_") and len(secret) > 30
+    # The answer that made it shows it, as an API key's does: receivers need it to verify.
+    assert channel["generated_secret"] == secret
     assert channel["secrets"]["secret"]["fingerprint"] == "…" + secret[-4:]
-    assert secret not in json.dumps(channel) and secret[6:] not in json.dumps(channel)
     adapter = channel_config.build_channel(row, vault(settings), PUBLIC_ONLY)
     assert isinstance(adapter, WebhookChannel) and adapter.settings.secret == secret
     await adapter.close()
+    # Never again: reads, lists and changes that keep it show its fingerprint only.
+    url = f"/api/v1/channels/{channel['id']}"
+    later = [
+        await client.get(url, headers=tenant.admin),
+        await client.get("/api/v1/channels", headers=tenant.admin),
+        await client.patch(url, json={"settings": {"timeout": 3}}, headers=tenant.admin),
+        await client.patch(url, json={"name": "Hooks 2"}, headers=tenant.admin),
+    ]
+    for answer in later:
+        assert answer.is_success, answer.text
+        assert secret not in answer.text and secret[6:] not in answer.text
+    for answer in (later[0].json(), later[1].json()["items"][0], later[2].json()):
+        assert "generated_secret" not in answer  # reads and other changes never carry it
+    # A change that generates nothing answers exactly what a read shows.
+    assert (await client.get(url, headers=tenant.admin)).json() == later[3].json()
+    # A secret given is the caller's own: never echoed.
+    given = await create(
+        client, tenant, {"name": "Given", "kind": "webhook", "secrets": {"secret": WEBHOOK_SECRET}}
+    )
+    assert "generated_secret" not in given and WEBHOOK_SECRET[6:] not in json.dumps(given)
+    # Removing the secret generates a new one, shown once by that change.
+    rotated = await client.patch(url, json={"secrets": {"secret": None}}, headers=tenant.admin)
+    assert rotated.status_code == 200, rotated.text
+    [row, _] = await stored(database, tenant)
+    fresh = vault(settings).open(row.credentials or "")["secret"]
+    assert fresh != secret and rotated.json()["generated_secret"] == fresh
+    again = await client.get(url, headers=tenant.admin)
+    assert fresh not in again.text
 
 
 async def test_one_default_channel_per_kind(

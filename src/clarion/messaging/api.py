@@ -17,6 +17,7 @@ from clarion.messaging.schemas import (
     ChannelCreate,
     ChannelPage,
     ChannelRead,
+    ChannelSaved,
     ChannelTest,
     ChannelTestResult,
     ChannelUpdate,
@@ -67,17 +68,33 @@ async def list_channels(
     return ChannelPage(items=[_channel_read(i, vault) for i in items], next_cursor=next_cursor)
 
 
-@router.post("/channels", response_model=ChannelRead, status_code=status.HTTP_201_CREATED)
+def _channel_saved(row: MessagingChannel, vault: Vault, generated: dict[str, str]) -> ChannelSaved:
+    """The answer of a save: every field of a read set, and `generated_secret` only when one
+    was generated; the routes leave unset fields out, so that the answer is the read's."""
+    fields = _channel_read(row, vault).model_dump()
+    if "secret" in generated:
+        fields["generated_secret"] = generated["secret"]
+    return ChannelSaved.model_validate(fields)
+
+
+@router.post(
+    "/channels",
+    response_model=ChannelSaved,
+    response_model_exclude_unset=True,
+    status_code=status.HTTP_201_CREATED,
+)
 async def create_channel(
     body: ChannelCreate,
     caller: ManagementCaller,
     session: WriteSession,
     clock: AppClock,
     request: Request,
-) -> ChannelRead:
-    """A new channel; its secrets are stored encrypted and never returned. 422 naming each
+) -> ChannelSaved:
+    """A new channel; its secrets are stored encrypted and never returned, but for a
+    webhook secret generated because none was given, shown here once. 422 naming each
     setting at fault, 409 when the name is taken."""
     vault = app_vault(request)
+    generated: dict[str, str] = {}
     row = await channel_config.create_channel(
         session,
         workspace_id=caller.workspace_id,
@@ -89,9 +106,10 @@ async def create_channel(
         rate_per_second=body.rate_per_second,
         is_default=body.is_default,
         now=clock.now(),
+        generated=generated,
     )
     await session.commit()
-    return _channel_read(row, vault)
+    return _channel_saved(row, vault, generated)
 
 
 @router.get("/channels/{channel_id}", response_model=ChannelRead)
@@ -105,7 +123,9 @@ async def read_channel(
     return _channel_read(row, app_vault(request))
 
 
-@router.patch("/channels/{channel_id}", response_model=ChannelRead)
+@router.patch(
+    "/channels/{channel_id}", response_model=ChannelSaved, response_model_exclude_unset=True
+)
 async def update_channel(
     channel_id: RowId,
     body: ChannelUpdate,
@@ -113,12 +133,14 @@ async def update_channel(
     session: WriteSession,
     clock: AppClock,
     request: Request,
-) -> ChannelRead:
-    """Change a channel: settings are merged, secrets left out are kept."""
+) -> ChannelSaved:
+    """Change a channel: settings are merged, secrets left out are kept; a webhook secret
+    removed is generated anew and shown here once."""
     vault = app_vault(request)
     changes = {}
     if "rate_per_second" in body.model_fields_set:
         changes["rate_per_second"] = body.rate_per_second
+    generated: dict[str, str] = {}
     row = await channel_config.update_channel(
         session,
         workspace_id=caller.workspace_id,
@@ -129,10 +151,11 @@ async def update_channel(
         settings=body.settings,
         secrets=body.secrets,
         is_default=body.is_default,
+        generated=generated,
         **changes,
     )
     await session.commit()
-    return _channel_read(row, vault)
+    return _channel_saved(row, vault, generated)
 
 
 @router.delete("/channels/{channel_id}", status_code=status.HTTP_204_NO_CONTENT)

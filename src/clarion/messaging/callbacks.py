@@ -17,6 +17,7 @@ from clarion.messaging import feedback
 from clarion.messaging.channels.bounces import BounceReport, ComplaintReport, parse_report
 from clarion.messaging.channels.sms import parse_status_callback, sms_bounce
 from clarion.messaging.consent import service as consent
+from clarion.messaging.consent import suppressions
 from clarion.messaging.feedback import Outcome
 from clarion.messaging.models import Message, MessagingChannel
 
@@ -103,15 +104,18 @@ async def _suppress(
     session: AsyncSession, message: Message, kind: str, detail: str, now: datetime
 ) -> None:
     assert message.address is not None
-    await consent.suppress(
-        session,
-        workspace_id=message.workspace_id,
-        channel=message.channel,
-        address=message.address,
-        reason="complaint" if kind == "complaint" else "hard_bounce",
-        detail=detail,
-        now=now,
-    )
+    # An address no list can hold (kept from before sends checked them) is not suppressed:
+    # raising would lose the report.
+    if suppressions.address_problem(message.channel, message.address) is None:
+        await consent.suppress(
+            session,
+            workspace_id=message.workspace_id,
+            channel=message.channel,
+            address=message.address,
+            reason="complaint" if kind == "complaint" else "hard_bounce",
+            detail=detail,
+            now=now,
+        )
     if kind == "complaint":
         await consent.set_consent(
             session,

@@ -5,7 +5,7 @@ them, a per-process pool of those adapters, and test sends.
 Rules: names are unique per workspace; at most one channel per kind is the default (making
 one the default clears the others; the first channel of a kind becomes it unless told
 otherwise); an update without secrets keeps the stored ones; a webhook channel without a
-secret gets one generated.
+secret gets one generated, which the answer that saved it shows once (`generated`).
 """
 
 from __future__ import annotations
@@ -78,12 +78,19 @@ class InboxChannel:
 
 
 async def _checked(
-    kind: ChannelKind, settings: dict[str, Any], secrets: dict[str, Any]
+    kind: ChannelKind,
+    settings: dict[str, Any],
+    secrets: dict[str, Any],
+    generated: dict[str, str] | None = None,
 ) -> ChannelConfig:
-    """The checked configuration, with a webhook secret generated when none is given."""
+    """The checked configuration, with a webhook secret generated when none is given (and
+    added to `generated`)."""
     config = parse_channel_config(kind, settings, secrets)
     if isinstance(config, WebhookConfig) and config.secrets.secret is None:
-        config = parse_channel_config(kind, settings, {**secrets, "secret": generate_secret()})
+        secret = generate_secret()
+        config = parse_channel_config(kind, settings, {**secrets, "secret": secret})
+        if generated is not None:
+            generated["secret"] = secret
     try:
         # What the adapters refuse is refused now, not at the first send; the adapter
         # sends nothing here, so the strictest policy will do.
@@ -114,10 +121,12 @@ async def create_channel(
     rate_per_second: float | None,
     is_default: bool | None,
     now: datetime,
+    generated: dict[str, str] | None = None,
 ) -> MessagingChannel:
-    """A new channel with its secrets sealed; UnprocessableInput naming each field at fault,
-    Conflict when the name is taken. Flushes only."""
-    config = await _checked(kind, settings, secrets)
+    """A new channel with its secrets sealed (a webhook's generated when none is given, and
+    added to `generated` for the caller to show once); UnprocessableInput naming each field
+    at fault, Conflict when the name is taken. Flushes only."""
+    config = await _checked(kind, settings, secrets, generated)
     if is_default is None:
         is_default = await default_channel(session, workspace_id=workspace_id, kind=kind) is None
     row = MessagingChannel(
@@ -149,15 +158,18 @@ async def update_channel(
     secrets: dict[str, Any] | None = None,
     rate_per_second: float | None = _UNSET,
     is_default: bool | None = None,
+    generated: dict[str, str] | None = None,
 ) -> MessagingChannel:
     """The channel with the given fields changed: `settings` merged onto the stored ones,
-    each given secret replacing the stored one (None removing it), the others kept;
+    each given secret replacing the stored one (None removing it: a webhook's is then
+    generated anew and added to `generated`, as `create_channel` does), the others kept;
     `rate_per_second` left out stays, None lifts the limit. Flushes only."""
     row = await get_channel_or_raise(session, workspace_id=workspace_id, channel_id=channel_id)
     if settings is not None or secrets is not None:
         merged_settings = _merged(row.settings, settings or {})
         merged_secrets = _merged(stored_secrets(row, vault), secrets or {})
-        _store(row, await _checked(row.kind, merged_settings, merged_secrets), vault)  # type: ignore[arg-type]
+        kind: ChannelKind = row.kind  # type: ignore[assignment]  # written from ChannelKind only
+        _store(row, await _checked(kind, merged_settings, merged_secrets, generated), vault)
     if name is not None:
         row.name = name
     if rate_per_second is not _UNSET:

@@ -45,6 +45,7 @@ from clarion.ingest.internal import OwnEvents
 from clarion.messaging import feedback, policy
 from clarion.messaging.channels.base import Channel, Sent, TemporaryFailure
 from clarion.messaging.channels.base import PermanentFailure as Refused
+from clarion.messaging.consent import suppressions
 from clarion.messaging.feedback import Outcome, message_key
 from clarion.messaging.models import Message, MessageEvent
 from clarion.messaging.ratelimit import RateLimiter
@@ -351,10 +352,10 @@ class Delivery:
                 status = "delivered" if message.channel in ("email", "webhook") else "sent"
                 outcomes.append(Outcome(message, status, provider_id=result.provider_id))
             elif isinstance(result, Refused):
+                outcome = _refusal_outcome(message, result)
+                outcomes.append(outcome)
                 kind = result.bounce
-                status = "complained" if kind == "complaint" else "bounced" if kind else "failed"
-                outcomes.append(Outcome(message, status, reason=result.reason))
-                if kind in ("hard", "complaint") and message.address:
+                if kind in ("hard", "complaint") and outcome.status != "failed" and message.address:
                     bounced.append((message, message.address, kind))
             elif message.attempts >= MAX_ATTEMPTS:
                 outcomes.append(Outcome(message, "failed", reason=f"gave up: {result}"))
@@ -388,6 +389,20 @@ class Delivery:
             session, workspace_id=workspace_id, outcomes=outcomes, now=now, own_events=own
         )
         await self.process_own(session, workspace_id, own, now)
+
+
+def _refusal_outcome(message: Message, refused: Refused) -> Outcome:
+    """What a provider's refusal makes of the message: bounced or complained when it says
+    so of an address that can go on the suppression list; else failed with its reason
+    (an address no list can hold fails without suppressing anything, so that recording
+    the batch's other outcomes never fails with it)."""
+    kind = refused.bounce
+    status = "complained" if kind == "complaint" else "bounced" if kind else "failed"
+    if kind in ("hard", "complaint") and message.address:
+        problem = suppressions.address_problem(message.channel, message.address)
+        if problem is not None:
+            return Outcome(message, "failed", reason=f"{refused.reason} ({problem})")
+    return Outcome(message, status, reason=refused.reason)
 
 
 def _history(

@@ -93,10 +93,11 @@ async def record(
     now: datetime,
     own_events: OwnEvents | None = None,
 ) -> list[Outcome]:
-    """Apply each outcome that moves its message forward (status, reason, times), write
-    its history row and emit its ingestion event; the outcomes applied. Flushes only.
-    With `own_events`, the events are stored without processing jobs and added to it, for
-    the caller to apply in its transaction."""
+    """Apply each outcome that moves its message forward (status, reason, times; sent or
+    delivered clears an earlier attempt's reason), write its history row and emit its
+    ingestion event; the outcomes applied. Flushes only. With `own_events`, the events are
+    stored without processing jobs and added to it, for the caller to apply in its
+    transaction."""
     applied = [o for o in outcomes if moves_forward(o.message.status, o.status)]
     if not applied:
         return []
@@ -106,6 +107,8 @@ async def record(
         message.updated_at = now
         if outcome.reason is not None:
             message.reason = outcome.reason
+        elif outcome.status in ("sent", "delivered"):
+            message.reason = None  # an earlier attempt's error no longer holds
         if outcome.provider_id is not None:
             message.provider_id = outcome.provider_id
         if outcome.status in ("sent", "delivered") and message.sent_at is None:

@@ -27,7 +27,12 @@ class MessageSend(Strict):
     template_id: int = Field(ge=1, le=MAX_ROW_ID)
     profile_id: uuid.UUID | None = None
     user_id: str | None = Field(default=None, min_length=1, max_length=255)
-    channel_id: int | None = Field(default=None, ge=1, le=MAX_ROW_ID)
+    channel_id: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_ROW_ID,
+        description="One of the workspace's channels of the template's kind; else its default.",
+    )
     idempotency_key: str | None = Field(
         default=None,
         min_length=1,
@@ -37,7 +42,13 @@ class MessageSend(Strict):
     priority: int = Field(default=0, ge=-100, le=100)
     send_after: datetime | None = None
     address: str | None = Field(
-        default=None, max_length=2048, description="Send here instead of the profile's address."
+        default=None,
+        max_length=2048,
+        description=(
+            "Send here instead of the profile's address: an address the template's channel "
+            "can send to (email: one ASCII address; sms: a phone number, kept as + and its "
+            "digits; push: a device token; webhook: an http(s) URL; inbox: none)."
+        ),
     )
     event: dict[str, Any] | None = Field(
         default=None, description="The triggering event for the template: {name, properties}."

@@ -15,7 +15,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from clarion.core.errors import Conflict, FieldError, NotFound
 from clarion.core.pagination import decode_cursor, encode_cursor
-from clarion.messaging import delivery, templates
+from clarion.messaging import addresses, channel_config, delivery, templates
+from clarion.messaging.consent import service as consent
+from clarion.messaging.consent import topics
+from clarion.messaging.consent.consents import PENDING
 from clarion.messaging.models import FrequencyCap, Message, MessageEvent, MessagingPolicy
 from clarion.messaging.schemas import UnprocessableInput
 from clarion.profiles import queries as profiles
@@ -58,21 +61,50 @@ async def _recipient(session: AsyncSession, workspace_id: int, request: SendRequ
                 session, workspace_id=workspace_id, profile_id=request.profile_id
             )
         except NotFound as error:
-            raise _unknown("profile_id", "no such profile") from error
+            raise _refused("profile_id", "no such profile") from error
         return found.id
     assert request.user_id is not None
     profile = await profiles.get_by_identity(
         session, workspace_id=workspace_id, kind="user_id", value=request.user_id
     )
     if profile is None:
-        raise _unknown("user_id", "no profile has this user id")
+        raise _refused("user_id", "no profile has this user id")
     return profile.id
 
 
-def _unknown(field: str, message: str) -> UnprocessableInput:
+def _refused(field: str, message: str) -> UnprocessableInput:
+    """The 422 of a send refused for `field`."""
     return UnprocessableInput(
         f"The message cannot be sent: {message}.", errors=[FieldError(field, message)]
     )
+
+
+async def _check_channel(
+    session: AsyncSession, workspace_id: int, channel_id: int | None, kind: str
+) -> None:
+    """UnprocessableInput naming `channel_id` unless it is None or one of the workspace's
+    channels of `kind`."""
+    if channel_id is None:
+        return
+    try:
+        row = await channel_config.get_channel_or_raise(
+            session, workspace_id=workspace_id, channel_id=channel_id
+        )
+    except NotFound as error:
+        raise _refused("channel_id", f"no channel {channel_id} here") from error
+    if row.kind != kind:
+        raise _refused("channel_id", f"channel {channel_id} sends {row.kind} messages, not {kind}")
+
+
+def _address(kind: str, address: str | None) -> str | None:
+    """The given address as the channel sends to it; UnprocessableInput naming `address`
+    when a channel of `kind` cannot send to it."""
+    if address is None:
+        return None
+    try:
+        return addresses.sendable_address(kind, address)
+    except ValueError as error:
+        raise _refused("address", str(error)) from error
 
 
 async def send_message(
@@ -80,16 +112,19 @@ async def send_message(
 ) -> Message:
     """Queue one message (delivered by the workers) and return it; the same idempotency key
     returns the message it already made. 422 naming the field for an unknown profile, user,
-    template or an archived template."""
+    template or an archived template, a channel that is not one of the workspace's of the
+    template's kind, or an address the template's channel cannot send to; nothing saved."""
     profile_id = await _recipient(session, workspace_id, request)
     try:
         template, version = await templates.current_version(
             session, workspace_id=workspace_id, template_id=request.template_id
         )
     except NotFound as error:
-        raise _unknown("template_id", "no such template") from error
+        raise _refused("template_id", "no such template") from error
     except Conflict as error:
-        raise _unknown("template_id", "the template is archived") from error
+        raise _refused("template_id", "the template is archived") from error
+    await _check_channel(session, workspace_id, request.channel_id, template.channel)
+    address = _address(template.channel, request.address)
     key = request.idempotency_key or f"api:{uuid.uuid4().hex}"
     [message_id] = await delivery.queue_messages(
         session,
@@ -107,7 +142,7 @@ async def send_message(
                 topic_id=template.topic_id,
                 priority=request.priority,
                 send_after=request.send_after,
-                address=request.address,
+                address=address,
                 context=request.context or {},
             )
         ],
@@ -248,6 +283,45 @@ async def delete_cap(session: AsyncSession, *, workspace_id: int, cap_id: int) -
     )
     if result.rowcount != 1:  # type: ignore[attr-defined]
         raise NotFound(f"No frequency cap {cap_id}.")
+
+
+async def start_double_opt_in(
+    session: AsyncSession,
+    *,
+    workspace_id: int,
+    profile_id: uuid.UUID,
+    topic_id: int,
+    now: datetime,
+    links: consent.Links,
+    source: str = "api",
+) -> tuple[str, Message | None]:
+    """Start a double opt-in: the profile pending on the topic (an opted-in profile stays
+    so) and, when pending, the confirmation email queued; the confirmation URL and that
+    email (None when none is sent). InvalidInput naming `topic_id` for a topic without
+    double opt-in, NotFound for a topic or profile not in the workspace."""
+    url = await consent.request_opt_in(
+        session,
+        workspace_id=workspace_id,
+        profile_id=profile_id,
+        topic_id=topic_id,
+        now=now,
+        links=links,
+        source=source,
+    )
+    topic = await topics.get_topic_or_raise(session, workspace_id=workspace_id, topic_id=topic_id)
+    says = await consent.consents_of(session, workspace_id=workspace_id, profile_id=profile_id)
+    if not any(say.topic_id == topic.id and say.state == PENDING for say in says):
+        return url, None
+    message = await send_opt_in_confirmation(
+        session,
+        workspace_id=workspace_id,
+        profile_id=profile_id,
+        topic_id=topic.id,
+        topic_name=topic.name,
+        confirmation_url=url,
+        now=now,
+    )
+    return url, message
 
 
 async def send_opt_in_confirmation(

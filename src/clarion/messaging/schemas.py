@@ -59,7 +59,8 @@ SETTINGS_DOC = (
 SECRETS_DOC = (
     "The kind's secrets, stored encrypted and never returned. email: password, "
     "dkim_private_key (RSA PEM). sms: auth_token. push: service_account (the JSON key file). "
-    "webhook: secret (whsec_..., generated when absent). inbox: none."
+    "webhook: secret (whsec_...; when absent one is generated and shown once, in "
+    "`generated_secret`). inbox: none."
 )
 
 
@@ -135,6 +136,20 @@ class ChannelRead(BaseModel):
             created_at=row.created_at,
             updated_at=row.updated_at,
         )
+
+
+class ChannelSaved(ChannelRead):
+    """A channel as the answer that created or changed it shows it: with the webhook
+    signing secret Clarion generated for it, when it did."""
+
+    generated_secret: str | None = Field(
+        default=None,
+        description=(
+            "The webhook signing secret (whsec_...) generated because none was given: shown "
+            "here once, like an API key, and never again (reads show its fingerprint). "
+            "Store it now: receivers need it to verify signatures. Absent otherwise."
+        ),
+    )
 
 
 class ChannelPage(BaseModel):

@@ -32,9 +32,24 @@ class _Channels:
     defaults: dict[str, MessagingChannel]
 
     def of(self, message: Message) -> MessagingChannel | None:
+        """The channel the message goes through: the one it names when that is one of the
+        workspace's of its kind, else (naming none) its kind's default, if any."""
         if message.channel_id is not None:
-            return self.by_id.get(message.channel_id)
+            row = self.by_id.get(message.channel_id)
+            return row if row is not None and row.kind == message.channel else None
         return self.defaults.get(message.channel)
+
+    def problem(self, message: Message) -> str | None:
+        """Why the channel the message names cannot take it (not the workspace's, or of
+        another kind), or None (it names none, or a fitting one)."""
+        if message.channel_id is None:
+            return None
+        row = self.by_id.get(message.channel_id)
+        if row is None:
+            return f"channel {message.channel_id} is not one of the workspace's"
+        if row.kind != message.channel:
+            return f"channel {row.id} sends {row.kind} messages, not {message.channel}"
+        return None
 
 
 @dataclass
@@ -82,6 +97,10 @@ class Composer:
             view = views.get(message.profile_id)
             if view is None:
                 prepared.append(Prepared(message, failure="the profile no longer exists"))
+                continue
+            problem = rows.problem(message)
+            if problem is not None:  # never sent through a channel of another kind
+                prepared.append(Prepared(message, failure=problem))
                 continue
             # The rows stay as read (this session only reads): what is decided goes on
             # `Prepared`, and delivery writes it in its own transaction.

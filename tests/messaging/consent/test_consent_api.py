@@ -60,6 +60,8 @@ async def test_bad_topics_are_refused_naming_the_field_and_nothing_is_saved(shop
         ),
         ({"name": "X", "channel": "fax"}, 422, "channel"),
         ({"name": "", "channel": "email"}, 422, "name"),
+        ({"name": "   ", "channel": "email"}, 422, "name"),
+        ({"name": "\t\r\n", "channel": "email"}, 422, "name"),
         ({"name": "X", "channel": "email", "default_state": "maybe"}, 422, "default_state"),
         ({"name": "Texts", "channel": "email"}, 409, "name"),
     ]
@@ -72,6 +74,7 @@ async def test_bad_topics_are_refused_naming_the_field_and_nothing_is_saved(shop
         "double_opt_in",
     )
     problem(await shop.client.patch(url, json={"channel": "email"}, headers=admin), 422, "channel")
+    problem(await shop.client.patch(url, json={"name": "  "}, headers=admin), 422, "name")
     digest = await shop.topic("Digest", double_opt_in=True)
     refused = await shop.client.patch(
         f"/api/v1/topics/{digest}", json={"default_state": "opted_in"}, headers=admin

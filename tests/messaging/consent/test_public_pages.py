@@ -1,6 +1,7 @@
 """The public pages over HTTP: RFC 8058 one-click unsubscribe, the unsubscribe page and its
-undo, the preferences page, double opt-in confirmation; GETs that change nothing, and links
-that are not ours (tampered, of another kind, key or workspace) answering one 404 page."""
+undo, the preferences page (a double opt-in ticked there mails its confirmation), double
+opt-in confirmation; GETs that change nothing, and links that are not ours (tampered, of
+another kind, key or workspace) answering one 404 page."""
 
 from __future__ import annotations
 
@@ -11,10 +12,12 @@ from typing import Any
 from urllib.parse import urlencode
 
 import httpx
+from fastapi import FastAPI
 
 from clarion.messaging.consent.service import Links
 from clarion.messaging.tracking import LinkSigner
-from tests.messaging.consent.conftest import Shop
+from tests.messaging.consent.conftest import Shop, app_links
+from tests.messaging.shop import Post
 
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 
@@ -285,3 +288,47 @@ async def test_double_opt_in_round_trip(shop: Shop) -> None:
     )
     assert again.status_code == 201
     assert await shop.states(reader) == {f"email:{digest}": ("opted_in", "confirmation")}
+
+
+async def test_the_preferences_page_mails_the_double_opt_in_confirmation(
+    app: FastAPI, post: Post
+) -> None:
+    """Ticking a double opt-in topic on the page sends the confirmation email the API's
+    opt-in sends; following its link confirms (the profile stayed pending for ever)."""
+    gil = await post.profile("gil", email="gil@example.org", first_name="Gil")
+    made = await post.client.post(
+        "/api/v1/topics",
+        json={"name": "Weekly digest", "channel": "email", "double_opt_in": True},
+        headers=post.tenant.admin,
+    )
+    assert made.status_code == 201, made.text
+    digest = made.json()["id"]
+    links = app_links(app)
+    url = path(links.preferences(workspace_id=post.tenant.id, profile_id=gil))
+    form = urlencode([("topic", str(digest))])
+
+    saved = assert_page(await post.client.post(url, content=form, headers=FORM))
+    assert "Confirm Weekly digest from the email we send you." in saved
+    await post.worker.drain()
+    [mail] = post.sink.messages()
+    assert mail.rcpt_tos == ["gil@example.org"]
+    assert mail.message["Subject"] == "Please confirm: Weekly digest"
+    body = next(p for p in mail.message.walk() if p.get_content_type() == "text/html")
+    link = re.search(r"/c/[A-Za-z0-9_-]+", body.get_content())
+    assert link, body.get_content()
+    listed = await post.client.get(
+        "/api/v1/messages", params={"profile_id": str(gil)}, headers=post.tenant.admin
+    )
+    [message] = listed.json()["items"]
+    assert (message["origin_id"], message["category"]) == (f"topic:{digest}", "transactional")
+
+    # Saving the page again while pending sends nothing more.
+    assert_page(await post.client.post(url, content=form, headers=FORM))
+    await post.worker.drain()
+    assert len(post.sink.messages()) == 1
+
+    assert_page(await post.client.post(link.group(0), data={"action": "confirm"}))
+    says = await post.client.get(f"/api/v1/profiles/{gil}/consent", headers=post.tenant.admin)
+    assert [(c["topic_id"], c["state"], c["source"]) for c in says.json()] == [
+        (digest, "opted_in", "confirmation")
+    ]

@@ -107,7 +107,7 @@ async def update_topic(
 async def delete_topic(
     topic_id: RowId, caller: ManagementCaller, session: WriteSession
 ) -> Response:
-    """Delete a topic and every say on it."""
+    """Delete a topic and every say on it; 409 naming the templates that use it."""
     await topics.delete_topic(session, workspace_id=caller.workspace_id, topic_id=topic_id)
     await session.commit()
     return Response(status_code=status.HTTP_204_NO_CONTENT)
@@ -185,34 +185,15 @@ async def request_opt_in(
     """Start a double opt-in: the profile is pending on the topic until it follows the
     confirmation URL, which an email (the "Subscription confirmation" template) carries
     to it; already opted in, it stays so and gets no email."""
-    now = clock.now()
-    url = await service.request_opt_in(
+    url, message = await messages.start_double_opt_in(
         session,
         workspace_id=caller.workspace_id,
         profile_id=profile_id,
         topic_id=body.topic_id,
-        now=now,
+        now=clock.now(),
         links=links,
     )
-    topic = await topics.get_topic_or_raise(
-        session, workspace_id=caller.workspace_id, topic_id=body.topic_id
-    )
-    says = await service.consents_of(
-        session, workspace_id=caller.workspace_id, profile_id=profile_id
-    )
-    pending = any(c.topic_id == topic.id and c.state == "pending" for c in says)
-    message_id = None
-    if pending:
-        message = await messages.send_opt_in_confirmation(
-            session,
-            workspace_id=caller.workspace_id,
-            profile_id=profile_id,
-            topic_id=topic.id,
-            topic_name=topic.name,
-            confirmation_url=url,
-            now=now,
-        )
-        message_id = message.id
+    message_id = None if message is None else message.id
     await session.commit()
     return OptInRead(topic_id=body.topic_id, confirmation_url=url, message_id=message_id)
 

@@ -16,11 +16,13 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from clarion.core.errors import NotFound
+from clarion.messaging import messages
 from clarion.messaging.consent import consents, service, topics
 from clarion.messaging.consent.consents import scope_of
 from clarion.messaging.consent.service import Links
 from clarion.messaging.consent.topics import CHANNELS, OPTED_IN, OPTED_OUT
-from clarion.messaging.models import SubscriptionTopic
+from clarion.messaging.models import Message, SubscriptionTopic
 from clarion.profiles import queries as profiles
 from clarion.profiles.identity import EMAIL, PHONE
 from clarion.workspaces import service as workspaces
@@ -54,24 +56,61 @@ async def describe_unsubscribe(
     profile_id: uuid.UUID,
     topic_id: int | None,
     channel: str | None,
+    message_id: uuid.UUID | None = None,
 ) -> Unsubscription:
     """What the link unsubscribes from: one topic, all marketing on one channel, or all
-    marketing on every channel. NotFound for a profile or topic not in the workspace."""
+    marketing on every channel. A topic deleted since the link was sent in `message_id`:
+    all marketing on that message's channel. NotFound for a profile or topic not in the
+    workspace."""
     workspace = await workspaces.get_workspace(session, workspace_id=workspace_id)
     profile = await profiles.get_profile_or_raise(
         session, workspace_id=workspace_id, profile_id=profile_id
     )
     if topic_id is not None:
-        topic = await topics.get_topic_or_raise(
-            session, workspace_id=workspace_id, topic_id=topic_id
-        )
-        scopes: list[tuple[str, int | None]] = [(topic.channel, topic.id)]
-        what = f"{topic.name} ({CHANNEL_WORDS[topic.channel]})"
-    elif channel is not None:
+        try:
+            topic = await topics.get_topic_or_raise(
+                session, workspace_id=workspace_id, topic_id=topic_id
+            )
+        except NotFound:
+            # Deleted since the link was sent: the channel of the message it came in.
+            channel = await _channel_of_gone_topic(
+                session, workspace_id, profile_id, topic_id, message_id
+            )
+            if channel is None:
+                raise
+        else:
+            what = f"{topic.name} ({CHANNEL_WORDS[topic.channel]})"
+            return Unsubscription(workspace.name, profile.id, [(topic.channel, topic.id)], what)
+    scopes: list[tuple[str, int | None]]
+    if channel is not None:
         scopes, what = [(channel, None)], f"all marketing {CHANNEL_WORDS[channel]}"
     else:
         scopes, what = [(kind, None) for kind in CHANNELS], "all marketing messages"
     return Unsubscription(workspace.name, profile.id, scopes, what)
+
+
+async def _channel_of_gone_topic(
+    session: AsyncSession,
+    workspace_id: int,
+    profile_id: uuid.UUID,
+    topic_id: int,
+    message_id: uuid.UUID | None,
+) -> str | None:
+    """The channel of the message an unsubscribe link of a topic came in, when that message
+    is the workspace's, to the profile, of that topic (so the topic was the workspace's, and
+    is gone); None otherwise."""
+    if message_id is None:
+        return None
+    message = await session.get(Message, message_id)
+    if (
+        message is None
+        or message.workspace_id != workspace_id
+        or message.profile_id != profile_id
+        or message.topic_id != topic_id
+        or message.channel not in CHANNEL_WORDS
+    ):
+        return None
+    return message.channel
 
 
 async def set_unsubscription(
@@ -175,15 +214,16 @@ async def save_preferences(
     links: Links,
 ) -> Preferences:
     """Apply the page's form (source "preferences_page"): topics in `subscribed` opted in
-    (double opt-in ones pending until confirmed), the others shown opted out, and all
-    marketing email off or on. Only what changed is written; ids of topics the page does
-    not show are ignored. The page's new state."""
+    (double opt-in ones pending, their confirmation email queued as the API's opt-in
+    queues it), the others shown opted out, and all marketing email off or on. Only what
+    changed is written; ids of topics the page does not show are ignored. The page's new
+    state."""
     shown = await get_preferences(session, workspace_id=workspace_id, profile_id=profile_id)
     source = "preferences_page"
     for choice in shown.topics:
         wanted = choice.topic_id in subscribed
         if wanted and choice.state == OPTED_OUT and choice.double_opt_in:
-            await service.request_opt_in(
+            await messages.start_double_opt_in(
                 session,
                 workspace_id=workspace_id,
                 profile_id=shown.profile_id,

@@ -58,6 +58,7 @@ async def _unsubscription(
         profile_id=payload.profile_id,
         topic_id=payload.topic_id,
         channel=payload.channel,
+        message_id=payload.message_id,
     )
     url = links.preferences(workspace_id=payload.workspace_id, profile_id=target.profile_id)
     return payload, target, url

@@ -28,10 +28,10 @@ _PHONE = re.compile(r"\+?[0-9]{6,20}")
 _IDENTITY_OF_CHANNEL = {"email": "email", "sms": "phone"}
 
 
-def checked_address(channel: str, address: str) -> str:
-    """The normalized address; InvalidInput naming `address` when it cannot be one of the
-    channel (an email without @, a phone number that is not digits)."""
-    check_choice("channel", channel, CHANNELS)
+def address_problem(channel: str, address: str) -> str | None:
+    """Why `address` cannot go on the channel's suppression list (it cannot be one of the
+    channel's: an email without @, a phone number that is not digits, too long), or None
+    when it can."""
     normalized = normalize_address(channel, address)
     shape = {"email": _EMAIL, "sms": _PHONE}.get(channel)
     if (
@@ -39,11 +39,20 @@ def checked_address(channel: str, address: str) -> str:
         or len(normalized) > MAX_ADDRESS
         or (shape is not None and not shape.fullmatch(normalized))
     ):
+        return f"not a valid {channel} address"
+    return None
+
+
+def checked_address(channel: str, address: str) -> str:
+    """The normalized address; InvalidInput naming `address` when it cannot be one of the
+    channel (see `address_problem`)."""
+    check_choice("channel", channel, CHANNELS)
+    problem = address_problem(channel, address)
+    if problem is not None:
         raise InvalidInput(
-            "Not an address of this channel.",
-            errors=[FieldError("address", f"not a valid {channel} address")],
+            "Not an address of this channel.", errors=[FieldError("address", problem)]
         )
-    return normalized
+    return normalize_address(channel, address)
 
 
 async def suppress(

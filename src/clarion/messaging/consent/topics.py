@@ -15,7 +15,7 @@ from clarion.core.errors import Conflict, FieldError, InvalidInput, NotFound
 from clarion.core.pagination import id_page
 from clarion.messaging.channels.base import ChannelKind
 from clarion.messaging.consent.schemas import default_state_problem, double_opt_in_problem
-from clarion.messaging.models import SubscriptionTopic
+from clarion.messaging.models import MessageTemplate, SubscriptionTopic
 
 CHANNELS: tuple[str, ...] = get_args(ChannelKind)
 OPTED_IN, OPTED_OUT = "opted_in", "opted_out"
@@ -129,8 +129,27 @@ async def update_topic(
 
 
 async def delete_topic(session: AsyncSession, *, workspace_id: int, topic_id: int) -> None:
-    """Delete the topic and every say on it; templates naming it lose their topic."""
+    """Delete the topic and every say on it; Conflict naming the templates (archived ones
+    aside) that use it: without it they would go to people who never opted in."""
     await get_topic_or_raise(session, workspace_id=workspace_id, topic_id=topic_id)
+    users = (
+        await session.execute(
+            select(MessageTemplate.id, MessageTemplate.name)
+            .where(
+                MessageTemplate.workspace_id == workspace_id,
+                MessageTemplate.topic_id == topic_id,
+                MessageTemplate.archived_at.is_(None),
+            )
+            .order_by(MessageTemplate.id)
+        )
+    ).all()
+    if users:
+        named = ", ".join(f"{name!r} ({template_id})" for template_id, name in users)
+        raise Conflict(
+            f"This topic is in use by templates {named}: give them another topic (or none)"
+            " or archive them first.",
+            errors=[FieldError("topic_id", f"used by templates {named}")],
+        )
     await session.execute(
         delete(SubscriptionTopic).where(
             SubscriptionTopic.workspace_id == workspace_id, SubscriptionTopic.id == topic_id

@@ -24,19 +24,13 @@ async def check_channel(
     workspace of `kind`."""
     if channel_id is None:
         return
-    try:
-        row = await channel_config.get_channel_or_raise(
-            session, workspace_id=workspace_id, channel_id=channel_id
-        )
-    except NotFound as error:
+    problem = await channel_config.unfit_channel(
+        session, workspace_id=workspace_id, channel_id=channel_id, kind=kind
+    )
+    if problem is not None:
         raise UnprocessableInput(
-            "The campaign names no channel of this workspace.",
-            errors=[FieldError("channel_id", f"no channel {channel_id} here")],
-        ) from error
-    if row.kind != kind:
-        raise UnprocessableInput(
-            f"Channel {channel_id} is a {row.kind} channel; the template is for {kind}.",
-            errors=[FieldError("channel_id", f"is not a {kind} channel")],
+            f"The campaign cannot send through channel {channel_id}: {problem}.",
+            errors=[FieldError("channel_id", problem)],
         )
 
 

@@ -242,6 +242,23 @@ async def get_channel_or_raise(
     return row
 
 
+async def unfit_channel(
+    session: AsyncSession, *, workspace_id: int, channel_id: int, kind: str
+) -> str | None:
+    """Why channel `channel_id` cannot send the workspace's `kind` messages ("no channel 3
+    here", "channel 3 sends sms messages, not email"), or None when it can."""
+    row = await session.scalar(
+        select(MessagingChannel).where(
+            MessagingChannel.workspace_id == workspace_id, MessagingChannel.id == channel_id
+        )
+    )
+    if row is None:
+        return f"no channel {channel_id} here"
+    if row.kind != kind:
+        return f"channel {channel_id} sends {row.kind} messages, not {kind}"
+    return None
+
+
 async def list_channels(
     session: AsyncSession,
     *,

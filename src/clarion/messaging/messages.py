@@ -86,14 +86,11 @@ async def _check_channel(
     channels of `kind`."""
     if channel_id is None:
         return
-    try:
-        row = await channel_config.get_channel_or_raise(
-            session, workspace_id=workspace_id, channel_id=channel_id
-        )
-    except NotFound as error:
-        raise _refused("channel_id", f"no channel {channel_id} here") from error
-    if row.kind != kind:
-        raise _refused("channel_id", f"channel {channel_id} sends {row.kind} messages, not {kind}")
+    problem = await channel_config.unfit_channel(
+        session, workspace_id=workspace_id, channel_id=channel_id, kind=kind
+    )
+    if problem is not None:
+        raise _refused("channel_id", problem)
 
 
 def _address(kind: str, address: str | None) -> str | None:

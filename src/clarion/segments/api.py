@@ -162,7 +162,7 @@ async def update_segment(
     clock: AppClock,
 ) -> SegmentSaved:
     """Change the name, description or rule; a new rule is recomputed by a job right after."""
-    segment, warnings = await service.update_segment(
+    segment, warnings, rebaselined = await service.update_segment(
         session,
         workspace_id=caller.workspace_id,
         segment_id=segment_id,
@@ -171,12 +171,8 @@ async def update_segment(
         raw_rule=body.rule,
         now=clock.now(),
     )
-    if segment.recomputed_at is None:
-        await recompute.schedule(session, segment=segment, now=clock.now())
-        for dependent in await service.dependent_segments(
-            session, workspace_id=caller.workspace_id, segment_id=segment.id
-        ):
-            await recompute.schedule(session, segment=dependent, now=clock.now())
+    for changed in rebaselined:
+        await recompute.schedule(session, segment=changed, now=clock.now())
     await session.commit()
     return _saved(segment, warnings)
 

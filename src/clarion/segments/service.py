@@ -222,10 +222,13 @@ async def update_segment(
     description: str | None,
     raw_rule: Any,
     now: datetime,
-) -> tuple[Segment, list[FieldError]]:
-    """The segment with the given fields changed; a new rule bumps its version."""
+) -> tuple[Segment, list[FieldError], list[Segment]]:
+    """The segment with the given fields changed, the rule's warnings, and the segments to
+    recompute as baselines: none, or after a new rule (which bumps its version) this one
+    and every segment naming it."""
     segment = await get_segment_or_raise(session, workspace_id=workspace_id, segment_id=segment_id)
     warnings: list[FieldError] = []
+    rebaselined: list[Segment] = []
     if raw_rule is not None:
         checked = await check_rule(
             session, workspace_id=workspace_id, raw=raw_rule, segment_id=segment_id
@@ -235,11 +238,14 @@ async def update_segment(
             segment.version += 1
             # The new rule's first computation is a baseline, and so is that of every
             # segment naming this one: their rules changed with it.
-            segment.recomputed_at = None
-            for dependent in await dependent_segments(
-                session, workspace_id=workspace_id, segment_id=segment.id
-            ):
-                dependent.recomputed_at = None
+            rebaselined = [
+                segment,
+                *await dependent_segments(
+                    session, workspace_id=workspace_id, segment_id=segment.id
+                ),
+            ]
+            for changed in rebaselined:
+                changed.recomputed_at = None
         warnings = checked.warnings
     if description is not None:
         segment.description = description
@@ -247,7 +253,7 @@ async def update_segment(
         segment.name = name
     segment.updated_at = now
     await _flush_named(session, segment.name)
-    return segment, warnings
+    return segment, warnings, rebaselined
 
 
 def _referrers(rules: dict[int, dict[str, Any]], segment_id: int) -> list[int]:

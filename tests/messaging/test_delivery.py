@@ -4,20 +4,23 @@ frequency caps, bounces and retries decided on the way."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi import FastAPI
 from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from clarion.core.jobs.models import Job
 from clarion.core.settings import Settings
 from clarion.ingest.models import Event
-from clarion.messaging import delivery, templates
+from clarion.messaging import delivery, policy, templates
 from clarion.messaging.delivery import MessageRequest
 from clarion.messaging.models import FrequencyCap, Message, MessagingPolicy
 from clarion.messaging.tracking import LinkSigner
@@ -150,6 +153,84 @@ async def test_the_last_slot_of_a_cap_goes_to_the_higher_priority(post: Post) ->
     [later] = await post.queue(post.request(dee, "later:dee"))
     await post.worker.drain()
     assert (await post.message(later)).status == "delivered"
+
+
+async def test_a_cap_holds_when_two_batches_are_decided_at_the_same_moment(
+    post: Post, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Batch A decides before B's messages exist; B decides (A's still queued, of lower
+    priority) and sends; A then records: its re-check under the profile's lock refuses it."""
+    people = [await post.profile(name, email=f"{name}@example.org") for name in ("ann", "bo")]
+    await post.add(
+        FrequencyCap(
+            workspace_id=post.tenant.id,
+            channel=None,
+            max_messages=1,
+            period_seconds=3_600,
+            created_at=post.clock.now(),
+        )
+    )
+    first = await post.queue(*(post.request(p, f"a:{p}", priority=10) for p in people))
+    decide = policy.cap_refusals
+    second: list[uuid.UUID] = []
+
+    async def b_decides_meanwhile(session: AsyncSession, **kwargs: Any) -> dict[uuid.UUID, str]:
+        refused = await decide(session, **kwargs)
+        if not second:  # A's first decision: B is queued and sent before A records it
+            second.extend(
+                await post.queue(*(post.request(p, f"b:{p}", priority=50) for p in people))
+            )
+            await post.worker.drain()
+        return refused
+
+    monkeypatch.setattr(policy, "cap_refusals", b_decides_meanwhile)
+    await post.worker.drain()
+    statuses = {m: (await post.message(m)).status for m in first + second}
+    assert [statuses[m] for m in second] == ["delivered", "delivered"]
+    assert [statuses[m] for m in first] == ["refused", "refused"]
+    assert len(post.sink.messages()) == 2  # one each: the cap held
+    refused = await post.message(first[0])
+    assert refused.reason is not None and refused.reason.startswith("frequency_cap:")
+
+
+async def test_a_second_cap_decision_about_a_profile_waits_for_the_first_to_end(
+    post: Post,
+) -> None:
+    dee = await post.profile("dee", email="dee@example.org")
+    await post.add(
+        FrequencyCap(
+            workspace_id=post.tenant.id,
+            channel=None,
+            max_messages=1,
+            period_seconds=3_600,
+            created_at=post.clock.now(),
+        )
+    )
+    [queued] = await post.queue(post.request(dee, "one:dee"))
+    message = await post.message(queued)
+
+    async def decide(session: AsyncSession) -> dict[uuid.UUID, str]:
+        return await policy.cap_refusals(
+            session,
+            workspace_id=post.tenant.id,
+            messages=[message],
+            now=post.clock.now(),
+            lock_profiles=True,
+        )
+
+    async def decide_alone() -> dict[uuid.UUID, str]:
+        async with post.database.write_session() as session:
+            decided = await decide(session)
+            await session.commit()
+            return decided
+
+    async with post.database.write_session() as session:
+        assert await decide(session) == {}
+        second = asyncio.create_task(decide_alone())
+        await asyncio.sleep(0.3)
+        assert not second.done()  # the profile is locked until this transaction ends
+        await session.commit()
+    assert await asyncio.wait_for(second, timeout=5) == {}
 
 
 async def test_a_hard_bounce_suppresses_the_address_and_a_busy_server_is_retried(

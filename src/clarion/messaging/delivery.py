@@ -266,6 +266,23 @@ class Delivery:
             attempts = {row[0]: row[1] for row in found}
         others = [i for i in ids if i not in sends]
         rows = {m.id: m for m in await _pending(session, workspace_id, others, lock=True)}
+        inbox = [item for item in plan.inbox if item.message.id in rows]
+        # Caps are decided again here, under each profile's lock, now that what other
+        # batches decided since this one planned is visible: two batches planned at one
+        # moment must never both take a profile's last slot.
+        capped = await policy.cap_refusals(
+            session,
+            workspace_id=workspace_id,
+            messages=[sends[i].message for i in attempts] + [item.message for item in inbox],
+            now=now,
+            lock_profiles=True,
+        )
+        if capped:
+            plan.refused.update(capped)
+            late = [i for i in capped if i in attempts]
+            rows.update({m.id: m for m in await _pending(session, workspace_id, late)})
+            attempts = {i: n for i, n in attempts.items() if i not in capped}
+            inbox = [item for item in inbox if item.message.id not in capped]
         outcomes = [
             Outcome(rows[i], "refused", reason=reason)
             for i, reason in plan.refused.items()
@@ -283,10 +300,9 @@ class Delivery:
         await enqueue(
             session, delivery_jobs(workspace_id, [(m.id, u) for m, u in deferred]), now=now
         )
-        for item in plan.inbox:
-            if item.message.id in rows:
-                item.message = rows[item.message.id]
-                await self.composer.deliver_inbox(session, item, now)
+        for item in inbox:
+            item.message = rows[item.message.id]
+            await self.composer.deliver_inbox(session, item, now)
         sending = [item for message_id, item in sends.items() if message_id in attempts]
         if sending:
             await session.execute(

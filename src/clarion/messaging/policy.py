@@ -4,8 +4,11 @@ with priority arbitration. Transactional messages pass both.
 Arbitration: when marketing messages to one profile compete for the slots a cap leaves,
 they are ranked by priority (higher first), then by age (older first), and the slots go
 down that ranking; the rest are refused, each naming the cap that refused it. Every worker
-ranks the same contenders the same way, so two workers deciding about two competing
-messages at once agree on which one wins without locking anything.
+ranks the same contenders the same way. A delivery batch decides twice: while planning,
+reading only, and again in the transaction that marks its messages `sending`, holding each
+profile's lock (PostgreSQL advisory locks; SQLite has one writer). A batch planned before a
+competitor was queued thus sees it sending, or sent, and yields: the cap always holds, and
+priority decides among the messages visible when a batch plans.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from clarion.messaging.models import FrequencyCap, Message, MessagingPolicy
@@ -144,11 +147,14 @@ async def cap_refusals(
     workspace_id: int,
     messages: Sequence[Message],
     now: datetime,
+    lock_profiles: bool = False,
 ) -> dict[uuid.UUID, str]:
     """Which of these marketing messages the workspace's frequency caps refuse now, ranked
     against every queued marketing message to the same profiles due by the end of the
     arbitration window; those sent within a cap's period, or being sent, hold their slots
-    (3 queries)."""
+    (3 queries). With `lock_profiles`, their profiles stay locked until the transaction
+    ends, so that no other decision about them interleaves (PostgreSQL; a writing SQLite
+    transaction is alone already)."""
     marketing = [m for m in messages if m.category == MARKETING]
     if not marketing:
         return {}
@@ -164,6 +170,8 @@ async def cap_refusals(
     if not caps:
         return {}
     profiles = sorted({m.profile_id for m in marketing})
+    if lock_profiles and session.get_bind().dialect.name == "postgresql":
+        await _lock(session, workspace_id, profiles)
     longest = max(cap.period_seconds for cap in caps)
     contenders = {
         m.id: Contender(m.id, m.profile_id, m.channel, m.priority, m.created_at) for m in marketing
@@ -194,6 +202,18 @@ async def cap_refusals(
         contenders.setdefault(row.id, Contender(*row))
     refused = arbitrate(contenders.values(), caps, sent, now)
     return {m.id: refused[m.id] for m in marketing if m.id in refused}
+
+
+async def _lock(session: AsyncSession, workspace_id: int, profiles: Sequence[uuid.UUID]) -> None:
+    """Take the profiles' transaction advisory locks, in one order everywhere (no deadlock);
+    keyed (workspace, hash of the profile), apart from the single-key locks elsewhere."""
+    await session.execute(
+        text(
+            "SELECT pg_advisory_xact_lock(:workspace, h) FROM (SELECT DISTINCT hashtext(p) AS h"
+            " FROM unnest(CAST(:profiles AS text[])) AS p ORDER BY 1) AS sorted_profiles"
+        ),
+        {"workspace": workspace_id, "profiles": [str(p) for p in profiles]},
+    )
 
 
 async def get_policy(session: AsyncSession, *, workspace_id: int) -> MessagingPolicy | None:

@@ -576,6 +576,10 @@ async def test_values_no_later_stage_could_handle_are_refused_by_index(
          "timestamp"),
         (b'{"type": "track", "userId": "u1", "event": "E", '
          b'"timestamp": "2020-01-01T00:00:00Z", "sentAt": "9999-12-31T00:00:00Z"}', "sentAt"),
+        (b'{"type": "identify", "userId": "u1", "traits": {"' + b"k" * 256 + b'": 1}}',
+         "traits"),
+        (b'{"type": "identify", "userId": "u1", "context": {"traits": {"' + b"k" * 256
+         + b'": 1}}}', "context.traits"),
     ]  # fmt: skip
     body = b'{"batch": [' + b", ".join([good, *(raw for raw, _ in bad)]) + b"]}"
     response = await client.post(
@@ -588,9 +592,9 @@ async def test_values_no_later_stage_could_handle_are_refused_by_index(
         (index, field) for index, (_, field) in enumerate(bad, 1)
     ]
     assert [e["message_id"] for e in await events_of(client, tenant)] == ["good"]
-    # A tiny number, or a big exponent in a string, is fine.
+    # A tiny number, a big exponent in a string, a long property name (not a trait): fine.
     fine = b'{"type": "track", "userId": "u1", "event": "Fine", "messageId": "fine", '
-    fine += b'"properties": {"x": 1e-400, "code": "1e400"}}'
+    fine += b'"properties": {"x": 1e-400, "code": "1e400", "' + b"k" * 256 + b'": 1}}'
     single = await client.post(
         "/v1/track", content=fine, auth=tenant.writer, headers={"content-type": "application/json"}
     )

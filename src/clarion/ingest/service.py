@@ -125,14 +125,17 @@ def parse_message(raw: bytes | msgspec.Raw, *, forced_type: EventType | None = N
         raise rejection(exc) from exc
     except RecursionError as exc:
         raise Rejected("", "nested too deeply") from exc
+    whole: Any = None
     try:
         # A number past a double's range: later readers (orjson) refuse what msgspec's raw
         # documents let through. Reading the message again costs ~1.5 us (a regex looking
         # for such numerals cost twice that).
-        orjson.loads(data)
+        whole = orjson.loads(data)
     except orjson.JSONDecodeError:
         _refuse_infinite_numbers(fields)
     kind = _kind(fields.get("type"), forced_type)
+    if kind == "identify" and isinstance(whole, dict):
+        _refuse_long_trait_names(whole)
     try:
         message = DECODERS[kind].decode(data)
     except msgspec.MsgspecError as exc:
@@ -155,6 +158,18 @@ def _refuse_infinite_numbers(fields: dict[str, msgspec.Raw]) -> None:
             orjson.loads(bytes(value))
         except orjson.JSONDecodeError as exc:
             raise Rejected(name, "holds a number beyond a double's range (about 1.8e308)") from exc
+
+
+def _refuse_long_trait_names(message: dict[str, Any]) -> None:
+    """Rejected naming the traits holding a name longer than a profile's trait history
+    keeps (`MAX_ID_LENGTH`)."""
+    context = message.get("context")
+    for where, traits in (
+        ("traits", message.get("traits")),
+        ("context.traits", context.get("traits") if isinstance(context, dict) else None),
+    ):
+        if isinstance(traits, dict) and any(len(name) > MAX_ID_LENGTH for name in traits):
+            raise Rejected(where, f"a trait name is longer than {MAX_ID_LENGTH} characters")
 
 
 def _kind(declared: msgspec.Raw | None, forced: EventType | None) -> str:

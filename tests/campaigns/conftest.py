@@ -2,7 +2,8 @@
 to make profiles, segments, templates, channels and campaigns through the API.
 
 `desk.run()` runs every job due (message delivery included); `desk.run(deliver=False)`
-leaves deliveries waiting, so messages stay `queued`. The API and the workers share one
+leaves deliveries waiting, so messages stay `queued` (and their campaigns `sending`);
+`desk.settle()` delivers them and lets their campaigns be `sent`. The API and the workers share one
 frozen clock, which starts just ahead of the wall clock and moves only when told.
 """
 
@@ -19,6 +20,7 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import func, select
 
+from clarion.campaigns.dispatch import DISPATCH, STUCK
 from clarion.campaigns.models import CampaignRecipient
 from clarion.core.clock import FrozenClock
 from clarion.core.database import Database
@@ -58,6 +60,25 @@ class Desk:
         """Move the clock forward and run what is due."""
         self.clock.advance(delta)
         await self.run(deliver=deliver)
+
+    async def settle(self) -> None:
+        """Run what is due, then move the clock to each dispatch or delivery due within
+        `STUCK` (the longest a sending campaign waits between looks at its messages) and
+        run it, until none is: sending campaigns whose messages have all gone are then
+        `sent`, at the clock's time."""
+        await self.run()
+        until = self.clock.now() + STUCK
+        while True:
+            due = [
+                job.run_at
+                for kind in (DISPATCH, DELIVER)
+                for job in await self.jobs(kind)
+                if job.state == "ready" and job.run_at <= until
+            ]
+            if not due:
+                return
+            self.clock.advance(max(timedelta(0), min(due) - self.clock.now()))
+            await self.run()
 
     async def identify(self, user_id: str, **traits: Any) -> str:
         """Identify a customer (processed at once); their profile id."""

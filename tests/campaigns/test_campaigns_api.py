@@ -196,6 +196,8 @@ async def test_illegal_transitions_are_409s_naming_the_state(desk: Desk) -> None
     assert resumed["state"] == "sending" and resumed["paused_at"] is None
 
     await desk.run(deliver=False)
+    assert (await desk.read(campaign["id"]))["state"] == "sending"  # its message is queued
+    await desk.settle()
     assert (await desk.read(campaign["id"]))["state"] == "sent"
     for method, action in (("POST", "/pause"), ("POST", "/cancel"), ("POST", "/send")):
         await refused(method, action)
@@ -369,3 +371,74 @@ async def test_null_is_refused_for_what_a_campaign_cannot_be_without(desk: Desk)
     edited = await desk.client.patch(url, json=removable, headers=admin)
     assert edited.status_code == 200, edited.text
     assert {name: edited.json()[name] for name in removable} == removable
+
+
+async def test_time_fields_the_send_does_not_use_are_refused_naming_them(desk: Desk) -> None:
+    await desk.identify("a", plan="pro")
+    await desk.channel()
+    campaign = await desk.campaign(
+        audience={"type": "list", "user_ids": ["a"]}, template_id=await desk.template()
+    )
+    url = f"/api/v1/campaigns/{campaign['id']}"
+    at = (desk.clock.now() + timedelta(hours=2)).isoformat()
+    day = (desk.clock.now() + timedelta(days=3)).date().isoformat()
+    local = {"when": "local", "local_date": day, "local_time": "09:00"}
+    cases: list[tuple[dict[str, Any], list[str]]] = [
+        ({"when": "now", "at": at}, ["at"]),
+        ({"at": at}, ["at"]),  # `when` is now unless said: a time alone is not a schedule
+        ({"when": "now", "local_date": day, "local_time": "09:00"}, ["local_date", "local_time"]),
+        ({"when": "at", "at": at, "local_date": day}, ["local_date"]),
+        ({"when": "at", "at": at, "local_time": "09:00"}, ["local_time"]),
+        ({**local, "at": at}, ["at"]),
+    ]  # fmt: skip
+    for body, fields in cases:
+        response = await desk.client.post(f"{url}/send", json=body, headers=desk.tenant.admin)
+        found = problem(response, 422)
+        assert sorted(e["field"] for e in found["errors"]) == fields, found
+        assert (await desk.read(campaign["id"]))["state"] == "draft"
+        assert await desk.jobs(LAUNCH) == []
+
+    # Null is the same as left out.
+    sent = await desk.post(f"{url}/send", {"when": "at", "at": at, "local_date": None})
+    assert (sent["state"], sent["send_mode"]) == ("scheduled", "at")
+    sent = await desk.post(f"{url}/send", {**local, "at": None})
+    assert (sent["state"], sent["send_mode"]) == ("scheduled", "local")
+
+
+async def test_a_scheduled_campaign_cannot_be_edited_to_a_list_of_nobody(desk: Desk) -> None:
+    a = await desk.identify("a", plan="pro")
+    await desk.channel()
+    template = await desk.template()
+    empty_segment = await desk.segment({**PRO, "value": "enterprise"}, name="Nobody yet")
+    admin = desk.tenant.admin
+    draft = await desk.campaign(audience={"type": "list", "user_ids": ["a"]}, template_id=template)
+    scheduled = await desk.campaign(
+        audience={"type": "list", "user_ids": ["a"]}, template_id=template
+    )
+    url = f"/api/v1/campaigns/{scheduled['id']}"
+    at = (desk.clock.now() + timedelta(hours=1)).isoformat()
+    before = await desk.post(f"{url}/send", {"when": "at", "at": at})
+
+    nobody = [
+        {"type": "list", "user_ids": ["ghost"]},
+        {"type": "list", "profile_ids": [str(uuid.uuid4())]},
+    ]
+    for audience in nobody:
+        body = {"audience": audience, "priority": 7}
+        problem(await desk.client.patch(url, json=body, headers=admin), 409, "audience")
+        assert await desk.read(scheduled["id"]) == before  # nothing changed
+    empty = await desk.client.patch(url, json={"audience": {"type": "list"}}, headers=admin)
+    problem(empty, 422, "audience.list")  # as on creation
+
+    # A draft may be made ready step by step, as on creation; sending checks it.
+    edited = await desk.client.patch(
+        f"/api/v1/campaigns/{draft['id']}", json={"audience": nobody[0]}, headers=admin
+    )
+    assert edited.status_code == 200, edited.text
+    # A segment is taken at launch: empty now, it may have members by then.
+    segment = {"type": "segment", "segment_id": empty_segment}
+    edited = await desk.client.patch(url, json={"audience": segment}, headers=admin)
+    assert edited.status_code == 200, edited.text
+    listed = {"type": "list", "user_ids": ["ghost"], "profile_ids": [a]}
+    edited = await desk.client.patch(url, json={"audience": listed}, headers=admin)
+    assert (edited.status_code, edited.json()["audience"]) == (200, listed)

@@ -1,7 +1,9 @@
 """Campaigns sending through their jobs: the audience snapshot, throttle spacing, local time
 in several time zones (the earliest one included, with a late worker), pause / resume /
-cancel mid-send with at most one message per recipient, jobs run twice (a crash's retry)
-sending nothing twice, and launches that stop because what they need went away."""
+cancel mid-send with at most one message per recipient, a campaign sending until its
+messages deferred by quiet hours go (and cancelled before they do), jobs run twice (a
+crash's retry) sending nothing twice, and launches that stop because what they need went
+away."""
 
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from clarion.messaging.delivery import DELIVER
 from clarion.segments import service as segments
 from tests.campaigns.conftest import PRO, Desk
 from tests.conftest import problem
+from tests.messaging.conftest import SmtpSink
 
 
 def _at(text: str) -> datetime:
@@ -45,8 +48,10 @@ async def test_the_audience_is_the_segment_when_the_campaign_launches(desk: Desk
     assert await desk.recipient_rows(campaign["id"]) == 0  # not launched yet
     await desk.later(timedelta(hours=1), deliver=False)
     launched = await desk.read(campaign["id"])
-    assert launched["state"] == "sent" and launched["audience_size"] == 3
+    # Every recipient is queued, but their messages wait for delivery: still sending.
+    assert launched["state"] == "sending" and launched["audience_size"] == 3
     assert launched["launched_at"] is not None and launched["template_version_id"] is not None
+    assert launched["finished_at"] is None
 
     late = await desk.identify("late", plan="pro")  # after the launch: not included
     await desk.identify("leaving", plan="free")  # left after the launch: still included
@@ -65,6 +70,13 @@ async def test_the_audience_is_the_segment_when_the_campaign_launches(desk: Desk
     assert {r["profile_id"]: r["message_id"] for r in recipients} == {
         p: str(i) for p, i in by_profile.items()
     }
+    assert (await desk.read(campaign["id"]))["state"] == "sending"
+
+    await desk.settle()  # delivered (failed: no address), then sent
+    done = await desk.read(campaign["id"])
+    assert (done["state"], done["audience_size"]) == ("sent", 3)
+    assert _at(done["finished_at"]) == desk.clock.now()
+    assert {m.status for m in await desk.messages(campaign["id"])} == {"failed"}
 
 
 async def test_a_throttle_spreads_the_sends(desk: Desk) -> None:
@@ -94,9 +106,12 @@ async def test_a_throttle_spreads_the_sends(desk: Desk) -> None:
 
     for _ in range(4):
         await desk.later(timedelta(seconds=30), deliver=False)
-    assert (await desk.read(campaign["id"]))["state"] == "sent"
+    assert len(await desk.recipients(campaign["id"], state="queued")) == 5
+    assert (await desk.read(campaign["id"]))["state"] == "sending"  # messages still queued
     messages = await desk.messages(campaign["id"])
     assert [m.send_after for m in messages] == times
+    await desk.settle()
+    assert (await desk.read(campaign["id"]))["state"] == "sent"
 
 
 async def test_local_time_sends_in_each_recipients_zone(desk: Desk) -> None:
@@ -154,6 +169,9 @@ async def test_local_time_sends_in_each_recipients_zone(desk: Desk) -> None:
     for campaign in (on_time, late):
         sends = {str(m.profile_id): m.send_after for m in await desk.messages(campaign["id"])}
         assert sends == planned
+        assert (await desk.read(campaign["id"]))["state"] == "sending"  # messages queued
+    await desk.settle()
+    for campaign in (on_time, late):
         assert (await desk.read(campaign["id"]))["state"] == "sent"
 
 
@@ -261,7 +279,8 @@ async def test_jobs_run_twice_send_nothing_twice(desk: Desk) -> None:
     await desk.post(f"/api/v1/campaigns/{campaign['id']}/send")
     await desk.run(deliver=False)
     before = await desk.read(campaign["id"])
-    assert before["state"] == "sent" and before["audience_size"] == 4
+    assert before["state"] == "sending" and before["audience_size"] == 4  # messages queued
+    assert len(await desk.recipients(campaign["id"], state="queued")) == 4
     messages = {m.profile_id: m.id for m in await desk.messages(campaign["id"])}
     assert len(messages) == 4
 
@@ -288,7 +307,7 @@ async def test_jobs_run_twice_send_nothing_twice(desk: Desk) -> None:
         await session.commit()
     await desk.run(deliver=False)
     after = await desk.read(campaign["id"])
-    assert after["state"] == "sent" and after["audience_size"] == 4
+    assert after["state"] == "sending" and after["audience_size"] == 4
     assert await desk.recipient_rows(campaign["id"]) == 4
     again = {m.profile_id: m.id for m in await desk.messages(campaign["id"])}
     assert again == messages
@@ -296,6 +315,9 @@ async def test_jobs_run_twice_send_nothing_twice(desk: Desk) -> None:
     assert {r["message_id"] for r in recipients} == {str(i) for i in messages.values()}
     delivery_jobs = await desk.jobs(DELIVER)
     assert sum(len(j.payload["message_ids"]) for j in delivery_jobs) == 4  # none made twice
+    await desk.settle()
+    assert (await desk.read(campaign["id"]))["state"] == "sent"
+    assert len(await desk.messages(campaign["id"])) == 4
 
 
 async def test_a_launch_stops_when_its_template_or_audience_went_away(desk: Desk) -> None:
@@ -363,10 +385,13 @@ async def test_a_long_launch_goes_on_in_new_jobs(
 
     await desk.run(deliver=False)
     found = await desk.read(campaign["id"])
-    assert (found["state"], found["audience_size"]) == ("sent", 7)
+    assert (found["state"], found["audience_size"]) == ("sending", 7)  # messages queued
     recipients = await desk.recipients(campaign["id"], state="queued")
     assert sorted(r["profile_id"] for r in recipients) == sorted(people)
     assert len(await desk.messages(campaign["id"])) == 7
+    await desk.settle()
+    found = await desk.read(campaign["id"])
+    assert (found["state"], found["audience_size"]) == ("sent", 7)
 
 
 async def test_a_launch_stops_when_its_channel_went_away(desk: Desk) -> None:
@@ -430,3 +455,104 @@ async def test_a_send_stops_when_its_channel_is_deleted_midway(desk: Desk) -> No
     states = Counter(r["state"] for r in await desk.recipients(campaign["id"]))
     assert states == {"queued": first, "skipped": 3 - first}
     assert [j.state for j in await desk.jobs(DISPATCH) if j.state == "dead"] == []
+
+
+async def test_a_campaign_sends_until_its_deferred_messages_go_and_can_be_cancelled(
+    desk: Desk, smtp_sink: SmtpSink
+) -> None:
+    # Quiet hours around now in UTC: "night" (UTC) is inside them, "day" (UTC+12) is not.
+    now = desk.clock.now()
+    start, end = now - timedelta(hours=1), now + timedelta(hours=3)
+    quiet = {
+        "quiet_hours_start": f"{start:%H:%M}",
+        "quiet_hours_end": f"{end:%H:%M}",
+        "quiet_channels": ["email"],
+        "default_timezone": "UTC",
+    }
+    put = await desk.client.put("/api/v1/messaging/policy", json=quiet, headers=desk.tenant.admin)
+    assert put.status_code == 200, put.text
+    quiet_end = end.replace(second=0, microsecond=0)
+    night = await desk.identify("night", email="night@example.com", timezone="UTC")
+    await desk.identify("day", email="day@example.com", timezone="Etc/GMT-12")
+    await desk.channel(port=smtp_sink.port)
+    template = await desk.template()
+    both = {"type": "list", "user_ids": ["night", "day"]}
+    cancelled = await desk.campaign(audience=both, template_id=template)
+    waiting = await desk.campaign(audience=both, template_id=template)
+    normal = await desk.campaign(
+        audience={"type": "list", "user_ids": ["day"]}, template_id=template
+    )
+    for campaign in (cancelled, waiting, normal):
+        await desk.post(f"/api/v1/campaigns/{campaign['id']}/send")
+    await desk.settle()
+
+    def received() -> Counter[str]:
+        return Counter(to for mail in smtp_sink.messages() for to in mail.rcpt_tos)
+
+    assert received() == {"day@example.com": 3}
+    done = await desk.read(normal["id"])
+    assert (done["state"], _at(done["finished_at"])) == ("sent", desk.clock.now())
+    for campaign in (cancelled, waiting):
+        found = await desk.read(campaign["id"])
+        assert (found["state"], found["finished_at"]) == ("sending", None)
+        [deferred] = [m for m in await desk.messages(campaign["id"]) if str(m.profile_id) == night]
+        assert (deferred.status, deferred.send_after) == ("queued", quiet_end)
+        results = await desk.get(f"/api/v1/campaigns/{campaign['id']}/results")
+        assert (results["queued"], results["delivered"], results["waiting"]) == (2, 1, 1)
+    # One look again, when the deferred message is due: no polling meanwhile.
+    assert sorted(j.run_at for j in await desk.jobs(DISPATCH) if j.state == "ready") == [
+        quiet_end,
+        quiet_end,
+    ]
+
+    url = f"/api/v1/campaigns/{cancelled['id']}"
+    stopped = await desk.post(f"{url}/cancel")
+    assert (stopped["state"], _at(stopped["finished_at"])) == ("cancelled", desk.clock.now())
+    # Pausing holds back recipients not yet asked for; a message already asked for goes.
+    paused = await desk.post(f"/api/v1/campaigns/{waiting['id']}/pause")
+    assert paused["state"] == "paused"
+
+    desk.clock.advance(quiet_end - desk.clock.now())
+    await desk.run()
+    assert received() == {"day@example.com": 3, "night@example.com": 1}  # the paused one's
+    statuses = {str(m.profile_id): (m.status, m.reason) for m in await desk.messages(stopped["id"])}
+    assert statuses[night] == ("refused", "campaign cancelled")
+    results = await desk.get(f"{url}/results")
+    assert (results["delivered"], results["refused"], results["waiting"]) == (1, 1, 0)
+    assert results["refusals"] == {"campaign cancelled": 1}
+    assert (await desk.read(stopped["id"]))["state"] == "cancelled"
+    assert (await desk.read(waiting["id"]))["state"] == "paused"
+
+    resumed = await desk.post(f"/api/v1/campaigns/{waiting['id']}/resume")
+    assert resumed["state"] == "sending"
+    await desk.run()
+    finished = await desk.read(waiting["id"])
+    assert (finished["state"], _at(finished["finished_at"])) == ("sent", quiet_end)
+    await desk.later(timedelta(hours=6))
+    assert received() == {"day@example.com": 3, "night@example.com": 1}
+
+
+async def test_a_campaign_looks_rarely_at_a_message_long_overdue(
+    desk: Desk, smtp_sink: SmtpSink
+) -> None:
+    """A message whose delivery never runs (its job dead, say) keeps its campaign sending;
+    once it is `STUCK` overdue the campaign looks again every `STUCK`, not every `RECHECK`."""
+    await desk.identify("ann", email="ann@example.com")
+    await desk.channel(port=smtp_sink.port)
+    campaign = await desk.campaign(
+        audience={"type": "list", "user_ids": ["ann"]}, template_id=await desk.template()
+    )
+    await desk.post(f"/api/v1/campaigns/{campaign['id']}/send")
+    await desk.run(deliver=False)
+
+    def next_look(jobs: list[Job]) -> list[datetime]:
+        return [j.run_at for j in jobs if j.state == "ready"]
+
+    assert next_look(await desk.jobs(DISPATCH)) == [desk.clock.now() + dispatch.RECHECK]
+    await desk.later(dispatch.STUCK + timedelta(seconds=1), deliver=False)
+    assert next_look(await desk.jobs(DISPATCH)) == [desk.clock.now() + dispatch.STUCK]
+    assert (await desk.read(campaign["id"]))["state"] == "sending"
+    await desk.run()  # delivered at last: the next look finds nothing waiting
+    assert [m.status for m in await desk.messages(campaign["id"])] == ["delivered"]
+    await desk.later(dispatch.STUCK)
+    assert (await desk.read(campaign["id"]))["state"] == "sent"

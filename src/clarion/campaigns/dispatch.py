@@ -13,10 +13,13 @@ completes the job and enqueues the first dispatch.
 `HORIZON` (in send time order), calls `messaging.delivery.queue_messages` with the
 idempotency key `campaign:<id>:<profile id>`, marks them queued with their message ids, and
 completes itself while enqueuing the next dispatch (at once, or when the next recipient is
-nearly due). A campaign that is not sending (paused, cancelled) is not dispatched; one whose
-recipients are all queued or skipped is `sent`. Every step reads the campaign under a row
-lock (PostgreSQL) or SQLite's single writer, so pause, resume and cancel never interleave
-with a dispatch half-way.
+nearly due). A campaign that is not sending (paused, cancelled) is not dispatched. Once its
+recipients are all queued or skipped it stays `sending` while any of its messages waits in
+messaging (`queued`: for its time, quiet hours, a retry; or `sending`), so that cancel can
+still refuse them: the dispatch looks again when the first is due (`RECHECK` at the
+soonest, `STUCK` for one long overdue), and marks the campaign `sent` when none waits.
+Every step reads the campaign under a row lock (PostgreSQL) or SQLite's single writer, so
+pause, resume and cancel never interleave with a dispatch half-way.
 """
 
 from __future__ import annotations
@@ -49,6 +52,9 @@ SNAPSHOT_PAGE = 1_000  # audience profiles read per launch transaction
 PAGES_PER_RUN = 50  # then the launch goes on in a new job, well within a job's time-out
 CHUNK = 1_000  # recipients asked for per dispatch transaction
 HORIZON = timedelta(minutes=1)  # recipients due this soon are asked for now
+RECHECK = timedelta(seconds=5)  # at least this long between looks at messages still waiting
+STUCK = timedelta(minutes=10)  # overdue this long, a message is looked at this rarely
+WAITING = ("queued", "sending")  # message statuses that keep a campaign sending
 ORIGIN = "campaign"
 
 
@@ -196,14 +202,7 @@ async def _start(session: AsyncSession, campaign: Campaign, now: datetime) -> bo
         return False
     # Checked here, not left to delivery: messages naming a deleted channel cannot even be
     # written, and without a default every one of them would fail.
-    problem = await channels.sending_problem(
-        session,
-        workspace_id=campaign.workspace_id,
-        channel_id=campaign.channel_id,
-        kind=template.channel,
-    )
-    if problem is not None:
-        await _stop(session, campaign, f"not launched: {problem}", now)
+    if await _stopped_without_channel(session, campaign, template.channel, "not launched", now):
         return False
     campaign.template_version_id = version.id
     campaign.channel, campaign.category = template.channel, template.category
@@ -211,6 +210,20 @@ async def _start(session: AsyncSession, campaign: Campaign, now: datetime) -> bo
     campaign.launched_at = now
     if campaign.state == "scheduled":
         campaign.state = "sending"
+    return True
+
+
+async def _stopped_without_channel(
+    session: AsyncSession, campaign: Campaign, kind: str, stage: str, now: datetime
+) -> bool:
+    """Stop the campaign ("<stage>: channel N was deleted", ...) when it has no channel of
+    `kind` to send through; whether it stopped."""
+    problem = await channels.sending_problem(
+        session, workspace_id=campaign.workspace_id, channel_id=campaign.channel_id, kind=kind
+    )
+    if problem is None:
+        return False
+    await _stop(session, campaign, f"{stage}: {problem}", now)
     return True
 
 
@@ -301,8 +314,10 @@ async def dispatch(context: JobContext) -> None:
 
 async def _dispatch_chunk(session: AsyncSession, campaign: Campaign, now: datetime) -> None:
     """Queue the messages of up to `CHUNK` recipients due within `HORIZON` (later by the
-    pauses so far), then enqueue the next dispatch, or mark the campaign sent; stop it,
-    saying why, when the channel it names was deleted."""
+    pauses so far), then enqueue the next dispatch; once every recipient is queued or
+    skipped, mark the campaign sent when none of its messages waits any more, else look
+    again when the first one is due. Stop it, saying why, when the channel it names was
+    deleted."""
     shift = timedelta(seconds=campaign.shift_seconds)
     pending = (
         CampaignRecipient.campaign_id == campaign.id,
@@ -318,49 +333,80 @@ async def _dispatch_chunk(session: AsyncSession, campaign: Campaign, now: dateti
             )
         ).all()
     )
-    if due and campaign.channel_id is not None:
-        # Deleted mid-send, the channel it names would make every message unwritable (and the
-        # dispatch retry until it died); without a default, messages fail one by one.
-        problem = await channels.sending_problem(
-            session,
-            workspace_id=campaign.workspace_id,
-            channel_id=campaign.channel_id,
-            kind=campaign.channel,
-        )
-        if problem is not None:
-            await _stop(session, campaign, f"stopped: {problem}", now)
-            return
-    if due:
-        assert campaign.template_version_id is not None  # set by the launch
-        requests = [
-            MessageRequest(
-                profile_id=recipient.profile_id,
-                template_id=campaign.template_id,
-                template_version_id=campaign.template_version_id,
-                channel=campaign.channel,
-                idempotency_key=idempotency_key(campaign.id, recipient.profile_id),
-                origin=ORIGIN,
-                origin_id=str(campaign.id),
-                channel_id=campaign.channel_id,
-                category=campaign.category,
-                topic_id=campaign.topic_id,
-                priority=campaign.priority,
-                send_after=recipient.send_at + shift,
-            )
-            for recipient in due
-        ]
-        message_ids = await queue_messages(
-            session, workspace_id=campaign.workspace_id, requests=requests, now=now
-        )
-        for recipient, message_id in zip(due, message_ids, strict=True):
-            recipient.state, recipient.message_id, recipient.updated_at = "queued", message_id, now
-    following = await session.scalar(select(func.min(CampaignRecipient.send_at)).where(*pending))
-    if following is None:
-        if campaign.snapshot_done:
-            campaign.state, campaign.finished_at, campaign.updated_at = "sent", now, now
+    # Deleted mid-send, the channel it names would make every message unwritable (and the
+    # dispatch retry until it died); without a default, messages fail one by one.
+    if (
+        due
+        and campaign.channel_id is not None
+        and await _stopped_without_channel(session, campaign, campaign.channel, "stopped", now)
+    ):
         return
-    run_at = now if len(due) == CHUNK else max(now, following + shift - HORIZON)
+    if due:
+        await _queue(session, campaign, due, shift, now)
+    following = await session.scalar(select(func.min(CampaignRecipient.send_at)).where(*pending))
+    if following is not None:
+        run_at = now if len(due) == CHUNK else max(now, following + shift - HORIZON)
+        await schedule_dispatch(session, campaign=campaign, run_at=run_at, now=now)
+        return
+    if not campaign.snapshot_done:
+        return  # the launch's last page enqueues the next dispatch
+    first_waiting = await _first_waiting(session, campaign)
+    if first_waiting is None:
+        campaign.state, campaign.finished_at, campaign.updated_at = "sent", now, now
+        return
+    # Deferred by quiet hours or waiting for a retry, a message may wait hours: until it
+    # goes the campaign is sending, so that cancel still refuses it. One long overdue
+    # (its delivery job dead, say) is looked at every `STUCK`, not every `RECHECK`.
+    soonest = now + (STUCK if first_waiting < now - STUCK else RECHECK)
+    run_at = max(soonest, first_waiting)
     await schedule_dispatch(session, campaign=campaign, run_at=run_at, now=now)
+
+
+async def _queue(
+    session: AsyncSession,
+    campaign: Campaign,
+    due: list[CampaignRecipient],
+    shift: timedelta,
+    now: datetime,
+) -> None:
+    """Ask messaging for the due recipients' messages and mark them queued with their ids."""
+    assert campaign.template_version_id is not None  # set by the launch
+    requests = [
+        MessageRequest(
+            profile_id=recipient.profile_id,
+            template_id=campaign.template_id,
+            template_version_id=campaign.template_version_id,
+            channel=campaign.channel,
+            idempotency_key=idempotency_key(campaign.id, recipient.profile_id),
+            origin=ORIGIN,
+            origin_id=str(campaign.id),
+            channel_id=campaign.channel_id,
+            category=campaign.category,
+            topic_id=campaign.topic_id,
+            priority=campaign.priority,
+            send_after=recipient.send_at + shift,
+        )
+        for recipient in due
+    ]
+    message_ids = await queue_messages(
+        session, workspace_id=campaign.workspace_id, requests=requests, now=now
+    )
+    for recipient, message_id in zip(due, message_ids, strict=True):
+        recipient.state, recipient.message_id, recipient.updated_at = "queued", message_id, now
+
+
+async def _first_waiting(session: AsyncSession, campaign: Campaign) -> datetime | None:
+    """When the first of the campaign's messages still waiting (queued, or being sent and
+    perhaps retried) is due; None when none waits."""
+    first: datetime | None = await session.scalar(
+        select(func.min(Message.send_after)).where(
+            Message.workspace_id == campaign.workspace_id,
+            Message.origin == ORIGIN,
+            Message.origin_id == str(campaign.id),
+            Message.status.in_(WAITING),
+        )
+    )
+    return first
 
 
 async def skip_pending(

@@ -21,14 +21,34 @@ from clarion.core.errors import Conflict, FieldError
 from clarion.messaging.schemas import UnprocessableInput
 
 _TOO_FAR = f"is more than {timing.MAX_AHEAD.days} days ahead"
+# The fields each kind of send uses: any other one given is refused, not ignored.
+_USES = {"now": (), "at": ("at",), "local": ("local_date", "local_time")}
+
+
+def _refuse_unused(request: SendRequest) -> None:
+    """UnprocessableInput naming each time field given that `when` does not use (an `at`
+    with `when: now` is a send meant for later, not one to go now)."""
+    unused = [
+        name
+        for name in ("at", "local_date", "local_time")
+        if getattr(request, name) is not None and name not in _USES[request.when]
+    ]
+    if unused:
+        raise UnprocessableInput(
+            f"A send with when {request.when!r} takes no {', '.join(unused)}.",
+            errors=[
+                FieldError(name, f"is not used when sending {request.when}") for name in unused
+            ],
+        )
 
 
 def _schedule(
     request: SendRequest, now: datetime
 ) -> tuple[datetime | None, date | None, time | None]:
     """(instant in UTC, local date, local time) of a send request; 422 naming the field at
-    fault (missing, passed, more than `timing.MAX_AHEAD` ahead), 409 naming `local_date`
-    for a local send less than 24 h ahead."""
+    fault (missing, passed, more than `timing.MAX_AHEAD` ahead, or not used by `when`), 409
+    naming `local_date` for a local send less than 24 h ahead."""
+    _refuse_unused(request)
     if request.when == "now":
         return None, None, None
     if request.when == "at":
@@ -90,8 +110,9 @@ async def send_campaign(
 ) -> Campaign:
     """Send the draft (or scheduled) campaign now, or schedule it: 409 naming `state`,
     `template_id` (archived), `audience.segment_id` (deleted), `audience` (empty) or
-    `channel_id` (none of the kind) when it cannot go, 422 / 409 naming a bad time. A new
-    schedule replaces the previous one. Flushes only."""
+    `channel_id` (none of the kind) when it cannot go, 422 / 409 naming a bad time or a
+    time field `when` does not use. A new schedule replaces the previous one. Flushes
+    only."""
     campaign = await service.get_campaign_or_raise(
         session, workspace_id=workspace_id, campaign_id=campaign_id, lock=True
     )
@@ -127,8 +148,9 @@ async def send_campaign(
 async def pause_campaign(
     session: AsyncSession, *, workspace_id: int, campaign_id: int, now: datetime
 ) -> Campaign:
-    """Stop asking for the sending campaign's messages (those already asked for go);
-    409 naming `state` unless it is sending. Flushes only."""
+    """Stop asking for the sending campaign's messages (those already asked for go at their
+    time, quiet hours or retries; it is `sent` only once resumed); 409 naming `state`
+    unless it is sending. Flushes only."""
     campaign = await service.get_campaign_or_raise(
         session, workspace_id=workspace_id, campaign_id=campaign_id, lock=True
     )

@@ -1,8 +1,8 @@
 """Campaigns: defining them (checked against templates, channels and segments), reading
 them, and moving them through their states.
 
-    draft ──send──► scheduled ──(launch job)──► sending ──(all queued or skipped)──► sent
-      │  └─────────────send now─────────────────►  │ ▲
+    draft ──send──► scheduled ──(launch job)──► sending ──(nobody pending, no message
+      │  └─────────────send now─────────────────►  │ ▲       waiting)──► sent
       │                                     pause  │ │ resume
     delete                                         ▼ │
                                                   paused
@@ -177,8 +177,9 @@ async def update_campaign(
 ) -> Campaign:
     """The draft or scheduled campaign with the given fields changed (409 naming `state`
     otherwise); checked as on creation, and a scheduled one as on sending too (409 naming
-    `channel_id` when it would have no channel to send through). A goal on a scheduled
-    campaign makes sure its conversions are recorded. Flushes only."""
+    `channel_id` when it would have no channel to send through, `audience` when a list
+    given resolves to nobody). A goal on a scheduled campaign makes sure its conversions
+    are recorded. Flushes only."""
     campaign = await get_campaign_or_raise(
         session, workspace_id=workspace_id, campaign_id=campaign_id, lock=True
     )
@@ -204,6 +205,9 @@ async def update_campaign(
     if body.audience is not None:
         audience = body.audience.model_dump(mode="json")
         await audiences.check(session, workspace_id=workspace_id, audience=audience)
+        if campaign.state == "scheduled" and audience["type"] == audiences.LIST:
+            # As sending checks it. A segment is left to its launch: empty now, it may fill.
+            await audiences.require_sendable(session, workspace_id=workspace_id, audience=audience)
         campaign.audience = audience
     for field in ("name", "description", "priority"):
         value = getattr(body, field)

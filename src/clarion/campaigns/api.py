@@ -27,9 +27,10 @@ from clarion.campaigns.schemas import (
     State,
 )
 from clarion.core.deps import AppClock, ReadSession, RowId, WriteSession
+from clarion.core.routing import StrictJSONRoute
 from clarion.workspaces.auth import ManagementCaller
 
-router = APIRouter(prefix="/api/v1", tags=["campaigns"])
+router = APIRouter(prefix="/api/v1", tags=["campaigns"], route_class=StrictJSONRoute)
 Cursor = Annotated[str | None, Query(max_length=512)]
 Sample = Annotated[int, Query(ge=0, le=100)]
 

@@ -57,13 +57,39 @@ def _field_error(error: FieldError) -> dict[str, Any]:
     return item
 
 
-def validation_field_errors(errors: Any) -> list[FieldError]:
-    """Pydantic / FastAPI validation errors as FieldErrors, locations joined with dots."""
+def validation_field_errors(errors: Any, body: Any = None) -> list[FieldError]:
+    """Pydantic / FastAPI validation errors as FieldErrors, locations joined with dots; a
+    body that is not JSON (`body` is its text) as `body`, naming where reading it stopped."""
     result = []
     for error in errors:
+        if _unreadable_body(error):
+            result.append(FieldError("body", _json_error(error, body)))
+            continue
         loc = [str(part) for part in error.get("loc", ()) if part not in ("body", "query", "path")]
         result.append(FieldError(".".join(loc) or "body", str(error.get("msg", "invalid"))))
     return result
+
+
+def _unreadable_body(error: Mapping[str, Any]) -> bool:
+    """FastAPI's error for a body its JSON reader refused: located at `("body", offset)`."""
+    loc = error.get("loc", ())
+    return (
+        error.get("type") == "json_invalid"
+        and len(loc) == 2
+        and loc[0] == "body"
+        and isinstance(loc[1], int)
+    )
+
+
+def _json_error(error: Mapping[str, Any], body: Any) -> str:
+    """The JSON reader's reason, and the line and column where it stopped."""
+    reason = str(error.get("ctx", {}).get("error") or error.get("msg", "invalid"))
+    offset: int = error["loc"][1]
+    if not isinstance(body, str):
+        return f"{reason} at character {offset}"
+    line = body.count("\n", 0, offset) + 1
+    column = offset - body.rfind("\n", 0, offset)
+    return f"{reason} at line {line}, column {column}"
 
 
 def install_problem_handlers(app: FastAPI) -> None:
@@ -89,13 +115,17 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     async def request_validation(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
-        errors = validation_field_errors(exc.errors())
-        fields = ", ".join(error.field for error in errors)
+        raw = exc.errors()
+        errors = validation_field_errors(raw, exc.body)
+        if raw and _unreadable_body(raw[0]):  # then FastAPI's only error
+            detail = f"The body is not valid JSON: {errors[0].message}."
+        else:
+            detail = f"Invalid value for: {', '.join(error.field for error in errors)}."
         return problem_response(
             status=422,
             code="invalid-input",
             title="Invalid input",
-            detail=f"Invalid value for: {fields}.",
+            detail=detail,
             errors=errors,
             instance=request.url.path,
         )

@@ -12,6 +12,7 @@ from fastapi import APIRouter, Query, Request, Response
 
 from clarion.core.deps import ReadSession, RowId, get_clock, get_database
 from clarion.core.errors import FieldError, InvalidInput, Unauthorized
+from clarion.core.routing import StrictJSONRoute
 from clarion.ingest import service
 from clarion.ingest.messages import (
     MESSAGE_TYPES,
@@ -27,8 +28,8 @@ from clarion.workspaces import service as workspaces
 from clarion.workspaces.auth import ManagementCaller, write_key_cache
 from clarion.workspaces.schemas import KeyScope
 
-tracking = APIRouter(prefix="/v1", tags=["tracking"])
-events = APIRouter(prefix="/api/v1/events", tags=["events"])
+tracking = APIRouter(prefix="/v1", tags=["tracking"], route_class=StrictJSONRoute)
+events = APIRouter(prefix="/api/v1/events", tags=["events"], route_class=StrictJSONRoute)
 
 WRITE_SCOPE = frozenset({KeyScope.WRITE})
 _SCHEMA_REF = "#/components/schemas/{name}"

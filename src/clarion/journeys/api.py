@@ -10,6 +10,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, Request, status
 
 from clarion.core.deps import AppClock, ReadSession, RowId, WriteSession
+from clarion.core.routing import StrictJSONRoute
 from clarion.journeys import alerts, service
 from clarion.journeys import simulate as simulation
 from clarion.journeys.compiler import InvalidJourney
@@ -40,7 +41,7 @@ from clarion.journeys.schemas import (
 from clarion.segments.catalog import Catalog
 from clarion.workspaces.auth import ManagementCaller
 
-router = APIRouter(prefix="/api/v1", tags=["journeys"])
+router = APIRouter(prefix="/api/v1", tags=["journeys"], route_class=StrictJSONRoute)
 Cursor = Annotated[str | None, Query(max_length=512)]
 RunState = Literal["active", "waiting", "completed", "exited", "failed"]
 

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Path, Query, Request, Response, status
 
 from clarion.core.crypto import Vault
 from clarion.core.deps import AppClock, ReadSession, RowId, WriteSession, app_held
+from clarion.core.routing import StrictJSONRoute
 from clarion.messaging import channel_config, templates
 from clarion.messaging.channels.base import ChannelKind
 from clarion.messaging.models import MessageTemplate, MessagingChannel, TemplateVersion
@@ -36,7 +37,7 @@ from clarion.messaging.schemas import (
 )
 from clarion.workspaces.auth import ManagementCaller
 
-router = APIRouter(prefix="/api/v1", tags=["messaging"])
+router = APIRouter(prefix="/api/v1", tags=["messaging"], route_class=StrictJSONRoute)
 Cursor = Annotated[str | None, Query(max_length=512)]
 Limit = Annotated[int, Query(ge=1, le=500)]
 VersionNumber = Annotated[int, Path(ge=1, le=2**31 - 1)]
@@ -160,11 +161,21 @@ async def update_channel(
 
 @router.delete("/channels/{channel_id}", status_code=status.HTTP_204_NO_CONTENT)
 async def delete_channel(
-    channel_id: RowId, caller: ManagementCaller, session: WriteSession
+    channel_id: RowId,
+    caller: ManagementCaller,
+    session: WriteSession,
+    clock: AppClock,
+    request: Request,
 ) -> Response:
-    """Delete the channel; messages sent through it keep their history."""
+    """Delete the channel; 409 naming them while a scheduled, sending or paused campaign or
+    a live or paused journey names it. Messages sent through it keep their history; those
+    still queued to go through it fail ("channel 3 was deleted")."""
     await channel_config.delete_channel(
-        session, workspace_id=caller.workspace_id, channel_id=channel_id
+        session,
+        workspace_id=caller.workspace_id,
+        channel_id=channel_id,
+        now=clock.now(),
+        users=request.app.state.channel_users,
     )
     await session.commit()
     return Response(status_code=status.HTTP_204_NO_CONTENT)

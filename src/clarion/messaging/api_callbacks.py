@@ -9,14 +9,15 @@ from fastapi import APIRouter, Request, Response, status
 
 from clarion.core.deps import AppClock, RowId, WriteSession
 from clarion.core.errors import FieldError, Forbidden, InvalidInput, NotFound
+from clarion.core.routing import StrictJSONRoute
 from clarion.messaging import callbacks, channel_config
 from clarion.messaging.api import app_vault
 from clarion.messaging.channels.sms import verify_twilio_signature
 from clarion.messaging.models import MessagingChannel
 from clarion.workspaces.auth import ManagementCaller
 
-hooks = APIRouter(tags=["provider callbacks"])
-router = APIRouter(prefix="/api/v1", tags=["provider callbacks"])
+hooks = APIRouter(tags=["provider callbacks"], route_class=StrictJSONRoute)
+router = APIRouter(prefix="/api/v1", tags=["provider callbacks"], route_class=StrictJSONRoute)
 MAX_BOUNCE_BYTES = 1_000_000
 
 

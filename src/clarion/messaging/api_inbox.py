@@ -25,6 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from clarion.core.deps import AppClock, ReadSession, WriteSession, app_held, get_database
 from clarion.core.errors import Forbidden
+from clarion.core.routing import StrictJSONRoute
 from clarion.messaging import inbox as service
 from clarion.messaging import inbox_live
 from clarion.messaging.inbox import InboxUser
@@ -33,8 +34,8 @@ from clarion.workspaces.auth import ManagementCaller
 from clarion.workspaces.schemas import KeyScope
 
 PREFIX = "/inbox/v1"
-inbox = APIRouter(prefix=PREFIX, tags=["inbox"])
-router = APIRouter(prefix="/api/v1", tags=["inbox"])
+inbox = APIRouter(prefix=PREFIX, tags=["inbox"], route_class=StrictJSONRoute)
+router = APIRouter(prefix="/api/v1", tags=["inbox"], route_class=StrictJSONRoute)
 Cursor = Annotated[str | None, Query(max_length=512)]
 
 CORS_HEADERS = {"Access-Control-Allow-Origin": "*"}

@@ -9,6 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, status
 
 from clarion.core.deps import AppClock, ReadSession, RowId, WriteSession
+from clarion.core.routing import StrictJSONRoute
 from clarion.messaging import messages
 from clarion.messaging.message_schemas import (
     CapCreate,
@@ -23,7 +24,7 @@ from clarion.messaging.message_schemas import (
 )
 from clarion.workspaces.auth import ManagementCaller
 
-router = APIRouter(prefix="/api/v1", tags=["messages"])
+router = APIRouter(prefix="/api/v1", tags=["messages"], route_class=StrictJSONRoute)
 
 
 @router.post("/messages", response_model=MessageRead, status_code=status.HTTP_202_ACCEPTED)

@@ -21,6 +21,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 
 from clarion.core.deps import AppClock, app_held, get_database
+from clarion.core.routing import StrictJSONRoute
 from clarion.messaging import engagement
 from clarion.messaging.engagement import Interaction
 from clarion.messaging.tracking import (
@@ -34,7 +35,7 @@ from clarion.messaging.tracking import (
 )
 
 log = logging.getLogger(__name__)
-public = APIRouter(tags=["public"])
+public = APIRouter(tags=["public"], route_class=StrictJSONRoute)
 
 # The stored page runs in a sandbox: a unique origin (no access to Clarion's cookies or
 # storage), no scripts, no forms; links open at the reader's click.

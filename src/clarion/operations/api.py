@@ -9,10 +9,11 @@ from fastapi import APIRouter, Query, Response
 from clarion.core.deps import AppClock, ReadSession, RowId, WriteSession
 from clarion.core.jobs import service
 from clarion.core.jobs.service import JobState
+from clarion.core.routing import StrictJSONRoute
 from clarion.operations.schemas import JobPage, JobRead
 from clarion.workspaces.auth import ManagementCaller
 
-router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
+router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"], route_class=StrictJSONRoute)
 
 
 @router.get("", response_model=JobPage)

@@ -10,6 +10,7 @@ from fastapi.responses import StreamingResponse
 
 from clarion.core.deps import AppClock, ReadSession, RowId, WriteSession, get_database
 from clarion.core.errors import FieldError, InvalidInput
+from clarion.core.routing import StrictJSONRoute
 from clarion.ingest.schemas import EventRead
 from clarion.profiles import exports, imports, merges, queries
 from clarion.profiles.schemas import (
@@ -24,7 +25,7 @@ from clarion.profiles.schemas import (
 )
 from clarion.workspaces.auth import ManagementCaller
 
-router = APIRouter(prefix="/api/v1/profiles", tags=["profiles"])
+router = APIRouter(prefix="/api/v1/profiles", tags=["profiles"], route_class=StrictJSONRoute)
 
 Identity = Annotated[str | None, Query(min_length=1, max_length=255)]
 

@@ -11,6 +11,7 @@ from fastapi.responses import StreamingResponse
 
 from clarion.core.deps import AppClock, ReadSession, RowId, WriteSession, get_database
 from clarion.core.errors import FieldError
+from clarion.core.routing import StrictJSONRoute
 from clarion.segments import explain as explaining
 from clarion.segments import recompute, service
 from clarion.segments.catalog import Catalog
@@ -37,7 +38,7 @@ from clarion.segments.schemas import (
 from clarion.segments.templates import TEMPLATES
 from clarion.workspaces.auth import ManagementCaller
 
-router = APIRouter(prefix="/api/v1", tags=["segments"])
+router = APIRouter(prefix="/api/v1", tags=["segments"], route_class=StrictJSONRoute)
 Cursor = Annotated[str | None, Query(max_length=512)]
 
 

@@ -369,8 +369,9 @@ def _is_number(value: Any) -> bool:
 
 
 def _unkeepable_numbers(raw: Any, path: str) -> list[FieldError]:
-    """Every number in a document that JSON cannot keep as given (infinities and NaN, which
-    Python's reader accepts, and integers past 64 bits), by path."""
+    """Every number in a document that JSON cannot keep as given (infinities and NaN, and
+    integers past 64 bits), by path. API bodies never hold them (`core.routing` refuses
+    them); `clarion journeys apply` reads its file with YAML or pydantic, which take them."""
     errors: list[FieldError] = []
     stack = [(raw, path)]
     while stack:

@@ -7,6 +7,7 @@ import uuid
 from fastapi import APIRouter, status
 
 from clarion.core.deps import AppClock, ReadSession, WriteSession
+from clarion.core.routing import StrictJSONRoute
 from clarion.workspaces import service
 from clarion.workspaces.auth import ManagementCaller, WriteKeys
 from clarion.workspaces.schemas import (
@@ -22,7 +23,7 @@ from clarion.workspaces.schemas import (
     WorkspaceRead,
 )
 
-router = APIRouter(prefix="/api/v1", tags=["workspace"])
+router = APIRouter(prefix="/api/v1", tags=["workspace"], route_class=StrictJSONRoute)
 
 
 @router.get("/workspace", response_model=WorkspaceRead)

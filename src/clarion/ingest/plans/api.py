@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response, status
 
 from clarion.core.deps import AppClock, ReadSession, RowId, WriteSession, app_held
+from clarion.core.routing import StrictJSONRoute
 from clarion.core.settings import Settings
 from clarion.ingest.plans import service
 from clarion.ingest.plans.cache import announce_change
@@ -23,7 +24,9 @@ from clarion.ingest.plans.schemas import (
 from clarion.ingest.plans.secrets import HeaderVault
 from clarion.workspaces.auth import ManagementCaller
 
-router = APIRouter(prefix="/api/v1/tracking-plans", tags=["tracking plans"])
+router = APIRouter(
+    prefix="/api/v1/tracking-plans", tags=["tracking plans"], route_class=StrictJSONRoute
+)
 
 
 def _headers(request: Request) -> HeaderVault:

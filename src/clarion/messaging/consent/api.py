@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from clarion.core.database import MAX_ROW_ID
 from clarion.core.deps import AppClock, ReadSession, RowId, WriteSession
+from clarion.core.routing import StrictJSONRoute
 from clarion.messaging import messages
 from clarion.messaging.channels.base import ChannelKind
 from clarion.messaging.consent import imports, service, suppressions, topics
@@ -33,7 +34,7 @@ from clarion.workspaces.auth import ManagementCaller
 
 __all__ = ["get_links", "public", "router"]
 
-router = APIRouter(prefix="/api/v1", tags=["consent"])
+router = APIRouter(prefix="/api/v1", tags=["consent"], route_class=StrictJSONRoute)
 Cursor = Annotated[str | None, Query(max_length=512)]
 
 
@@ -89,7 +90,9 @@ async def read_topic(
 async def update_topic(
     topic_id: RowId, body: TopicUpdate, caller: ManagementCaller, session: WriteSession
 ) -> SubscriptionTopic:
-    """Change a topic's name, description, default state or double opt-in."""
+    """Change a topic's name, description, default state or double opt-in; 422 naming the
+    field for double opt-in off email or a double opt-in topic starting opted_in, 409 when
+    the name is taken."""
     topic = await topics.update_topic(
         session,
         workspace_id=caller.workspace_id,

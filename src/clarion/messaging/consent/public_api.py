@@ -18,13 +18,14 @@ from starlette.responses import HTMLResponse
 
 from clarion.core.deps import AppClock, ReadSession, WriteSession
 from clarion.core.errors import NotFound
+from clarion.core.routing import StrictJSONRoute
 from clarion.messaging import feedback
 from clarion.messaging.consent import pages
 from clarion.messaging.consent import public as flows
 from clarion.messaging.consent.service import Links
 from clarion.messaging.tracking import UnsubscribePayload
 
-public = APIRouter(tags=["public"])
+public = APIRouter(tags=["public"], route_class=StrictJSONRoute)
 ONE_CLICK = ("List-Unsubscribe", "One-Click")
 
 

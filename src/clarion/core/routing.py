@@ -1,0 +1,93 @@
+"""The route class of every admin API router: JSON bodies read strictly, with orjson.
+
+FastAPI reads a JSON body with Python's `json` module, which takes `NaN`, `Infinity`,
+`-Infinity`, `1e400` (read as infinity) and integers of any size. No JSON column keeps
+those: orjson writes a non-finite float as `null` and refuses an integer past 64 bits.
+Clarion keeps the signed 64-bit integers SQLite and PostgreSQL's bigint hold (as segment
+rules do). `StrictJSONRoute` reads bodies with `loads` instead, which refuses the rest;
+FastAPI answers a refused body as it answers malformed JSON (422 naming `body`, with line
+and column; see `core.problems`).
+
+    router = APIRouter(prefix="/api/v1", tags=["things"], route_class=StrictJSONRoute)
+
+Routes without a body model (the tracking API reads its raw bytes with msgspec) keep
+FastAPI's own handler and pay nothing; so do routes that read `request.json()` themselves,
+which should call `loads` on `await request.body()` instead.
+"""
+
+from __future__ import annotations
+
+import codecs
+import json
+import re
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import orjson
+from fastapi import Request, Response
+from fastapi.routing import APIRoute
+
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+# The shortest numeral past 64 bits (-9223372036854775809) has 19 digits; a body with no run
+# of 19 digits holds none, which one C pass (~0.75 ns a byte) tells.
+_DIGIT_RUN = b"0" * 19
+_DIGITS_AS_ZEROS = bytes(0x30 if 0x30 <= byte <= 0x39 else 0x20 for byte in range(256))
+# In valid JSON a token starting at `"` is a whole string and one starting at `-` or a digit
+# a whole number, so scanning for these two never lands inside either.
+# A JSON \u0000 escape: its backslash is not itself escaped (an even run of them before it).
+_NUL_ESCAPE = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
+_TOKEN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|(-?[0-9]+)(\.[0-9]+)?([eE][+-]?[0-9]+)?')
+
+
+def loads(body: bytes) -> Any:
+    """The JSON document `body` holds; raises `json.JSONDecodeError` (position included) on
+    malformed JSON, NaN and infinities, a number past a double's range, an integer past 64
+    bits, or a NUL character."""
+    if body.startswith(codecs.BOM_UTF8):  # Python's reader took one; RFC 8259 allows it
+        body = body[len(codecs.BOM_UTF8) :]
+    document = orjson.loads(body)  # orjson.JSONDecodeError is a json.JSONDecodeError
+    if b"\\u0000" in body and (nul := _NUL_ESCAPE.search(body)):
+        message = "a NUL character (\\u0000), which PostgreSQL keeps in no text"
+        before = body[: nul.end() - 6].decode()
+        raise json.JSONDecodeError(message, body.decode(), len(before))
+    if _DIGIT_RUN in body.translate(_DIGITS_AS_ZEROS):
+        _refuse_wide_integers(body.decode())  # orjson read it: valid UTF-8
+    return document
+
+
+def _refuse_wide_integers(text: str) -> None:
+    """Raise at the first integer outside 64 bits (orjson reads those as rounded floats)."""
+    for token in _TOKEN.finditer(text):
+        digits, fraction, exponent = token.groups()
+        if digits is None or fraction or exponent or len(digits) < 19:
+            continue
+        if not INT64_MIN <= int(digits) <= INT64_MAX:
+            message = "integer beyond 64 bits (JSON columns keep -2^63 to 2^63-1)"
+            raise json.JSONDecodeError(message, text, token.start())
+
+
+class StrictJSONRequest(Request):
+    """A request whose `json()` is `loads`: FastAPI reads JSON bodies through it."""
+
+    async def json(self) -> Any:
+        """The body's JSON document, read once; raises `json.JSONDecodeError`."""
+        if not hasattr(self, "_json"):
+            self._json = loads(await self.body())
+        return self._json
+
+
+class StrictJSONRoute(APIRoute):
+    """An `APIRoute` that reads its JSON body with `loads`; pass it as an `APIRouter`'s
+    `route_class`."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        """FastAPI's handler, given a `StrictJSONRequest` where the route takes a body."""
+        handler = super().get_route_handler()
+        if self.body_field is None:  # FastAPI reads no body: nothing to do per request
+            return handler
+
+        async def strict_handler(request: Request) -> Response:
+            return await handler(StrictJSONRequest(request.scope, request.receive))
+
+        return strict_handler

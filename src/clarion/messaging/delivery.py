@@ -12,19 +12,22 @@ batch:
 2. records the refusals, deferrals and inbox messages, and marks the rest `sending`
    (committed before any provider is called);
 3. sends those through their channels, concurrently, within each channel's rate;
-4. records every outcome and completes the job in one transaction: sent / delivered,
+4. records the outcomes as the sends finish, `RECORD_EVERY` at a time (or after
+   every `RECORD_WITHIN` seconds), the last ones with the job's completion: sent / delivered,
    bounced (the address goes on the suppression list), failed, or queued again with backoff
    after a temporary failure until the last attempt.
 
-A crash between 2 and 4 leaves messages `sending`; the job's retry sends them again under
-the same idempotency key (the email's Message-ID, Twilio's idempotency token, the webhook
-id), which receivers use to drop the repeat: delivery is at least once, and the window for
-a repeat is one batch's sends.
+A crash between 2 and 4 leaves the messages not yet recorded `sending`; the job's retry
+sends them again under the same idempotency key (the email's Message-ID, Twilio's
+idempotency token, the webhook id), which receivers use to drop the repeat: delivery is at
+least once, and the window for a repeat is the sends since a batch's last record (at most
+`RECORD_EVERY` and those in flight, per batch running).
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -55,6 +58,8 @@ DELIVER = "messages.deliver"  # job kind: deliver a batch of messages
 DELIVER_PRIORITY = 10  # behind event processing and segment lapses
 BATCH = 200  # messages per delivery job
 MAX_ATTEMPTS = 6
+RECORD_EVERY = 50  # a batch's outcomes are recorded this many at a time as its sends finish
+RECORD_WITHIN = 1.0  # or every this many seconds, when sends are slow
 _BACKOFF = (timedelta(seconds=30), timedelta(minutes=2), timedelta(minutes=10), timedelta(hours=1))
 _UNIQUE = ["workspace_id", "idempotency_key"]
 
@@ -210,11 +215,21 @@ class Delivery:
                     await context.complete(session)
                     await session.commit()
             return
-        results = await asyncio.gather(*(self._send(item) for item in sending))
-        async with self.database.write_session() as session:
-            await context.complete(session)
-            await self._record_results(session, workspace_id, results, self.clock.now())
-            await session.commit()
+        # Outcomes are recorded as the sends finish, a few at a time, not once the batch is
+        # done: a crash then repeats only what was sent since the last record.
+        results: list[tuple[Prepared, Sent | Exception]] = []
+        left, recorded = len(sending), time.monotonic()
+        for finished in asyncio.as_completed([self._send(item) for item in sending]):
+            results.append(await finished)
+            left -= 1
+            if left and len(results) < RECORD_EVERY and time.monotonic() - recorded < RECORD_WITHIN:
+                continue
+            async with self.database.write_session() as session:
+                if not left:
+                    await context.complete(session)
+                await self._record_results(session, workspace_id, results, self.clock.now())
+                await session.commit()
+            results, recorded = [], time.monotonic()
 
     async def _plan(
         self, session: AsyncSession, workspace_id: int, ids: Sequence[uuid.UUID], now: datetime

@@ -181,7 +181,7 @@ async def test_an_address_no_suppression_list_can_hold_fails_alone_and_the_batch
     back the recording of the whole batch, which was then sent again on every retry."""
     ada = await post.profile("ada", email="ada@example.org")
     bo = await post.profile("bo", email="bo@example.org")
-    # An email trait with a header in it: profiles take it, the SMTP channel refuses it.
+    # An email trait with a header in it is no address (profiles refuse it as an identity).
     cy = await post.profile("cy", email="cy@example.org\r\nBcc: evil@example.com")
     first, given, from_trait, last = await post.queue(
         post.request(ada, "batch:ada"),
@@ -196,11 +196,13 @@ async def test_an_address_no_suppression_list_can_hold_fails_alone_and_the_batch
     ]
     for message_id in (first, last):
         assert (await post.message(message_id)).status == "delivered"
+    failed = await post.message(given)
+    assert failed.status == "failed", (failed.status, failed.reason)
+    assert "not an email address" in (failed.reason or "")
+    assert "not a valid email address" in (failed.reason or "")
+    no_address = await post.message(from_trait)
+    assert (no_address.status, no_address.reason) == ("failed", "the profile has no email address")
     for message_id in (given, from_trait):
-        failed = await post.message(message_id)
-        assert failed.status == "failed", (failed.status, failed.reason)
-        assert "not an email address" in (failed.reason or "")
-        assert "not a valid email address" in (failed.reason or "")
         assert await post.history(message_id) == ["failed"]
     listed = await post.client.get("/api/v1/suppressions", headers=post.tenant.admin)
     assert listed.json()["items"] == []

@@ -21,7 +21,7 @@ import pytest
 from clarion.core.clock import SystemClock
 from clarion.core.database import Database
 from clarion.core.errors import InvalidInput, PayloadTooLarge
-from clarion.profiles import exports, imports
+from clarion.profiles import exports, imports, transfer
 from tests.conftest import Tenant, problem
 from tests.profiles.conftest import Send, identify, track
 from tests.support import LiveServer
@@ -208,6 +208,67 @@ async def test_values_one_database_could_not_store_are_rejected_on_both(
     ]
     [profile] = await all_profiles(client, tenant)
     assert profile["traits"] == {"doc": {"k": [1, "ok"]}, "n": -(2**63)}
+
+
+async def test_typed_cells_out_of_range_or_not_plain_digits_are_bad_cells(
+    client: httpx.AsyncClient, tenant: Tenant
+) -> None:
+    """Each is the row's error, never a 500 nor a value stored as something else (an
+    infinite number as null, Arabic-Indic digits as a number)."""
+    past_year_9999 = "beyond the range of dates (years 1 to 9999 in UTC)"
+    too_deep = f"nested more than {transfer.MAX_JSON_DEPTH} levels deep"
+    cells = [
+        ("seen:datetime", "9999-12-31T23:59:59-14:00", past_year_9999),
+        ("seen:datetime", "0001-01-01T00:00:00+14:00", past_year_9999),
+        ("seen:datetime", "99999-01-01T00:00:00", "not an ISO 8601 date and time"),
+        ("doc:json", "1e400", "not a finite number"),
+        ("doc:json", '{"k": [-1e400]}', "not a finite number"),
+        ("doc:json", "NaN", "not JSON"),
+        ("doc:json", "-Infinity", "not JSON"),
+        ("doc:json", "[" * 300 + "]" * 300, too_deep),  # orjson writes 254 levels at most
+        ("doc:json", "[" * 5000 + "]" * 5000, too_deep),  # json reads fewer than 1000
+        ("doc:json", "1" * 5000, "a number beyond 64 bits"),
+        ("n:int", "\u0663", "not a whole number"),  # ARABIC-INDIC DIGIT THREE
+        ("n:int", "1_000", "not a whole number"),
+        ("n:int", "1" * 5000, "a number beyond 64 bits"),
+        ("n:int", "-9223372036854775809", "a number beyond 64 bits"),
+        ("x:float", "\u0663.5", "not a number"),
+        ("x:float", "1_000.5", "not a number"),
+        ("x:float", "1e400", "not a finite number"),
+        ("x:float", "nan", "not a number"),
+    ]
+    columns = ["seen:datetime", "doc:json", "n:int", "x:float"]
+    lines = ["user_id," + ",".join(columns)]
+    for number, (column, cell, _) in enumerate(cells):
+        row = ["" if c != column else '"' + cell.replace('"', '""') + '"' for c in columns]
+        lines.append(f"bad-{number}," + ",".join(row))
+    lines.append("good,9999-12-31T09:59:59-14:00,[1e-400],+0042,-1.5E3")
+    result = await imported(client, tenant, "\n".join(lines) + "\n")
+    assert [(e["line"], e["field"], e["message"]) for e in result["errors"]] == [
+        (line, column, message) for line, (column, _, message) in enumerate(cells, start=2)
+    ]
+    assert (result["created"], result["rejected"]) == (1, len(cells))
+    [profile] = await all_profiles(client, tenant)
+    assert profile["traits"] == {
+        "seen": "9999-12-31T23:59:59+00:00",
+        "doc": [0.0],
+        "n": 42,
+        "x": -1500.0,
+    }
+
+
+async def test_an_email_with_a_line_break_is_not_an_email_address(
+    client: httpx.AsyncClient, tenant: Tenant
+) -> None:
+    body = 'email,name\n"ann@example.com\r\nBcc: all@example.com",Ann\nbea@example.com,Bea\n'
+    result = await imported(client, tenant, body)
+    assert [(e["line"], e["field"], e["message"]) for e in result["errors"]] == [
+        (2, "email", "not an email address")
+    ]
+    [profile] = await all_profiles(client, tenant)
+    assert profile["traits"] == {"email": "bea@example.com", "name": "Bea"}
+    lookup = {"email": "ann@example.com\nBcc: all@example.com"}
+    problem(await client.get("/api/v1/profiles", params=lookup, headers=tenant.admin), 400, "email")
 
 
 async def test_the_first_errors_are_reported_and_all_counted(

@@ -242,3 +242,43 @@ async def test_profiles_read_by_key_never_through_the_workspace_index(
         plan = await plan_of(database, run, matching)
         assert "ix_profiles_workspace_id" not in plan, plan
         assert "pk_profiles" in plan, plan
+
+
+async def test_a_profile_merged_into_one_created_later_in_the_same_batch(
+    send: Send, database: Database, tenant: Tenant
+) -> None:
+    """The absorbed row points at a survivor the batch also creates: the survivor's row must
+    be written first, or SQLite's (immediate) self-referencing key refuses the batch."""
+    await send(
+        track("Cart Viewed", anonymous_id="visitor", minute=1, step=1),
+        identify("u1", minute=2, plan="pro"),
+        alias("visitor", "u1", minute=3),
+        track("Order Completed", user_id="u1", minute=4),
+    )
+    merged = await by(database, tenant, "anonymous_id", "visitor")
+    assert merged is not None and merged.id == await pid(database, tenant, "user_id", "u1")
+    assert merged.canonical_id is None and merged.traits == {"plan": "pro"}
+    assert merged.computed["event_counts"] == {"Cart Viewed": 1, "Order Completed": 1}
+    assert await canonical_count(database, tenant) == 1
+    assert await merges_of(database, tenant, merged) == [("merged", "alias")]
+
+
+async def test_an_email_trait_with_a_line_break_is_no_email_identity(
+    send: Send, database: Database, tenant: Tenant
+) -> None:
+    """Like any other malformed email, it stays a trait as sent and identifies nobody: as an
+    address it would smuggle headers into a message."""
+    injected = "ann@example.com\r\nBcc: all@example.com"
+    await send(
+        identify("u1", minute=1, email=injected),
+        identify("u2", minute=2, email="bea@example.com\nx"),
+        identify("u3", minute=3, email="cy@example.com\u2028"),
+    )
+    for user, email in (("u1", injected), ("u2", "bea@example.com\nx")):
+        profile = await by(database, tenant, "user_id", user)
+        assert profile is not None and profile.traits == {"email": email}
+        async with database.read_session() as session:
+            [view] = await queries.view_profiles(session, [profile])
+        assert [(i.kind, i.value) for i in view.identities] == [("user_id", user)]
+    assert await pid(database, tenant, "email", "cy@example.com") is not None  # trimmed
+    assert await canonical_count(database, tenant) == 3

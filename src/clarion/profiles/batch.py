@@ -419,6 +419,9 @@ async def write_graph(session: AsyncSession, graph: Graph) -> None:
     codec = _Codec(session)
     await session.flush()  # what the caller added (new accounts) goes first
     if graph.new_profiles:
+        # Live profiles first: a new profile merged into one created later in the batch points
+        # at it, and the self-referencing key is checked row by row (chains are flattened, so
+        # every pointer reaches a live profile).
         await _executemany(
             session,
             _INSERT_PROFILE,
@@ -428,7 +431,7 @@ async def write_graph(session: AsyncSession, graph: Graph) -> None:
                     profile.workspace_id,
                     codec.bind_time(profile.created_at),
                 )
-                for profile in graph.new_profiles
+                for profile in sorted(graph.new_profiles, key=lambda p: p.canonical_id is not None)
             ],
         )
     fresh = {profile.id for profile in graph.new_profiles}

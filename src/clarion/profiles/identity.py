@@ -34,10 +34,13 @@ Key = tuple[str, str]  # (kind, value)
 
 
 def normalize_email(raw: Any) -> str | None:
-    """The email as an identity: stripped and lower-cased; None when it is not one."""
+    """The email as an identity: stripped and lower-cased; None when it is not one (among
+    others, one holding a line break or another control character)."""
     if not isinstance(raw, str):
         return None
     email = raw.strip().lower()
+    if not email.isprintable():  # "a@b.co\r\nBcc: ..." would add headers to a message
+        return None
     local, at, domain = email.partition("@")
     return email if at and local and domain and len(email) <= 255 else None
 

@@ -3,10 +3,14 @@
 A header names identity columns (`user_id`, `email`, `phone`, case and spaces ignored) and
 trait columns. A trait column holds text unless its header ends in a type, `name:TYPE`:
 
-    str       the cell as written (the default)      int    a whole number
-    float     a number                               bool   true/false, yes/no, 1/0
+    str       the cell as written (the default)      int    a whole number within 64 bits
+    float     a finite decimal number                bool   true/false, yes/no, 1/0
     date      an ISO date, stored as `YYYY-MM-DD`    json   any JSON value (lists, objects, null)
     datetime  ISO 8601, stored in UTC (no offset given means UTC)
+
+Numbers are written in ASCII digits (`int` and `float` also read other scripts' digits and
+`1_000`); JSON numbers too must be finite and whole ones within 64 bits, and JSON documents
+nested at most `MAX_JSON_DEPTH` levels, as both databases store them.
 
 An empty cell sets nothing. Untyped columns whose name starts with `clarion_` are read-only
 profile data that export writes (ids, computed traits) and import ignores. Export writes a
@@ -27,9 +31,14 @@ IDENTITY_COLUMNS = ("user_id", "email", "phone")
 RESERVED_PREFIX = "clarion_"
 TYPES = ("str", "int", "float", "bool", "date", "datetime", "json")
 MAX_NAME_LENGTH = 255  # trait keys and identity values are stored in 255-character columns
+# Well within what orjson writes (254 levels, counting the traits and history around a value).
+MAX_JSON_DEPTH = 128
 
 _MIN_INT, _MAX_INT = -(2**63), 2**63 - 1
-_INTEGER = re.compile(r"[+-]?\d+")
+_MAX_INT_DIGITS = len(str(_MAX_INT))
+# ASCII only: `int` and `float` also take other scripts' digits and `_` between digits.
+_INTEGER = re.compile(r"[+-]?[0-9]+")
+_DECIMAL = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 _TRUE, _FALSE = {"true", "yes", "1", "y", "t"}, {"false", "no", "0", "n", "f"}
 
 
@@ -76,15 +85,11 @@ def parse_cell(text: str, type_: str) -> Any:
     if type_ == "int":
         if not _INTEGER.fullmatch(value):
             raise CellError("not a whole number")
-        return _storable(int(value))
+        return _integer(value)
     if type_ == "float":
-        try:
-            number = float(value)
-        except ValueError:
-            raise CellError("not a number") from None
-        if not math.isfinite(number):
-            raise CellError("not a finite number")
-        return number
+        if not _DECIMAL.fullmatch(value):
+            raise CellError("not a number")
+        return _finite(value)
     if type_ == "bool":
         lowered = value.lower()
         if lowered in _TRUE or lowered in _FALSE:
@@ -96,14 +101,51 @@ def parse_cell(text: str, type_: str) -> Any:
         except ValueError:
             raise CellError("not an ISO date (YYYY-MM-DD)") from None
     if type_ == "datetime":
-        try:
-            moment = datetime.fromisoformat(value)
-        except ValueError:
-            raise CellError("not an ISO 8601 date and time") from None
-        moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-        return moment.isoformat()
+        return _utc_datetime(value)
+    return _json(value)
+
+
+def _integer(digits: str) -> int:
+    """A whole number (ASCII digits, an optional sign) within 64 bits; CellError otherwise."""
+    # Counted first: `int` refuses (ValueError) strings of more than 4,300 digits.
+    if len(digits.lstrip("+-").lstrip("0")) > _MAX_INT_DIGITS:
+        raise CellError("a number beyond 64 bits")
+    number = int(digits)
+    if not _MIN_INT <= number <= _MAX_INT:
+        raise CellError("a number beyond 64 bits")
+    return number
+
+
+def _finite(numeral: str) -> float:
+    """A JSON or decimal numeral as a float; CellError for one past a double's range, which
+    would be stored as null."""
+    number = float(numeral)
+    if not math.isfinite(number):
+        raise CellError("not a finite number")
+    return number
+
+
+def _utc_datetime(value: str) -> str:
     try:
-        document = json.loads(value, parse_constant=_no_constant)
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise CellError("not an ISO 8601 date and time") from None
+    try:
+        moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    except OverflowError:  # 9999-12-31T23:00-02:00 is in the year 10000 in UTC
+        raise CellError("beyond the range of dates (years 1 to 9999 in UTC)") from None
+    return moment.isoformat()
+
+
+def _json(value: str) -> Any:
+    try:
+        document = json.loads(
+            value, parse_constant=_no_constant, parse_float=_finite, parse_int=_integer
+        )
+    except CellError:
+        raise
+    except RecursionError:
+        raise CellError(f"nested more than {MAX_JSON_DEPTH} levels deep") from None
     except ValueError:
         raise CellError("not JSON") from None
     return _storable(document)
@@ -113,28 +155,31 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
-def _storable(value: Any) -> Any:
-    """`value` if both databases store it as JSON; CellError otherwise."""
-    if isinstance(value, bool | float) or value is None:
-        return value
-    if isinstance(value, int):
-        if not _MIN_INT <= value <= _MAX_INT:
-            raise CellError("a number beyond 64 bits")
-    elif isinstance(value, str):
-        if "\x00" in value:  # PostgreSQL's JSON cannot hold it
-            raise CellError("contains a NUL character")
-        try:
-            value.encode()
-        except UnicodeEncodeError:  # a lone surrogate, as JSON's "\ud800" spells one
-            raise CellError("not valid Unicode text") from None
-    elif isinstance(value, list):
-        for item in value:
-            _storable(item)
-    else:
-        for key, item in value.items():
-            _storable(key)
-            _storable(item)
-    return value
+def _storable(document: Any) -> Any:
+    """`document` if both databases store it as JSON; CellError otherwise."""
+    # A stack, not recursion: the document may be nested as deep as `json` reads. Pushed in
+    # reverse, so the first problem in the text is the one reported.
+    pending = [(document, 1)]
+    while pending:
+        value, depth = pending.pop()
+        if isinstance(value, int) and not isinstance(value, bool):
+            if not _MIN_INT <= value <= _MAX_INT:
+                raise CellError("a number beyond 64 bits")
+        elif isinstance(value, str):
+            if "\x00" in value:  # PostgreSQL's JSON cannot hold it
+                raise CellError("contains a NUL character")
+            try:
+                value.encode()
+            except UnicodeEncodeError:  # a lone surrogate, as JSON's "\ud800" spells one
+                raise CellError("not valid Unicode text") from None
+        elif isinstance(value, list | dict) and depth > MAX_JSON_DEPTH:
+            raise CellError(f"nested more than {MAX_JSON_DEPTH} levels deep")
+        elif isinstance(value, list):
+            pending.extend((item, depth + 1) for item in reversed(value))
+        elif isinstance(value, dict):
+            for key, item in reversed(value.items()):
+                pending += ((item, depth + 1), (key, depth + 1))
+    return document
 
 
 def value_kind(value: Any) -> str:

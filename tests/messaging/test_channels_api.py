@@ -427,7 +427,51 @@ async def test_a_test_send_reports_the_providers_reason(
     [first, _] = http_receiver.requests
     assert first.form()["Body"] == "This is a test message from Clarion."
     assert first.headers["authorization"].startswith("Basic ")
-    problem(await client.post(url, json={"to": "5550002222"}, headers=tenant.admin), 422, "to")
+    problem(await client.post(url, json={"to": "0612345678"}, headers=tenant.admin), 422, "to")
+
+
+async def test_a_test_send_checks_its_address_as_a_single_send_does(
+    client: httpx.AsyncClient, tenant: Tenant, http_receiver: HttpReceiver, rsa_pem: str
+) -> None:
+    """The addresses a single send refuses (`addresses.sendable_address`), refused with its
+    reason under `to`; a good one sent as a single send would send it (a phone as + and
+    its digits). The older check let a quoted or display-named email, a formatted phone
+    (refused), a token with spaces and a URL with a header in it through."""
+    texts = await create(client, tenant, sms_body(base_url=http_receiver.url))
+    kinds = {
+        "email": await create(client, tenant, email_body()),
+        "sms": texts,
+        "push": await create(client, tenant, push_body(rsa_pem)),
+        "webhook": await create(client, tenant, {"name": "Hooks", "kind": "webhook"}),
+    }
+    bad: list[tuple[str, str, str]] = [
+        ("email", '"bob smith"@example.org', "not a valid email address"),
+        ("email", "Bob <bob@example.org>", "not an email address (one address, nothing else)"),
+        ("email", "josé@example.org", "has non-ASCII characters"),
+        ("sms", "0612345678", "not a phone number in international form"),
+        ("sms", "+1 555 CALL NOW", "not a phone number (+ and 6 to 20 digits)"),
+        ("push", "a token with spaces", "not a device token (printable ASCII, no spaces)"),
+        ("webhook", "https://hooks.example.com/\r\nX-Injected: 1", "not a URL"),
+        ("webhook", "ftp://hooks.example.com/x", "not an http:// or https:// URL"),
+    ]
+    for kind, to, reason in bad:
+        url = f"/api/v1/channels/{kinds[kind]['id']}/test"
+        body = problem(await client.post(url, json={"to": to}, headers=tenant.admin), 422, "to")
+        assert body["errors"][0]["message"].startswith(reason), (to, body)
+        assert body["detail"].startswith(f"Not an address for a {kind} channel: {reason}")
+    assert http_receiver.requests == []
+
+    path = "/2010-04-01/Accounts/AC123/Messages.json"
+    http_receiver.reply("POST", path, Reply(201, json={"sid": "SM1"}))
+    url = f"/api/v1/channels/{texts['id']}/test"
+    sent = await client.post(url, json={"to": " +1 (555) 000-2222 "}, headers=tenant.admin)
+    assert sent.status_code == 200, sent.text
+    [request] = http_receiver.requests
+    assert request.form()["To"] == "+15550002222"
+    # An in-app channel sends nothing anywhere: there is no address to check.
+    inbox = await create(client, tenant, {"name": "App", "kind": "inbox"})
+    url = f"/api/v1/channels/{inbox['id']}/test"
+    assert (await client.post(url, json={"to": "anyone"}, headers=tenant.admin)).is_success
 
 
 async def test_the_pool_reuses_an_adapter_until_its_channel_changes(

@@ -290,3 +290,21 @@ async def campaigns_using_segment(
         for campaign_id, name, audience in rows
         if audience.get("type") == "segment" and audience.get("segment_id") == segment_id
     ]
+
+
+async def campaigns_using_channel(
+    session: AsyncSession, workspace_id: int, channel_id: int
+) -> list[str]:
+    """The scheduled, sending and paused campaigns that name the channel (`channel_id`), as
+    "campaign N (name)". One naming no channel sends through its kind's default, whichever
+    that is when it sends: it holds no channel back."""
+    rows = await session.execute(
+        select(Campaign.id, Campaign.name)
+        .where(
+            Campaign.workspace_id == workspace_id,
+            Campaign.state.in_(("scheduled", "sending", "paused")),
+            Campaign.channel_id == channel_id,
+        )
+        .order_by(Campaign.id)
+    )
+    return [f"campaign {campaign_id} ({name})" for campaign_id, name in rows]

@@ -79,6 +79,39 @@ async def journeys_using_segment(
     ]
 
 
+async def journeys_using_channel(
+    session: AsyncSession, workspace_id: int, channel_id: int
+) -> list[str]:
+    """The live and paused journeys whose published version names the channel: as a send
+    or webhook step's `channel_id` or as its alert webhook (`alerts.channel_id`); as
+    "journey N (name)". A send step naming no channel goes through its template kind's
+    default channel, whichever that is when it sends: it holds no channel back."""
+    rows = await session.execute(
+        select(Journey.id, Journey.name, JourneyVersion.graph)
+        .join(
+            JourneyVersion,
+            (JourneyVersion.journey_id == Journey.id)
+            & (JourneyVersion.number == Journey.live_version),
+        )
+        .where(Journey.workspace_id == workspace_id, Journey.state.in_(("live", "paused")))
+        .order_by(Journey.id)
+    )
+    found = []
+    for journey_id, name, graph in rows:
+        # Read as stored (the shape `graph.py` draws, checked when it was published), not
+        # validated again: a rule tightened since must not make a channel undeletable.
+        named = {(graph.get("alerts") or {}).get("channel_id")} | {
+            action.get("channel_id")
+            for node in graph.get("nodes") or ()
+            if node.get("type") == "action"
+            for action in node.get("actions") or ()
+            if action.get("kind") in ("send", "webhook")
+        }
+        if channel_id in named:
+            found.append(f"journey {journey_id} ({name})")
+    return found
+
+
 def _names_segment(document: Any, segment_id: int) -> bool:
     """Whether a graph, anywhere in it, names the segment (`"segment_id": N`)."""
     pending = [document]

@@ -5,14 +5,17 @@ them, a per-process pool of those adapters, and test sends.
 Rules: names are unique per workspace; at most one channel per kind is the default (making
 one the default clears the others; the first channel of a kind becomes it unless told
 otherwise); an update without secrets keeps the stored ones; a webhook channel without a
-secret gets one generated, which the answer that saved it shows once (`generated`).
+secret gets one generated, which the answer that saved it shows once (`generated`). A
+channel that campaigns or journeys still send through cannot be deleted (`ChannelUsers`);
+one deleted fails the messages still queued to go through it, which never go through
+another channel instead.
 """
 
 from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -24,6 +27,7 @@ from clarion.core.crypto import UnreadableSecret, Vault
 from clarion.core.errors import ClarionError, Conflict, FieldError, NotFound
 from clarion.core.outbound import PUBLIC_ONLY, Policy
 from clarion.core.pagination import id_page
+from clarion.messaging import addresses, feedback
 from clarion.messaging.channel_settings import (
     ChannelConfig,
     EmailConfig,
@@ -41,7 +45,7 @@ from clarion.messaging.channels.base import (
     Sent,
     TemporaryFailure,
 )
-from clarion.messaging.channels.email import DkimKey, EmailChannel, SmtpSettings, recipient_address
+from clarion.messaging.channels.email import DkimKey, EmailChannel, SmtpSettings
 from clarion.messaging.channels.push import FcmSettings, PushChannel
 from clarion.messaging.channels.sms import SmsChannel, TwilioSettings
 from clarion.messaging.channels.webhook import WebhookChannel, WebhookSettings, generate_secret
@@ -229,14 +233,15 @@ async def _flush_named(session: AsyncSession, name: str) -> None:
 
 
 async def get_channel_or_raise(
-    session: AsyncSession, *, workspace_id: int, channel_id: int
+    session: AsyncSession, *, workspace_id: int, channel_id: int, lock: bool = False
 ) -> MessagingChannel:
-    """The workspace's channel; NotFound otherwise."""
-    row = await session.scalar(
-        select(MessagingChannel).where(
-            MessagingChannel.workspace_id == workspace_id, MessagingChannel.id == channel_id
-        )
+    """The workspace's channel (with `lock`, row-locked on PostgreSQL); NotFound otherwise."""
+    query = select(MessagingChannel).where(
+        MessagingChannel.workspace_id == workspace_id, MessagingChannel.id == channel_id
     )
+    if lock and session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update()
+    row = await session.scalar(query)
     if row is None:
         raise NotFound(f"No channel {channel_id} in this workspace.")
     return row
@@ -284,9 +289,40 @@ async def channel_kinds(session: AsyncSession, *, workspace_id: int) -> dict[int
     return {int(channel_id): str(kind) for channel_id, kind in rows}
 
 
-async def delete_channel(session: AsyncSession, *, workspace_id: int, channel_id: int) -> None:
-    """Delete the channel; messages sent through it keep their history. Flushes only."""
-    row = await get_channel_or_raise(session, workspace_id=workspace_id, channel_id=channel_id)
+# What outside messaging still sends through a channel (campaigns yet to send, live
+# journeys), as the names a marketer knows them by: ["campaign 3 (Spring sale)"]. Domains
+# downstream of messaging provide these; `app.py` passes them in.
+ChannelUsers = Callable[[AsyncSession, int, int], Awaitable[list[str]]]
+
+
+async def delete_channel(
+    session: AsyncSession,
+    *,
+    workspace_id: int,
+    channel_id: int,
+    now: datetime,
+    users: Sequence[ChannelUsers] = (),
+) -> None:
+    """Delete the channel; Conflict while any of `users` still sends through it. Messages
+    sent through it keep their history (without their channel); those still queued to go
+    through it fail ("channel 3 was deleted"): sent through another channel instead, they
+    would come from a sender nobody chose. Flushes only."""
+    # Locked first, on PostgreSQL: a message being queued through the channel holds it
+    # until its transaction ends, so the messages failed below include it, and one queued
+    # after waits for this delete and then fails on its foreign key instead.
+    row = await get_channel_or_raise(
+        session, workspace_id=workspace_id, channel_id=channel_id, lock=True
+    )
+    needing = [name for find in users for name in await find(session, workspace_id, channel_id)]
+    if needing:
+        raise Conflict(f"This channel is in use by {', '.join(needing)}.")
+    await feedback.fail_queued_through(
+        session,
+        workspace_id=workspace_id,
+        channel_id=channel_id,
+        reason=f"channel {channel_id} was deleted",
+        now=now,
+    )
     await session.delete(row)
     await session.flush()
 
@@ -422,30 +458,28 @@ class ChannelPool:
 # --- Test sends -------------------------------------------------------------------------------
 
 
-def _check_address(kind: str, to: str) -> None:
-    problem = None
-    if kind == "email":
-        try:
-            recipient_address(to)
-        except ValueError as error:
-            problem = str(error)
-    elif kind == "sms" and not (to.startswith("+") and to[1:].isdigit() and 6 < len(to) < 17):
-        problem = "not an E.164 phone number (+ and 6 to 15 digits)"
-    elif kind == "webhook" and not to.startswith(("http://", "https://")):
-        problem = "not an http:// or https:// URL"
-    if problem:
+def _test_address(kind: str, to: str) -> str:
+    """`to` as a test message of `kind` goes to it, checked as a single send's `address`
+    is (`addresses.sendable_address`); UnprocessableInput naming `to` otherwise. An inbox
+    channel sends nothing anywhere, so its test takes any `to` as it is."""
+    if kind == "inbox":
+        return to
+    try:
+        return addresses.sendable_address(kind, to)
+    except ValueError as error:
         raise UnprocessableInput(
-            f"Not an address for a {kind} channel.", errors=[FieldError("to", problem)]
-        )
+            f"Not an address for a {kind} channel: {error}.", errors=[FieldError("to", str(error))]
+        ) from error
 
 
 async def send_test(
     row: MessagingChannel, vault: Vault, policy: Policy, *, to: str, subject: str, text: str
 ) -> Sent:
     """Send a test message through the channel's real adapter (built for this send and
-    closed after); UnprocessableInput naming `to` when it is no address for the kind,
-    ProviderError (502) carrying the provider's reason when the send fails."""
-    _check_address(row.kind, to)
+    closed after) to `to` as a single send would send to it (`_test_address`: trimmed, a
+    phone as + and its digits); UnprocessableInput naming `to` when it is no address for the
+    kind, ProviderError (502) carrying the provider's reason when the send fails."""
+    to = _test_address(row.kind, to)
     adapter = build_channel(row, vault, policy)
     message_id = f"test-{uuid.uuid4().hex}"
     outgoing = Outgoing(

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert
+from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from clarion.ingest.internal import InternalEvent, OwnEvents, append_events, emit_events
@@ -51,6 +51,7 @@ RANK = {
     "converted": 6,
 }
 FINAL = frozenset({"refused", "failed", "bounced", "complained", "unsubscribed"})
+_FAILED_AT_ONCE = 1_000  # messages loaded per round by `fail_queued_through`
 
 
 @dataclass
@@ -207,3 +208,22 @@ async def mark_unsubscribed(
         now=now,
     )
     return bool(applied)
+
+
+async def fail_queued_through(
+    session: AsyncSession, *, workspace_id: int, channel_id: int, reason: str, now: datetime
+) -> None:
+    """Fail, with `reason`, the messages still queued to go through channel `channel_id`,
+    recorded as delivery records a failure (history, `Email Failed`...). Messages already
+    `sending` are left to their batch, which holds the channel's adapter. Flushes only."""
+    query = select(Message).where(
+        Message.workspace_id == workspace_id,
+        Message.channel_id == channel_id,
+        Message.status == "queued",
+    )
+    if session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update()  # against a delivery batch marking them sending
+    while messages := (await session.scalars(query.limit(_FAILED_AT_ONCE))).all():
+        outcomes = [Outcome(message, "failed", reason=reason) for message in messages]
+        await record(session, workspace_id=workspace_id, outcomes=outcomes, now=now)
+        await session.flush()  # failed now, so the next round reads other messages

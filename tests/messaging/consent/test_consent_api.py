@@ -70,7 +70,7 @@ async def test_bad_topics_are_refused_naming_the_field_and_nothing_is_saved(shop
     url = f"/api/v1/topics/{texts}"
     problem(
         await shop.client.patch(url, json={"double_opt_in": True}, headers=admin),
-        400,
+        422,
         "double_opt_in",
     )
     problem(await shop.client.patch(url, json={"channel": "email"}, headers=admin), 422, "channel")
@@ -79,7 +79,7 @@ async def test_bad_topics_are_refused_naming_the_field_and_nothing_is_saved(shop
     refused = await shop.client.patch(
         f"/api/v1/topics/{digest}", json={"default_state": "opted_in"}, headers=admin
     )
-    problem(refused, 400, "default_state")
+    problem(refused, 422, "default_state")
     listed = (await shop.client.get("/api/v1/topics", headers=admin)).json()["items"]
     assert [(t["name"], t["channel"], t["double_opt_in"], t["default_state"]) for t in listed] == [
         ("Texts", "sms", False, "opted_in"),

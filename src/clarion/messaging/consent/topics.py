@@ -16,6 +16,7 @@ from clarion.core.pagination import id_page
 from clarion.messaging.channels.base import ChannelKind
 from clarion.messaging.consent.schemas import default_state_problem, double_opt_in_problem
 from clarion.messaging.models import MessageTemplate, SubscriptionTopic
+from clarion.messaging.schemas import UnprocessableInput
 
 CHANNELS: tuple[str, ...] = get_args(ChannelKind)
 OPTED_IN, OPTED_OUT = "opted_in", "opted_out"
@@ -40,7 +41,7 @@ async def create_topic(
     now: datetime,
 ) -> SubscriptionTopic:
     """A new topic (double opt-in ones default to opted_out); Conflict when the name is taken,
-    InvalidInput naming the field for double opt-in off email or starting opted_in."""
+    UnprocessableInput naming the field for double opt-in off email or starting opted_in."""
     check_choice("channel", channel, CHANNELS)
     state = default_state or (OPTED_OUT if double_opt_in else OPTED_IN)
     _check_topic(channel, state, double_opt_in)
@@ -59,13 +60,15 @@ async def create_topic(
 
 
 def _check_topic(channel: str, default_state: str, double_opt_in: bool) -> None:
+    """UnprocessableInput (422, as the API's validation of a new topic answers) naming the
+    field a topic of `channel` cannot have as given."""
     check_choice("default_state", default_state, (OPTED_IN, OPTED_OUT))
     for field, problem in (
         ("double_opt_in", double_opt_in_problem(channel, double_opt_in)),
         ("default_state", default_state_problem(default_state, double_opt_in)),
     ):
         if problem:
-            raise InvalidInput("The topic is not valid.", errors=[FieldError(field, problem)])
+            raise UnprocessableInput("The topic is not valid.", errors=[FieldError(field, problem)])
 
 
 async def _flush_named(session: AsyncSession, name: str) -> None:
@@ -114,7 +117,8 @@ async def update_topic(
     default_state: str | None,
     double_opt_in: bool | None,
 ) -> SubscriptionTopic:
-    """The topic with the given fields changed, checked as `create_topic` checks them."""
+    """The topic with the given fields changed, checked as `create_topic` checks them
+    (UnprocessableInput naming the field, Conflict when the name is taken)."""
     topic = await get_topic_or_raise(session, workspace_id=workspace_id, topic_id=topic_id)
     new_double = topic.double_opt_in if double_opt_in is None else double_opt_in
     new_default = default_state or topic.default_state

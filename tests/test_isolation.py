@@ -400,6 +400,16 @@ async def _trait_history(client: httpx.AsyncClient, s: Seeded) -> None:
     problem(await client.get(url, headers=s.b.admin), 404)
 
 
+@check("DELETE", "/api/v1/profiles/{profile_id}")
+async def _erase_profile(client: httpx.AsyncClient, s: Seeded) -> None:
+    profile_id = await _a_profile(client, s)
+    problem(await client.delete(f"/api/v1/profiles/{profile_id}", headers=s.b.admin), 404)
+    assert (
+        await client.get(f"/api/v1/profiles/{profile_id}", headers=s.a.admin)
+    ).status_code == 200
+    await _a_unchanged(client, s)
+
+
 @check("POST", "/api/v1/profiles/imports")
 async def _import_profiles(client: httpx.AsyncClient, s: Seeded) -> None:
     profile_id = await _a_profile(client, s)
@@ -1359,9 +1369,7 @@ async def _ready_made_create(client: httpx.AsyncClient, s: Seeded) -> None:
     template_id = journey["graph"]["nodes"][1]["actions"][0]["template_id"]
     body = {"kind": "birthday", "template_ids": [template_id]}
     made = await client.post("/api/v1/journeys/ready-made", json=body, headers=s.b.admin)
-    assert made.status_code == 201  # a draft; A's template is not B's to publish
-    url = f"/api/v1/journeys/{made.json()['id']}/publish"
-    problem(await client.post(url, headers=s.b.admin), 400, "nodes.promotion.actions.0.template_id")
+    problem(made, 400, "template_ids.0")  # A's template is not B's to use
     await _a_journey_unchanged(client, s, journey)
 
 

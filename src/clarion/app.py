@@ -14,7 +14,11 @@ from sqlalchemy import text
 
 from clarion import __version__
 from clarion.campaigns import api as campaigns_api
-from clarion.campaigns.service import campaigns_using_channel, campaigns_using_segment
+from clarion.campaigns.service import (
+    campaigns_using_channel,
+    campaigns_using_segment,
+    campaigns_using_template,
+)
 from clarion.core import heap
 from clarion.core.clock import Clock, SystemClock
 from clarion.core.database import Database
@@ -25,7 +29,11 @@ from clarion.ingest import api as ingest_api
 from clarion.ingest.plans import api as tracking_plans_api
 from clarion.ingest.writer import EventWriter
 from clarion.journeys import api as journeys_api
-from clarion.journeys.service import journeys_using_channel, journeys_using_segment
+from clarion.journeys.service import (
+    journeys_using_channel,
+    journeys_using_segment,
+    journeys_using_template,
+)
 from clarion.messaging import api as messaging_api
 from clarion.messaging import api_callbacks, api_inbox, api_messages, api_public
 from clarion.messaging.consent import api as consent_api
@@ -109,6 +117,7 @@ def create_app(
     app.state.segment_catalog = Catalog()
     app.state.segment_users = (journeys_using_segment, campaigns_using_segment)
     app.state.channel_users = (journeys_using_channel, campaigns_using_channel)
+    app.state.template_users = (journeys_using_template, campaigns_using_template)
     install_problem_handlers(app)
     app.include_router(ingest_api.tracking)
     app.include_router(ingest_api.events)

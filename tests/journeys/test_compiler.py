@@ -168,7 +168,10 @@ def test_a_loop_needs_a_wait() -> None:
     node(graph, "second")["next"] = "vip"  # vip -> second -> vip, instantly
     assert "is on a loop with no wait" in faults(graph)["nodes.vip"]
     node(graph, "second")["next"] = "day"  # through the day's wait: fine
-    compile_journey(graph, KNOWN)
+    plan = compile_journey(graph, KNOWN)
+    # The nodes a run may come to again (their actions are keyed per visit).
+    assert plan.looping == {"day", "vip", "split", "second"}
+    assert compile_journey(abandoned_cart(), KNOWN).looping == frozenset()
 
 
 def test_event_waits_and_only_they_have_a_timeout_branch() -> None:
@@ -215,6 +218,7 @@ def test_segment_and_schedule_triggers_name_a_segment_and_a_valid_cron() -> None
     graph = abandoned_cart()
     del graph["entry_key"], graph["exit_when"]
     del node(graph, "hour")["wait"]["same_key"]
+    graph["entry"]["max_active"] = 1  # without a key: one live run of a profile at a time
     node(graph, "start")["trigger"] = {"kind": "schedule", "cron": "0 9 * * 1", "segment_id": 7}
     compile_journey(graph, KNOWN)
     node(graph, "start")["trigger"] = {"kind": "schedule", "cron": "every monday", "segment_id": 3}
@@ -233,6 +237,9 @@ def test_entry_keys_come_from_an_event_trigger() -> None:
     assert found == {
         "nodes.hour.wait.same_key": "needs an entry_key",
         "exit_when.0.same_key": "needs an entry_key",
+        "entry.max_active": (
+            "above 1 needs an entry_key: without one a profile has one live run at a time"
+        ),
     }
     graph = abandoned_cart()
     node(graph, "start")["trigger"] = {"kind": "date", "trait": "birthday", "offset_days": -3}
@@ -250,3 +257,115 @@ def test_entry_rules_need_a_period_exactly_when_once_per_period() -> None:
 @pytest.mark.parametrize("raw", [None, [], "graph", {"nodes": "x"}, {"nodes": []}])
 def test_what_is_no_graph_at_all_is_refused(raw: Any) -> None:
     assert faults(raw)
+
+
+def trait_graph(traits: dict[str, Any]) -> dict[str, Any]:
+    """A trigger, a trait action setting `traits`, an exit."""
+    return {
+        "nodes": [
+            {
+                "id": "start",
+                "type": "trigger",
+                "trigger": {"kind": "event", "event": "Signed Up"},
+                "next": "tag",
+            },
+            {
+                "id": "tag",
+                "type": "action",
+                "actions": [{"kind": "update_traits", "traits": traits}],
+                "next": "done",
+            },
+            {"id": "done", "type": "exit"},
+        ]
+    }
+
+
+def test_trait_actions_set_neither_identities_nor_what_no_profile_keeps() -> None:
+    traits = {"k" * 300: 1, "": 2, "email": "not-an-email", "user_id": "hijack"}
+    with pytest.raises(InvalidJourney) as raised:
+        compile_journey(trait_graph(traits), KNOWN)
+    at = "nodes.tag.actions.0.traits"
+    assert [(error.field, error.message) for error in raised.value.errors] == [
+        (at, f"the trait name {'k' * 20!r}... is longer than 255 characters"),
+        (at, "a trait name cannot be empty"),
+        (f"{at}.email", "is not an email address"),
+        (f"{at}.user_id", "is the profile's identity: a journey cannot set it"),
+    ]
+    for name in ("anonymousId", "ID", "User Id"):
+        assert f"{at}.{name}" in faults(trait_graph({name: "x"}))
+    bad_values = {
+        "phone": "call me",
+        "huge": 2**64,
+        "deep": {"list": [float("inf")]},
+        "nul": "a\x00b",
+        "nested": [[[1]], {"x": -(2**63) - 1}],
+    }
+    assert set(faults(trait_graph(bad_values))) == {f"{at}.{key}" for key in bad_values}
+    fine = {
+        "k" * 255: 1,
+        "email": " Ann@Example.com ",
+        "phone": "+33 6 12 34 56 78",
+        "plan": {"tier": "gold", "seats": 2**63 - 1, "ratio": 0.5, "tags": ["a", None, True]},
+        "greeting": "Hello {{ profile.traits.name }}",  # a template: checked once rendered
+        "user": "ann",
+    }
+    compile_journey(trait_graph(fine), KNOWN)
+    # A plan stored before these checks is read back as it is.
+    compile_journey(trait_graph(traits), None)
+
+
+def test_more_than_one_live_run_needs_an_entry_key() -> None:
+    graph = abandoned_cart()
+    compile_journey(graph, KNOWN)  # max_active 3, per cart
+    del graph["entry_key"], graph["exit_when"]
+    del node(graph, "hour")["wait"]["same_key"]
+    found = faults(graph)
+    assert set(found) == {"entry.max_active"} and "needs an entry_key" in found["entry.max_active"]
+    compile_journey(graph, None)  # a stored plan: read back as it is
+    graph["entry"]["max_active"] = 1
+    compile_journey(graph, KNOWN)
+    # A date trigger keys its runs by date: a profile may have a run per date.
+    graph["entry"]["max_active"] = 2
+    node(graph, "start")["trigger"] = {"kind": "date", "trait": "renewal", "yearly": False}
+    compile_journey(graph, KNOWN)
+
+
+def test_publishing_reads_numbers_and_ids_strictly() -> None:
+    for loose in ("5", True, 5.0):
+        graph = abandoned_cart()
+        node(graph, "day")["wait"]["seconds"] = loose
+        node(graph, "first")["actions"][0]["template_id"] = 11.0
+        node(graph, "hour")["wait"]["same_key"] = "true"
+        graph["entry"]["max_active"] = "3"
+        assert set(faults(graph)) == {
+            "nodes.day.wait.seconds",
+            "nodes.first.actions.0.template_id",
+            "nodes.hour.wait.same_key",
+            "entry.max_active",
+        }
+    graph = abandoned_cart()
+    node(graph, "split")["holdout_percent"] = 10  # a whole number is a number
+    compile_journey(graph, KNOWN)
+
+
+def test_a_cron_that_never_fires_is_refused() -> None:
+    graph = abandoned_cart()
+    del graph["entry_key"], graph["exit_when"]
+    del node(graph, "hour")["wait"]["same_key"]
+    graph["entry"]["max_active"] = 1
+    for cron in ("0 0 31 2 *", "0 0 30 2 *", "*/5 * 31 4,6,9,11 *"):
+        node(graph, "start")["trigger"] = {"kind": "schedule", "cron": cron, "segment_id": 7}
+        assert faults(graph) == {"nodes.start.trigger.cron": "never fires"}
+    for cron in ("0 0 29 2 *", "0 0 31 2 1", "0 9 31 * *"):  # leap days; Mondays; 31sts
+        node(graph, "start")["trigger"] = {"kind": "schedule", "cron": cron, "segment_id": 7}
+        compile_journey(graph, KNOWN)
+
+
+def test_a_graph_past_a_journeys_size_is_refused_under_graph() -> None:
+    graph = abandoned_cart()
+    node(graph, "first")["description"] = "x" * (300 * 1024)
+    found = faults(graph)
+    assert set(found) == {"graph"} and "bytes" in found["graph"]
+    graph = abandoned_cart()
+    graph["nodes"] += [{"id": f"n{n}", "type": "exit"} for n in range(200)]
+    assert "nodes" in faults(graph)["graph"]

@@ -308,3 +308,22 @@ async def campaigns_using_channel(
         .order_by(Campaign.id)
     )
     return [f"campaign {campaign_id} ({name})" for campaign_id, name in rows]
+
+
+async def campaigns_using_template(
+    session: AsyncSession, workspace_id: int, template_id: int
+) -> list[str]:
+    """The campaigns that have yet to take their template's version (scheduled, or sending
+    or paused before their launch fixes it), as "campaign N (name)". A launched campaign
+    sends the version it fixed, archived or not."""
+    rows = await session.execute(
+        select(Campaign.id, Campaign.name)
+        .where(
+            Campaign.workspace_id == workspace_id,
+            Campaign.state.in_(("scheduled", "sending", "paused")),
+            Campaign.template_id == template_id,
+            Campaign.launched_at.is_(None),
+        )
+        .order_by(Campaign.id)
+    )
+    return [f"campaign {campaign_id} ({name})" for campaign_id, name in rows]

@@ -14,7 +14,7 @@ from clarion.core.routing import StrictJSONRoute
 from clarion.journeys import alerts, service
 from clarion.journeys import simulate as simulation
 from clarion.journeys.compiler import InvalidJourney
-from clarion.journeys.ready_made import READY_MADE, ready_made_graph
+from clarion.journeys.ready_made import READY_MADE, ready_made_draft
 from clarion.journeys.schemas import (
     AlertPage,
     AlertRead,
@@ -102,8 +102,9 @@ async def create_from_ready_made(
 ) -> JourneyRead:
     """A draft journey made from a ready-made one with these templates (and segment), to
     review and publish; 400 naming `kind`, `template_ids` or `segment_id`, 409 `name`."""
-    graph = ready_made_graph(
-        body.kind, template_ids=body.template_ids, segment_id=body.segment_id,
+    graph = await ready_made_draft(
+        session, workspace_id=caller.workspace_id, kind=body.kind,
+        template_ids=body.template_ids, segment_id=body.segment_id,
         days_before=body.days_before,
     )  # fmt: skip
     journey = await service.create_journey(
@@ -285,12 +286,16 @@ async def read_run(
 
 @router.get("/journeys/{journey_id}/stats", response_model=JourneyStats)
 async def journey_stats(
-    journey_id: RowId, caller: ManagementCaller, session: ReadSession
+    journey_id: RowId,
+    caller: ManagementCaller,
+    session: ReadSession,
+    version: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
 ) -> JourneyStats:
-    """Per node: runs that reached it (a funnel from the trigger down) and runs there now
-    by state."""
+    """Per version (only `version` when given; 404 for one never published) and node: its
+    runs that reached the node (a funnel from the trigger down) and runs there now by
+    state."""
     return await service.journey_stats(
-        session, workspace_id=caller.workspace_id, journey_id=journey_id
+        session, workspace_id=caller.workspace_id, journey_id=journey_id, version=version
     )
 
 

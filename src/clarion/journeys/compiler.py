@@ -14,16 +14,32 @@
   channel is of the kind its action needs;
 - `entry_key` and `same_key` only where an event trigger gives a key.
 
+Validating and publishing (with `References`) also read the graph strictly (`"5"` is no
+number of seconds, `1.0` no id), refuse a graph over `MAX_NODES` nodes or `MAX_GRAPH_BYTES`
+(under `graph`), and check what versions published before these checks may hold, so a
+stored plan is never refused by them when read back:
+
+- trait actions: names neither empty nor over 255 characters nor the profile's identity
+  (`id`, `user_id`, `anonymous_id`, however spelled), values JSON both databases keep
+  (64-bit integers, finite numbers, no NUL), an `email` an email address and a `phone` a
+  phone number (a templated value is checked once rendered, by the step);
+- `entry.max_active` above 1 only with an `entry_key` (or a date trigger, whose dates key
+  runs): without a key a profile has one live run at a time;
+- a schedule's cron fires at all (`0 0 31 2 *` never does; `0 0 29 2 *` every leap year).
+
 The `Plan` keeps the graph with its rules parsed, each node's successors, and the node
 after the trigger; `Plan.document` is what is stored with the journey version.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
+from croniter import CroniterBadDateError, croniter
 from pydantic import ValidationError
 
 from clarion.core.errors import FieldError, InvalidInput
@@ -31,6 +47,7 @@ from clarion.core.jobs.recurring import validate_cron
 from clarion.journeys.graph import (
     ActionNode,
     ConditionNode,
+    DateTrigger,
     EventTrigger,
     EventWait,
     JourneyGraph,
@@ -43,13 +60,22 @@ from clarion.journeys.graph import (
     TriggerNode,
     WaitNode,
     WebhookAction,
+    size_problem,
 )
 from clarion.messaging import rendering
+from clarion.profiles.identity import normalize_email, normalize_phone
+from clarion.profiles.transfer import MAX_JSON_DEPTH, MAX_NAME_LENGTH
 from clarion.segments.parsing import RuleError, parse_rule, parse_where
 from clarion.segments.rules import Rule, segment_ids, to_json
 
 PLAN_VERSION = 1
 ENTRY_KEY_PREFIX = "properties."
+# A profile's identities, folded (lower case, no `_`, `-` or spaces): `user_id`, `userId`,
+# `anonymous_id`, `id`. Set as traits they would read as someone else's ids.
+IDENTITY_TRAITS = frozenset({"id", "userid", "anonymousid"})
+# The longest a valid day of a cron waits for its next tick: 29 February, 8 years around 2100.
+_CRON_YEARS = 8
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1  # what both databases' JSON keeps whole
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +105,7 @@ class Plan:
     successors: Mapping[str, tuple[str, ...]]
     branch_rules: Mapping[tuple[str, int], Rule]  # (condition node, branch) -> rule
     wheres: Mapping[str, Rule]  # a field path (`nodes.w.wait.where`) -> its conditions
+    looping: frozenset[str] = frozenset()  # nodes on a loop: a run may come to them again
 
     @property
     def trigger(self) -> TriggerNode:
@@ -104,8 +131,9 @@ class Plan:
 
 def compile_journey(raw: Any, references: References | None) -> Plan:
     """The plan of a journey graph (JSON); raises InvalidJourney listing every fault. With
-    no `references` (a stored plan, checked when published) what it names is not checked."""
-    graph = _shaped(raw)
+    no `references` (a stored plan, checked when published) what it names is not checked,
+    nor what only publishing checks (see the module docstring)."""
+    graph = _shaped(raw, strict=references is not None)
     errors: list[FieldError] = []
     nodes: dict[str, Node] = {}
     for node in graph.nodes:
@@ -135,15 +163,22 @@ def compile_journey(raw: Any, references: References | None) -> Plan:
     branch_rules, wheres = _rules(graph, errors)
     if references is not None:
         errors.extend(_references(graph, branch_rules, references))
+        errors.extend(_limits(graph, triggers))
     errors.extend(_keys(graph, triggers))
     if errors:
         raise InvalidJourney(f"The journey has {len(errors)} problem(s).", errors=errors)
-    return Plan(graph, triggers[0].id, nodes, successors, branch_rules, wheres)
+    looping = _looping(successors)
+    return Plan(graph, triggers[0].id, nodes, successors, branch_rules, wheres, looping)
 
 
-def _shaped(raw: Any) -> JourneyGraph:
+def _shaped(raw: Any, *, strict: bool) -> JourneyGraph:
+    """The graph read from JSON (strictly: no `"5"` for 5, no `1.0` for an id, and no more
+    than a graph's size); InvalidJourney naming every fault."""
+    too_big = size_problem(raw) if strict else None
+    if too_big is not None:
+        raise InvalidJourney("The journey is too big.", errors=[FieldError("graph", too_big)])
     try:
-        return JourneyGraph.model_validate(raw)
+        return JourneyGraph.model_validate(raw, strict=strict)
     except ValidationError as error:
         ids = _raw_ids(raw)
         errors = [
@@ -240,6 +275,16 @@ def _reachable(start: str, successors: Mapping[str, tuple[str, ...]]) -> set[str
                 seen.add(target)
                 stack.append(target)
     return seen
+
+
+def _looping(successors: Mapping[str, tuple[str, ...]]) -> frozenset[str]:
+    """The nodes on a loop: reachable again from one of their successors."""
+    reach = {node_id: _reachable(node_id, successors) for node_id in successors}
+    return frozenset(
+        node_id
+        for node_id, after in successors.items()
+        if any(node_id in reach.get(target, ()) for target in after)
+    )
 
 
 def _instant_loops(
@@ -359,10 +404,7 @@ def _references(
                                 f"{path}.channel_id", f"is a {channel} channel, the template {kind}"
                             )
                 elif isinstance(action, TraitAction):
-                    for key, value in action.traits.items():
-                        if isinstance(value, str) and rendering.is_template(value):
-                            for _, message in rendering.check_template(value):
-                                yield FieldError(f"{path}.traits.{key}", message)
+                    yield from _trait_faults(path, action)
                 elif isinstance(action, WebhookAction):
                     kind = known.templates.get(action.template_id)
                     if kind is None:
@@ -396,3 +438,107 @@ def _keys(graph: JourneyGraph, triggers: list[TriggerNode]) -> Iterator[FieldErr
         for index, criterion in enumerate(graph.exit_when):
             if criterion.same_key:
                 yield FieldError(f"exit_when.{index}.same_key", "needs an entry_key")
+
+
+def _limits(graph: JourneyGraph, triggers: list[TriggerNode]) -> Iterator[FieldError]:
+    """What only publishing checks of the entry rules and the schedule: more than one live
+    run of a profile needs a key to tell them apart; a cron must fire."""
+    trigger = triggers[0].trigger if len(triggers) == 1 else None
+    if (
+        graph.entry.max_active > 1
+        and graph.entry_key is None
+        and not isinstance(trigger, DateTrigger)  # its dates key the runs
+    ):
+        yield FieldError(
+            "entry.max_active",
+            "above 1 needs an entry_key: without one a profile has one live run at a time",
+        )
+    if isinstance(trigger, ScheduleTrigger) and not _fires(trigger.cron):
+        yield FieldError(f"nodes.{triggers[0].id}.trigger.cron", "never fires")
+
+
+def _fires(cron: str) -> bool:
+    """Whether the cron ever fires (true of what is no cron at all: `_rules` says so)."""
+    try:
+        validate_cron(cron)
+    except InvalidInput:
+        return True
+    try:
+        croniter(cron, datetime.now(UTC), max_years_between_matches=_CRON_YEARS).get_next(datetime)
+    except CroniterBadDateError:
+        return False
+    return True
+
+
+def _trait_faults(path: str, action: TraitAction) -> Iterator[FieldError]:
+    """The faults of a trait action's names and values (a templated value: its syntax,
+    its value once rendered, by the step)."""
+    for key, value in action.traits.items():
+        fault = trait_name_fault(key)
+        if fault is not None:
+            yield FieldError(f"{path}.{fault[0]}", fault[1])
+        elif isinstance(value, str) and rendering.is_template(value):
+            for _, message in rendering.check_template(value):
+                yield FieldError(f"{path}.traits.{key}", message)
+        elif (problem := trait_value_fault(key, value)) is not None:
+            yield FieldError(f"{path}.traits.{key}", problem)
+
+
+def trait_name_fault(key: str) -> tuple[str, str] | None:
+    """Why a journey may not set a trait of this name, if it may not: (the field under the
+    action, `traits` or `traits.<key>`, and the message)."""
+    if not key.strip():
+        return "traits", "a trait name cannot be empty"
+    if len(key) > MAX_NAME_LENGTH:
+        return "traits", (
+            f"the trait name {key[:20]!r}... is longer than {MAX_NAME_LENGTH} characters"
+        )
+    folded = key.lower().replace("_", "").replace("-", "").replace(" ", "")
+    if folded in IDENTITY_TRAITS:
+        return f"traits.{key}", "is the profile's identity: a journey cannot set it"
+    return None
+
+
+def trait_value_fault(key: str, value: Any) -> str | None:
+    """Why a journey may not set trait `key` to `value` (already rendered), if it may not:
+    an email that is no email address, a phone that is no phone number, a value the
+    databases cannot keep as it is."""
+    if key == "email" and normalize_email(value) is None:
+        return "is not an email address"
+    if key == "phone" and normalize_phone(value) is None:
+        return "is not a phone number (6 to 20 digits)"
+    return _unkeepable(value)
+
+
+def _unkeepable(value: Any) -> str | None:
+    """Why a value is no JSON that both databases keep as it is, if it is not."""
+    pending = [(value, 1)]  # a stack, not recursion: as deep as the value goes
+    while pending:
+        item, depth = pending.pop()
+        if item is None or isinstance(item, bool):
+            continue
+        if isinstance(item, list | dict) and depth > MAX_JSON_DEPTH:
+            return f"is nested more than {MAX_JSON_DEPTH} levels deep"
+        if isinstance(item, int):
+            if not _INT64_MIN <= item <= _INT64_MAX:
+                return "holds a number beyond 64 bits"
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                return "holds a number that is not finite"
+        elif isinstance(item, str):
+            if "\x00" in item:  # PostgreSQL's JSON cannot hold it
+                return "holds a NUL character"
+            try:
+                item.encode()
+            except UnicodeEncodeError:  # a lone surrogate
+                return "holds text that is not valid Unicode"
+        elif isinstance(item, list):
+            pending.extend((part, depth + 1) for part in item)
+        elif isinstance(item, dict):
+            for name, part in item.items():
+                if not isinstance(name, str):
+                    return "has a key that is not text"
+                pending += [(name, depth + 1), (part, depth + 1)]
+        else:
+            return f"is not JSON ({type(item).__name__})"
+    return None

@@ -21,16 +21,22 @@ Nodes (`type`):
   event) run `parallel`, in `series` (stop at the first failure) or by `priority` (the first
   that succeeds wins);
 - `exit`.
+
+Publishing reads a graph strictly (`compile_journey`): `"5"` or `true` is no number of
+seconds, `1.0` or `"11"` no template id. A graph of more than `MAX_NODES` nodes or
+`MAX_GRAPH_BYTES` of JSON is refused even as a draft (`size_problem`).
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 NODE_ID = r"^[A-Za-z0-9_-]{1,64}$"
 MAX_NODES = 200
+MAX_GRAPH_BYTES = 256 * 1024  # of JSON: a drawn graph of MAX_NODES nodes needs far less
 MAX_BRANCHES = 20
 MAX_ACTIONS = 10
 MAX_WAIT_SECONDS = 366 * 86_400
@@ -313,3 +319,18 @@ class JourneyGraph(_Shape):
     exit_when: list[ExitCriterion] = Field(default_factory=list, max_length=MAX_BRANCHES)
     goal: Goal | None = None
     alerts: AlertRules = AlertRules()
+
+
+def size_problem(raw: Any) -> str | None:
+    """Why a drawn graph (JSON) is too big to keep, if it is: more than `MAX_NODES` nodes
+    or `MAX_GRAPH_BYTES` of JSON."""
+    nodes = raw.get("nodes") if isinstance(raw, dict) else None
+    if isinstance(nodes, list) and len(nodes) > MAX_NODES:
+        return f"has {len(nodes)} nodes; a journey has at most {MAX_NODES}"
+    try:
+        size = len(orjson.dumps(raw))
+    except TypeError:  # not JSON at all: its shape is refused elsewhere
+        return None
+    if size > MAX_GRAPH_BYTES:
+        return f"is {size} bytes of JSON; a journey takes at most {MAX_GRAPH_BYTES}"
+    return None

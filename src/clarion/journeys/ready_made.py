@@ -9,6 +9,10 @@
 - `welcome`: on sign-up, an email on day 0, day 2 and day 7; the first order ends it.
 - `win_back`: entering a segment (say, no order in 90 days): an email, and a reminder a week
   later; an order ends it. Goal: an order within 30 days.
+
+`ready_made_draft` checks the templates and segment are the workspace's (live templates,
+existing segment), naming `template_ids.<n>` or `segment_id`; a field the kind does not use
+(`segment_id` but for win-back, `days_before` but for the birthday) is refused naming it.
 """
 
 from __future__ import annotations
@@ -17,7 +21,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from clarion.core.errors import FieldError, InvalidInput
+from clarion.journeys import service
 
 HOUR = 3600
 DAY = 24 * HOUR
@@ -33,6 +40,7 @@ class ReadyMade:
     templates: int
     needs_segment: bool
     make: Callable[[list[int], int | None, int], dict[str, Any]]
+    takes_days_before: bool = False
 
 
 def _send(node_id: str, template_id: int, next_id: str) -> dict[str, Any]:
@@ -161,6 +169,7 @@ READY_MADE: dict[str, ReadyMade] = {
         1,
         False,
         _birthday,
+        takes_days_before=True,
     ),
     "welcome": ReadyMade(
         "Welcome series",
@@ -181,11 +190,11 @@ READY_MADE: dict[str, ReadyMade] = {
 
 
 def ready_made_graph(
-    kind: str, *, template_ids: list[int], segment_id: int | None, days_before: int
+    kind: str, *, template_ids: list[int], segment_id: int | None, days_before: int | None
 ) -> dict[str, Any]:
-    """The graph of a ready-made journey; InvalidInput naming `kind`, `template_ids` or
-    `segment_id` when they do not fit it (whether the templates and segment exist is
-    checked when the draft is published)."""
+    """The graph of a ready-made journey; InvalidInput naming `kind`, `template_ids`,
+    `segment_id` or `days_before` when they do not fit it (whether the templates and
+    segment exist: `ready_made_draft`)."""
     found = READY_MADE.get(kind)
     if found is None:
         raise InvalidInput(
@@ -202,4 +211,42 @@ def ready_made_graph(
             f"{found.name} starts when profiles enter a segment.",
             errors=[FieldError("segment_id", "required")],
         )
-    return found.make(template_ids, segment_id, days_before)
+    if not found.needs_segment and segment_id is not None:
+        raise InvalidInput(
+            f"{found.name} does not start from a segment.",
+            errors=[FieldError("segment_id", f"{kind} takes none")],
+        )
+    if not found.takes_days_before and days_before is not None:
+        raise InvalidInput(
+            f"{found.name} is not a date journey.",
+            errors=[FieldError("days_before", f"{kind} takes none")],
+        )
+    return found.make(template_ids, segment_id, days_before or 0)
+
+
+async def ready_made_draft(
+    session: AsyncSession,
+    *,
+    workspace_id: int,
+    kind: str,
+    template_ids: list[int],
+    segment_id: int | None,
+    days_before: int | None,
+) -> dict[str, Any]:
+    """The graph of a ready-made journey with the workspace's own templates (and segment);
+    InvalidInput as `ready_made_graph`, and naming `template_ids.<n>` (no such live
+    template) or `segment_id` (no such segment)."""
+    graph = ready_made_graph(
+        kind, template_ids=template_ids, segment_id=segment_id, days_before=days_before
+    )
+    known = await service.references(session, workspace_id=workspace_id)
+    errors = [
+        FieldError(f"template_ids.{index}", "no such template (or archived)")
+        for index, template_id in enumerate(template_ids)
+        if template_id not in known.templates
+    ]
+    if segment_id is not None and segment_id not in known.segments:
+        errors.append(FieldError("segment_id", "no such segment"))
+    if errors:
+        raise InvalidInput("The ready-made journey names what the workspace lacks.", errors=errors)
+    return graph

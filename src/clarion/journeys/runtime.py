@@ -6,7 +6,11 @@
   `where`; `Segment Entered` / `Exited` for segment triggers) enters the profile when the
   entry rules and the participation caps allow it, keyed by `entry_key`'s property; a
   `journeys.step` job takes the batch's new runs on. The same events end runs whose exit
-  criteria they match, and move runs waiting for them.
+  criteria they match, move runs waiting for them, and mark runs' goals reached.
+- **Guards**: events named as Clarion's own (`OWN_EVENT_NAMES`) count only from Clarion;
+  events older than `ENTRY_MAX_AGE` or loaded in bulk enter nobody; an event a journey
+  emitted enters none of the journeys it came through (`chain`), nor any after
+  `MAX_CHAIN` of them.
 - **Stepping** (`step`): one job moves a batch of runs through instant nodes (conditions,
   splits, actions) until each waits or ends; the job's payload names the node it expects
   each run at, so a stale or repeated job moves nothing. Every move is a
@@ -15,11 +19,12 @@
   `journey:<run>:<node>:<action>`, in the step's transaction: a retried step sends nothing
   twice.
 
-A paused journey neither enters nor moves runs (its jobs end without moving; resuming
-schedules every live run again); archiving ends its live runs at once. Schedule triggers
-(`journeys.schedule`, a recurring job per journey) enter the segment's members at each
-tick; date triggers (`journeys.dates`, daily) enter the profiles whose date comes within the
-day, each run waiting for its local moment.
+A paused journey enters nobody and moves no run on (its jobs end without moving; resuming
+schedules every live run again), but its runs still exit on their events, leave event waits
+for the next node (held there until resumed) and reach their goals; archiving ends its live
+runs at once. Schedule triggers (`journeys.schedule`, a recurring job per journey) enter
+the segment's members at each tick; date triggers (`journeys.dates`, daily) enter the
+profiles whose date comes within the day, each run waiting for its local moment.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 from clarion.core.database import JSONDocument, UTCDateTime
 from clarion.core.jobs.queue import enqueue
 from clarion.core.jobs.worker import JobContext, PermanentFailure
+from clarion.ingest.internal import is_activity
 from clarion.ingest.records import EventRecord
 from clarion.journeys.compiler import Plan
 from clarion.journeys.graph import (
@@ -62,6 +68,8 @@ from clarion.journeys.steps import (
     step_jobs,
     step_payload,
 )
+from clarion.messaging.engagement import CLICK_EVENTS, OPEN_EVENTS
+from clarion.messaging.feedback import EVENT_NAMES as FEEDBACK_EVENTS
 from clarion.profiles import queries as profiles
 from clarion.segments import service as segments
 from clarion.segments import values
@@ -76,6 +84,32 @@ SCHEDULE_PAGE = 1_000
 DATES = "journeys.dates"  # job kind: a date trigger's daily pass
 DATES_CRON = "0 0 * * *"
 SEGMENT_EVENTS = {"segment_entered": "Segment Entered", "segment_exited": "Segment Exited"}
+# The names of the events Clarion emits itself: each says something only Clarion knows (a
+# membership, a message's fate, a consent). Journeys take them only from Clarion (its
+# internal source); anyone holding the public write key could send them too.
+OWN_EVENT_NAMES = frozenset(
+    {
+        *SEGMENT_EVENTS.values(),
+        *FEEDBACK_EVENTS.values(),
+        *OPEN_EVENTS.values(),
+        *CLICK_EVENTS.values(),
+        "Subscribed",  # messaging.consent.consents: a consent changed
+        "Unsubscribed",
+    }
+)
+# Events that happened more than this before they were received (their timestamp against
+# `receivedAt`) enter no journey: a backfill, an import or a replay is history, not
+# something to react to now. (Measured at receipt, so a backlog of processing refuses
+# nothing.) They still end runs, move waits and count as goals when they happened after
+# the run's trigger.
+ENTRY_MAX_AGE = timedelta(hours=24)
+# `context.library.name` of Clarion's bulk loaders (`clarion import orders`, the demo shop):
+# what they load is history, whatever its timestamps; it enters no journey.
+BULK_LIBRARIES = frozenset({"clarion-import-orders", "clarion-demo"})
+# An event a journey's run emitted carries the journeys it came through (its run's `chain`
+# and the run's journey); it enters none of them again, nor any journey once it came
+# through this many: no loop of emitted events runs without end.
+MAX_CHAIN = 5
 ENTER_CHUNK = 500  # runs a statement inserts
 TAKE_OVER_JOBS = 9  # other due step jobs a step takes over: up to 2,000 runs in all
 _LIVE = text("state IN ('active', 'waiting')")  # LIVE_RUN_STATES, as the index says it
@@ -83,7 +117,8 @@ _LIVE = text("state IN ('active', 'waiting')")  # LIVE_RUN_STATES, as the index 
 
 @dataclass(frozen=True, slots=True)
 class _Live:
-    """A journey new runs can enter, with the plan of its live version."""
+    """A published journey (live, or paused: its runs still exit, move on events and
+    convert, but nobody enters), with the plan of its live version."""
 
     journey: Journey
     plan: Plan
@@ -113,12 +148,13 @@ class Runtime:
         """The compiled plan of a published version."""
         return await self.plans.get(session, journey_id, number)
 
-    async def _live(self, session: AsyncSession, workspace_id: int) -> list[_Live]:
+    async def _published(self, session: AsyncSession, workspace_id: int) -> list[_Live]:
+        """The workspace's live and paused journeys, with their plans."""
         journeys = (
             await session.scalars(
                 select(Journey).where(
                     Journey.workspace_id == workspace_id,
-                    Journey.state == "live",
+                    Journey.state.in_(("live", "paused")),
                     Journey.live_version.is_not(None),
                 )
             )
@@ -140,43 +176,38 @@ class Runtime:
         now: datetime,
     ) -> None:
         """Let this batch's track events (by canonical profile) end runs, move waiting runs
-        and enter profiles. Flushes, never commits."""
-        tracked = {
-            profile_id: sorted(
-                (e for e in batch if e.type == "track" and e.name), key=lambda e: e.timestamp
-            )
-            for profile_id, batch in events.items()
-        }
-        tracked = {p: batch for p, batch in tracked.items() if batch}
+        (of paused journeys too: they move on when resumed), enter profiles into live
+        journeys (not on events too old, loaded in bulk, or emitted by a run of the
+        journey or of one it led to) and mark goals reached. Clarion's own event names
+        count only from Clarion. Flushes, never commits."""
+        tracked = _tracked(events)
         if not tracked:
             return
-        live = await self._live(session, workspace_id)
-        if not live:
+        published = await self._published(session, workspace_id)
+        if not published:
             return
         moves = Moves(now)
         moved = await self._advance_runs(
-            session, workspace_id, {item.journey.id for item in live}, tracked, moves
+            session, workspace_id, {item.journey.id for item in published}, tracked, moves
         )
-        await self._convert(session, workspace_id, live, tracked, now)
         await moves.write_runs(session)  # entry rules read runs ended just now as ended
         entered: list[JourneyRun] = []
+        live = [item for item in published if item.journey.state == "live"]
+        chains = await _chains(session, workspace_id, tracked) if live else {}
         for item in live:
-            entries = [
-                Entry(profile_id, entry_key(item.plan, event), _event_context(event))
-                for profile_id, batch in tracked.items()
-                for event in batch
-                if triggers(item.plan, event)
-            ]
+            entries = _entries(item, tracked, chains)
             if entries:
                 entered += await _enter(session, item, entries, moves)
         # What the events start happens now, in their transaction: no job stands between a
         # customer's action and the journey's first reaction to it.
-        journeys = {item.journey.id: item.journey for item in live}
+        journeys = {item.journey.id: item.journey for item in published}
         await self.stepper.advance(session, [*moved, *entered], moves, journeys)
         # The batch's later events count for the runs it started: an order right after the
-        # checkout ends the cart's run, an awaited event moves it on.
+        # checkout ends the cart's run, an awaited event moves it on, and (below) reaches
+        # its goal.
         later = await self._apply_events(session, entered, tracked, moves)
         await self.stepper.advance(session, later, moves, journeys)
+        await self._convert(session, workspace_id, published, tracked, now)
         await moves.flush(session)
 
     async def on_merges(
@@ -246,7 +277,7 @@ class Runtime:
         tracked: Mapping[uuid.UUID, list[EventRecord]],
         moves: Moves,
     ) -> list[JourneyRun]:
-        """End the live journeys' runs these events exit, and move those waiting for them
+        """End the journeys' runs these events exit, and move those waiting for them
         (returned, to be advanced from their next node)."""
         query = (
             select(JourneyRun)
@@ -303,8 +334,9 @@ class Runtime:
         tracked: Mapping[uuid.UUID, list[EventRecord]],
         now: datetime,
     ) -> None:
-        """Mark converted the runs (live or ended) whose goal event this batch holds, within
-        the goal's days after the run's triggering event."""
+        """Mark converted the runs (live or ended, entered by this batch or before) whose
+        goal event this batch holds: after the run's triggering event, within the goal's
+        days, and for the run's entry key when the event carries the key's property."""
         windows = {
             item.journey.id: item.plan.graph.goal.within_days
             for item in live
@@ -325,15 +357,18 @@ class Runtime:
             )
         ).all()
         for run in runs:
-            goal = (await self.plan(session, run.journey_id, run.version)).graph.goal
+            plan = await self.plan(session, run.journey_id, run.version)
+            goal = plan.graph.goal
             if goal is None:
                 continue
-            since = _entered(run)
-            until = since + timedelta(days=goal.within_days)
+            until = _entered(run) + timedelta(days=goal.within_days)
             reached = [
                 e.timestamp
                 for e in tracked[run.profile_id]
-                if e.name == goal.event and since <= e.timestamp < until
+                if e.name == goal.event
+                and _after_trigger(run, e)
+                and e.timestamp < until
+                and _for_key(plan, e, run.entry_key)
             ]
             if reached:
                 run.converted_at = min(reached)
@@ -627,6 +662,15 @@ def ends_wait(plan: Plan, node: WaitNode, event: TrackLike, key: str | None) -> 
     )
 
 
+def _for_key(plan: Plan, event: TrackLike, key: str | None) -> bool:
+    """Whether the event may be for a run of `key`: the journey has no entry key, the event
+    lacks the key's property, or it holds this key."""
+    if plan.graph.entry_key is None:
+        return True
+    found = entry_key(plan, event)
+    return found is None or found == key
+
+
 def _after_trigger(run: JourneyRun, event: EventRecord) -> bool:
     """Whether the event came after the run's triggering event: later on the customer's
     clock, or at the same instant but stored after it."""
@@ -656,8 +700,10 @@ def entry_key(plan: Plan, event: TrackLike) -> str | None:
     return None if found is None or isinstance(found, dict | list) else str(found)[:200]
 
 
-def _event_context(event: EventRecord) -> dict[str, Any]:
-    return {
+def _event_context(event: EventRecord, chain: Sequence[int] = ()) -> dict[str, Any]:
+    """A run's context: its triggering event, and the journeys that event came through
+    (`chain`, when a journey emitted it)."""
+    context: dict[str, Any] = {
         "event": {
             "id": event.id,
             "name": event.name,
@@ -665,6 +711,114 @@ def _event_context(event: EventRecord) -> dict[str, Any]:
             "timestamp": event.timestamp.isoformat(),
         }
     }
+    if chain:
+        context["chain"] = list(chain)
+    return context
+
+
+def _tracked(
+    events: Mapping[uuid.UUID, Sequence[EventRecord]],
+) -> dict[uuid.UUID, list[EventRecord]]:
+    """The batch's track events by profile, in the order they happened; events named as
+    Clarion's own but sent by anyone else (forged) are left out."""
+    tracked = {}
+    for profile_id, batch in events.items():
+        kept = sorted(
+            (
+                event
+                for event in batch
+                if event.type == "track"
+                and event.name
+                and (event.name not in OWN_EVENT_NAMES or not is_activity(event.source_id))
+            ),
+            key=lambda event: (event.timestamp, event.id),
+        )
+        if kept:
+            tracked[profile_id] = kept
+    return tracked
+
+
+def _entries(
+    item: _Live,
+    tracked: Mapping[uuid.UUID, list[EventRecord]],
+    chains: Mapping[int, tuple[int, ...]],
+) -> list[Entry]:
+    """The entries the events make into a live journey: those triggering it, neither older
+    than ENTRY_MAX_AGE when received nor loaded in bulk, nor emitted along a chain of
+    journeys that holds this one or MAX_CHAIN of them (refused, and logged: a loop)."""
+    entries, looped = [], 0
+    for profile_id, batch in tracked.items():
+        for event in batch:
+            if not triggers(item.plan, event) or _history(event):
+                continue
+            chain = chains.get(event.id, ())
+            if item.journey.id in chain or len(chain) >= MAX_CHAIN:
+                looped += 1
+                continue
+            key = entry_key(item.plan, event)
+            entries.append(Entry(profile_id, key, _event_context(event, chain)))
+    if looped:
+        log.warning(
+            "journey %s: %s entries refused: their events came from runs of this journey, "
+            "or through %s journeys (a loop of emitted events)",
+            item.journey.id, looped, MAX_CHAIN,
+        )  # fmt: skip
+    return entries
+
+
+def _history(event: EventRecord) -> bool:
+    """Whether the event is history, not news: received more than ENTRY_MAX_AGE after it
+    happened, or sent by one of Clarion's bulk loaders (an import, the demo shop)."""
+    if event.received_at - event.timestamp > ENTRY_MAX_AGE:
+        return True
+    library = event.context.get("library")
+    return isinstance(library, dict) and library.get("name") in BULK_LIBRARIES
+
+
+def _emitted_by(event: EventRecord) -> tuple[int, int] | None:
+    """The journey and run that emitted the event (an emit action's `journey_id` and
+    `journey_run_id`), believed only of Clarion's own events."""
+    if is_activity(event.source_id):
+        return None
+    journey_id = event.properties.get("journey_id")
+    run_id = event.properties.get("journey_run_id")
+    if type(journey_id) is int and type(run_id) is int:
+        return journey_id, run_id
+    return None
+
+
+async def _chains(
+    session: AsyncSession, workspace_id: int, tracked: Mapping[uuid.UUID, list[EventRecord]]
+) -> dict[int, tuple[int, ...]]:
+    """The journeys each event emitted by a run came through, by event id: the emitting
+    run's own chain, then its journey."""
+    emitted = {
+        event.id: origin
+        for batch in tracked.values()
+        for event in batch
+        if (origin := _emitted_by(event)) is not None
+    }
+    if not emitted:
+        return {}
+    rows = await session.execute(
+        select(JourneyRun.id, JourneyRun.context).where(
+            JourneyRun.workspace_id == workspace_id,
+            JourneyRun.id.in_({run_id for _, run_id in emitted.values()}),
+        )
+    )
+    before = {run_id: _chain(context) for run_id, context in rows}
+    return {
+        event_id: (*before.get(run_id, ()), journey_id)
+        for event_id, (journey_id, run_id) in emitted.items()
+    }
+
+
+def _chain(context: Any) -> tuple[int, ...]:
+    """The journeys a run's triggering event came through (its context's `chain`)."""
+    chain = context.get("chain") if isinstance(context, dict) else None
+    if not isinstance(chain, list):
+        return ()
+    return tuple(item for item in chain if type(item) is int)
 
 
 async def _enter(

@@ -4,19 +4,36 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StrictInt
 
 from clarion.core.schemas import DisplayName
+from clarion.journeys.graph import MAX_GRAPH_BYTES, MAX_NODES, size_problem
 from clarion.journeys.models import Journey, JourneyVersion
 
 State = Literal["draft", "live", "paused", "archived"]
 GRAPH_DESCRIPTION = (
     "The journey as drawn: `nodes` (trigger, wait, condition, split, action, exit), `entry`, "
     "`entry_key`, `exit_when` and `goal`; see the journeys README. A draft may be incomplete; "
-    "publishing compiles it and refuses it with every fault named."
+    "publishing compiles it and refuses it with every fault named. At most "
+    f"{MAX_NODES} nodes and {MAX_GRAPH_BYTES // 1024} KiB of JSON, even as a draft."
 )
+
+
+def _kept_size(graph: dict[str, Any]) -> dict[str, Any]:
+    problem = size_problem(graph)
+    if problem is not None:
+        raise ValueError(problem)
+    return graph
+
+
+# A drawn graph, as a draft keeps it: any shape, within a journey's size.
+DrawnGraph = Annotated[
+    dict[str, Any], AfterValidator(_kept_size), Field(description=GRAPH_DESCRIPTION)
+]
+# A row id: a whole number (no "1", no 1.0), from 1.
+RowRef = Annotated[StrictInt, Field(gt=0)]
 
 
 class JourneyCreate(BaseModel):
@@ -26,7 +43,7 @@ class JourneyCreate(BaseModel):
 
     name: DisplayName
     description: str = Field(default="", max_length=2000)
-    graph: dict[str, Any] = Field(description=GRAPH_DESCRIPTION)
+    graph: DrawnGraph
 
 
 class JourneyUpdate(BaseModel):
@@ -36,7 +53,7 @@ class JourneyUpdate(BaseModel):
 
     name: DisplayName | None = None
     description: str | None = Field(default=None, max_length=2000)
-    graph: dict[str, Any] | None = Field(default=None, description=GRAPH_DESCRIPTION)
+    graph: DrawnGraph | None = None
 
 
 class GraphCheck(BaseModel):
@@ -44,7 +61,7 @@ class GraphCheck(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    graph: dict[str, Any] = Field(description=GRAPH_DESCRIPTION)
+    graph: DrawnGraph
 
 
 class Fault(BaseModel):
@@ -159,9 +176,12 @@ class RunDetail(RunRead):
 
 
 class NodeStats(BaseModel):
-    """What passed through one node: runs that reached it (`entered`, each run once), and
-    the runs there now by state."""
+    """What passed through one node of one version: its runs that reached it (`entered`,
+    each run once), and its runs there now by state."""
 
+    version: int | None = Field(
+        description="The published version the node is of (null: a draft never published)."
+    )
     node: str
     type: str
     entered: int
@@ -173,8 +193,9 @@ class NodeStats(BaseModel):
 
 
 class JourneyStats(BaseModel):
-    """Per node of the live version's graph, in the graph's order (a funnel when read from
-    the trigger down), with all runs' states."""
+    """Per version (every version runs are on and the live one, oldest first) and node of
+    its graph, in the graph's order (a funnel per version when read from the trigger down),
+    with the totals of the same runs: a version's rows add up to its runs."""
 
     runs: int
     states: dict[str, int]
@@ -243,6 +264,11 @@ class SimulationRead(BaseModel):
     """What the draft would do for that profile: nothing is written or sent."""
 
     outcome: Literal["not_entered", "completed", "exited", "failed"]
+    reason: str | None = Field(
+        default=None,
+        description="Why the profile would not enter (no triggering event, or none with the "
+        "entry key's property), as the runtime decides.",
+    )
     path: list[SimulatedStep]
     messages: list[SimulatedMessage]
     emitted: list[SimulatedEmit]
@@ -259,15 +285,19 @@ class ReadyMadeRead(BaseModel):
 
 
 class ReadyMadeCreate(BaseModel):
-    """A draft journey from a ready-made one, with the workspace's templates (and segment)."""
+    """A draft journey from a ready-made one, with the workspace's templates (and segment);
+    ids are whole numbers (no `"1"`, no `1.0`), and a field the kind does not use is
+    refused."""
 
     model_config = ConfigDict(extra="forbid")
 
     kind: str = Field(min_length=1, max_length=40)
     name: DisplayName | None = None
-    template_ids: list[int] = Field(max_length=10)
-    segment_id: int | None = Field(default=None, gt=0)
-    days_before: int = Field(default=0, ge=0, le=60, description="For the birthday journey.")
+    template_ids: list[RowRef] = Field(max_length=10)
+    segment_id: RowRef | None = Field(default=None, description="For the win-back journey.")
+    days_before: StrictInt | None = Field(
+        default=None, ge=0, le=60, description="For the birthday journey (0 when left out)."
+    )
 
 
 class AlertRead(BaseModel):

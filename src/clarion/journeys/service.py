@@ -14,11 +14,11 @@ Conflict naming `state`.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import distinct, func, select
+from sqlalchemy import distinct, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -30,7 +30,13 @@ from clarion.core.pagination import id_page
 from clarion.journeys import alerts, runtime, steps
 from clarion.journeys.compiler import Plan, References, compile_journey
 from clarion.journeys.graph import ActionNode, DateTrigger, ScheduleTrigger, WaitNode
-from clarion.journeys.models import Journey, JourneyRun, JourneyTransition, JourneyVersion
+from clarion.journeys.models import (
+    LIVE_RUN_STATES,
+    Journey,
+    JourneyRun,
+    JourneyTransition,
+    JourneyVersion,
+)
 from clarion.journeys.schemas import JourneyStats, NodeStats, NodeTiming
 from clarion.messaging import channel_config
 from clarion.messaging import templates as message_templates
@@ -60,56 +66,120 @@ def require_state(journey: Journey, action: str) -> None:
 async def journeys_using_segment(
     session: AsyncSession, workspace_id: int, segment_id: int
 ) -> list[str]:
-    """The live and paused journeys whose published version names the segment (a trigger on
-    entering or leaving it, a branch on membership), as "journey N (name)"."""
-    rows = await session.execute(
-        select(Journey.id, Journey.name, JourneyVersion.graph)
-        .join(
-            JourneyVersion,
-            (JourneyVersion.journey_id == Journey.id)
-            & (JourneyVersion.number == Journey.live_version),
+    """The live and paused journeys that still need the segment: their published version
+    names it (a trigger on entering or leaving it, a branch on membership), or a version
+    their live runs are still on branches on it; as "journey N (name)" (see `_naming`)."""
+
+    def names(graph: dict[str, Any], published: bool) -> bool:
+        # Only the published version's trigger enters anyone: older versions' runs are past
+        # theirs.
+        return any(
+            _names_segment(node, segment_id)
+            for node in _nodes(graph)
+            if published or node.get("type") != "trigger"
         )
-        .where(Journey.workspace_id == workspace_id, Journey.state.in_(("live", "paused")))
-        .order_by(Journey.id)
-    )
-    return [
-        f"journey {journey_id} ({name})"
-        for journey_id, name, graph in rows
-        if _names_segment(graph, segment_id)
-    ]
+
+    return await _naming(session, workspace_id, names)
 
 
 async def journeys_using_channel(
     session: AsyncSession, workspace_id: int, channel_id: int
 ) -> list[str]:
-    """The live and paused journeys whose published version names the channel: as a send
-    or webhook step's `channel_id` or as its alert webhook (`alerts.channel_id`); as
-    "journey N (name)". A send step naming no channel goes through its template kind's
-    default channel, whichever that is when it sends: it holds no channel back."""
-    rows = await session.execute(
-        select(Journey.id, Journey.name, JourneyVersion.graph)
-        .join(
-            JourneyVersion,
-            (JourneyVersion.journey_id == Journey.id)
-            & (JourneyVersion.number == Journey.live_version),
+    """The live and paused journeys that still send through the channel: as a send or
+    webhook step's `channel_id` in their published version or in a version their live runs
+    are still on, or as the published version's alert webhook (`alerts.channel_id`); as
+    "journey N (name)" (see `_naming`). A send step naming no channel goes through its
+    template kind's default channel, whichever that is when it sends: it holds no channel
+    back."""
+
+    def names(graph: dict[str, Any], published: bool) -> bool:
+        alerts_to = (graph.get("alerts") or {}).get("channel_id") if published else None
+        return channel_id == alerts_to or any(
+            action.get("channel_id") == channel_id for action in _actions(graph)
         )
-        .where(Journey.workspace_id == workspace_id, Journey.state.in_(("live", "paused")))
-        .order_by(Journey.id)
+
+    return await _naming(session, workspace_id, names)
+
+
+async def journeys_using_template(
+    session: AsyncSession, workspace_id: int, template_id: int
+) -> list[str]:
+    """The live and paused journeys that still send the template (a send or webhook step's
+    `template_id`) in their published version or in a version their live runs are still
+    on; as "journey N (name)" (see `_naming`)."""
+
+    def names(graph: dict[str, Any], published: bool) -> bool:
+        return any(action.get("template_id") == template_id for action in _actions(graph))
+
+    return await _naming(session, workspace_id, names)
+
+
+async def _naming(
+    session: AsyncSession,
+    workspace_id: int,
+    names: Callable[[dict[str, Any], bool], bool],
+) -> list[str]:
+    """The live and paused journeys, by id, with a version still at work (the published
+    one, which new entries follow, or one live runs are on) whose graph `names` (called
+    with the graph and whether it is the published one): "journey N (name)" when the
+    published version does, else "journey N (name) for its runs on version V" (runs stay
+    on the version they entered, and go on after another is published)."""
+    on_it = (
+        select(JourneyRun.id)
+        .where(
+            JourneyRun.journey_id == JourneyVersion.journey_id,
+            JourneyRun.version == JourneyVersion.number,
+            JourneyRun.state.in_(LIVE_RUN_STATES),
+        )
+        .exists()
     )
-    found = []
-    for journey_id, name, graph in rows:
+    rows = await session.execute(
+        select(
+            Journey.id,
+            Journey.name,
+            (JourneyVersion.number == Journey.live_version).label("published"),
+            JourneyVersion.number,
+            JourneyVersion.graph,
+        )
+        .join(JourneyVersion, JourneyVersion.journey_id == Journey.id)
+        .where(
+            Journey.workspace_id == workspace_id,
+            Journey.state.in_(("live", "paused")),
+            or_(JourneyVersion.number == Journey.live_version, on_it),
+        )
+        .order_by(Journey.id, JourneyVersion.number)
+    )
+    found: dict[int, tuple[str, bool, list[int]]] = {}
+    for journey_id, name, published, number, graph in rows:
         # Read as stored (the shape `graph.py` draws, checked when it was published), not
-        # validated again: a rule tightened since must not make a channel undeletable.
-        named = {(graph.get("alerts") or {}).get("channel_id")} | {
-            action.get("channel_id")
-            for node in graph.get("nodes") or ()
-            if node.get("type") == "action"
-            for action in node.get("actions") or ()
-            if action.get("kind") in ("send", "webhook")
-        }
-        if channel_id in named:
-            found.append(f"journey {journey_id} ({name})")
-    return found
+        # validated again: a rule tightened since must not make anything undeletable.
+        if isinstance(graph, dict) and names(graph, bool(published)):
+            _, live, numbers = found.setdefault(journey_id, (name, False, []))
+            found[journey_id] = (name, live or bool(published), [*numbers, number])
+    return [
+        f"journey {journey_id} ({name})"
+        if live
+        else f"journey {journey_id} ({name}) for its runs on"
+        f" version{'s' if len(numbers) > 1 else ''} {', '.join(map(str, numbers))}"
+        for journey_id, (name, live, numbers) in found.items()
+    ]
+
+
+def _nodes(graph: dict[str, Any]) -> list[dict[str, Any]]:
+    """The graph's nodes as stored (whatever is no node left out)."""
+    nodes = graph.get("nodes")
+    return [node for node in nodes if isinstance(node, dict)] if isinstance(nodes, list) else []
+
+
+def _actions(graph: dict[str, Any]) -> list[dict[str, Any]]:
+    """The graph's send and webhook actions as stored: what names a template and a channel."""
+    return [
+        action
+        for node in _nodes(graph)
+        if node.get("type") == "action"
+        for action in node.get("actions") or ()
+        if isinstance(action, dict) and action.get("kind") in ("send", "webhook")
+    ]
 
 
 def _names_segment(document: Any, segment_id: int) -> bool:
@@ -382,47 +452,59 @@ async def get_run_or_raise(
 
 
 async def journey_stats(
-    session: AsyncSession, *, workspace_id: int, journey_id: int
+    session: AsyncSession, *, workspace_id: int, journey_id: int, version: int | None = None
 ) -> JourneyStats:
-    """Per node of the live (else latest) version: runs that reached it, and runs there now
-    by state; NotFound for a journey the workspace lacks."""
+    """Per version (only `version`, when given) and node of its graph: runs on that version
+    that reached the node, and its runs there now by state; totals over the same runs. A
+    version's node rows add up to its runs, as each run stays on the version it entered.
+    NotFound for a journey the workspace lacks or a version it never published."""
     journey = await get_journey_or_raise(session, workspace_id=workspace_id, journey_id=journey_id)
+    runs_of = [JourneyRun.journey_id == journey.id]
+    if version is not None:
+        runs_of.append(JourneyRun.version == version)
     reached = {
-        str(node): int(count)
-        for node, count in await session.execute(
-            select(JourneyTransition.to_node, func.count(distinct(JourneyTransition.run_id)))
-            .where(JourneyTransition.journey_id == journey.id)
-            .group_by(JourneyTransition.to_node)
+        (int(number), str(node)): int(count)
+        for number, node, count in await session.execute(
+            select(
+                JourneyRun.version,
+                JourneyTransition.to_node,
+                func.count(distinct(JourneyTransition.run_id)),
+            )
+            .join(JourneyRun, JourneyRun.id == JourneyTransition.run_id)
+            .where(JourneyTransition.journey_id == journey.id, *runs_of)
+            .group_by(JourneyRun.version, JourneyTransition.to_node)
         )
     }
-    now_at: dict[tuple[str, str], int] = {}
-    for node, state, count in await session.execute(
-        select(JourneyRun.node, JourneyRun.state, func.count())
-        .where(JourneyRun.journey_id == journey.id)
-        .group_by(JourneyRun.node, JourneyRun.state)
+    now_at: dict[tuple[int, str, str], int] = {}
+    for number, node, state, count in await session.execute(
+        select(JourneyRun.version, JourneyRun.node, JourneyRun.state, func.count())
+        .where(*runs_of)
+        .group_by(JourneyRun.version, JourneyRun.node, JourneyRun.state)
     ):
-        now_at[(node, state)] = int(count)
+        now_at[(int(number), str(node), str(state))] = int(count)
     states: dict[str, int] = {}
-    for (_, state), count in now_at.items():
+    for (_, _, state), count in now_at.items():
         states[state] = states.get(state, 0) + count
-    graph_nodes = await _graph_nodes(session, journey)
+    graph_nodes = await _graph_nodes(
+        session, journey, version, with_runs={number for number, _, _ in now_at}
+    )
     converted = await session.scalar(
-        select(func.count()).where(
-            JourneyRun.journey_id == journey.id, JourneyRun.converted_at.is_not(None)
-        )
+        select(func.count()).where(*runs_of, JourneyRun.converted_at.is_not(None))
     )
     return JourneyStats(
         runs=sum(states.values()),
         states=states,
         converted=int(converted or 0),
+        # A draft's rows (version None) have no runs: 0 is no version's number.
         nodes=[
             NodeStats(
+                version=number,
                 node=node_id,
                 type=kind,
-                entered=int(reached.get(node_id, 0)),
-                **{s: now_at.get((node_id, s), 0) for s in _RUN_STATES},
+                entered=reached.get((number or 0, node_id), 0),
+                **{s: now_at.get((number or 0, node_id, s), 0) for s in _RUN_STATES},
             )
-            for node_id, kind in graph_nodes
+            for number, node_id, kind in graph_nodes
         ],
     )
 
@@ -460,23 +542,31 @@ async def node_timing(
 _RUN_STATES = ("active", "waiting", "completed", "exited", "failed")
 
 
-async def _graph_nodes(session: AsyncSession, journey: Journey) -> list[tuple[str, str]]:
-    """(id, type) of the nodes of the journey's live version (else its draft), in order."""
-    graph: dict[str, Any] = journey.draft
-    if journey.live_version is not None:
-        version = await session.scalar(
-            select(JourneyVersion).where(
-                JourneyVersion.journey_id == journey.id,
-                JourneyVersion.number == journey.live_version,
-            )
+async def _graph_nodes(
+    session: AsyncSession, journey: Journey, version: int | None, *, with_runs: set[int]
+) -> list[tuple[int | None, str, str]]:
+    """(version, id, type) of the nodes of `version` (NotFound when the journey has none
+    such), else of every version runs are on and the live one, oldest first (the live one's
+    rows last), else of the draft (version None), each in the graph's order."""
+    numbers = {version} if version is not None else set(with_runs)
+    if version is None and journey.live_version is not None:
+        numbers.add(journey.live_version)
+    graphs: list[tuple[int | None, Any]] = [
+        (int(number), graph)
+        for number, graph in await session.execute(
+            select(JourneyVersion.number, JourneyVersion.graph)
+            .where(JourneyVersion.journey_id == journey.id, JourneyVersion.number.in_(numbers))
+            .order_by(JourneyVersion.number)
         )
-        if version is not None:
-            graph = version.graph
-    nodes = graph.get("nodes") if isinstance(graph, dict) else None
+    ]
+    if version is not None and not graphs:
+        raise NotFound(f"Journey {journey.id} has no version {version}.")
+    if not graphs:
+        graphs = [(None, journey.draft)]
     return [
-        (str(node.get("id")), str(node.get("type")))
-        for node in (nodes if isinstance(nodes, list) else [])
-        if isinstance(node, dict)
+        (number, str(node.get("id")), str(node.get("type")))
+        for number, graph in graphs
+        for node in (_nodes(graph) if isinstance(graph, dict) else [])
     ]
 
 

@@ -6,6 +6,10 @@ The profile is a real one (its traits, computed traits and timeline) or a descri
 event that triggers the journey and moves with each wait; conditions are evaluated at that
 moment over the profile's events so far (its timeline and the given events), the way the
 runtime evaluates them; exit criteria and event waits read the given events.
+
+Entering is the runtime's: the first event that triggers the journey and, under an
+`entry_key`, holds its property (one without it enters nothing); when none does the outcome
+is `not_entered`, with the reason.
 """
 
 from __future__ import annotations
@@ -54,6 +58,7 @@ class Simulation:
     """What the run would do: its moves, messages and emitted events, and how it ends."""
 
     outcome: str = "not_entered"  # or completed, exited, failed
+    reason: str | None = None  # why not entered
     path: list[dict[str, Any]] = field(default_factory=list)
     messages: list[dict[str, Any]] = field(default_factory=list)
     emitted: list[dict[str, Any]] = field(default_factory=list)
@@ -73,8 +78,15 @@ async def simulate(
     """Walk the plan for the profile and events (see the module docstring)."""
     result = Simulation()
     ordered = sorted(events, key=lambda e: e.at)
-    start = next((e for e in ordered if triggers(plan, e)), None)
+    triggering = [e for e in ordered if triggers(plan, e)]
+    start = next((e for e in triggering if entry_key(plan, e) is not None), None)
     if start is None:
+        result.reason = (
+            "no event given triggers the journey"
+            if not triggering
+            else f"the triggering events lack {plan.graph.entry_key}, the entry key: "
+            "an event without its key enters nothing"
+        )
         return result
     base_traits: dict[str, Any] = {}
     computed: dict[str, Any] = {}

@@ -9,18 +9,27 @@ Actions of a node run `parallel` (all of them; the run fails if one did), in `se
 succeeds; the run fails only if none did). What succeeded before a failure stays done: a
 retry by hand runs the node again, and each action's idempotency key (a message's, an
 event's messageId) keeps it from being done twice.
+
+Those keys name the run, the node, the action and the visit: a run that comes back to a
+node (a loop through a wait) sends and emits again, once per visit. The visit is counted
+from the run's transitions into the node from another node (`_visits`, only for nodes on a
+loop: elsewhere every visit is the first): a failure, a retry by hand or a retried step
+moves no node, so it is the same visit and the same keys. The first visit's keys carry no
+number (`journey:<run>:<node>:<action>`), as before visits were counted; later ones end in
+it (`...:<action>:2`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import uuid
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, insert, select, update
+from sqlalchemy import Table, bindparam, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -28,7 +37,12 @@ from clarion.core.errors import ClarionError
 from clarion.core.jobs.queue import NewJob, enqueue
 from clarion.core.jobs.worker import PermanentFailure
 from clarion.ingest.internal import InternalEvent, emit_events
-from clarion.journeys.compiler import Plan, compile_journey
+from clarion.journeys.compiler import (
+    Plan,
+    compile_journey,
+    trait_name_fault,
+    trait_value_fault,
+)
 from clarion.journeys.graph import (
     Action,
     ActionNode,
@@ -351,7 +365,7 @@ class Stepper:
                     went_on.append(run)
             return went_on
         assert isinstance(node, ActionNode)
-        return await _act(session, node, runs, moves)
+        return await _act(session, node, runs, moves, again=node.id in plan.looping)
 
     async def _branch(
         self,
@@ -466,12 +480,15 @@ def split_path(journey_id: int, node: SplitNode, profile_id: uuid.UUID) -> str |
 
 
 async def _act(
-    session: AsyncSession, node: ActionNode, runs: list[JourneyRun], moves: Moves
+    session: AsyncSession, node: ActionNode, runs: list[JourneyRun], moves: Moves, *, again: bool
 ) -> list[JourneyRun]:
     """Do the node's actions for the runs, by its mode; the runs that went on (the others
-    failed, with the first failure as their reason)."""
+    failed, with the first failure as their reason). `again`: the node is on a loop, so a
+    run may have been here before (its visits are counted for the actions' keys)."""
     failures: dict[int, str] = {}  # run id: its first failure
     succeeded: set[int] = set()  # runs with at least one action done
+    keyed = any(not isinstance(action, TraitAction) for action in node.actions)
+    visit = await _visits(session, node.id, runs, moves) if again and keyed else {}
     for number, action in enumerate(node.actions):
         if node.mode == "series":
             todo = [run for run in runs if run.id not in failures]
@@ -481,7 +498,7 @@ async def _act(
             todo = runs
         if not todo:
             break
-        failed = await _do(session, node, number, action, todo, moves)
+        failed = await _do(session, node, number, action, todo, moves, visit)
         for run in todo:
             why = failed.get(run.id)
             if why is None:
@@ -509,8 +526,10 @@ async def _do(
     action: Action,
     runs: list[JourneyRun],
     moves: Moves,
+    visit: Mapping[int, int],
 ) -> dict[int, str]:
-    """Do action `number` of the node for the runs; why it failed, by run id."""
+    """Do action `number` of the node for the runs (on their `visit` to it, by run id);
+    why it failed, by run id."""
     workspace_id = runs[0].workspace_id
     if isinstance(action, EmitAction | TraitAction):
         profile_ids = [run.profile_id for run in runs]
@@ -530,8 +549,9 @@ async def _do(
         for run in runs:
             user_id, anonymous_id = senders.get(run.profile_id, (None, None))
             if isinstance(action, EmitAction):
+                visited = visit.get(run.id, 1)
                 moves.events.append(
-                    _event(run, node, number, action, user_id, anonymous_id, moves.now)
+                    _event(run, node, number, action, user_id, anonymous_id, moves.now, visited)
                 )
             elif user_id is None:
                 failed[run.id] = "the profile has no user id to set traits on"
@@ -540,6 +560,10 @@ async def _do(
                     values = _trait_values(action, run, node, user_id, traits.get(run.profile_id))
                 except RenderError as error:
                     failed[run.id] = str(error.detail)
+                    continue
+                refused = _refused_traits(values)
+                if refused is not None:
+                    failed[run.id] = refused
                     continue
                 # As the API sets them (trait history kept, segments told); in a savepoint,
                 # as a step may run in the events' transaction: refused values fail the run,
@@ -572,7 +596,9 @@ async def _do(
                 category=template.category,
                 topic_id=template.topic_id,
                 priority=action.priority if isinstance(action, SendAction) else 0,
-                idempotency_key=f"journey:{run.id}:{node.id}:{number}",
+                idempotency_key=(
+                    f"journey:{run.id}:{node.id}:{number}{_nth(visit.get(run.id, 1))}"
+                ),
                 origin="journey",
                 origin_id=str(run.journey_id),
                 context={
@@ -582,6 +608,38 @@ async def _do(
             )
         )
     return {}
+
+
+async def _visits(
+    session: AsyncSession, node_id: str, runs: Sequence[JourneyRun], moves: Moves
+) -> dict[int, int]:
+    """How many times each run has come to the node, this visit included (by run id): its
+    transitions into the node from another node (or entering there), written or still in
+    `moves`. A failure, a retry by hand or a retried step leaves the run where it was: the
+    same visit."""
+    ids = {run.id for run in runs}
+    counted: Counter[int] = Counter()
+    rows = await session.execute(
+        select(JourneyTransition.run_id, func.count())
+        .where(
+            JourneyTransition.run_id.in_(ids),
+            JourneyTransition.to_node == node_id,
+            or_(JourneyTransition.from_node.is_(None), JourneyTransition.from_node != node_id),
+        )
+        .group_by(JourneyTransition.run_id)
+    )
+    for run_id, count in rows:
+        counted[int(run_id)] += int(count)
+    for row in moves.transitions:  # this step's moves, not written yet
+        if row["run_id"] in ids and row["to_node"] == node_id and row["from_node"] != node_id:
+            counted[row["run_id"]] += 1
+    return {run_id: max(counted[run_id], 1) for run_id in ids}
+
+
+def _nth(visit: int) -> str:
+    """What an idempotency key ends in for this visit: nothing on the first (the keys of
+    runs that passed a node before visits were counted stay the same)."""
+    return "" if visit <= 1 else f":{visit}"
 
 
 def _trait_values(
@@ -606,6 +664,20 @@ def _trait_values(
     }
 
 
+def _refused_traits(values: Mapping[str, Any]) -> str | None:
+    """Why the rendered traits cannot be set, if they cannot (publishing checks what it can
+    before: a templated value is known only now, and an older version was published
+    before some checks)."""
+    for key, value in values.items():
+        fault = trait_name_fault(key)
+        if fault is not None:
+            return f"{fault[0]}: {fault[1]}"
+        problem = trait_value_fault(key, value)
+        if problem is not None:
+            return f"traits.{key}: {problem}"
+    return None
+
+
 def _event(
     run: JourneyRun,
     node: ActionNode,
@@ -614,12 +686,13 @@ def _event(
     user_id: str | None,
     anonymous_id: str | None,
     now: datetime,
+    visit: int,
 ) -> InternalEvent:
-    """The track event an emit action sends about the run's profile (once per run, node
-    and action: its messageId says so)."""
+    """The track event an emit action sends about the run's profile (once per run, node,
+    action and visit: its messageId says so)."""
     return InternalEvent(
         workspace_id=run.workspace_id,
-        message_id=f"clarion:journey:{run.id}:{node.id}:{number}",
+        message_id=f"clarion:journey:{run.id}:{node.id}:{number}{_nth(visit)}",
         name=action.event,
         user_id=user_id,
         anonymous_id=None if user_id else anonymous_id,

@@ -309,11 +309,21 @@ async def update_template(
 
 @router.delete("/templates/{template_id}", status_code=status.HTTP_204_NO_CONTENT)
 async def archive_template(
-    template_id: RowId, caller: ManagementCaller, session: WriteSession, clock: AppClock
+    template_id: RowId,
+    caller: ManagementCaller,
+    session: WriteSession,
+    clock: AppClock,
+    request: Request,
 ) -> Response:
-    """Archive the template: kept with its versions, refused for new sends."""
+    """Archive the template: kept with its versions, refused for new sends; 409 naming them
+    while a scheduled, sending or paused campaign has yet to launch with it or a live or
+    paused journey sends it."""
     await templates.archive_template(
-        session, workspace_id=caller.workspace_id, template_id=template_id, now=clock.now()
+        session,
+        workspace_id=caller.workspace_id,
+        template_id=template_id,
+        now=clock.now(),
+        users=request.app.state.template_users,
     )
     await session.commit()
     return Response(status_code=status.HTTP_204_NO_CONTENT)

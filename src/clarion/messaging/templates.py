@@ -4,13 +4,14 @@ stored when it fails), their versions, archiving, and previews.
 Every change of content writes a new `TemplateVersion` and makes it current; versions are
 never changed or deleted, so a message keeps pointing at exactly what it was rendered from.
 A deleted template is archived: still readable, refused for new sends (`current_version`
-raises Conflict) and for changes.
+raises Conflict) and for changes. A template that campaigns or journeys have yet to send
+cannot be archived (`TemplateUsers`).
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -250,15 +251,32 @@ async def live_template_channels(session: AsyncSession, *, workspace_id: int) ->
     return {int(template_id): str(channel) for template_id, channel in rows}
 
 
+# What outside messaging has yet to send a template with (campaigns yet to launch, live
+# journeys), as the names a marketer knows them by: ["campaign 3 (Spring sale)"]. Domains
+# downstream of messaging provide these; `app.py` passes them in.
+TemplateUsers = Callable[[AsyncSession, int, int], Awaitable[list[str]]]
+
+
 async def archive_template(
-    session: AsyncSession, *, workspace_id: int, template_id: int, now: datetime
+    session: AsyncSession,
+    *,
+    workspace_id: int,
+    template_id: int,
+    now: datetime,
+    users: Sequence[TemplateUsers] = (),
 ) -> MessageTemplate:
     """Archive the template (once; archiving again changes nothing): it stays readable with
-    its versions and is refused for new sends. Flushes only."""
+    its versions and is refused for new sends; Conflict while any of `users` has yet to
+    send it. Flushes only."""
     template = await get_template_or_raise(
         session, workspace_id=workspace_id, template_id=template_id
     )
     if template.archived_at is None:
+        needing = [
+            name for find in users for name in await find(session, workspace_id, template_id)
+        ]
+        if needing:
+            raise Conflict(f"This template is in use by {', '.join(needing)}.")
         template.archived_at = now
         template.updated_at = now
         await session.flush()

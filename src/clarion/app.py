@@ -41,6 +41,7 @@ from clarion.operations import api as operations_api
 from clarion.pipeline import Pipeline
 from clarion.profiles import api as profiles_api
 from clarion.segments import api as segments_api
+from clarion.segments import membership as segment_membership
 from clarion.segments.catalog import Catalog
 from clarion.startup import prepare_database
 from clarion.workspaces import api as workspaces_api
@@ -116,6 +117,7 @@ def create_app(
     app.state.write_keys = WriteKeyCache()
     app.state.segment_catalog = Catalog()
     app.state.segment_users = (journeys_using_segment, campaigns_using_segment)
+    app.state.profile_erasers = (segment_membership.erase_profiles,)
     app.state.channel_users = (journeys_using_channel, campaigns_using_channel)
     app.state.template_users = (journeys_using_template, campaigns_using_template)
     install_problem_handlers(app)

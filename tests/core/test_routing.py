@@ -44,7 +44,6 @@ NUMBER = "__number__"
 JSON = {"Content-Type": "application/json"}
 
 
-
 def with_number(document: dict[str, Any], numeral: str) -> bytes:
     """`document` as JSON text, `numeral` written where it holds NUMBER."""
     return json.dumps(document).replace(f'"{NUMBER}"', numeral).encode()

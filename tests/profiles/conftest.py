@@ -16,7 +16,9 @@ from clarion.core.database import Database
 from clarion.ingest.models import Event
 from clarion.ingest.records import EventRecord
 from clarion.profiles import service
+from tests.campaigns.conftest import desk  # noqa: F401 - fixture used by test_erasure
 from tests.conftest import Tenant
+from tests.messaging.conftest import smtp_sink, tls_files  # noqa: F401 - fixtures, likewise
 
 BASE = datetime(2026, 1, 1, tzinfo=UTC)
 Send = Callable[..., Awaitable[list[EventRecord]]]

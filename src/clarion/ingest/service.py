@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 import orjson
-from sqlalchemy import Select, and_, or_, select
+from sqlalchemy import CursorResult, Select, and_, delete, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from clarion.core.errors import FieldError, NotFound
@@ -40,12 +40,15 @@ from clarion.ingest.messages import (
     rejection,
 )
 from clarion.ingest.models import Event
+from clarion.ingest.plans.models import TrackingViolation
 from clarion.ingest.schemas import EventType
 
 MAX_MESSAGE_BYTES = 32 * 1024
 MAX_BATCH_BYTES = 500 * 1024
 # Top-level fields the server owns or has already read; never kept as `extra`.
 _SERVER_FIELDS = frozenset({"writeKey", "receivedAt"})
+# Event ids per DELETE statement: within every SQLite build's limit on bound parameters.
+_DELETE_CHUNK = 900
 # A JSON \u0000 escape: its backslash is not itself escaped (an even run of them before it).
 _NUL = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
 
@@ -345,3 +348,27 @@ async def list_events(
         return events, None
     last = events[limit - 1]
     return events[:limit], encode_cursor(last.timestamp.isoformat(), last.id)
+
+
+async def delete_events(
+    session: AsyncSession, *, workspace_id: int, event_ids: Collection[int]
+) -> int:
+    """Delete the workspace's events among `event_ids`, with the tracking plan violations
+    recorded about them (their errors may quote the payload); how many events went.
+
+    The log is append-only but for this: a person's erasure. Flushes, never commits."""
+    ordered = sorted(set(event_ids))
+    removed = 0
+    for start in range(0, len(ordered), _DELETE_CHUNK):
+        chunk = ordered[start : start + _DELETE_CHUNK]
+        await session.execute(
+            delete(TrackingViolation).where(
+                TrackingViolation.workspace_id == workspace_id,
+                TrackingViolation.event_id.in_(chunk),
+            )
+        )
+        result = await session.execute(
+            delete(Event).where(Event.workspace_id == workspace_id, Event.id.in_(chunk))
+        )
+        removed += cast(CursorResult[Any], result).rowcount
+    return removed

@@ -1,18 +1,19 @@
-"""Routes: reading profiles, their timelines, merges and trait history; undoing a merge."""
+"""Routes: reading profiles, their timelines, merges and trait history; undoing a merge;
+erasing a person."""
 
 from __future__ import annotations
 
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
 
 from clarion.core.deps import AppClock, ReadSession, RowId, WriteSession, get_database
 from clarion.core.errors import FieldError, InvalidInput
 from clarion.core.routing import StrictJSONRoute
 from clarion.ingest.schemas import EventRead
-from clarion.profiles import exports, imports, merges, queries
+from clarion.profiles import erasure, exports, imports, merges, queries
 from clarion.profiles.schemas import (
     MergePage,
     MergeRead,
@@ -149,6 +150,25 @@ async def read_profile(
     )
     [view] = await queries.view_profiles(session, [profile])
     return ProfileRead.of(view)
+
+
+@router.delete("/{profile_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_profile(
+    profile_id: uuid.UUID, request: Request, caller: ManagementCaller, session: WriteSession
+) -> Response:
+    """Erase the person (GDPR / CCPA): the profile (a merged-away id: the profile it was
+    merged into), every profile merged into it, their identities, events, trait history,
+    segment memberships, messages, consents and journey runs, in one transaction.
+    Suppressed addresses stay. Events not yet processed are not covered: stop sending
+    about the person first."""
+    await erasure.delete_profile(
+        session,
+        workspace_id=caller.workspace_id,
+        profile_id=profile_id,
+        erasers=request.app.state.profile_erasers,
+    )
+    await session.commit()
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.get("/{profile_id}/events", response_model=ProfileEventPage)

@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Any, cast
 
 import orjson
-from sqlalchemy import Table, delete, select, text
+from sqlalchemy import CursorResult, Table, delete, select, text
 from sqlalchemy import insert as insert_rows
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -569,6 +569,41 @@ async def apply_changes(
         + [(segment_id, -1) for segment_id, _ in written.exited],
     )
     return written
+
+
+async def erase_profiles(
+    session: AsyncSession, workspace_id: int, profile_ids: Sequence[uuid.UUID]
+) -> dict[str, int]:
+    """Forget erased profiles (a profile's erasure, `profiles.erasure`): their memberships
+    end without a trace, each segment's `member_count` dropping with them, and their
+    membership history and kept state go; rows removed, by what they were. No `Segment
+    Exited` is recorded or emitted: nobody is left for a journey to act on. Flushes only."""
+    if not profile_ids:
+        return {}
+    ids = sorted(set(profile_ids))
+    left = await session.execute(
+        delete(SegmentMember)
+        .where(SegmentMember.workspace_id == workspace_id, SegmentMember.profile_id.in_(ids))
+        .returning(SegmentMember.segment_id)
+    )
+    segment_ids = [int(row[0]) for row in left]
+    history = await session.execute(
+        delete(SegmentChange).where(
+            SegmentChange.workspace_id == workspace_id, SegmentChange.profile_id.in_(ids)
+        )
+    )
+    await session.execute(
+        delete(ProfileSegmentState).where(
+            ProfileSegmentState.workspace_id == workspace_id,
+            ProfileSegmentState.profile_id.in_(ids),
+        )
+    )
+    # Last, as every membership writer does: only the rows this transaction deleted count.
+    await _count(session, [(segment_id, -1) for segment_id in segment_ids])
+    return {
+        "segment_memberships": len(segment_ids),
+        "segment_changes": cast(CursorResult[Any], history).rowcount,
+    }
 
 
 async def _count(session: AsyncSession, deltas: Iterable[tuple[int, int]]) -> None:

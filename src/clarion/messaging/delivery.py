@@ -58,7 +58,7 @@ DELIVER = "messages.deliver"  # job kind: deliver a batch of messages
 DELIVER_PRIORITY = 10  # behind event processing and segment lapses
 BATCH = 200  # messages per delivery job
 MAX_ATTEMPTS = 6
-RECORD_EVERY = 50  # a batch's outcomes are recorded this many at a time as its sends finish
+RECORD_EVERY = 100  # a batch's outcomes are recorded this many at a time as its sends finish
 RECORD_WITHIN = 1.0  # or every this many seconds, when sends are slow
 _BACKOFF = (timedelta(seconds=30), timedelta(minutes=2), timedelta(minutes=10), timedelta(hours=1))
 _UNIQUE = ["workspace_id", "idempotency_key"]

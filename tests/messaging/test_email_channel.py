@@ -13,13 +13,14 @@ from email.message import EmailMessage
 from email.utils import parsedate_to_datetime
 from typing import Any
 
+import aiosmtplib
 import dkim
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from clarion.messaging.channels.base import Outgoing, PermanentFailure, TemporaryFailure
-from clarion.messaging.channels.email import DkimKey, EmailChannel, SmtpSettings
+from clarion.messaging.channels.email import DkimKey, EmailChannel, SmtpSettings, _data
 from clarion.messaging.channels.mime import build_mime, message_id_header
 from tests.messaging.conftest import SmtpSink, TlsFiles
 from tests.support import free_port
@@ -126,6 +127,39 @@ async def test_text_and_html_go_as_multipart_alternative_text_first(
     # On the wire lines end in CRLF.
     assert parts[0].get_content() == "Schöne Grüße\r\n"
     assert parts[1].get_content() == "<p>Schöne Grüße</p>\r\n"
+
+
+async def test_lines_starting_with_a_dot_arrive_whole(
+    smtp_sink: SmtpSink, channels: Callable[[SmtpSettings], EmailChannel]
+) -> None:
+    # A lone "." ends DATA: unless every line starting with a dot is stuffed, the message
+    # arrives cut and the rest is read as commands.
+    text = ".first\n.\n..two\nmiddle .x\n.\n"
+    channel = channels(settings_for(smtp_sink))
+    await channel.send(outgoing(text=text, html=None))
+    await channel.send(outgoing(message_id="msg-0002", text="after\n", html=None))
+
+    first, second = smtp_sink.messages()
+    assert first.message.get_content() == text.replace("\n", "\r\n")
+    assert second.message.get_content() == "after\r\n"
+
+
+async def test_a_payload_not_in_wire_form_is_sent_as_aiosmtplib_sends_it(
+    smtp_sink: SmtpSink,
+) -> None:
+    smtp = aiosmtplib.SMTP(hostname="127.0.0.1", port=smtp_sink.port, timeout=5, start_tls=False)
+    await smtp.connect()
+    try:
+        for payload in (b"Subject: lf\n\n.one\ntwo", b"Subject: cr\r\n\r\n.one\rtwo\r\n"):
+            await smtp.mail("news@news.example.com")
+            await smtp.rcpt("ada@example.org")
+            await _data(smtp, payload)
+    finally:
+        await smtp.quit()
+
+    lf, cr = smtp_sink.messages()
+    assert lf.raw.endswith(b"\r\n\r\n.one\r\ntwo\r\n")
+    assert cr.raw.endswith(b"\r\n\r\n.one\r\ntwo\r\n")
 
 
 @pytest.mark.parametrize(

@@ -188,7 +188,7 @@ class EmailChannel:
             stage = "RCPT"
             await smtp.rcpt(recipient)
             stage = "DATA"
-            await smtp.data(payload)
+            await _data(smtp, payload)
         except aiosmtplib.SMTPResponseException as exc:
             await self._release_after_reply(smtp, exc.code)
             raise _reply_failure(exc.code, exc.message, stage=stage) from exc
@@ -239,6 +239,39 @@ class EmailChannel:
             smtp.close()  # cancelled: leave no socket behind
             raise
         return smtp
+
+
+async def _data(smtp: aiosmtplib.SMTP, payload: bytes) -> None:
+    """DATA with the message, as `smtp.data` sends it. A payload already in wire form (every
+    line ending in CRLF, as `build_mime` and DKIM signing write it) is only dot-stuffed,
+    with `bytes.replace`: `smtp.data` runs two regular expressions over the whole message,
+    ~160 us for a campaign's 17 KB email, a seventh of a worker's CPU per email. Raises
+    what `smtp.data` raises."""
+    protocol = smtp.protocol
+    if protocol is None or not _in_wire_form(payload):
+        await smtp.data(payload)
+        return
+    stuffed = payload.replace(b"\r\n.", b"\r\n..")
+    if stuffed.startswith(b"."):
+        stuffed = b"." + stuffed
+    response = await smtp.execute_command(b"DATA")
+    if response.code != aiosmtplib.SMTPStatus.start_input:
+        raise aiosmtplib.SMTPDataError(response.code, response.message)
+    try:
+        # One sender per connection (the pool's), so no other command can be in flight.
+        protocol.write(stuffed + b".\r\n")
+        response = await protocol.read_response(timeout=smtp.timeout)
+    except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError):
+        smtp.close()  # as `smtp.data` does: the session is out of step
+        raise
+    if response.code != aiosmtplib.SMTPStatus.completed:
+        raise aiosmtplib.SMTPDataError(response.code, response.message)
+
+
+def _in_wire_form(payload: bytes) -> bool:
+    """Whether every line of `payload` ends in CRLF, the last one included."""
+    crlf = payload.count(b"\r\n")
+    return payload.endswith(b"\r\n") and payload.count(b"\r") == crlf == payload.count(b"\n")
 
 
 def _reply_failure(code: int, text: str, *, stage: str) -> TemporaryFailure | PermanentFailure:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import base64
 import email
 import email.policy
+import re
 from email.message import EmailMessage
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from clarion.messaging.channels.base import Outgoing
 from clarion.messaging.channels.mime import build_mime
@@ -89,6 +93,26 @@ def test_headers_are_ascii_encoded_words_where_needed_and_folded() -> None:
     assert message["List-Unsubscribe"].startswith("<https://clarion.example/u/ttt")
     assert message["X-Campaign"] == "spring sale " * 12
     assert all(len(line) <= 78 for line in head.split(b"\r\n") if b"/u/ttt" not in line)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.text(
+        st.characters(blacklist_categories=("Cc", "Cs"), blacklist_characters="\u2028\u2029"),
+        min_size=1,
+        max_size=200,
+    ).filter(lambda subject: not subject.isascii())
+)
+def test_any_subject_reads_back_whole_from_lines_of_at_most_78(subject: str) -> None:
+    raw = build_mime(outgoing(subject=subject), from_address=FROM)
+    head = raw.split(b"\r\n\r\n")[0]
+    assert head.isascii()
+    assert all(len(line) <= 78 for line in head.split(b"\r\n"))
+    assert parsed(raw)["Subject"] == subject
+    # RFC 2047 section 5: each encoded word holds whole characters and at most 75 bytes.
+    for word in re.findall(rb"=\?utf-8\?b\?[^?]*\?=", head):
+        assert len(word) <= 75
+        base64.b64decode(word[10:-2]).decode()
 
 
 @pytest.mark.parametrize(

@@ -415,7 +415,7 @@ async def test_a_launch_stops_when_its_channel_went_away(desk: Desk) -> None:
     admin = desk.tenant.admin
     default = await desk.channel()  # the workspace's first email channel: its default
     named = await desk.channel(name="Named")
-    await desk.channel(name="Spare")  # an email channel, but not the default
+    spare = await desk.channel(name="Spare")  # an email channel, but not the default
     template = await desk.template()
     audience = {"type": "list", "user_ids": ["a"]}
     through_named = await desk.campaign(audience=audience, template_id=template, channel_id=named)
@@ -426,8 +426,12 @@ async def test_a_launch_stops_when_its_channel_went_away(desk: Desk) -> None:
     refused = await desk.client.delete(f"/api/v1/channels/{named}", headers=admin)
     assert f"campaign {through_named['id']}" in problem(refused, 409)["detail"]
     await _delete_channel(desk, named)  # as a delete racing the schedule would leave it
+    refused = await desk.client.delete(f"/api/v1/channels/{default}", headers=admin)
+    assert f"channel {spare} (Spare)" in problem(refused, 409, "is_default")["detail"]
+    deleted = await desk.client.delete(f"/api/v1/channels/{spare}", headers=admin)
+    assert deleted.status_code == 204  # not the default
     deleted = await desk.client.delete(f"/api/v1/channels/{default}", headers=admin)
-    assert deleted.status_code == 204  # no campaign names it
+    assert deleted.status_code == 204  # no campaign names it, nor is another to be chosen
 
     await desk.later(timedelta(hours=1), deliver=False)
     problems = {}

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from typing import Any
 
 import httpx
@@ -27,6 +28,7 @@ from clarion.messaging.channels.base import Outgoing, PermanentFailure
 from clarion.messaging.channels.webhook import WebhookChannel
 from clarion.messaging.models import MessagingChannel
 from clarion.pipeline import messaging_delivery
+from clarion.profiles.service import upsert_profile
 from clarion.workspaces import service as workspaces
 from tests.conftest import Tenant, problem, run_cli
 from tests.messaging.conftest import HttpReceiver, Reply, SmtpSink
@@ -354,9 +356,16 @@ async def test_one_default_channel_per_kind(
     assert await defaults() == {"First": False, "Second": False, "Third": True, "Texts": True}
     listed = await client.get("/api/v1/channels", params={"kind": "sms"}, headers=tenant.admin)
     assert [c["name"] for c in listed.json()["items"]] == ["Texts"]
+    # The default goes once another channel of its kind is the default (see
+    # `test_deleting_a_channel.py`), or when it is the only one of its kind.
+    url = f"/api/v1/channels/{first['id']}"
+    assert (await client.patch(url, json={"is_default": True}, headers=tenant.admin)).is_success
     deleted = await client.delete(f"/api/v1/channels/{third['id']}", headers=tenant.admin)
     assert deleted.status_code == 204
-    assert await defaults() == {"First": False, "Second": False, "Texts": True}
+    assert await defaults() == {"First": True, "Second": False, "Texts": True}
+    deleted = await client.delete(f"/api/v1/channels/{texts['id']}", headers=tenant.admin)
+    assert deleted.status_code == 204
+    assert await defaults() == {"First": True, "Second": False}
 
 
 async def test_paging(client: httpx.AsyncClient, tenant: Tenant) -> None:
@@ -468,10 +477,42 @@ async def test_a_test_send_checks_its_address_as_a_single_send_does(
     assert sent.status_code == 200, sent.text
     [request] = http_receiver.requests
     assert request.form()["To"] == "+15550002222"
-    # An in-app channel sends nothing anywhere: there is no address to check.
+    # An in-app channel's test goes to a profile's inbox: `to` names one (see below).
     inbox = await create(client, tenant, {"name": "App", "kind": "inbox"})
     url = f"/api/v1/channels/{inbox['id']}/test"
-    assert (await client.post(url, json={"to": "anyone"}, headers=tenant.admin)).is_success
+    problem(await client.post(url, json={"to": "anyone"}, headers=tenant.admin), 422, "to")
+
+
+async def test_an_inbox_test_send_names_a_profile_of_the_workspace(
+    client: httpx.AsyncClient, tenant: Tenant, other_tenant: Tenant, database: Database
+) -> None:
+    """By its id or its user id, as a single send names its recipient; anything else (an
+    unknown id, another workspace's profile) is refused naming `to`. It took any `to`."""
+
+    async def person(owner: Tenant, user_id: str) -> str:
+        async with database.write_session() as session:
+            made = await upsert_profile(
+                session, workspace_id=owner.id, user_id=user_id, email=None, phone=None,
+                traits={}, now=SystemClock().now(),
+            )  # fmt: skip
+            await session.commit()
+            return str(made.id)
+
+    ann = await person(tenant, "ann")
+    theirs = await person(other_tenant, "bob")
+    inbox = await create(client, tenant, {"name": "App", "kind": "inbox"})
+    url = f"/api/v1/channels/{inbox['id']}/test"
+    for to in (ann, "ann"):
+        sent = await client.post(url, json={"to": to}, headers=tenant.admin)
+        assert sent.status_code == 200, sent.text
+        assert sent.json()["channel_id"] == inbox["id"]
+        assert sent.json()["provider_id"].startswith("test-")
+    for to in ("anyone", "bob", theirs, str(uuid.uuid4()), f" {ann}"):
+        refused = await client.post(url, json={"to": to}, headers=tenant.admin)
+        body = problem(refused, 422, "to")
+        assert body["errors"] == [
+            {"field": "to", "message": "no profile of this workspace has this id or user id"}
+        ], to
 
 
 async def test_the_pool_reuses_an_adapter_until_its_channel_changes(

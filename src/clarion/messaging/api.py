@@ -10,7 +10,7 @@ from fastapi import APIRouter, Path, Query, Request, Response, status
 from clarion.core.crypto import Vault
 from clarion.core.deps import AppClock, ReadSession, RowId, WriteSession, app_held
 from clarion.core.routing import StrictJSONRoute
-from clarion.messaging import channel_config, templates
+from clarion.messaging import channel_config, channel_test_sends, templates
 from clarion.messaging.channels.base import ChannelKind
 from clarion.messaging.models import MessageTemplate, MessagingChannel, TemplateVersion
 from clarion.messaging.rendering import EventContext, ProfileContext
@@ -168,8 +168,10 @@ async def delete_channel(
     request: Request,
 ) -> Response:
     """Delete the channel; 409 naming them while a scheduled, sending or paused campaign or
-    a live or paused journey names it. Messages sent through it keep their history; those
-    still queued to go through it fail ("channel 3 was deleted")."""
+    a live or paused journey names it, and 409 naming the others while it is its kind's
+    default and other channels of the kind are left (make one of them the default first).
+    Messages sent through it keep their history; those still queued to go through it fail
+    ("channel 3 was deleted"), as do those it was sending should they be retried."""
     await channel_config.delete_channel(
         session,
         workspace_id=caller.workspace_id,
@@ -189,17 +191,21 @@ async def test_channel(
     session: ReadSession,
     request: Request,
 ) -> ChannelTestResult:
-    """Send a test message through the provider now; 502 with the provider's reason when it
-    does not take it."""
+    """Send a test message through the provider now: to an address of the channel's kind,
+    or for an inbox channel a profile's id or user id (else 422 naming `to`); 502 with the
+    provider's reason when it does not take it."""
     row = await channel_config.get_channel_or_raise(
         session, workspace_id=caller.workspace_id, channel_id=channel_id
     )
+    to = await channel_test_sends.recipient_for_test(
+        session, workspace_id=caller.workspace_id, kind=row.kind, to=body.to
+    )
     await session.close()  # no connection held while the provider answers
-    sent = await channel_config.send_test(
+    sent = await channel_test_sends.send_test(
         row,
         app_vault(request),
         request.app.state.settings.outbound_policy(),
-        to=body.to,
+        to=to,
         subject=body.subject,
         text=body.text,
     )

@@ -1,20 +1,20 @@
 """Configured channels: a workspace's ways to reach customers, with their provider settings
 and their secrets sealed by the `Vault` (never returned by the API), the adapters built from
-them, a per-process pool of those adapters, and test sends.
+them, and a per-process pool of those adapters (test sends: `channel_test_sends.py`).
 
 Rules: names are unique per workspace; at most one channel per kind is the default (making
 one the default clears the others; the first channel of a kind becomes it unless told
 otherwise); an update without secrets keeps the stored ones; a webhook channel without a
 secret gets one generated, which the answer that saved it shows once (`generated`). A
-channel that campaigns or journeys still send through cannot be deleted (`ChannelUsers`);
-one deleted fails the messages still queued to go through it, which never go through
-another channel instead.
+channel that campaigns or journeys still send through cannot be deleted (`ChannelUsers`),
+nor a kind's default while other channels of its kind are left to choose from; one deleted
+fails the messages still queued to go through it, and those it was sending fail when
+retried: they never go through another channel instead.
 """
 
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any
@@ -24,10 +24,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from clarion.core.crypto import UnreadableSecret, Vault
-from clarion.core.errors import ClarionError, Conflict, FieldError, NotFound
+from clarion.core.errors import Conflict, FieldError, NotFound
 from clarion.core.outbound import PUBLIC_ONLY, Policy
 from clarion.core.pagination import id_page
-from clarion.messaging import addresses, feedback
+from clarion.messaging import feedback
 from clarion.messaging.channel_settings import (
     ChannelConfig,
     EmailConfig,
@@ -37,14 +37,7 @@ from clarion.messaging.channel_settings import (
     fingerprint,
     parse_channel_config,
 )
-from clarion.messaging.channels.base import (
-    Channel,
-    ChannelKind,
-    DeliveryError,
-    Outgoing,
-    Sent,
-    TemporaryFailure,
-)
+from clarion.messaging.channels.base import Channel, ChannelKind, Outgoing, Sent
 from clarion.messaging.channels.email import DkimKey, EmailChannel, SmtpSettings
 from clarion.messaging.channels.push import FcmSettings, PushChannel
 from clarion.messaging.channels.sms import SmsChannel, TwilioSettings
@@ -53,15 +46,6 @@ from clarion.messaging.models import MessagingChannel
 from clarion.messaging.schemas import UnprocessableInput
 
 _UNSET: Any = object()
-
-
-class ProviderError(ClarionError):
-    """The provider did not take a message sent on request (a test send); `detail` is its
-    reason, as the channel reported it."""
-
-    status = 502
-    code = "provider-error"
-    title = "The provider did not take the message"
 
 
 class InboxChannel:
@@ -303,10 +287,12 @@ async def delete_channel(
     now: datetime,
     users: Sequence[ChannelUsers] = (),
 ) -> None:
-    """Delete the channel; Conflict while any of `users` still sends through it. Messages
-    sent through it keep their history (without their channel); those still queued to go
-    through it fail ("channel 3 was deleted"): sent through another channel instead, they
-    would come from a sender nobody chose. Flushes only."""
+    """Delete the channel; Conflict while any of `users` still sends through it, or while
+    it is its kind's default and other channels of the kind are left (naming them: one of
+    them is to be made the default first). Messages sent through it keep their history
+    (without their channel); those still queued to go through it fail ("channel 3 was
+    deleted"), and those it is sending fail if they are retried: sent through another
+    channel instead, they would come from a sender nobody chose. Flushes only."""
     # Locked first, on PostgreSQL: a message being queued through the channel holds it
     # until its transaction ends, so the messages failed below include it, and one queued
     # after waits for this delete and then fails on its foreign key instead.
@@ -316,15 +302,35 @@ async def delete_channel(
     needing = [name for find in users for name in await find(session, workspace_id, channel_id)]
     if needing:
         raise Conflict(f"This channel is in use by {', '.join(needing)}.")
-    await feedback.fail_queued_through(
-        session,
-        workspace_id=workspace_id,
-        channel_id=channel_id,
-        reason=f"channel {channel_id} was deleted",
-        now=now,
+    if row.is_default:
+        await _refuse_leaving_no_default(session, row)
+    await feedback.fail_through_deleted(
+        session, workspace_id=workspace_id, channel_id=channel_id, now=now
     )
     await session.delete(row)
     await session.flush()
+
+
+async def _refuse_leaving_no_default(session: AsyncSession, row: MessagingChannel) -> None:
+    """Conflict naming the other channels of the default `row`'s kind, if any: deleting it
+    would leave what names no channel (API sends, campaigns and journey steps) without
+    one, where the marketer has one to choose. The kind's only channel may go."""
+    others = await session.execute(
+        select(MessagingChannel.id, MessagingChannel.name)
+        .where(
+            MessagingChannel.workspace_id == row.workspace_id,
+            MessagingChannel.kind == row.kind,
+            MessagingChannel.id != row.id,
+        )
+        .order_by(MessagingChannel.id)
+    )
+    named = [f"channel {other_id} ({name})" for other_id, name in others]
+    if named:
+        raise Conflict(
+            f"Channel {row.id} is the default {row.kind} channel: make another {row.kind} "
+            f"channel the default first ({', '.join(named)}).",
+            errors=[FieldError("is_default", "the kind's default; make another one it first")],
+        )
 
 
 async def default_channel(
@@ -453,48 +459,3 @@ class ChannelPool:
             adapters, self._adapters = self._adapters, {}
         for _, adapter in adapters.values():
             await adapter.close()
-
-
-# --- Test sends -------------------------------------------------------------------------------
-
-
-def _test_address(kind: str, to: str) -> str:
-    """`to` as a test message of `kind` goes to it, checked as a single send's `address`
-    is (`addresses.sendable_address`); UnprocessableInput naming `to` otherwise. An inbox
-    channel sends nothing anywhere, so its test takes any `to` as it is."""
-    if kind == "inbox":
-        return to
-    try:
-        return addresses.sendable_address(kind, to)
-    except ValueError as error:
-        raise UnprocessableInput(
-            f"Not an address for a {kind} channel: {error}.", errors=[FieldError("to", str(error))]
-        ) from error
-
-
-async def send_test(
-    row: MessagingChannel, vault: Vault, policy: Policy, *, to: str, subject: str, text: str
-) -> Sent:
-    """Send a test message through the channel's real adapter (built for this send and
-    closed after) to `to` as a single send would send to it (`_test_address`: trimmed, a
-    phone as + and its digits); UnprocessableInput naming `to` when it is no address for the
-    kind, ProviderError (502) carrying the provider's reason when the send fails."""
-    to = _test_address(row.kind, to)
-    adapter = build_channel(row, vault, policy)
-    message_id = f"test-{uuid.uuid4().hex}"
-    outgoing = Outgoing(
-        message_id=message_id,
-        idempotency_key=message_id,
-        to=to,
-        subject=subject,
-        html=None,
-        text=text,
-        data={"type": "clarion.test", "title": subject, "body": text},
-    )
-    try:
-        return await adapter.send(outgoing)
-    except DeliveryError as error:
-        kind = "temporary" if isinstance(error, TemporaryFailure) else "permanent"
-        raise ProviderError(f"{error.reason} ({kind} failure)") from error
-    finally:
-        await adapter.close()

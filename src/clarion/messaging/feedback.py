@@ -51,7 +51,7 @@ RANK = {
     "converted": 6,
 }
 FINAL = frozenset({"refused", "failed", "bounced", "complained", "unsubscribed"})
-_FAILED_AT_ONCE = 1_000  # messages loaded per round by `fail_queued_through`
+_FAILED_AT_ONCE = 1_000  # messages loaded per round by `fail_through_deleted`
 
 
 @dataclass
@@ -210,20 +210,77 @@ async def mark_unsubscribed(
     return bool(applied)
 
 
-async def fail_queued_through(
-    session: AsyncSession, *, workspace_id: int, channel_id: int, reason: str, now: datetime
+CHANNEL_DELETED = "channel_deleted"  # history: the channel a message was sending through went
+
+
+def deleted_reason(channel_id: int) -> str:
+    """Why a message whose channel was deleted fails."""
+    return f"channel {channel_id} was deleted"
+
+
+async def fail_through_deleted(
+    session: AsyncSession, *, workspace_id: int, channel_id: int, now: datetime
 ) -> None:
-    """Fail, with `reason`, the messages still queued to go through channel `channel_id`,
-    recorded as delivery records a failure (history, `Email Failed`...). Messages already
-    `sending` are left to their batch, which holds the channel's adapter. Flushes only."""
-    query = select(Message).where(
-        Message.workspace_id == workspace_id,
-        Message.channel_id == channel_id,
-        Message.status == "queued",
+    """Before channel `channel_id` is deleted: fail the messages still queued to go
+    through it ("channel 3 was deleted"), recorded as delivery records a failure (history,
+    `Email Failed`...), and mark those `sending` through it with a `channel_deleted`
+    history row. Their batch finishes them with the adapter it holds; but should one be
+    retried (a temporary failure, a crash), its row names no channel any more (the foreign
+    key sets it to null, which reads as "the kind's default"), and delivery fails it by that
+    row (`deleted_channels`) instead of sending it through a channel nobody chose. Flushes
+    only."""
+    reason = deleted_reason(channel_id)
+    query = (
+        select(Message)
+        .where(
+            Message.workspace_id == workspace_id,
+            Message.channel_id == channel_id,
+            # One statement for both: a message a batch moves between them meanwhile
+            # (marked sending, or queued again to retry) is still found, as it is now.
+            Message.status.in_(("queued", "sending")),
+        )
+        .order_by(Message.id)
+        .limit(_FAILED_AT_ONCE)
     )
     if session.get_bind().dialect.name == "postgresql":
-        query = query.with_for_update()  # against a delivery batch marking them sending
-    while messages := (await session.scalars(query.limit(_FAILED_AT_ONCE))).all():
-        outcomes = [Outcome(message, "failed", reason=reason) for message in messages]
+        query = query.with_for_update()  # against a delivery batch moving them meanwhile
+    after: uuid.UUID | None = None
+    while messages := (
+        await session.scalars(query if after is None else query.where(Message.id > after))
+    ).all():
+        after = messages[-1].id
+        outcomes = [Outcome(m, "failed", reason=reason) for m in messages if m.status == "queued"]
         await record(session, workspace_id=workspace_id, outcomes=outcomes, now=now)
-        await session.flush()  # failed now, so the next round reads other messages
+        session.add_all(
+            MessageEvent(
+                workspace_id=workspace_id,
+                message_id=message.id,
+                kind=CHANNEL_DELETED,
+                machine=False,
+                detail={"channel_id": channel_id, "reason": reason, "attempt": message.attempts},
+                at=now,
+            )
+            for message in messages
+            if message.status == "sending"
+        )
+        await session.flush()
+
+
+async def deleted_channels(
+    session: AsyncSession, *, workspace_id: int, messages: Sequence[Message]
+) -> dict[uuid.UUID, int]:
+    """The channel deleted while it was sending each of `messages` that names no channel
+    now (see `fail_through_deleted`), by message id; the others are not in it."""
+    # Only a message that was sent once (`attempts`) can have been sending: the first
+    # attempt of everything else costs no query.
+    ids = [m.id for m in messages if m.channel_id is None and m.attempts > 0]
+    if not ids:
+        return {}
+    rows = await session.execute(
+        select(MessageEvent.message_id, MessageEvent.detail).where(
+            MessageEvent.message_id.in_(ids),
+            MessageEvent.workspace_id == workspace_id,
+            MessageEvent.kind == CHANNEL_DELETED,
+        )
+    )
+    return {message_id: int(detail["channel_id"]) for message_id, detail in rows}

@@ -294,7 +294,7 @@ async def start_double_opt_in(
 ) -> tuple[str, Message | None]:
     """Start a double opt-in: the profile pending on the topic (an opted-in profile stays
     so) and, when pending, the confirmation email queued; the confirmation URL and that
-    email (None when none is sent). InvalidInput naming `topic_id` for a topic without
+    email (None when none is sent). UnprocessableInput naming `topic_id` for a topic without
     double opt-in, NotFound for a topic or profile not in the workspace."""
     url = await consent.request_opt_in(
         session,

@@ -7,6 +7,7 @@ tracked links and the open pixel, and the unsubscribe headers; each message come
 from __future__ import annotations
 
 import dataclasses
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -16,7 +17,15 @@ import orjson
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from clarion.messaging import channel_config, context, inbox, policy, rendering, tracking
+from clarion.messaging import (
+    channel_config,
+    context,
+    feedback,
+    inbox,
+    policy,
+    rendering,
+    tracking,
+)
 from clarion.messaging.channels.base import Channel, ChannelKind, Outgoing
 from clarion.messaging.consent import service as consent
 from clarion.messaging.models import Message, MessagingChannel, TemplateVersion
@@ -26,10 +35,12 @@ from clarion.profiles.queries import ProfileView
 
 @dataclass(frozen=True, slots=True)
 class _Channels:
-    """A batch's channels: those its messages name, and the defaults of their kinds."""
+    """A batch's channels: those its messages name, the defaults of their kinds, and the
+    channels deleted while sending messages that name none since (by message id)."""
 
     by_id: dict[int, MessagingChannel]
     defaults: dict[str, MessagingChannel]
+    deleted: dict[uuid.UUID, int]
 
     def of(self, message: Message) -> MessagingChannel | None:
         """The channel the message goes through: the one it names when that is one of the
@@ -41,9 +52,11 @@ class _Channels:
 
     def problem(self, message: Message) -> str | None:
         """Why the channel the message names cannot take it (not the workspace's, or of
-        another kind), or None (it names none, or a fitting one)."""
+        another kind), or was deleted while sending it (it names none since: the default
+        is not what it was sent through), or None (it names none, or a fitting one)."""
         if message.channel_id is None:
-            return None
+            gone = self.deleted.get(message.id)
+            return None if gone is None else feedback.deleted_reason(gone)
         row = self.by_id.get(message.channel_id)
         if row is None:
             return f"channel {message.channel_id} is not one of the workspace's"
@@ -99,7 +112,8 @@ class Composer:
                 prepared.append(Prepared(message, failure="the profile no longer exists"))
                 continue
             problem = rows.problem(message)
-            if problem is not None:  # never sent through a channel of another kind
+            # Never sent through a channel of another kind, nor one nobody chose.
+            if problem is not None:
                 prepared.append(Prepared(message, failure=problem))
                 continue
             # The rows stay as read (this session only reads): what is decided goes on
@@ -158,7 +172,10 @@ class Composer:
             )
             if default is not None:
                 defaults[kind] = default
-        return _Channels(by_id, defaults)
+        deleted = await feedback.deleted_channels(
+            session, workspace_id=workspace_id, messages=messages
+        )
+        return _Channels(by_id, defaults, deleted)
 
     async def _consent(
         self, session: AsyncSession, workspace_id: int, prepared: list[Prepared]

@@ -142,7 +142,7 @@ async def test_bad_consent_is_refused_naming_the_field_and_nothing_is_saved(
         ({"channel": "fax", "state": "opted_in"}, 422, "channel"),
         ({"channel": "email", "state": "pending"}, 422, "state"),  # only a confirmation link
         ({"channel": "email", "topic_id": 0, "state": "opted_in"}, 422, "topic_id"),
-        ({"channel": "email", "topic_id": texts, "state": "opted_in"}, 400, "topic_id"),
+        ({"channel": "email", "topic_id": texts, "state": "opted_in"}, 422, "topic_id"),
         ({"channel": "email", "topic_id": theirs, "state": "opted_in"}, 404, "topic_id"),
         ({"channel": "email", "state": "opted_in", "source": "x"}, 422, "source"),
     ]
@@ -173,7 +173,7 @@ async def test_a_double_opt_in_is_started_over_the_api(shop: Shop, settings: Set
     assert await shop.events("Subscribed") == []  # not before it is confirmed
 
     refused = await shop.client.post(url, json={"topic_id": news}, headers=shop.tenant.admin)
-    problem(refused, 400, "topic_id")
+    problem(refused, 422, "topic_id")
     assert await shop.states(reader) == {f"email:{digest}": ("pending", "api")}
 
 
@@ -217,8 +217,8 @@ async def test_bad_suppressions_are_refused_naming_the_field(shop: Shop) -> None
     admin = shop.tenant.admin
     before = await shop.counts()
     cases = [
-        ({"channel": "email", "address": "not-an-email"}, 400, "address"),
-        ({"channel": "sms", "address": "call me"}, 400, "address"),
+        ({"channel": "email", "address": "not-an-email"}, 422, "address"),
+        ({"channel": "sms", "address": "call me"}, 422, "address"),
         ({"channel": "email", "address": ""}, 422, "address"),
         ({"channel": "email", "address": "a@example.com", "reason": "bored"}, 422, "reason"),
         ({"channel": "fax", "address": "a@example.com"}, 422, "channel"),

@@ -19,11 +19,12 @@ from sqlalchemy.dialects.postgresql import insert as postgres_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from clarion.core.errors import FieldError, InvalidInput
+from clarion.core.errors import FieldError
 from clarion.ingest.internal import InternalEvent, emit_events
 from clarion.messaging.consent import topics
 from clarion.messaging.consent.topics import CHANNELS, OPTED_IN, OPTED_OUT, check_choice
 from clarion.messaging.models import Consent, SubscriptionTopic
+from clarion.messaging.schemas import UnprocessableInput
 from clarion.profiles import queries as profiles
 from clarion.profiles.models import Profile
 
@@ -64,11 +65,11 @@ async def set_consent(
     """The profile's (canonical profile's) say on the scope, set to `state`; a change emits
     `Unsubscribed` (to opted_out) or `Subscribed` (to opted_in). Setting the state it already
     has changes nothing, not even its source. NotFound for a profile or topic not in the
-    workspace, InvalidInput naming the field for anything else wrong."""
+    workspace, UnprocessableInput (422) naming the field for anything else wrong."""
     check_choice("channel", channel, CHANNELS)
     check_choice("state", state, STATES)
     if not 0 < len(source) <= 32:
-        raise InvalidInput("Bad source.", errors=[FieldError("source", "1 to 32 characters")])
+        raise UnprocessableInput("Bad source.", errors=[FieldError("source", "1 to 32 characters")])
     profile = await profiles.get_profile_or_raise(
         session, workspace_id=workspace_id, profile_id=profile_id
     )
@@ -78,7 +79,7 @@ async def set_consent(
             session, workspace_id=workspace_id, topic_id=topic_id
         )
         if topic.channel != channel:
-            raise InvalidInput(
+            raise UnprocessableInput(
                 "The topic is on another channel.",
                 errors=[FieldError("topic_id", f"is a topic of {topic.channel}, not {channel}")],
             )

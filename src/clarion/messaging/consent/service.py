@@ -23,7 +23,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from clarion.core.errors import FieldError, InvalidInput
+from clarion.core.errors import FieldError
 from clarion.core.settings import Settings
 from clarion.messaging.channels.base import ChannelKind
 from clarion.messaging.consent import topics
@@ -38,6 +38,7 @@ from clarion.messaging.consent.consents import (
 from clarion.messaging.consent.suppressions import suppress, unsuppress
 from clarion.messaging.consent.topics import CHANNELS, OPTED_IN, OPTED_OUT
 from clarion.messaging.models import Consent, SubscriptionTopic, Suppression
+from clarion.messaging.schemas import UnprocessableInput
 from clarion.messaging.tracking import LinkSigner, confirm_url, preferences_url, unsubscribe_url
 from clarion.profiles import queries as profiles
 
@@ -213,10 +214,11 @@ async def request_opt_in(
 ) -> str:
     """The confirmation URL (`/c/{token}` under the public URL) of a double opt-in topic,
     the profile's say set to pending unless it is opted in already (confirmed stays
-    confirmed). InvalidInput naming `topic_id` for a topic without double opt-in."""
+    confirmed). UnprocessableInput (422) naming `topic_id` for a topic without double
+    opt-in."""
     topic = await topics.get_topic_or_raise(session, workspace_id=workspace_id, topic_id=topic_id)
     if not topic.double_opt_in:
-        raise InvalidInput(
+        raise UnprocessableInput(
             "This topic does not use double opt-in.",
             errors=[FieldError("topic_id", "has no double opt-in: set the consent instead")],
         )

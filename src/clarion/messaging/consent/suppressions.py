@@ -13,11 +13,12 @@ from sqlalchemy.dialects.postgresql import insert as postgres_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from clarion.core.errors import FieldError, InvalidInput, NotFound
+from clarion.core.errors import FieldError, NotFound
 from clarion.core.pagination import id_page
 from clarion.messaging.consent.consents import normalize_address, set_consent
 from clarion.messaging.consent.topics import CHANNELS, OPTED_OUT, check_choice
 from clarion.messaging.models import Suppression
+from clarion.messaging.schemas import UnprocessableInput
 from clarion.profiles import queries as profiles
 
 REASONS = ("hard_bounce", "complaint", "manual")
@@ -44,12 +45,12 @@ def address_problem(channel: str, address: str) -> str | None:
 
 
 def checked_address(channel: str, address: str) -> str:
-    """The normalized address; InvalidInput naming `address` when it cannot be one of the
-    channel (see `address_problem`)."""
+    """The normalized address; UnprocessableInput (422) naming `address` when it cannot be
+    one of the channel (see `address_problem`)."""
     check_choice("channel", channel, CHANNELS)
     problem = address_problem(channel, address)
     if problem is not None:
-        raise InvalidInput(
+        raise UnprocessableInput(
             "Not an address of this channel.", errors=[FieldError("address", problem)]
         )
     return normalize_address(channel, address)

@@ -11,7 +11,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from clarion.core.errors import Conflict, FieldError, InvalidInput, NotFound
+from clarion.core.errors import Conflict, FieldError, NotFound
 from clarion.core.pagination import id_page
 from clarion.messaging.channels.base import ChannelKind
 from clarion.messaging.consent.schemas import default_state_problem, double_opt_in_problem
@@ -23,10 +23,12 @@ OPTED_IN, OPTED_OUT = "opted_in", "opted_out"
 
 
 def check_choice(field: str, value: object, allowed: Sequence[str]) -> None:
-    """InvalidInput naming `field` unless `value` is one of `allowed`."""
+    """UnprocessableInput (422) naming `field` unless `value` is one of `allowed`."""
     if value not in allowed:
         expected = f"one of {', '.join(allowed)}"
-        raise InvalidInput(f"Unknown {field} {value!r}.", errors=[FieldError(field, expected)])
+        raise UnprocessableInput(
+            f"Unknown {field} {value!r}.", errors=[FieldError(field, expected)]
+        )
 
 
 async def create_topic(

@@ -129,6 +129,8 @@ async def test_states_pause_resume_archive_and_what_each_refuses(
     assert (await client.post(f"{url}/archive", headers=admin)).json()["state"] == "archived"
     for action in ("publish", "pause", "resume", "archive"):
         problem(await client.post(f"{url}/{action}", headers=admin), 409, "state")
+    again = problem(await client.post(f"{url}/archive", headers=admin), 409, "state")
+    assert again["detail"].startswith("An archived journey cannot be archived")
     problem(await client.patch(url, json={"description": "x"}, headers=admin), 409, "state")
     listed = await client.get("/api/v1/journeys", params={"state": "archived"}, headers=admin)
     assert [j["name"] for j in listed.json()["items"]] == ["Cart"]

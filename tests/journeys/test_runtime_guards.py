@@ -183,7 +183,7 @@ async def test_a_forged_segment_exit_ends_no_run_a_real_one_does(desk: Desk) -> 
 
 
 async def test_clarions_own_names_include_segment_and_message_events() -> None:
-    from clarion.journeys.runtime import OWN_EVENT_NAMES
+    from clarion.journeys.entry import OWN_EVENT_NAMES
 
     assert {"Segment Entered", "Segment Exited", "Email Delivered", "Email Opened"} <= (
         OWN_EVENT_NAMES
@@ -215,7 +215,7 @@ async def test_old_and_imported_events_enter_no_journey(desk: Desk) -> None:
 async def test_bulk_libraries_name_the_loaders() -> None:
     from clarion.demo.behaviour import LIBRARY as DEMO
     from clarion.ingest.orders import LIBRARY as ORDERS
-    from clarion.journeys.runtime import BULK_LIBRARIES
+    from clarion.journeys.entry import BULK_LIBRARIES
 
     assert {DEMO["name"], ORDERS["name"]} == BULK_LIBRARIES
 

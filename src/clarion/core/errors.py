@@ -102,7 +102,8 @@ def require_state(
     the states each action may start from, `done` its past participle)."""
     if state not in allowed[action]:
         starts = ", ".join(sorted(allowed[action]))
+        article = "An" if state[:1] in "aeiou" else "A"
         raise Conflict(
-            f"A {state} {noun} cannot be {done[action]} (only {starts}).",
+            f"{article} {state} {noun} cannot be {done[action]} (only {starts}).",
             errors=[FieldError("state", f"is {state}")],
         )

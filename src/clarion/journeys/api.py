@@ -306,11 +306,15 @@ async def node_timing(
     session: ReadSession,
     from_node: Annotated[str, Query(min_length=1, max_length=64)],
     to_node: Annotated[str, Query(min_length=1, max_length=64)],
+    version: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
 ) -> NodeTiming:
-    """Median and 90th percentile of the time from reaching one node to reaching another."""
+    """Median and 90th percentile of the time from reaching one node to reaching another,
+    over the runs of every version (only `version`'s when given; 404 for one never
+    published); 404 naming `from_node` / `to_node` for a node the journey (that version)
+    lacks."""
     return await service.node_timing(
         session, workspace_id=caller.workspace_id, journey_id=journey_id,
-        from_node=from_node, to_node=to_node,
+        from_node=from_node, to_node=to_node, version=version,
     )  # fmt: skip
 
 
@@ -339,7 +343,8 @@ async def journey_alerts(
 async def profile_journeys(
     profile_id: uuid.UUID, caller: ManagementCaller, session: ReadSession
 ) -> list[RunRead]:
-    """A profile's journey history: its runs, newest first."""
+    """A profile's journey history: its runs, newest first; a merged-away id answers the
+    profile it was merged into, 404 for a profile the workspace lacks."""
     items, _ = await service.list_runs(
         session, workspace_id=caller.workspace_id, profile_id=profile_id, limit=1_000,
         cursor=None,
@@ -371,7 +376,12 @@ async def simulate_journey(
         index=await catalog.load(session, caller.workspace_id),
         profile_id=body.profile_id,
         traits=body.traits,
-        events=[simulation.SimulatedEvent(e.event, e.at, e.properties) for e in body.events],
+        events=[
+            simulation.SimulatedEvent(
+                e.event, e.at, e.properties, e.received_at, e.context, source=e.source
+            )
+            for e in body.events
+        ],
     )
     return SimulationRead.model_validate(dataclasses.asdict(result))
 

@@ -8,9 +8,9 @@
   `journeys.step` job takes the batch's new runs on. The same events end runs whose exit
   criteria they match, move runs waiting for them, and mark runs' goals reached.
 - **Guards**: events named as Clarion's own (`OWN_EVENT_NAMES`) count only from Clarion;
-  events older than `ENTRY_MAX_AGE` or loaded in bulk enter nobody; an event a journey
-  emitted enters none of the journeys it came through (`chain`), nor any after
-  `MAX_CHAIN` of them.
+  events older than `ENTRY_MAX_AGE` or loaded in bulk enter nobody (these and the entry
+  rules are in `entry.py`, shared with the dry run); an event a journey emitted enters
+  none of the journeys it came through (`chain`), nor any after `MAX_CHAIN` of them.
 - **Stepping** (`step`): one job moves a batch of runs through instant nodes (conditions,
   splits, actions) until each waits or ends; the job's payload names the node it expects
   each run at, so a stale or repeated job moves nothing. Every move is a
@@ -31,13 +31,12 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import bindparam, func, select, text, update
+from sqlalchemy import bindparam, select, text, update
 from sqlalchemy.dialects.postgresql import insert as postgres_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError
@@ -50,6 +49,13 @@ from clarion.core.jobs.worker import JobContext, PermanentFailure
 from clarion.ingest.internal import is_activity
 from clarion.ingest.records import EventRecord
 from clarion.journeys.compiler import Plan
+from clarion.journeys.entry import (
+    SEGMENT_EVENTS,
+    allowance,
+    caps_left,
+    forged,
+    history_reason,
+)
 from clarion.journeys.graph import (
     DateTrigger,
     EntryRules,
@@ -68,8 +74,6 @@ from clarion.journeys.steps import (
     step_jobs,
     step_payload,
 )
-from clarion.messaging.engagement import CLICK_EVENTS, OPEN_EVENTS
-from clarion.messaging.feedback import EVENT_NAMES as FEEDBACK_EVENTS
 from clarion.profiles import queries as profiles
 from clarion.segments import service as segments
 from clarion.segments import values
@@ -83,29 +87,6 @@ TICK_PRIORITY = 15  # schedule and date passes enter many profiles: bulk work, b
 SCHEDULE_PAGE = 1_000
 DATES = "journeys.dates"  # job kind: a date trigger's daily pass
 DATES_CRON = "0 0 * * *"
-SEGMENT_EVENTS = {"segment_entered": "Segment Entered", "segment_exited": "Segment Exited"}
-# The names of the events Clarion emits itself: each says something only Clarion knows (a
-# membership, a message's fate, a consent). Journeys take them only from Clarion (its
-# internal source); anyone holding the public write key could send them too.
-OWN_EVENT_NAMES = frozenset(
-    {
-        *SEGMENT_EVENTS.values(),
-        *FEEDBACK_EVENTS.values(),
-        *OPEN_EVENTS.values(),
-        *CLICK_EVENTS.values(),
-        "Subscribed",  # messaging.consent.consents: a consent changed
-        "Unsubscribed",
-    }
-)
-# Events that happened more than this before they were received (their timestamp against
-# `receivedAt`) enter no journey: a backfill, an import or a replay is history, not
-# something to react to now. (Measured at receipt, so a backlog of processing refuses
-# nothing.) They still end runs, move waits and count as goals when they happened after
-# the run's trigger.
-ENTRY_MAX_AGE = timedelta(hours=24)
-# `context.library.name` of Clarion's bulk loaders (`clarion import orders`, the demo shop):
-# what they load is history, whatever its timestamps; it enters no journey.
-BULK_LIBRARIES = frozenset({"clarion-import-orders", "clarion-demo"})
 # An event a journey's run emitted carries the journeys it came through (its run's `chain`
 # and the run's journey); it enters none of them again, nor any journey once it came
 # through this many: no loop of emitted events runs without end.
@@ -729,7 +710,7 @@ def _tracked(
                 for event in batch
                 if event.type == "track"
                 and event.name
-                and (event.name not in OWN_EVENT_NAMES or not is_activity(event.source_id))
+                and not forged(event.name, from_clarion=not is_activity(event.source_id))
             ),
             key=lambda event: (event.timestamp, event.id),
         )
@@ -767,12 +748,11 @@ def _entries(
 
 
 def _history(event: EventRecord) -> bool:
-    """Whether the event is history, not news: received more than ENTRY_MAX_AGE after it
-    happened, or sent by one of Clarion's bulk loaders (an import, the demo shop)."""
-    if event.received_at - event.timestamp > ENTRY_MAX_AGE:
-        return True
-    library = event.context.get("library")
-    return isinstance(library, dict) and library.get("name") in BULK_LIBRARIES
+    """Whether the event is history, not news (`entry.history_reason`)."""
+    reason = history_reason(
+        happened=event.timestamp, received=event.received_at, context=event.context
+    )
+    return reason is not None
 
 
 def _emitted_by(event: EventRecord) -> tuple[int, int] | None:
@@ -835,17 +815,10 @@ async def _enter(
     if not wanted:
         return []
     now = moves.now
-    allowed = _Allowance(rules, now)
-    query = select(
-        JourneyRun.profile_id, JourneyRun.entry_key, JourneyRun.state, JourneyRun.entered_at
-    ).where(
-        JourneyRun.journey_id == journey.id,
-        JourneyRun.profile_id.in_({entry.profile_id for entry in wanted}),
-    )
-    if rules.frequency == "every_time":
-        query = query.where(JourneyRun.state.in_(LIVE_RUN_STATES))
-    for profile_id, key, state, entered_at in await session.execute(query):
-        allowed.seen(profile_id, key, state in LIVE_RUN_STATES, entered_at)
+    allowed = await allowance(
+        session, journey_id=journey.id, rules=rules,
+        profile_ids={entry.profile_id for entry in wanted}, now=now,
+    )  # fmt: skip
     rows = [
         {
             "workspace_id": journey.workspace_id,
@@ -887,40 +860,6 @@ async def _enter(
     return active
 
 
-class _Allowance:
-    """The entry rules over a batch of entries, given the profiles' runs so far."""
-
-    def __init__(self, rules: EntryRules, now: datetime) -> None:
-        self.rules, self.now = rules, now
-        self.since = now - timedelta(days=rules.period_days or 0)
-        self.keys: set[tuple[uuid.UUID, str]] = set()  # every run's, for `once`
-        self.recent: set[uuid.UUID] = set()  # profiles entered within the period
-        self.live_keys: set[tuple[uuid.UUID, str]] = set()
-        self.active: Counter[uuid.UUID] = Counter()
-
-    def seen(self, profile_id: uuid.UUID, key: str, live: bool, entered_at: datetime) -> None:
-        """A run the profile had."""
-        self.keys.add((profile_id, key))
-        if entered_at > self.since:
-            self.recent.add(profile_id)
-        if live:
-            self.live_keys.add((profile_id, key))
-            self.active[profile_id] += 1
-
-    def take(self, profile_id: uuid.UUID, key: str) -> bool:
-        """Whether the profile may enter under `key` now (counted as a run if so)."""
-        frequency = self.rules.frequency
-        if (
-            (frequency == "once" and (profile_id, key) in self.keys)
-            or (frequency == "once_per_period" and profile_id in self.recent)
-            or (profile_id, key) in self.live_keys
-            or self.active[profile_id] >= self.rules.max_active
-        ):
-            return False
-        self.seen(profile_id, key, True, self.now)
-        return True
-
-
 async def _room(
     session: AsyncSession, journey: Journey, rules: EntryRules, now: datetime, wanted: int
 ) -> int:
@@ -930,14 +869,5 @@ async def _room(
         return wanted
     if session.get_bind().dialect.name == "postgresql":
         await session.execute(select(Journey.id).where(Journey.id == journey.id).with_for_update())
-    room = wanted
-    counted = (
-        select(func.count()).select_from(JourneyRun).where(JourneyRun.journey_id == journey.id)
-    )
-    if rules.max_entries is not None:
-        room = min(room, rules.max_entries - (await session.scalar(counted) or 0))
-    if rules.max_entries_per_day is not None:
-        midnight = datetime.combine(now.date(), time(), tzinfo=UTC)
-        today = await session.scalar(counted.where(JourneyRun.entered_at >= midnight))
-        room = min(room, rules.max_entries_per_day - (today or 0))
-    return max(room, 0)
+    left = await caps_left(session, journey_id=journey.id, rules=rules, now=now)
+    return max(min(wanted, *left.values()), 0)

@@ -207,6 +207,9 @@ class NodeTiming(BaseModel):
     """How long runs took from reaching one node to reaching another (each run's first
     arrival at each), over the runs that reached both."""
 
+    version: int | None = Field(
+        description="The version whose runs it covers; null: the runs of every version."
+    )
     from_node: str
     to_node: str
     runs: int
@@ -222,6 +225,22 @@ class SimulatedEventIn(BaseModel):
     event: str = Field(min_length=1, max_length=200)
     at: AwareDatetime = Field(description="When it happens (ISO 8601 with an offset).")
     properties: dict[str, Any] = Field(default_factory=dict)
+    received_at: AwareDatetime | None = Field(
+        default=None,
+        description="When Clarion receives it (`at` when left out): received more than 24 "
+        "hours after it happened, it is history and enters nobody.",
+    )
+    context: dict[str, Any] = Field(
+        default_factory=dict,
+        description="The event's `context`: sent by a bulk loader (`library.name` "
+        "`clarion-import-orders` or `clarion-demo`), it is history and enters nobody.",
+    )
+    source: Literal["write_key", "clarion"] | None = Field(
+        default=None,
+        description="Who sends it. Clarion's own event names (`Segment Entered`, `Email "
+        "Opened`, ...) count for journeys only from `clarion`, which they come from when "
+        "left out; from a `write_key` no journey sees them.",
+    )
 
 
 class SimulateRequest(BaseModel):
@@ -266,8 +285,9 @@ class SimulationRead(BaseModel):
     outcome: Literal["not_entered", "completed", "exited", "failed"]
     reason: str | None = Field(
         default=None,
-        description="Why the profile would not enter (no triggering event, or none with the "
-        "entry key's property), as the runtime decides.",
+        description="Why the profile would not enter, as the runtime decides: no triggering "
+        "event, or each one's reason (without the entry key's property, history, one of "
+        "Clarion's own events from a write key, the entry rules, a participation cap).",
     )
     path: list[SimulatedStep]
     messages: list[SimulatedMessage]

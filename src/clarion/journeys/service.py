@@ -40,6 +40,7 @@ from clarion.journeys.models import (
 from clarion.journeys.schemas import JourneyStats, NodeStats, NodeTiming
 from clarion.messaging import channel_config
 from clarion.messaging import templates as message_templates
+from clarion.profiles import queries as profiles
 from clarion.segments import service as segments
 
 ALLOWED: dict[str, frozenset[str]] = {
@@ -413,9 +414,15 @@ async def list_runs(
     cursor: str | None,
 ) -> tuple[Sequence[JourneyRun], str | None]:
     """Runs of a journey or of a profile (in one state, at one node when given), newest
-    first, cursor-paged; NotFound for a journey the workspace lacks."""
+    first, cursor-paged; NotFound for a journey or a profile the workspace lacks (a
+    merged-away profile's runs are those of the profile it went into: theirs now)."""
     if journey_id is not None:
         await get_journey_or_raise(session, workspace_id=workspace_id, journey_id=journey_id)
+    if profile_id is not None:
+        profile = await profiles.get_profile_or_raise(
+            session, workspace_id=workspace_id, profile_id=profile_id
+        )
+        profile_id = profile.id
     query = select(JourneyRun).where(JourneyRun.workspace_id == workspace_id)
     if journey_id is not None:
         query = query.where(JourneyRun.journey_id == journey_id)
@@ -510,20 +517,45 @@ async def journey_stats(
 
 
 async def node_timing(
-    session: AsyncSession, *, workspace_id: int, journey_id: int, from_node: str, to_node: str
+    session: AsyncSession,
+    *,
+    workspace_id: int,
+    journey_id: int,
+    from_node: str,
+    to_node: str,
+    version: int | None = None,
 ) -> NodeTiming:
-    """The median and 90th percentile of the time runs took from their first arrival at
-    `from_node` to their first arrival at `to_node`."""
+    """The median and 90th percentile of the time runs (of every version, or of `version`
+    only, as `journey_stats`) took from their first arrival at `from_node` to their first
+    arrival at `to_node`. NotFound for a journey the workspace lacks, a version it never
+    published, or a node neither its draft nor any version (that version) has, naming
+    `from_node` / `to_node`."""
     journey = await get_journey_or_raise(session, workspace_id=workspace_id, journey_id=journey_id)
-    first: dict[tuple[int, str], datetime] = {}
-    for run_id, node, at in await session.execute(
+    known = await _node_ids(session, journey, version)
+    unknown = [
+        (p, n) for p, n in (("from_node", from_node), ("to_node", to_node)) if n not in known
+    ]
+    if unknown:
+        where = f" in version {version}" if version is not None else ""
+        raise NotFound(
+            f"Journey {journey.id} has no node "
+            f"{' nor '.join(map(repr, dict.fromkeys(n for _, n in unknown)))}{where}.",
+            errors=[FieldError(p, f"no node {n!r}{where}") for p, n in unknown],
+        )
+    query = (
         select(JourneyTransition.run_id, JourneyTransition.to_node, func.min(JourneyTransition.at))
         .where(
             JourneyTransition.journey_id == journey.id,
             JourneyTransition.to_node.in_((from_node, to_node)),
         )
         .group_by(JourneyTransition.run_id, JourneyTransition.to_node)
-    ):
+    )
+    if version is not None:
+        query = query.join(JourneyRun, JourneyRun.id == JourneyTransition.run_id).where(
+            JourneyRun.version == version
+        )
+    first: dict[tuple[int, str], datetime] = {}
+    for run_id, node, at in await session.execute(query):
         first[(int(run_id), str(node))] = at
     spans = sorted(
         (first[(run_id, to_node)] - at).total_seconds()
@@ -531,6 +563,7 @@ async def node_timing(
         if node == from_node and (run_id, to_node) in first
     )
     return NodeTiming(
+        version=version,
         from_node=from_node,
         to_node=to_node,
         runs=len(spans),
@@ -540,6 +573,24 @@ async def node_timing(
 
 
 _RUN_STATES = ("active", "waiting", "completed", "exited", "failed")
+
+
+async def _node_ids(session: AsyncSession, journey: Journey, version: int | None) -> set[str]:
+    """The ids of the nodes of `version` (NotFound when the journey has none such), else of
+    every published version and the draft."""
+    query = select(JourneyVersion.graph).where(JourneyVersion.journey_id == journey.id)
+    if version is not None:
+        query = query.where(JourneyVersion.number == version)
+    graphs = list((await session.scalars(query)).all())
+    if version is not None and not graphs:
+        raise NotFound(f"Journey {journey.id} has no version {version}.")
+    if version is None:
+        graphs.append(journey.draft)
+    return {
+        str(node.get("id"))
+        for graph in graphs
+        for node in (_nodes(graph) if isinstance(graph, dict) else [])
+    }
 
 
 async def _graph_nodes(

@@ -7,9 +7,14 @@ event that triggers the journey and moves with each wait; conditions are evaluat
 moment over the profile's events so far (its timeline and the given events), the way the
 runtime evaluates them; exit criteria and event waits read the given events.
 
-Entering is the runtime's: the first event that triggers the journey and, under an
-`entry_key`, holds its property (one without it enters nothing); when none does the outcome
-is `not_entered`, with the reason.
+Entering is the runtime's (`entry.py`, the same guards and rules): the first event that
+triggers the journey and, under an `entry_key`, holds its property (one without it enters
+nothing), is news (received within `ENTRY_MAX_AGE` of when it happened, not loaded in
+bulk), and that the entry rules (against the real profile's runs of this journey) and the
+participation caps (against the journey's runs) let in at the time it is received; when
+none does the outcome is `not_entered`, with the reason. An event named as Clarion's own
+sent from a write key is seen by no journey, as in the runtime. (Loops of emitted events
+need runs that emitted them: a dry run has none.)
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from clarion.journeys.compiler import Plan
+from clarion.journeys.entry import Allowance, caps_left, forged, history_reason, runs_so_far
 from clarion.journeys.graph import (
     ActionNode,
     ConditionNode,
@@ -42,6 +48,7 @@ from clarion.segments import aggregates, predicate
 from clarion.segments.catalog import SegmentIndex, rule_context
 
 DESCRIBED = uuid.UUID(int=0)  # the split key of a described profile
+WRITE_KEY = "write_key"  # a simulated event's source: a library or the HTTP API
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +58,19 @@ class SimulatedEvent:
     name: str
     at: datetime
     properties: dict[str, Any] = field(default_factory=dict)
+    received_at: datetime | None = None  # when Clarion gets it: `at` when None
+    context: dict[str, Any] = field(default_factory=dict)  # `context.library.name`
+    source: str | None = None  # "write_key" or "clarion" (None: Clarion's own names from it)
+
+    @property
+    def received(self) -> datetime:
+        """When Clarion receives the event."""
+        return self.received_at or self.at
+
+    @property
+    def forged(self) -> bool:
+        """Whether no journey sees it: named as Clarion's own, sent from a write key."""
+        return forged(self.name, from_clarion=self.source != WRITE_KEY)
 
 
 @dataclass
@@ -77,24 +97,22 @@ async def simulate(
 ) -> Simulation:
     """Walk the plan for the profile and events (see the module docstring)."""
     result = Simulation()
-    ordered = sorted(events, key=lambda e: e.at)
-    triggering = [e for e in ordered if triggers(plan, e)]
-    start = next((e for e in triggering if entry_key(plan, e) is not None), None)
-    if start is None:
-        result.reason = (
-            "no event given triggers the journey"
-            if not triggering
-            else f"the triggering events lack {plan.graph.entry_key}, the entry key: "
-            "an event without its key enters nothing"
-        )
-        return result
     base_traits: dict[str, Any] = {}
     computed: dict[str, Any] = {}
     history: list[aggregates.TrackEvent] = []
+    profile = None
     if profile_id is not None:
         profile = await profiles.get_profile_or_raise(
             session, workspace_id=workspace_id, profile_id=profile_id
         )
+    ordered = sorted((e for e in events if not e.forged), key=lambda e: e.at)
+    start, result.reason = await _entry(
+        session, journey_id=journey_id, plan=plan, profile_id=profile.id if profile else None,
+        ordered=ordered, left_out=[e for e in events if e.forged],
+    )  # fmt: skip
+    if start is None:
+        return result
+    if profile is not None:
         base_traits, computed = dict(profile.traits), dict(profile.computed)
         timeline = await profiles.tracked_events(
             session, workspace_id=workspace_id, profile_ids=[profile.id]
@@ -189,3 +207,50 @@ async def simulate(
             move(node.next, "done")
     result.outcome = "failed"
     return result
+
+
+async def _entry(
+    session: AsyncSession,
+    *,
+    journey_id: int,
+    plan: Plan,
+    profile_id: uuid.UUID | None,
+    ordered: Sequence[SimulatedEvent],
+    left_out: Sequence[SimulatedEvent],
+) -> tuple[SimulatedEvent | None, str | None]:
+    """The first event that would enter the profile, or why none would: the runtime's
+    checks in its order (the entry key, history, the entry rules, the caps)."""
+    refused = [
+        f"{e.name} at {e.at.isoformat()}: Clarion's own event sent from a write key, which "
+        "no journey sees"
+        for e in left_out
+        if triggers(plan, e)
+    ]
+    triggering = [e for e in ordered if triggers(plan, e)]
+    rules = plan.graph.entry
+    so_far = (
+        await runs_so_far(session, journey_id=journey_id, rules=rules, profile_ids=[profile_id])
+        if triggering and profile_id is not None
+        else []
+    )
+    for event in triggering:
+        key = entry_key(plan, event)
+        why = (
+            f"it lacks {plan.graph.entry_key}, the entry key: an event without its key "
+            "enters nothing"
+            if key is None
+            else history_reason(happened=event.at, received=event.received, context=event.context)
+        )
+        if why is None and key is not None:
+            allowed = Allowance(rules, event.received)
+            for run in so_far:
+                allowed.seen(*run)
+            why = allowed.refusal(profile_id or DESCRIBED, key)
+        if why is None:
+            left = await caps_left(session, journey_id=journey_id, rules=rules, now=event.received)
+            full = [cap for cap, room in left.items() if room <= 0]
+            why = f"the journey's {full[0]} cap is reached" if full else None
+        if why is None:
+            return event, None
+        refused.append(f"{event.name} at {event.at.isoformat()}: {why}")
+    return None, "; ".join(refused) or "no event given triggers the journey"

@@ -1,0 +1,176 @@
+"""Who may enter a journey: the guards on events and the entry rules, shared by the runtime
+(`runtime.py`, which enters) and the dry run (`simulate.py`, which says why it would not).
+
+- **Forgery**: events named as Clarion's own (`OWN_EVENT_NAMES`) count for journeys only
+  from Clarion (`forged`).
+- **History**: an event received more than `ENTRY_MAX_AGE` after it happened, or loaded in
+  bulk (`BULK_LIBRARIES`), enters nobody (`history_reason`).
+- **Entry rules** (`Allowance`, read by `allowance`): `once` per entry key,
+  `once_per_period`, `every_time`, one live run per entry key, at most `max_active` live
+  runs per profile.
+- **Participation caps** (`caps_left`): at most `max_entries` runs ever, at most
+  `max_entries_per_day` new runs a UTC day.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+from collections.abc import Collection, Mapping
+from datetime import UTC, datetime, time, timedelta
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from clarion.journeys.graph import EntryRules
+from clarion.journeys.models import LIVE_RUN_STATES, JourneyRun
+from clarion.messaging.engagement import CLICK_EVENTS, OPEN_EVENTS
+from clarion.messaging.feedback import EVENT_NAMES as FEEDBACK_EVENTS
+
+SEGMENT_EVENTS = {"segment_entered": "Segment Entered", "segment_exited": "Segment Exited"}
+# The names of the events Clarion emits itself: each says something only Clarion knows (a
+# membership, a message's fate, a consent). Journeys take them only from Clarion (its
+# internal source); anyone holding the public write key could send them too.
+OWN_EVENT_NAMES = frozenset(
+    {
+        *SEGMENT_EVENTS.values(),
+        *FEEDBACK_EVENTS.values(),
+        *OPEN_EVENTS.values(),
+        *CLICK_EVENTS.values(),
+        "Subscribed",  # messaging.consent.consents: a consent changed
+        "Unsubscribed",
+    }
+)
+# Events that happened more than this before they were received (their timestamp against
+# `receivedAt`) enter no journey: a backfill, an import or a replay is history, not
+# something to react to now. (Measured at receipt, so a backlog of processing refuses
+# nothing.) They still end runs, move waits and count as goals when they happened after
+# the run's trigger.
+ENTRY_MAX_AGE = timedelta(hours=24)
+# `context.library.name` of Clarion's bulk loaders (`clarion import orders`, the demo shop):
+# what they load is history, whatever its timestamps; it enters no journey.
+BULK_LIBRARIES = frozenset({"clarion-import-orders", "clarion-demo"})
+
+
+def forged(name: str | None, *, from_clarion: bool) -> bool:
+    """Whether the event is named as one of Clarion's own but was sent by anyone else: no
+    journey sees it (no trigger, exit, wait or goal)."""
+    return name in OWN_EVENT_NAMES and not from_clarion
+
+
+def history_reason(
+    *, happened: datetime, received: datetime, context: Mapping[str, Any]
+) -> str | None:
+    """Why the event is history, not news, so that it enters nobody (None when it is news):
+    received more than ENTRY_MAX_AGE after it happened, or sent by one of Clarion's bulk
+    loaders (an import, the demo shop)."""
+    if received - happened > ENTRY_MAX_AGE:
+        hours = ENTRY_MAX_AGE // timedelta(hours=1)
+        return f"received more than {hours} hours after it happened (history)"
+    library = context.get("library")
+    if isinstance(library, dict) and library.get("name") in BULK_LIBRARIES:
+        return f"loaded in bulk by {library['name']} (history)"
+    return None
+
+
+class Allowance:
+    """The entry rules over a batch of entries, given the profiles' runs so far."""
+
+    def __init__(self, rules: EntryRules, now: datetime) -> None:
+        self.rules, self.now = rules, now
+        self.since = now - timedelta(days=rules.period_days or 0)
+        self.keys: set[tuple[uuid.UUID, str]] = set()  # every run's, for `once`
+        self.recent: set[uuid.UUID] = set()  # profiles entered within the period
+        self.live_keys: set[tuple[uuid.UUID, str]] = set()
+        self.active: Counter[uuid.UUID] = Counter()
+
+    def seen(self, profile_id: uuid.UUID, key: str, live: bool, entered_at: datetime) -> None:
+        """A run the profile had."""
+        self.keys.add((profile_id, key))
+        if entered_at > self.since:
+            self.recent.add(profile_id)
+        if live:
+            self.live_keys.add((profile_id, key))
+            self.active[profile_id] += 1
+
+    def refusal(self, profile_id: uuid.UUID, key: str) -> str | None:
+        """Why the entry rules keep the profile from entering under `key` now (None: it
+        may)."""
+        rules, keyed = self.rules, f" for entry key {key!r}" if key else ""
+        if rules.frequency == "once" and (profile_id, key) in self.keys:
+            return f"entry rule once: the profile already had a run{keyed}"
+        if rules.frequency == "once_per_period" and profile_id in self.recent:
+            return (
+                f"entry rule once_per_period: the profile entered within the last "
+                f"{rules.period_days} days"
+            )
+        if (profile_id, key) in self.live_keys:
+            return f"the profile already has a live run{keyed} (one at a time per key)"
+        if self.active[profile_id] >= rules.max_active:
+            return f"the profile already has {rules.max_active} live runs (max_active)"
+        return None
+
+    def take(self, profile_id: uuid.UUID, key: str) -> bool:
+        """Whether the profile may enter under `key` now (counted as a run if so)."""
+        if self.refusal(profile_id, key) is not None:
+            return False
+        self.seen(profile_id, key, True, self.now)
+        return True
+
+
+async def allowance(
+    session: AsyncSession,
+    *,
+    journey_id: int,
+    rules: EntryRules,
+    profile_ids: Collection[uuid.UUID],
+    now: datetime,
+) -> Allowance:
+    """The entry rules for entries of these profiles now, given their runs of the journey."""
+    allowed = Allowance(rules, now)
+    for run in await runs_so_far(
+        session, journey_id=journey_id, rules=rules, profile_ids=profile_ids
+    ):
+        allowed.seen(*run)
+    return allowed
+
+
+async def runs_so_far(
+    session: AsyncSession,
+    *,
+    journey_id: int,
+    rules: EntryRules,
+    profile_ids: Collection[uuid.UUID],
+) -> list[tuple[uuid.UUID, str, bool, datetime]]:
+    """The profiles' runs of the journey the entry rules read (every one, or only the live
+    ones under `every_time`), as what `Allowance.seen` takes: profile, key, whether live,
+    when entered."""
+    query = select(
+        JourneyRun.profile_id, JourneyRun.entry_key, JourneyRun.state, JourneyRun.entered_at
+    ).where(JourneyRun.journey_id == journey_id, JourneyRun.profile_id.in_(set(profile_ids)))
+    if rules.frequency == "every_time":
+        query = query.where(JourneyRun.state.in_(LIVE_RUN_STATES))
+    return [
+        (profile_id, key, state in LIVE_RUN_STATES, entered_at)
+        for profile_id, key, state, entered_at in await session.execute(query)
+    ]
+
+
+async def caps_left(
+    session: AsyncSession, *, journey_id: int, rules: EntryRules, now: datetime
+) -> dict[str, int]:
+    """How many more runs each of the journey's participation caps lets in now, by cap
+    (`max_entries`, `max_entries_per_day`; none when the journey sets no cap). Locking,
+    where entries must count each other, is the caller's."""
+    left: dict[str, int] = {}
+    counted = (
+        select(func.count()).select_from(JourneyRun).where(JourneyRun.journey_id == journey_id)
+    )
+    if rules.max_entries is not None:
+        left["max_entries"] = rules.max_entries - (await session.scalar(counted) or 0)
+    if rules.max_entries_per_day is not None:
+        midnight = datetime.combine(now.astimezone(UTC).date(), time(), tzinfo=UTC)
+        today = await session.scalar(counted.where(JourneyRun.entered_at >= midnight))
+        left["max_entries_per_day"] = rules.max_entries_per_day - (today or 0)
+    return left

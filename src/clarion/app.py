@@ -37,6 +37,7 @@ from clarion.journeys.service import (
 from clarion.messaging import api as messaging_api
 from clarion.messaging import api_callbacks, api_inbox, api_messages, api_public
 from clarion.messaging.consent import api as consent_api
+from clarion.messaging.consent import suppressions as consent_suppressions
 from clarion.operations import api as operations_api
 from clarion.pipeline import Pipeline
 from clarion.profiles import api as profiles_api
@@ -118,6 +119,7 @@ def create_app(
     app.state.segment_catalog = Catalog()
     app.state.segment_users = (journeys_using_segment, campaigns_using_segment)
     app.state.profile_erasers = (segment_membership.erase_profiles,)
+    app.state.address_suppressor = consent_suppressions.suppress
     app.state.channel_users = (journeys_using_channel, campaigns_using_channel)
     app.state.template_users = (journeys_using_template, campaigns_using_template)
     install_problem_handlers(app)

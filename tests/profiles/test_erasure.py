@@ -435,3 +435,97 @@ async def test_a_row_added_about_the_person_while_they_are_erased_goes_with_them
         await session.commit()
     assert await count_of(desk, "consents", "profile_id", [eve]) == 0
     assert await count_of(desk, "profiles", "id", [eve]) == 0
+
+
+async def suppressed_addresses(desk: Desk) -> set[tuple[str, str, str, str]]:
+    page = await desk.get("/api/v1/suppressions", limit=100)
+    return {(s["channel"], s["address"], s["reason"], s["detail"]) for s in page["items"]}
+
+
+async def test_with_suppress_their_addresses_are_suppressed_and_never_mailed_again(
+    desk: Desk, smtp_sink: SmtpSink, caplog: pytest.LogCaptureFixture
+) -> None:
+    template = await desk.template()
+    await desk.channel(port=smtp_sink.port)
+    # Fay: an email and a phone, an older email on the profile merged into hers (an
+    # identity, no longer a trait), and a phone trait no channel can send to.
+    await desk.track_raw(
+        {
+            "type": "identify",
+            "anonymousId": "fay-laptop",
+            "traits": {"email": "fay.old@example.com", "phone": "12"},
+        }
+    )
+    await desk.track_raw(
+        {
+            "type": "identify",
+            "userId": "fay",
+            "traits": {"email": " Fay@Example.com", "phone": "+1 (555) 010-1234"},
+        },
+        {"type": "alias", "previousId": "fay-laptop", "userId": "fay"},
+        {"type": "identify", "userId": "gus", "traits": {"email": "gus@example.com"}},
+    )
+    fay = await desk.profile_id("fay")
+    assert len((await desk.get(f"/api/v1/profiles/{fay}"))["merged_ids"]) == 1
+
+    with caplog.at_level(logging.INFO, logger="clarion.profiles.erasure"):
+        erased = await desk.client.delete(
+            f"/api/v1/profiles/{fay}", params={"suppress": "true"}, headers=desk.tenant.admin
+        )
+    assert erased.status_code == 204, erased.text
+    assert await suppressed_addresses(desk) == {
+        ("email", "fay.old@example.com", "manual", "erased"),
+        ("email", "fay@example.com", "manual", "erased"),
+        ("sms", "+15550101234", "manual", "erased"),
+    }
+    [audit] = [r.getMessage() for r in caplog.records if r.name == "clarion.profiles.erasure"]
+    assert audit.endswith("addresses suppressed: 3") and "fay" not in audit.replace(fay, "")
+    problem(await desk.client.get(f"/api/v1/profiles/{fay}", headers=desk.tenant.admin), 404)
+
+    # The same address comes back (an import, as a CRM sync would): a new profile, never
+    # mailed, transactional mail included; Gus is mailed as before.
+    imported = await desk.client.post(
+        "/api/v1/profiles/imports",
+        content=b"user_id,email\nfay-2,FAY@example.com\n",
+        headers={**desk.tenant.admin, "Content-Type": "text/csv"},
+    )
+    assert imported.json()["created"] == 1, imported.text
+    sent = [
+        await desk.post("/api/v1/messages", {"template_id": template, "user_id": user_id}, 202)
+        for user_id in ("fay-2", "gus")
+    ]
+    await desk.settle()
+    fay_again, gus = [await desk.get(f"/api/v1/messages/{message['id']}") for message in sent]
+    assert (fay_again["status"], fay_again["reason"]) == ("refused", "suppressed:manual")
+    assert gus["status"] == "delivered"
+    assert [to for mail in smtp_sink.messages() for to in mail.rcpt_tos] == ["gus@example.com"]
+
+    # A second erasure with suppress=true adds nothing twice.
+    fay_2 = await desk.profile_id("fay-2")
+    assert (await erase(desk, fay_2)).status_code == 204
+    assert len(await suppressed_addresses(desk)) == 3
+
+
+@pytest.mark.parametrize("value", ["maybe", "2", "", "truee"])
+async def test_a_bad_suppress_value_is_a_422_naming_it_and_erases_nothing(
+    desk: Desk, value: str
+) -> None:
+    hal = await desk.identify("hal", email="hal@example.com")
+    refused = await desk.client.delete(
+        f"/api/v1/profiles/{hal}", params={"suppress": value}, headers=desk.tenant.admin
+    )
+    problem(refused, 422, "suppress")
+    assert (await desk.get(f"/api/v1/profiles/{hal}"))["id"] == hal
+    assert (await desk.get("/api/v1/profiles", email="hal@example.com"))["items"]
+    assert await suppressed_addresses(desk) == set()
+
+
+@pytest.mark.parametrize("params", [{}, {"suppress": "false"}, {"suppress": "0"}])
+async def test_a_plain_erasure_suppresses_nothing(desk: Desk, params: dict[str, str]) -> None:
+    ivy = await desk.identify("ivy", email="ivy@example.com", phone="+44 20 7946 0000")
+    erased = await desk.client.delete(
+        f"/api/v1/profiles/{ivy}", params=params, headers=desk.tenant.admin
+    )
+    assert erased.status_code == 204, erased.text
+    assert await suppressed_addresses(desk) == set()
+    assert (await desk.get("/api/v1/profiles", email="ivy@example.com"))["items"] == []

@@ -82,7 +82,10 @@ class CampaignRecipient(Base):
     before any pause), and `pending`, `queued` (with `message_id`) or `skipped` (`reason`)."""
 
     __tablename__ = "campaign_recipients"
-    __table_args__ = (Index(None, "campaign_id", "state", "send_at"),)
+    __table_args__ = (
+        Index(None, "campaign_id", "state", "send_at"),
+        Index(None, "profile_id"),  # the cascade of a profile's erasure
+    )
 
     campaign_id: Mapped[int] = mapped_column(
         BigId, ForeignKey("campaigns.id", ondelete="CASCADE"), primary_key=True

@@ -1,6 +1,6 @@
 """The `clarion` command line: serve, worker, migrate, demo, workspaces and keys, jobs,
-segments, imports and exports; messaging, campaigns and journeys commands live beside it
-(`messaging.py`, `campaigns.py`, `journeys.py`)."""
+segments, imports and exports; messaging, campaigns, journeys and profiles commands live
+beside it (`messaging.py`, `campaigns.py`, `journeys.py`, `profiles.py`)."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ import uvicorn
 from clarion.cli import campaigns as campaigns_cli
 from clarion.cli import journeys as journeys_cli
 from clarion.cli import messaging as messaging_cli
+from clarion.cli import profiles as profiles_cli
 from clarion.cli.common import (
     WorkspaceOption,
     configure_logging,
@@ -67,6 +68,7 @@ app.add_typer(campaigns_cli.campaigns_app, name="campaigns")
 app.add_typer(journeys_cli.journeys_app, name="journeys")
 app.add_typer(messaging_cli.suppressions_app, name="suppressions")
 app.add_typer(messaging_cli.consent_app, name="consent")
+app.add_typer(profiles_cli.profiles_app, name="profiles")
 
 
 @app.command()

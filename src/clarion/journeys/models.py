@@ -88,6 +88,7 @@ class JourneyRun(Base):
         ),
         Index(None, "workspace_id", "profile_id", "state"),
         Index(None, "journey_id", "state", "node"),
+        Index(None, "profile_id"),  # the cascade of a profile's erasure
         {"sqlite_autoincrement": True},
     )
 

@@ -73,7 +73,10 @@ class Consent(Base):
     preferences_page, confirmation, complaint)."""
 
     __tablename__ = "consents"
-    __table_args__ = (Index(None, "workspace_id", "profile_id", "scope", unique=True),)
+    __table_args__ = (
+        Index(None, "workspace_id", "profile_id", "scope", unique=True),
+        Index(None, "profile_id"),  # the cascade of a profile's erasure
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     workspace_id: Mapped[int] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))

@@ -154,18 +154,32 @@ async def read_profile(
 
 @router.delete("/{profile_id}", status_code=status.HTTP_204_NO_CONTENT)
 async def delete_profile(
-    profile_id: uuid.UUID, request: Request, caller: ManagementCaller, session: WriteSession
+    profile_id: uuid.UUID,
+    request: Request,
+    caller: ManagementCaller,
+    session: WriteSession,
+    clock: AppClock,
+    suppress: Annotated[
+        bool,
+        Query(
+            description="Also put the person's email addresses and phone numbers on the"
+            " suppression list (reason manual, detail erased), so that a profile made"
+            " later with the same address is never messaged."
+        ),
+    ] = False,
 ) -> Response:
     """Erase the person (GDPR / CCPA): the profile (a merged-away id: the profile it was
     merged into), every profile merged into it, their identities, events, trait history,
     segment memberships, messages, consents and journey runs, in one transaction.
-    Suppressed addresses stay. Events not yet processed are not covered: stop sending
-    about the person first."""
+    Suppressed addresses stay; with `suppress=true` the person's own are added first.
+    Events not yet processed are not covered: stop sending about the person first."""
+    state = request.app.state
     await erasure.delete_profile(
         session,
         workspace_id=caller.workspace_id,
         profile_id=profile_id,
-        erasers=request.app.state.profile_erasers,
+        erasers=state.profile_erasers,
+        keep_out=erasure.KeepOut(state.address_suppressor, clock.now()) if suppress else None,
     )
     await session.commit()
     return Response(status_code=status.HTTP_204_NO_CONTENT)

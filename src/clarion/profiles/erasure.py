@@ -12,30 +12,39 @@ What goes, and how:
   segments'); profiles never imports them;
 - rows of later domains with a foreign key to the profile (messages and their events,
   consents, campaign recipients, journey runs and their transitions, kept segment state)
-  go with it: `ON DELETE CASCADE`, on SQLite too (`PRAGMA foreign_keys=ON`).
+  go with it: `ON DELETE CASCADE`, on SQLite too (`PRAGMA foreign_keys=ON`); each of those
+  tables is indexed by `profile_id` first (migration 0018), or each cascade reads it whole.
 
-Suppressed addresses stay: they keep the address from being mailed again. Accounts (groups)
-stay: others may belong to them. Events not on the timeline when the erasure runs (accepted
-but not processed yet, or blocked by a tracking plan) are not found: a client must stop
-sending about the person first. No `Segment Exited` or other event is emitted: nobody is
-left for a journey to act on. The erasure is logged without personal data: the profile id
+Suppressed addresses stay: they keep the address from being mailed again. Asked to
+(`KeepOut`, as Segment's SUPPRESS_WITH_DELETE), the erasure first puts every email and
+phone the person is known by (identities, and the `email` / `phone` traits messages go to)
+on the suppression list, through messaging's `suppress` that the caller passes in
+(profiles never imports messaging): a profile later made with the same address is never
+messaged. A plain erasure adds nothing to the list. Accounts (groups) stay: others may
+belong to them. Events not on the timeline when the erasure runs (accepted but not
+processed yet, or blocked by a tracking plan) are not found: a client must stop sending
+about the person first. No `Segment Exited` or other event is emitted: nobody is left for
+a journey to act on. The erasure is logged without personal data: the profile id
 and how many rows of each kind went.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
+from datetime import datetime
+from typing import Any, Protocol, cast
 
 from sqlalchemy import CursorResult, Delete, delete, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from clarion.core.database import unindexed
-from clarion.core.errors import Conflict
+from clarion.core.errors import Conflict, InvalidInput
 from clarion.ingest import service as events
+from clarion.profiles.identity import EMAIL, PHONE, normalize_email, normalize_phone
 from clarion.profiles.models import (
     Profile,
     ProfileAccount,
@@ -57,17 +66,52 @@ ProfileErasers = Sequence[ProfileEraser]
 # A profile merged into another between finding the person and locking them is looked up
 # again this many times.
 _ATTEMPTS = 3
+# The messaging channel each address-like identity (and trait of that name) is an address
+# of, and how an erasure's suppressions read on the list (`suppressed:manual` when a send
+# is refused; the detail says why).
+_CHANNELS = {EMAIL: "email", PHONE: "sms"}
+_NORMALIZE = {EMAIL: normalize_email, PHONE: normalize_phone}
+SUPPRESSION_REASON, SUPPRESSION_DETAIL = "manual", "erased"
+
+
+class AddressSuppressor(Protocol):
+    """Messaging's `suppressions.suppress`: puts an address on a channel's suppression
+    list, True when it was not on it; InvalidInput when the list cannot hold it."""
+
+    def __call__(
+        self,
+        session: AsyncSession,
+        *,
+        workspace_id: int,
+        channel: str,
+        address: str,
+        reason: str,
+        detail: str,
+        now: datetime,
+    ) -> Awaitable[bool]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class KeepOut:
+    """Erase, and keep the person's addresses from being messaged again: each goes on the
+    suppression list through `suppress`, stamped `now`, in the erasure's transaction."""
+
+    suppress: AddressSuppressor
+    now: datetime
 
 
 @dataclass(frozen=True, slots=True)
 class Erasure:
     """What an erasure removed: the canonical profile, the profiles merged into it, and
-    how many rows of each kind (those removed by a cascade are not counted)."""
+    how many rows of each kind (those removed by a cascade are not counted), and how many
+    of their addresses went on the suppression list (`KeepOut`; those already on it are
+    not counted)."""
 
     workspace_id: int
     profile_id: uuid.UUID
     merged_ids: list[uuid.UUID]
     removed: dict[str, int] = field(default_factory=dict)
+    suppressed: int = 0
 
 
 async def delete_profile(
@@ -76,12 +120,15 @@ async def delete_profile(
     workspace_id: int,
     profile_id: uuid.UUID,
     erasers: ProfileErasers = (),
+    keep_out: KeepOut | None = None,
 ) -> Erasure:
     """Erase the person `profile_id` is (a merged-away id: the profile it was merged
-    into) with everything known about them; NotFound when no such profile is in the
-    workspace. Flushes, never commits: the caller commits the whole erasure at once."""
+    into) with everything known about them, with `keep_out` suppressing their addresses
+    first; NotFound when no such profile is in the workspace. Flushes, never commits: the
+    caller commits the whole erasure at once."""
     tree = await _lock_tree(session, workspace_id, profile_id)
     canonical, merged = tree[0], tree[1:]
+    suppressed = 0 if keep_out is None else await _suppress(session, workspace_id, tree, keep_out)
     removed: dict[str, int] = {}
     event_ids = (
         await session.scalars(
@@ -113,13 +160,48 @@ async def delete_profile(
     removed["profiles"] += await _deleted(session, delete(Profile).where(Profile.id == canonical))
     await session.flush()
     log.info(
-        "erased profile %s of workspace %s with %d merged into it; rows removed: %s",
+        "erased profile %s of workspace %s with %d merged into it; rows removed: %s%s",
         canonical,
         workspace_id,
         len(merged),
         ", ".join(f"{kind}={count}" for kind, count in sorted(removed.items())),
+        "" if keep_out is None else f"; addresses suppressed: {suppressed}",
     )
-    return Erasure(workspace_id, canonical, list(merged), removed)
+    return Erasure(workspace_id, canonical, list(merged), removed, suppressed)
+
+
+async def _suppress(
+    session: AsyncSession, workspace_id: int, tree: Sequence[uuid.UUID], keep_out: KeepOut
+) -> int:
+    """Put every email and phone of the tree's profiles (identities, and the `email` and
+    `phone` traits a message would go to) on the suppression list; how many were not on
+    it. An address the list cannot hold (an identity no channel could send to) is passed
+    over: nothing could be sent to it either."""
+    found = await session.execute(
+        select(ProfileIdentity.kind, ProfileIdentity.value).where(
+            ProfileIdentity.profile_id.in_(tree), ProfileIdentity.kind.in_(_CHANNELS)
+        )
+    )
+    addresses = {(_CHANNELS[kind], value) for kind, value in found}
+    for traits in await session.scalars(select(Profile.traits).where(Profile.id.in_(tree))):
+        for kind, normalize in _NORMALIZE.items():
+            value = normalize(traits.get(kind))
+            if value is not None:
+                addresses.add((_CHANNELS[kind], value))
+    added = 0
+    # In one order: two erasures sharing an address wait for each other, never deadlock.
+    for channel, address in sorted(addresses):
+        with contextlib.suppress(InvalidInput):
+            added += await keep_out.suppress(
+                session,
+                workspace_id=workspace_id,
+                channel=channel,
+                address=address,
+                reason=SUPPRESSION_REASON,
+                detail=SUPPRESSION_DETAIL,
+                now=keep_out.now,
+            )
+    return added
 
 
 async def _lock_tree(

@@ -282,3 +282,42 @@ async def test_an_email_trait_with_a_line_break_is_no_email_identity(
         assert [(i.kind, i.value) for i in view.identities] == [("user_id", user)]
     assert await pid(database, tenant, "email", "cy@example.com") is not None  # trimmed
     assert await canonical_count(database, tenant) == 3
+
+
+async def test_an_email_with_an_inner_space_is_no_email_identity(
+    send: Send, database: Database, tenant: Tenant
+) -> None:
+    await send(
+        identify("u1", minute=1, email="ann b@example.com"),
+        identify("u2", minute=2, email="  Bea@Example.COM "),
+    )
+    profile = await by(database, tenant, "user_id", "u1")
+    assert profile is not None and profile.traits == {"email": "ann b@example.com"}
+    async with database.read_session() as session:
+        [view] = await queries.view_profiles(session, [profile])
+    assert [(i.kind, i.value) for i in view.identities] == [("user_id", "u1")]
+    assert await pid(database, tenant, "email", "bea@example.com") == await pid(
+        database, tenant, "user_id", "u2"
+    )
+
+
+async def test_a_phone_of_digits_other_than_ascii_is_no_phone_identity(
+    send: Send, database: Database, tenant: Tenant
+) -> None:
+    """Arabic-Indic, fullwidth or superscript digits are digits to Python, not to a carrier."""
+    arabic_indic = "".join(chr(0x0660 + int(d)) for d in "4722334455")
+    fullwidth = "".join(chr(0xFF10 + int(d)) for d in "4722334455")
+    odd = {"u1": f"+{arabic_indic}", "u2": f"+{fullwidth}", "u3": "+47 22 33 44 5\u2075"}
+    await send(
+        *(identify(user, minute=n, phone=phone) for n, (user, phone) in enumerate(odd.items())),
+        identify("u4", minute=5, phone="+47 (22) 33-44-66"),
+    )
+    for user, phone in odd.items():
+        profile = await by(database, tenant, "user_id", user)
+        assert profile is not None and profile.traits == {"phone": phone}
+        async with database.read_session() as session:
+            [view] = await queries.view_profiles(session, [profile])
+        assert [(i.kind, i.value) for i in view.identities] == [("user_id", user)]
+    assert await pid(database, tenant, "phone", "+4722334466") == await pid(
+        database, tenant, "user_id", "u4"
+    )

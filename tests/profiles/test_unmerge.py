@@ -9,6 +9,7 @@ import pytest
 from clarion.core.database import Database
 from clarion.core.errors import Conflict, NotFound
 from clarion.profiles import merges, queries
+from clarion.profiles.models import Profile
 from tests.conftest import Tenant
 from tests.profiles.conftest import Send, alias, identify, track
 from tests.profiles.test_resolution import by
@@ -91,3 +92,42 @@ async def test_unmerge_restores_both_profiles(
                 merge_id=10**9,
                 now=datetime.now(UTC),
             )
+
+
+async def _undo_only_merge(database: Database, tenant: Tenant, profile: Profile) -> None:
+    async with database.read_session() as session:
+        [record] = await queries.list_merges(session, workspace_id=tenant.id, profile_id=profile.id)
+    async with database.write_session() as session:
+        await merges.unmerge(
+            session,
+            workspace_id=tenant.id,
+            profile_id=profile.id,
+            merge_id=record.id,
+            now=datetime.now(UTC),
+        )
+        await session.commit()
+
+
+async def test_unmerge_keeps_writes_that_lost_to_the_merged_side(
+    send: Send, database: Database, tenant: Tenant
+) -> None:
+    """Identifies that changed nothing while merged (older than the merged-in value, or equal
+    to it) still count for their own profile once the merge is undone."""
+    await send(identify("u1", minute=1, plan="a"), identify("u1", minute=6, color="red"))
+    await send(identify(anonymous_id="v", minute=3, plan="b", tier="gold"))
+    await send(alias("v", "u1", minute=7))
+    await send(
+        identify("u1", minute=2, plan="c"),  # older than v's plan: loses while merged
+        identify("u1", minute=8, tier="gold"),  # v's value again: no change while merged
+        identify(anonymous_id="v", minute=5, color="blue"),  # older than u1's color
+    )
+    merged = await by(database, tenant, "user_id", "u1")
+    assert merged is not None
+    assert merged.traits == {"plan": "b", "color": "red", "tier": "gold"}
+
+    await _undo_only_merge(database, tenant, merged)
+    user = await by(database, tenant, "user_id", "u1")
+    visitor = await by(database, tenant, "anonymous_id", "v")
+    assert user is not None and visitor is not None and user.id != visitor.id
+    assert user.traits == {"plan": "c", "color": "red", "tier": "gold"}
+    assert visitor.traits == {"plan": "b", "tier": "gold", "color": "blue"}

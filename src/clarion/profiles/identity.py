@@ -35,21 +35,26 @@ Key = tuple[str, str]  # (kind, value)
 
 def normalize_email(raw: Any) -> str | None:
     """The email as an identity: stripped and lower-cased; None when it is not one (among
-    others, one holding a line break or another control character)."""
+    others, one holding a line break, another control character or an inner space)."""
     if not isinstance(raw, str):
         return None
     email = raw.strip().lower()
     if not email.isprintable():  # "a@b.co\r\nBcc: ..." would add headers to a message
+        return None
+    if " " in email:  # the other spaces are not printable
         return None
     local, at, domain = email.partition("@")
     return email if at and local and domain and len(email) <= 255 else None
 
 
 def normalize_phone(raw: Any) -> str | None:
-    """The phone as an identity: its digits after a leading +; None when too short."""
+    """The phone as an identity: its digits after a leading +; None when too short, or when
+    it holds a digit that is not ASCII (Arabic-Indic, fullwidth, superscript)."""
     if isinstance(raw, bool) or not isinstance(raw, str | int):
         return None
     digits = "".join(c for c in str(raw) if c.isdigit())
+    if not digits.isascii():
+        return None
     return f"+{digits}" if MIN_PHONE_DIGITS <= len(digits) <= 20 else None
 
 
@@ -267,8 +272,27 @@ class Graph:
             )
         )
 
-    def resolve_alias(self, *, user_id: str, previous_id: str, event_id: int) -> uuid.UUID:
-        """`alias`: the profile known as `previous_id` is the one of `user_id`."""
+    def resolve_alias(
+        self,
+        *,
+        user_id: str,
+        previous_id: str,
+        event_id: int,
+        anonymous_id: str | None = None,
+    ) -> uuid.UUID:
+        """`alias`: the profile known as `previous_id` is the one of `user_id`, and so is the
+        message's own `anonymous_id`, linked as an identify's would be."""
+        target = self._alias_target(user_id=user_id, previous_id=previous_id, event_id=event_id)
+        if anonymous_id and anonymous_id != previous_id:
+            key: Key = (ANONYMOUS_ID, anonymous_id)
+            other = self.find(key)
+            if other is None:
+                self.attach(key, target, event_id)
+            elif other != target:
+                self.link(target, other, key=key, event_id=event_id, reason="alias")
+        return target
+
+    def _alias_target(self, *, user_id: str, previous_id: str, event_id: int) -> uuid.UUID:
         user_key: Key = (USER_ID, user_id)
         if previous_id == user_id:
             return self.resolve([user_key], event_id=event_id, reason="alias")

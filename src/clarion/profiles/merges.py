@@ -3,8 +3,10 @@
 The absorbed profile (with whatever had been merged into it) gets its own pointer back;
 timeline rows attributed to the survivor since the merge are re-resolved through their
 identities, and so are identities first seen in those events and their trait changes; then both
-profiles' traits are folded again from trait history and their computed traits recounted from
-the timeline. The pair is then never merged again automatically.
+profiles' traits are folded again from the identify events on their timelines (history holds
+only the values that won when written, so it would forget an identify that lost to the merged
+side) and the history of imports and API writes, and their computed traits recounted from the
+timeline. The pair is then never merged again automatically.
 """
 
 from __future__ import annotations
@@ -152,30 +154,46 @@ async def _reattribute(
 async def _recompute(
     session: AsyncSession, profile: Profile, members: Sequence[uuid.UUID], now: datetime
 ) -> None:
-    """Fold traits from history and recount computed traits from the timeline."""
-    changes = await session.scalars(
-        select(TraitChange).where(TraitChange.profile_id.in_(members)).order_by(TraitChange.id)
-    )
-    profile.traits, profile.trait_times = trait_rules.fold(
-        trait_rules.Recorded(c.key, c.new, c.timestamp, c.profile_id == profile.id, c.id)
-        for c in changes
-    )
-    events = await session.scalars(
-        select(Event)
+    """Fold traits again from every value the members were sent and recount computed traits
+    from the timeline."""
+    rows = await session.execute(
+        select(Event, ProfileEvent.profile_id, ProfileEvent.applied_at)
         .join(ProfileEvent, ProfileEvent.event_id == Event.id)
         .where(ProfileEvent.profile_id.in_(members))
         .order_by(Event.timestamp, Event.id)
     )
+    values: list[trait_rules.Recorded] = []
+    on_timeline: set[int] = set()
     computed = computed_traits.empty()
     first: datetime | None = None
     last: datetime | None = None
-    for event in events:
+    for event, owner, applied_at in rows:
+        on_timeline.add(event.id)
         if not is_activity(event.source_id):
             continue
         seen = computed_traits.Seen(event.type, event.name, event.timestamp, event.properties or {})
         computed_traits.add_event(computed, seen)
         first = event.timestamp if first is None else min(first, event.timestamp)
         last = event.timestamp if last is None else max(last, event.timestamp)
+        if event.type == "identify" and event.traits:
+            # Every identify counts, also one that lost (or changed nothing) while merged:
+            # history records only the values that won at the time.
+            arrival = (applied_at, event.id)
+            values += [
+                trait_rules.Recorded(key, value, event.timestamp, owner == profile.id, arrival)
+                for key, value in event.traits.items()
+            ]
+    changes = await session.scalars(
+        select(TraitChange).where(TraitChange.profile_id.in_(members)).order_by(TraitChange.id)
+    )
+    values += [  # imports and API writes, which have no event
+        trait_rules.Recorded(
+            c.key, c.new, c.timestamp, c.profile_id == profile.id, (c.recorded_at, c.id)
+        )
+        for c in changes
+        if c.event_id not in on_timeline
+    ]
+    profile.traits, profile.trait_times = trait_rules.fold(values)
     profile.computed, profile.first_seen_at, profile.last_seen_at = computed, first, last
     profile.updated_at = now
     for name in ("traits", "trait_times", "computed"):

@@ -215,7 +215,10 @@ async def announce_rebuilt(
 def _resolve(graph: Graph, event: EventRecord) -> uuid.UUID | None:
     if event.type == "alias" and event.user_id and event.previous_id:
         return graph.resolve_alias(
-            user_id=event.user_id, previous_id=event.previous_id, event_id=event.id
+            user_id=event.user_id,
+            previous_id=event.previous_id,
+            event_id=event.id,
+            anonymous_id=event.anonymous_id,
         )
     keys = _event_keys(event)
     if not keys:

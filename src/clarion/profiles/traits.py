@@ -71,22 +71,23 @@ def merge_traits(
 
 @dataclass(frozen=True, slots=True)
 class Recorded:
-    """A stored history row, as a fold needs it."""
+    """A value set once, as a fold needs it: from an identify event or a stored history row."""
 
     key: str
     value: Any
     timestamp: datetime
     preferred: bool  # belongs to the profile that wins ties
-    id: int
+    arrival: tuple[datetime, int]  # when it was applied, then its id: later wins a tie
 
 
 def fold(rows: Iterable[Recorded]) -> tuple[dict[str, Any], dict[str, str]]:
-    """Traits and their times rebuilt from history: latest timestamp, then preferred, then last."""
+    """Traits and their times rebuilt from every value set: per key the latest timestamp, then
+    the preferred profile's, then the latest arrival (as `set_traits` and `merge_traits`)."""
     best: dict[str, Recorded] = {}
     for row in rows:
         current = best.get(row.key)
-        rank = (row.timestamp, row.preferred, row.id)
-        if current is None or rank > (current.timestamp, current.preferred, current.id):
+        rank = (row.timestamp, row.preferred, row.arrival)
+        if current is None or rank > (current.timestamp, current.preferred, current.arrival):
             best[row.key] = row
     traits = {key: row.value for key, row in best.items()}
     times = {key: row.timestamp.isoformat() for key, row in best.items()}

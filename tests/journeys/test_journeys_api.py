@@ -136,6 +136,34 @@ async def test_states_pause_resume_archive_and_what_each_refuses(
     assert [j["name"] for j in listed.json()["items"]] == ["Cart"]
 
 
+async def test_a_name_is_taken_until_its_journey_is_archived(
+    client: httpx.AsyncClient, tenant: Tenant
+) -> None:
+    admin = tenant.admin
+    graph = await _graph(client, tenant)
+    body = {"name": "Welcome", "graph": graph}
+    first = (await client.post("/api/v1/journeys", json=body, headers=admin)).json()
+    problem(await client.post("/api/v1/journeys", json=body, headers=admin), 409, "name")
+    other = (
+        await client.post("/api/v1/journeys", json=body | {"name": "Other"}, headers=admin)
+    ).json()
+    renamed = await client.patch(
+        f"/api/v1/journeys/{other['id']}", json={"name": "Welcome"}, headers=admin
+    )
+    problem(renamed, 409, "name")
+
+    await client.post(f"/api/v1/journeys/{first['id']}/archive", headers=admin)
+    second = await client.post("/api/v1/journeys", json=body, headers=admin)
+    assert second.status_code == 201, second.text
+    await client.post(f"/api/v1/journeys/{second.json()['id']}/archive", headers=admin)
+    renamed = await client.patch(
+        f"/api/v1/journeys/{other['id']}", json={"name": "Welcome"}, headers=admin
+    )
+    assert renamed.json()["name"] == "Welcome"
+    listed = await client.get("/api/v1/journeys", params={"state": "archived"}, headers=admin)
+    assert [j["name"] for j in listed.json()["items"]] == ["Welcome", "Welcome"]
+
+
 async def test_bad_requests_name_their_field_and_save_nothing(
     client: httpx.AsyncClient, tenant: Tenant
 ) -> None:

@@ -25,7 +25,15 @@ class Journey(Base):
 
     __tablename__ = "journeys"
     __table_args__ = (
-        Index(None, "workspace_id", "name", unique=True),
+        # An archived journey's name is free again (journeys are archived, never deleted).
+        Index(
+            None,
+            "workspace_id",
+            "name",
+            unique=True,
+            sqlite_where=text("state <> 'archived'"),
+            postgresql_where=text("state <> 'archived'"),
+        ),
         Index(None, "workspace_id", "state", "id"),
         {"sqlite_autoincrement": True},
     )

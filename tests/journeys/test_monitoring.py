@@ -74,6 +74,19 @@ async def test_timing_between_nodes_the_journey_lacks_is_a_404_naming_them(desk:
     assert (spare["version"], spare["runs"], spare["p50_seconds"]) == (None, 0, None)
 
 
+async def test_runs_at_a_node_the_journey_lacks_are_a_404_naming_it(desk: Desk) -> None:
+    template = await desk.template()
+    journey = await publish(desk, cart_journey(template))
+    runs = f"/api/v1/journeys/{journey}/runs"
+    body = problem(
+        await desk.client.get(runs, params={"node": "nowhere"}, headers=desk.tenant.admin),
+        404,
+        "node",
+    )
+    assert body["detail"] == f"Journey {journey} has no node 'nowhere'."
+    assert (await desk.get(runs, node="hour"))["items"] == []
+
+
 async def test_a_profiles_journeys_404_for_no_profile_and_follow_a_merge(desk: Desk) -> None:
     template = await desk.template()
     await publish(desk, cart_journey(template))

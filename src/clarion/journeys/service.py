@@ -415,9 +415,17 @@ async def list_runs(
 ) -> tuple[Sequence[JourneyRun], str | None]:
     """Runs of a journey or of a profile (in one state, at one node when given), newest
     first, cursor-paged; NotFound for a journey or a profile the workspace lacks (a
-    merged-away profile's runs are those of the profile it went into: theirs now)."""
+    merged-away profile's runs are those of the profile it went into: theirs now), or a
+    `node` neither the journey's draft nor any of its versions has."""
     if journey_id is not None:
-        await get_journey_or_raise(session, workspace_id=workspace_id, journey_id=journey_id)
+        journey = await get_journey_or_raise(
+            session, workspace_id=workspace_id, journey_id=journey_id
+        )
+        if node is not None and node not in await _node_ids(session, journey, None):
+            raise NotFound(
+                f"Journey {journey.id} has no node {node!r}.",
+                errors=[FieldError("node", f"no node {node!r}")],
+            )
     if profile_id is not None:
         profile = await profiles.get_profile_or_raise(
             session, workspace_id=workspace_id, profile_id=profile_id

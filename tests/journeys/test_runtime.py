@@ -11,7 +11,9 @@ from sqlalchemy import select
 
 from clarion.core.database import Database
 from clarion.core.jobs.models import Job
+from clarion.core.jobs.queue import NewJob, enqueue
 from clarion.journeys.models import JourneyRun, JourneyTransition
+from clarion.journeys.runtime import DATES
 from clarion.journeys.steps import STEP
 from clarion.messaging import templates as message_templates
 from clarion.messaging.models import Message
@@ -559,3 +561,87 @@ async def test_a_date_trigger_enters_on_the_birthday_at_the_local_time(desk: Des
     assert run.state == "completed" and [p for p, _ in await sent(desk)] == [ann]
     await desk.later(timedelta(days=1), deliver=False)  # the next daily pass: nothing new
     assert len(await runs(desk)) == 1
+
+
+def _birthday_journey(template: int, local_time: str) -> dict[str, Any]:
+    """A date trigger whose entry rule lets a profile in every time: only the date pass
+    holds one run per profile and date."""
+    return {
+        "entry": {"frequency": "every_time"},
+        "nodes": [
+            {
+                "id": "start",
+                "type": "trigger",
+                "trigger": {"kind": "date", "trait": "birthday", "local_time": local_time},
+                "next": "mail",
+            },
+            {
+                "id": "mail",
+                "type": "action",
+                "actions": [{"kind": "send", "template_id": template}],
+                "next": "done",
+            },
+            {"id": "done", "type": "exit"},
+        ],
+    }
+
+
+async def test_a_date_pass_run_late_enters_the_moments_since_its_tick_once(desk: Desk) -> None:
+    template = await desk.template()
+    now = desk.clock.now()
+    midnight = datetime.combine(now.date() + timedelta(days=1), time(0), tzinfo=UTC)
+    birthday = midnight.date().replace(year=1990).isoformat()
+    journey = await publish(desk, _birthday_journey(template, "03:00"), name="Birthday")
+    await desk.run(deliver=False)  # the pass at publishing: nobody has a birthday yet
+    # Set after that pass, and the worker is down at midnight and at 03:00: the pass
+    # scheduled for midnight runs at 04:00 and sends at once what it should have waited for.
+    early = await desk.identify("ea", email="ea@example.com", timezone="UTC", birthday=birthday)
+    desk.clock.advance(midnight + timedelta(hours=4) - desk.clock.now())
+    await desk.run(deliver=False)
+    [run] = await runs(desk)
+    assert (str(run.profile_id), run.state, run.entry_key) == (
+        early, "completed", midnight.date().isoformat(),
+    )  # fmt: skip
+    assert [p for p, _ in await sent(desk)] == [early]
+    # A second pass over the same window (passes overlap: the one at publishing, a late
+    # one) finds the finished run by its key: the live runs' unique index no longer would.
+    async with desk.database.write_session() as session:
+        payload = {"journey_id": journey, "scheduled_for": midnight.isoformat()}
+        await enqueue(session, [NewJob(desk.tenant.id, DATES, payload)], now=desk.clock.now())
+        await session.commit()
+    await desk.run(deliver=False)
+    await desk.later(timedelta(days=1), deliver=False)
+    assert len(await runs(desk)) == 1 and len(await sent(desk)) == 1
+
+
+async def test_a_run_the_pass_at_publishing_entered_is_not_entered_again_late(
+    desk: Desk,
+) -> None:
+    template = await desk.template()
+    now = desk.clock.now()
+    midnight = datetime.combine(now.date() + timedelta(days=1), time(0), tzinfo=UTC)
+    # A moment 10 minutes after midnight: within a day of publishing, so that pass enters it
+    # (waiting), and within the window of the midnight pass too, which runs after it.
+    birthday = midnight.date().replace(year=1990).isoformat()
+    ann = await desk.identify("an", email="an@example.com", timezone="UTC", birthday=birthday)
+    await publish(desk, _birthday_journey(template, "00:10"), name="Birthday")
+    await desk.run(deliver=False)
+    [run] = await runs(desk)
+    assert (run.state, run.wake_at) == ("waiting", midnight + timedelta(minutes=10))
+    desk.clock.advance(midnight + timedelta(hours=1) - desk.clock.now())
+    await desk.run(deliver=False)  # the step and the late midnight pass, in either order
+    [run] = await runs(desk)
+    assert run.state == "completed" and [p for p, _ in await sent(desk)] == [ann]
+
+
+async def test_a_date_pass_over_a_day_late_misses_the_moments_before(desk: Desk) -> None:
+    template = await desk.template()
+    now = desk.clock.now()
+    midnight = datetime.combine(now.date() + timedelta(days=1), time(0), tzinfo=UTC)
+    birthday = midnight.date().replace(year=1990).isoformat()
+    await publish(desk, _birthday_journey(template, "03:00"), name="Birthday")
+    await desk.run(deliver=False)
+    await desk.identify("ol", email="ol@example.com", timezone="UTC", birthday=birthday)
+    desk.clock.advance(midnight + timedelta(days=1, hours=4) - desk.clock.now())
+    await desk.run(deliver=False)  # 28 hours after its tick: a birthday a day late is none
+    assert await runs(desk) == [] and await sent(desk) == []

@@ -87,6 +87,11 @@ TICK_PRIORITY = 15  # schedule and date passes enter many profiles: bulk work, b
 SCHEDULE_PAGE = 1_000
 DATES = "journeys.dates"  # job kind: a date trigger's daily pass
 DATES_CRON = "0 0 * * *"
+# A date pass run late (a worker down at its tick) still enters the moments since its tick,
+# at once, up to this far back; further back they are missed (a birthday days late is not
+# a birthday message).
+DATES_LATE = timedelta(days=1)
+_DATE_PASS_LOCKS = 0x4A444154  # advisory lock space of date passes, one lock per journey
 # An event a journey's run emitted carries the journeys it came through (its run's `chain`
 # and the run's journey); it enters none of them again, nor any journey once it came
 # through this many: no loop of emitted events runs without end.
@@ -405,25 +410,33 @@ class Runtime:
     async def run_dates(self, context: JobContext) -> None:
         """The `journeys.dates` job (daily, and once when published): enter, for a date
         trigger, every profile whose date (its anniversary when yearly, shifted by the
-        offset) falls at the trigger's local time within the next day; the run waits at the
-        trigger until that moment. One run per profile and date (the date is its key)."""
+        offset) falls at the trigger's local time from the pass's scheduled tick (at most
+        `DATES_LATE` back) to a day from now; the run waits at the trigger until that
+        moment, or goes on at once when the pass ran after it (a worker down at midnight
+        delays a birthday, never loses it). One run per profile and date (the date is its
+        key), whatever state an earlier one is in."""
         async with context.database.write_session() as session:
             now = context.clock.now()
             found = await self._journey_plan(session, context)
             trigger = found[1].trigger.trigger if found else None
             if found is not None and isinstance(trigger, DateTrigger):
+                await _one_date_pass_at_a_time(session, found[0].id)
+                since = _dates_since(context.job.payload, now)
                 moves = Moves(now)
                 async for page in profiles.with_trait(
                     session, workspace_id=context.job.workspace_id, trait=trigger.trait
                 ):
                     entries = []
                     for profile_id, value, zone_name in page:
-                        moment = date_moment(trigger, value, zone_name, now)
+                        moment = date_moment(trigger, value, zone_name, now, since=since)
                         if moment is not None:
                             tick = {"date": {"trait": trigger.trait, "at": moment.isoformat()}}
                             key = moment.date().isoformat()
-                            entries.append(Entry(profile_id, key, tick, wake_at=moment))
-                    await _enter(session, _Live(*found), entries, moves)  # all wait: none back
+                            wake_at = moment if moment > now else None
+                            entries.append(Entry(profile_id, key, tick, wake_at=wake_at))
+                    entries = await _not_entered_before(session, found[0].id, entries)
+                    entered = await _enter(session, _Live(*found), entries, moves)
+                    await self.stepper.advance(session, entered, moves, {found[0].id: found[0]})
                 await moves.flush(session)
             await context.complete(session)
             await session.commit()
@@ -568,9 +581,63 @@ async def end_runs(session: AsyncSession, *, journey_id: int, reason: str, now: 
     return len(runs)
 
 
-def date_moment(trigger: DateTrigger, value: Any, zone_name: Any, now: datetime) -> datetime | None:
-    """When a date trigger next fires for a profile with this date and time zone, if that
-    is within a day from `now` (None otherwise, or for a value that is no date)."""
+def _dates_since(payload: dict[str, Any], now: datetime) -> datetime:
+    """Where a date pass's window starts: its scheduled tick (a recurring pass), at most
+    `DATES_LATE` before `now`; `now` for the pass run when the journey is published."""
+    try:
+        tick = datetime.fromisoformat(str(payload["scheduled_for"]))
+    except (KeyError, ValueError):
+        return now
+    if tick.tzinfo is None:
+        return now
+    return min(now, max(tick, now - DATES_LATE))
+
+
+async def _one_date_pass_at_a_time(session: AsyncSession, journey_id: int) -> None:
+    """Wait for any other date pass of the journey to commit (PostgreSQL; SQLite has one
+    writer): two passes at once would each find no run under a key and both enter it,
+    once the first's run had finished (the live runs' unique index no longer holds it)."""
+    if session.get_bind().dialect.name == "postgresql":
+        await session.execute(
+            text("SELECT pg_advisory_xact_lock(:space, :journey)"),
+            {"space": _DATE_PASS_LOCKS, "journey": journey_id},
+        )
+
+
+async def _not_entered_before(
+    session: AsyncSession, journey_id: int, entries: list[Entry]
+) -> list[Entry]:
+    """The entries of profiles with no run of the journey under their key yet, in any
+    state: the windows of two passes may overlap (a late pass, the one at publishing), and
+    a finished run is no longer held off by the live runs' unique index."""
+    if not entries:
+        return []
+    taken = set(
+        (
+            await session.execute(
+                select(JourneyRun.profile_id, JourneyRun.entry_key).where(
+                    JourneyRun.journey_id == journey_id,
+                    JourneyRun.profile_id.in_({entry.profile_id for entry in entries}),
+                    JourneyRun.entry_key.in_({str(entry.key) for entry in entries}),
+                )
+            )
+        ).all()
+    )
+    return [entry for entry in entries if (entry.profile_id, entry.key) not in taken]
+
+
+def date_moment(
+    trigger: DateTrigger,
+    value: Any,
+    zone_name: Any,
+    now: datetime,
+    *,
+    since: datetime | None = None,
+) -> datetime | None:
+    """When a date trigger fires for a profile with this date and time zone, if that is
+    from `since` (default `now`) to a day from `now` (None otherwise, or for a value that
+    is no date)."""
+    since = now if since is None else since
     text = str(value)[:10]
     try:
         day = date.fromisoformat(text)
@@ -593,7 +660,7 @@ def date_moment(trigger: DateTrigger, value: Any, zone_name: Any, now: datetime)
         moment = datetime.combine(
             base + timedelta(days=trigger.offset_days), at, tzinfo=zone
         ).astimezone(UTC)
-        if now <= moment < now + timedelta(days=1):
+        if since <= moment < now + timedelta(days=1):
             return moment
     return None
 

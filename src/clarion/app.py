@@ -14,6 +14,7 @@ from sqlalchemy import text
 
 from clarion import __version__
 from clarion.campaigns import api as campaigns_api
+from clarion.campaigns import audience as campaign_audience
 from clarion.campaigns.service import (
     campaigns_using_channel,
     campaigns_using_segment,
@@ -118,7 +119,10 @@ def create_app(
     app.state.write_keys = WriteKeyCache()
     app.state.segment_catalog = Catalog()
     app.state.segment_users = (journeys_using_segment, campaigns_using_segment)
-    app.state.profile_erasers = (segment_membership.erase_profiles,)
+    app.state.profile_erasers = (
+        segment_membership.erase_profiles,
+        campaign_audience.forget_profiles,
+    )
     app.state.address_suppressor = consent_suppressions.suppress
     app.state.channel_users = (journeys_using_channel, campaigns_using_channel)
     app.state.template_users = (journeys_using_template, campaigns_using_template)

@@ -15,8 +15,10 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from clarion.campaigns.models import Campaign
 from clarion.core.errors import Conflict, FieldError, NotFound
 from clarion.messaging.schemas import UnprocessableInput
 from clarion.profiles import queries as profiles
@@ -127,6 +129,40 @@ async def resolve_list(
 ) -> list[uuid.UUID]:
     """The distinct canonical profiles a list audience resolves to now, in list order."""
     return await _resolve(session, workspace_id, _entries(audience))
+
+
+async def forget_profiles(
+    session: AsyncSession, workspace_id: int, profile_ids: Sequence[uuid.UUID]
+) -> dict[str, int]:
+    """Take erased profiles (a profile's erasure: a canonical profile and those merged
+    into it) out of every list audience naming them, by profile id or by one of their user
+    ids, whatever the campaign's state: a scheduled one no longer sends to them, a sent one
+    no longer names them; entries removed. Flushes only."""
+    if not profile_ids:
+        return {}
+    erased = {str(profile_id) for profile_id in profile_ids}
+    user_ids = await profiles.identity_values(
+        session, workspace_id=workspace_id, profile_ids=profile_ids, kind=USER_ID
+    )
+    removed = 0
+    campaigns = await session.execute(
+        select(Campaign.id, Campaign.audience).where(Campaign.workspace_id == workspace_id)
+    )
+    for campaign_id, audience in campaigns.all():
+        if not isinstance(audience, dict) or audience.get("type") != LIST:
+            continue
+        named = audience.get("profile_ids", [])
+        users = audience.get("user_ids", [])
+        kept = [p for p in named if str(uuid.UUID(str(p))) not in erased]
+        kept_users = [u for u in users if u not in user_ids]
+        gone = len(named) - len(kept) + len(users) - len(kept_users)
+        if gone:
+            removed += gone
+            changed = {**audience, "profile_ids": kept, "user_ids": kept_users}
+            await session.execute(
+                update(Campaign).where(Campaign.id == campaign_id).values(audience=changed)
+            )
+    return {"campaign_list_entries": removed} if removed else {}
 
 
 def _entries(audience: dict[str, Any]) -> list[tuple[str, str]]:

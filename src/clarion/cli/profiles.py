@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from clarion.campaigns import audience
 from clarion.cli.common import WorkspaceOption, run_work, workspace_session
 from clarion.core.clock import SystemClock
 from clarion.core.settings import get_settings
@@ -19,7 +20,7 @@ from clarion.workspaces import service as workspaces
 profiles_app = typer.Typer(help="Erase profiles (GDPR, CCPA).", no_args_is_help=True)
 
 # What `app.py` wires for the API's erasure: the command erases as much as the API does.
-ERASERS: erasure.ProfileErasers = (membership.erase_profiles,)
+ERASERS: erasure.ProfileErasers = (membership.erase_profiles, audience.forget_profiles)
 
 
 @profiles_app.command("erase")

@@ -80,6 +80,23 @@ def normalize_identity(kind: str, value: str) -> str:
     return value
 
 
+async def identity_values(
+    session: AsyncSession, *, workspace_id: int, profile_ids: Sequence[uuid.UUID], kind: str
+) -> set[str]:
+    """The values of the `kind` identities these profile rows own (not those of profiles
+    merged into them: pass their ids too)."""
+    if not profile_ids:
+        return set()
+    found = await session.scalars(
+        select(ProfileIdentity.value).where(
+            ProfileIdentity.workspace_id == workspace_id,
+            ProfileIdentity.profile_id.in_(list(profile_ids)),
+            ProfileIdentity.kind == kind,
+        )
+    )
+    return set(found.all())
+
+
 async def get_by_identity(
     session: AsyncSession, *, workspace_id: int, kind: str, value: str
 ) -> Profile | None:

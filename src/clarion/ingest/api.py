@@ -19,6 +19,8 @@ from clarion.ingest.messages import (
     TOP_LEVEL,
     Batch,
     Rejected,
+    dotted,
+    malformed,
     openapi_components,
 )
 from clarion.ingest.schemas import EventPage, EventRead, EventType, IngestResult
@@ -122,8 +124,11 @@ def _top_level(body: bytes) -> dict[str, msgspec.Raw]:
             "The body must be a JSON object.", errors=[FieldError("body", "not a JSON object")]
         ) from exc
     except msgspec.DecodeError as exc:
+        reason, path = malformed(body, exc)
+        # The member of the body, or of a batch's message, that holds the fault.
+        field = dotted(path[:3] if path[:1] == ["batch"] else path[:1]) or "body"
         raise InvalidInput(
-            f"The body is not valid JSON: {exc}.", errors=[FieldError("body", "malformed JSON")]
+            f"The body is not valid JSON: {reason}.", errors=[FieldError(field, reason)]
         ) from exc
     except RecursionError as exc:
         raise InvalidInput(
@@ -161,6 +166,10 @@ def _shared(fields: dict[str, msgspec.Raw]) -> service.Shared:
             raise InvalidInput(
                 f"`{name}` must be an object.", errors=[FieldError(name, "must be an object")]
             ) from exc
+        # Layered over each message's own (as JSON text again): refused as a message's are.
+        reason = service.unstorable(fields[name]) if documents[name] else None
+        if reason:
+            raise InvalidInput(f"`{name}` {reason}.", errors=[FieldError(name, reason)])
     try:
         sent_at = service.event_time(sent_at, "sentAt")
     except Rejected as exc:

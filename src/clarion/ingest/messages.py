@@ -7,13 +7,18 @@ Structs are also the OpenAPI description of the tracking API (`openapi_component
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import datetime
 from typing import Annotated, Any
 
 import msgspec
+import orjson
 
 MAX_ID_LENGTH = 255
+# Levels a document (`properties`, `traits`, `context`...) may nest, itself the first: what
+# profile import reads back (`profiles.transfer.MAX_JSON_DEPTH`), so an export imports.
+MAX_DEPTH = 128
 
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_LENGTH)]
 WireId = str | int  # SDKs send numeric ids too; stored as strings
@@ -122,9 +127,82 @@ def rejection(error: msgspec.MsgspecError) -> Rejected:
         return Rejected(required.group(1), f"{required.group(1)} is required")
     path = _PATH.search(text)
     reason = text.split(" - at ", 1)[0]
-    if not isinstance(error, msgspec.ValidationError):  # a DecodeError: not JSON at all
+    if not isinstance(error, msgspec.ValidationError):  # a DecodeError: see `malformed`
         return Rejected("", f"malformed JSON: {reason}")
     return Rejected(path.group(1) if path else "", reason)
+
+
+def malformed(data: bytes, error: Exception) -> tuple[str, list[str | int]]:
+    """What is wrong with JSON text a reader refused (`error`), and where: a message naming
+    the line and column, and the path to the member holding a lone surrogate (empty when not
+    told).
+
+    For the error path only: msgspec calls a lone surrogate "Input data was truncated", so
+    the text is read again by stricter readers that say more."""
+    try:
+        text = data.decode()
+    except UnicodeDecodeError as exc:
+        line, column = _line_column(data[: exc.start].decode())
+        return f"not UTF-8 text: byte 0x{data[exc.start]:02x} at line {line} column {column}", []
+    try:
+        orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        where = f"at line {exc.lineno} column {exc.colno}"
+        if "surrogate" not in exc.msg:
+            return f"malformed JSON: {exc.msg} {where}", []
+        escape = _SURROGATE.match(exc.doc, exc.pos)
+        lone = escape.group() if escape else "a UTF-16 escape"
+        return f"not valid JSON text: a lone surrogate ({lone}) {where}", _surrogate_path(text)
+    return f"malformed JSON: {str(error).split(' - at ', 1)[0]}", []
+
+
+def malformed_rejection(data: bytes, error: Exception) -> Rejected:
+    """The Rejected for a message msgspec refused as JSON (see `malformed`), naming the
+    top-level field holding a lone surrogate."""
+    reason, path = malformed(data, error)
+    if len(path) > 1:
+        reason += f" (in {dotted(path)})"
+    return Rejected(str(path[0]) if path else "", reason)
+
+
+def dotted(path: list[str | int]) -> str:
+    """A path into a JSON document as a field name: `batch.3.properties.x`."""
+    return ".".join(map(str, path))
+
+
+_SURROGATE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+
+
+def _line_column(before: str) -> tuple[int, int]:
+    return before.count("\n") + 1, len(before) - (before.rfind("\n") + 1) + 1
+
+
+def _surrogate_path(text: str) -> list[str | int]:
+    """The path to the first string (a member's name or a value) holding a lone surrogate,
+    read by Python's reader, which takes them; empty when it cannot read the text."""
+    try:
+        document = json.loads(text)
+    except (ValueError, RecursionError):
+        return []
+    pending: list[tuple[Any, list[str | int]]] = [(document, [])]
+    while pending:
+        value, path = pending.pop()
+        if isinstance(value, str) and _lone_surrogate(value):
+            return path
+        if isinstance(value, dict):
+            for name, item in reversed(value.items()):  # a name is looked at before its value
+                pending += (item, [*path, name]), (name, [*path, name])
+        elif isinstance(value, list):
+            pending.extend((item, [*path, index]) for index, item in reversed([*enumerate(value)]))
+    return []
+
+
+def _lone_surrogate(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def object_text(document: msgspec.Raw, field: str) -> str | None:

@@ -12,6 +12,7 @@ from starlette.requests import Request
 from clarion.core.errors import FieldError, InvalidInput, PayloadTooLarge, Unauthorized
 
 _GZIP_WINDOW = 16 + zlib.MAX_WBITS
+_GZIP_MAGIC = b"\x1f\x8b"
 
 
 class UnsupportedEncoding(InvalidInput):
@@ -56,17 +57,30 @@ async def _read_limited(request: Request, *, limit: int) -> bytes:
 
 
 def _gunzip(raw: bytes, *, limit: int) -> bytes:
-    """Decompress at most `limit` bytes, so a small bomb cannot fill memory."""
-    inflater = zlib.decompressobj(_GZIP_WINDOW)
-    try:
-        data = inflater.decompress(raw, limit + 1)
-    except zlib.error as exc:
-        raise _bad_gzip() from exc
-    if len(data) > limit:
-        raise _too_large(limit)
-    if not inflater.eof:
-        raise _bad_gzip()
-    return data
+    """Decompress every member (RFC 1952 lets a stream hold several in a row, as some SDKs
+    and proxies send), at most `limit` bytes in all, so a small bomb cannot fill memory."""
+    parts: list[bytes] = []
+    size = 0
+    while True:
+        inflater = zlib.decompressobj(_GZIP_WINDOW)
+        try:
+            part = inflater.decompress(raw, limit + 1 - size)
+        except zlib.error as exc:
+            raise _bad_gzip() from exc
+        size += len(part)
+        if size > limit:
+            raise _too_large(limit)
+        if not inflater.eof:
+            raise _bad_gzip()
+        parts.append(part)
+        raw = inflater.unused_data
+        if not raw:
+            return b"".join(parts)
+        if not raw.startswith(_GZIP_MAGIC):
+            raise InvalidInput(
+                "The body holds bytes after its gzip stream that start no gzip member.",
+                errors=[FieldError("body", "data after the gzip stream")],
+            )
 
 
 def _bad_gzip() -> InvalidInput:

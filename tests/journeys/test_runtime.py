@@ -102,6 +102,25 @@ async def publish(desk: Desk, graph: dict[str, Any], name: str = "Cart") -> int:
     return int(created["id"])
 
 
+def send_journey(
+    trigger: dict[str, Any], template: int, *, frequency: str = "once"
+) -> dict[str, Any]:
+    """A journey sending `template` once its trigger fires, then done."""
+    return {
+        "entry": {"frequency": frequency},
+        "nodes": [
+            {"id": "start", "type": "trigger", "trigger": trigger, "next": "mail"},
+            {
+                "id": "mail",
+                "type": "action",
+                "actions": [{"kind": "send", "template_id": template}],
+                "next": "done",
+            },
+            {"id": "done", "type": "exit"},
+        ],
+    }
+
+
 async def archive_in_use(database: Database, workspace_id: int, template_id: int) -> None:
     """Archive a template that live journeys send (the API refuses: 409), as an archive
     racing their publishing would leave it."""
@@ -451,24 +470,7 @@ async def test_a_schedule_trigger_enters_the_segments_members_at_each_tick(desk:
     ann = await desk.identify("an", email="an@example.com", plan="pro")
     await desk.identify("bo", email="bo@example.com", plan="free")
     segment = await desk.segment()  # plan = pro
-    graph = {
-        "entry": {"frequency": "once"},
-        "nodes": [
-            {
-                "id": "start",
-                "type": "trigger",
-                "trigger": {"kind": "schedule", "cron": "0 9 * * *", "segment_id": segment},
-                "next": "mail",
-            },
-            {
-                "id": "mail",
-                "type": "action",
-                "actions": [{"kind": "send", "template_id": template}],
-                "next": "done",
-            },
-            {"id": "done", "type": "exit"},
-        ],
-    }
+    graph = send_journey({"kind": "schedule", "cron": "0 9 * * *", "segment_id": segment}, template)
     await publish(desk, graph, name="Morning")
     assert await runs(desk) == []
     now = desk.clock.now()
@@ -531,24 +533,7 @@ async def test_a_date_trigger_enters_on_the_birthday_at_the_local_time(desk: Des
                               birthday=birthday.isoformat())  # fmt: skip
     await desk.identify("bj", email="bj@example.com",
                         birthday=(birthday + timedelta(days=10)).isoformat())  # fmt: skip
-    graph = {
-        "entry": {"frequency": "once"},
-        "nodes": [
-            {
-                "id": "start",
-                "type": "trigger",
-                "trigger": {"kind": "date", "trait": "birthday", "offset_days": -3},
-                "next": "mail",
-            },
-            {
-                "id": "mail",
-                "type": "action",
-                "actions": [{"kind": "send", "template_id": template}],
-                "next": "done",
-            },
-            {"id": "done", "type": "exit"},
-        ],
-    }
+    graph = send_journey({"kind": "date", "trait": "birthday", "offset_days": -3}, template)
     await publish(desk, graph, name="Birthday")
     await desk.run(deliver=False)  # publishing runs today's pass at once
     [run] = await runs(desk)
@@ -566,24 +551,8 @@ async def test_a_date_trigger_enters_on_the_birthday_at_the_local_time(desk: Des
 def _birthday_journey(template: int, local_time: str) -> dict[str, Any]:
     """A date trigger whose entry rule lets a profile in every time: only the date pass
     holds one run per profile and date."""
-    return {
-        "entry": {"frequency": "every_time"},
-        "nodes": [
-            {
-                "id": "start",
-                "type": "trigger",
-                "trigger": {"kind": "date", "trait": "birthday", "local_time": local_time},
-                "next": "mail",
-            },
-            {
-                "id": "mail",
-                "type": "action",
-                "actions": [{"kind": "send", "template_id": template}],
-                "next": "done",
-            },
-            {"id": "done", "type": "exit"},
-        ],
-    }
+    trigger = {"kind": "date", "trait": "birthday", "local_time": local_time}
+    return send_journey(trigger, template, frequency="every_time")
 
 
 async def test_a_date_pass_run_late_enters_the_moments_since_its_tick_once(desk: Desk) -> None:

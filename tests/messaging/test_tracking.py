@@ -445,3 +445,18 @@ def test_the_pixel_is_a_43_byte_transparent_1x1_gif89a() -> None:
 def test_the_pixel_is_never_cached() -> None:
     assert PIXEL_HEADERS["Content-Type"] == "image/gif"
     assert "no-store" in PIXEL_HEADERS["Cache-Control"]
+
+
+def test_tokens_keep_their_spelling_for_good() -> None:
+    # Emails already sent carry these: a change to how tokens are made must not move them.
+    signer = LinkSigner("a-fixed-key-for-known-answers-0123456789")
+    message = uuid.UUID("12345678-1234-5678-1234-567812345678")
+    profile = uuid.UUID("87654321-4321-8765-4321-876543218765")
+    assert signer.sign_click(message, 3) == "AQLIMy7dpf8TjydEb1iXwHZ5wcCU_XqNMSfg_5CDOV9eUuk"
+    assert signer.sign_open(message) == "AQFThieqV7o9LFMOzsfDvYmornYpXPvl4ks6vJM-ZP4l8g"
+    unsubscribe = signer.sign_unsubscribe(  # past one key stream block
+        workspace_id=7, profile_id=profile, topic_id=12, message_id=message
+    )
+    assert unsubscribe == (
+        "AQPFVPuJkgzhLzGFcD0tMet-DvgLpAoa3XRVbjrhfHsKKDKbla_eInDdffNSqZEjRz355Tw"
+    )

@@ -31,6 +31,7 @@ import hmac
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import ClassVar, Literal, TypeAlias, overload
 from uuid import UUID
 
@@ -44,6 +45,7 @@ TokenKind = Literal["open", "click", "unsubscribe", "preferences", "view", "conf
 
 VERSION = 1
 TAG_BYTES = 16
+_BLOCK_BYTES = 32  # one HMAC-SHA256 output: a key stream block
 MIN_KEY_CHARS = 16
 MAX_TOKEN_CHARS = 128
 MAX_INT = 2**63 - 1
@@ -321,6 +323,10 @@ class _Keys:
 
     def keystream(self, tag: bytes, length: int) -> bytes:
         """`length` bytes of key stream for the token with this tag."""
+        if length <= _BLOCK_BYTES:  # nearly every token: one block, without the loop
+            state = self._enc.copy()
+            state.update(tag + b"\x00")
+            return state.digest()[:length]
         blocks = []
         for counter in range((length + 31) // 32):
             state = self._enc.copy()
@@ -477,11 +483,18 @@ _BASE_URL_SHAPE = re.compile(r"https?://[^\s/?#<>,\"]+(/[^\s?#<>,\"]*)?")
 
 
 def _url(base_url: str, path: str, token: str) -> str:
-    if not _BASE_URL_SHAPE.fullmatch(base_url):
-        raise ValueError(f"not an http(s) base URL without query or fragment: {base_url!r}")
     if not _TOKEN_SHAPE.fullmatch(token):
         raise ValueError("not a link token")
-    return base_url.rstrip("/") + path.format(token=token)
+    return _base(base_url) + path.format(token=token)
+
+
+@lru_cache(maxsize=16)
+def _base(base_url: str) -> str:
+    """The base URL checked, without its trailing slash (a process has one or two: an
+    email's two dozen links check it once)."""
+    if not _BASE_URL_SHAPE.fullmatch(base_url):
+        raise ValueError(f"not an http(s) base URL without query or fragment: {base_url!r}")
+    return base_url.rstrip("/")
 
 
 def open_pixel_url(base_url: str, token: str) -> str:

@@ -515,6 +515,40 @@ async def test_an_inbox_test_send_names_a_profile_of_the_workspace(
         ], to
 
 
+async def test_a_bounce_mail_for_a_channel_that_is_not_email_is_a_422_naming_it(
+    client: httpx.AsyncClient, tenant: Tenant
+) -> None:
+    """A bounce handed to another kind's channel is a well-formed request naming the wrong
+    channel: 422 naming `channel_id`, as messaging's other refusals (it was a 400). An
+    empty body stays a 400 naming `body`; a mail that is no report moves nothing."""
+    for body in (sms_body(), {"name": "App", "kind": "inbox"}):
+        channel = await create(client, tenant, body)
+        url = f"/api/v1/channels/{channel['id']}/bounces"
+        refused = await client.post(url, content=b"a bounce", headers=tenant.admin)
+        problem_body = problem(refused, 422, "channel_id")
+        assert problem_body["errors"] == [
+            {
+                "field": "channel_id",
+                "message": f"channel {channel['id']} sends {body['kind']} messages, not email",
+            }
+        ]
+    mail = await create(client, tenant, email_body())
+    url = f"/api/v1/channels/{mail['id']}/bounces"
+    problem(await client.post(url, content=b"", headers=tenant.admin), 400, "body")
+    unread = await client.post(url, content=b"\xff\xfe not a mail", headers=tenant.admin)
+    assert (unread.status_code, unread.json()) == (200, {"status": None})
+
+
+async def test_the_openapi_document_says_what_an_inbox_test_send_is_to(
+    client: httpx.AsyncClient,
+) -> None:
+    document = (await client.get("/api/openapi.json")).json()
+    described = " ".join(document["components"]["schemas"]["ChannelTest"]["description"].split())
+    assert "for an inbox channel, a profile of the workspace by its profile id or its user id" in (
+        described
+    )
+
+
 async def test_the_pool_reuses_an_adapter_until_its_channel_changes(
     database: Database, tenant: Tenant, settings: Settings
 ) -> None:

@@ -474,10 +474,13 @@ async def test_with_suppress_their_addresses_are_suppressed_and_never_mailed_aga
         )
     assert erased.status_code == 204, erased.text
     assert await suppressed_addresses(desk) == {
-        ("email", "fay.old@example.com", "manual", "erased"),
-        ("email", "fay@example.com", "manual", "erased"),
-        ("sms", "+15550101234", "manual", "erased"),
+        ("email", "fay.old@example.com", "erased", ""),
+        ("email", "fay@example.com", "erased", ""),
+        ("sms", "+15550101234", "erased", ""),
     }
+    erased_only = await desk.get("/api/v1/suppressions", reason="erased")
+    assert len(erased_only["items"]) == 3
+    assert (await desk.get("/api/v1/suppressions", reason="manual"))["items"] == []
     [audit] = [r.getMessage() for r in caplog.records if r.name == "clarion.profiles.erasure"]
     assert audit.endswith("addresses suppressed: 3") and "fay" not in audit.replace(fay, "")
     problem(await desk.client.get(f"/api/v1/profiles/{fay}", headers=desk.tenant.admin), 404)
@@ -496,7 +499,7 @@ async def test_with_suppress_their_addresses_are_suppressed_and_never_mailed_aga
     ]
     await desk.settle()
     fay_again, gus = [await desk.get(f"/api/v1/messages/{message['id']}") for message in sent]
-    assert (fay_again["status"], fay_again["reason"]) == ("refused", "suppressed:manual")
+    assert (fay_again["status"], fay_again["reason"]) == ("refused", "suppressed:erased")
     assert gus["status"] == "delivered"
     assert [to for mail in smtp_sink.messages() for to in mail.rcpt_tos] == ["gus@example.com"]
 

@@ -45,8 +45,8 @@ def test_a_person_is_erased_from_the_command_line(clarion: CliRunner, tmp_path: 
     assert profile_ids(clarion) == {"bob": ids["bob"]}
     listed = run_cli(clarion, "suppressions", "list").output.splitlines()
     assert sorted(line.split("\t")[1:4] for line in listed) == [
-        ["email", "ann@example.org", "manual"],
-        ["sms", "+442079460001", "manual"],
+        ["email", "ann@example.org", "erased"],
+        ["sms", "+442079460001", "erased"],
     ]
     assert "error:" in run_cli(clarion, "consent", "show", "ann", code=1).output
 

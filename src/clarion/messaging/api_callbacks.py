@@ -14,6 +14,7 @@ from clarion.messaging import callbacks, channel_config
 from clarion.messaging.api import app_vault
 from clarion.messaging.channels.sms import verify_twilio_signature
 from clarion.messaging.models import MessagingChannel
+from clarion.messaging.schemas import UnprocessableInput
 from clarion.workspaces.auth import ManagementCaller
 
 hooks = APIRouter(tags=["provider callbacks"], route_class=StrictJSONRoute)
@@ -57,13 +58,16 @@ async def report_bounce(
     clock: AppClock,
 ) -> dict[str, str | None]:
     """Hand over a bounce (RFC 3464) or complaint (RFC 5965) mail, raw, as received for the
-    channel's sender; the status it gave its message (null: none moved)."""
+    channel's sender; the status it gave its message (null: none moved, or not a report).
+    422 naming `channel_id` for a channel that is not email, 400 naming `body` for an empty
+    (or over 1 MB) body."""
     channel = await channel_config.get_channel_or_raise(
         session, workspace_id=caller.workspace_id, channel_id=channel_id
     )
     if channel.kind != "email":
-        raise InvalidInput(
-            "Bounce mails are for email channels.", errors=[FieldError("channel_id", "not email")]
+        reason = f"channel {channel.id} sends {channel.kind} messages, not email"
+        raise UnprocessableInput(
+            "Bounce mails are for email channels.", errors=[FieldError("channel_id", reason)]
         )
     raw = await request.body()
     if not raw or len(raw) > MAX_BOUNCE_BYTES:

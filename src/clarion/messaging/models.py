@@ -94,7 +94,8 @@ class Consent(Base):
 
 class Suppression(Base):
     """An address nothing is sent to on a channel, not even transactional messages: a hard
-    bounce, a spam complaint, or a person's decision (manual)."""
+    bounce, a spam complaint, a person's decision (manual), or a person erased with their
+    addresses kept out (erased)."""
 
     __tablename__ = "suppressions"
     __table_args__ = (Index(None, "workspace_id", "channel", "address", unique=True),)
@@ -103,7 +104,7 @@ class Suppression(Base):
     workspace_id: Mapped[int] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
     channel: Mapped[str] = mapped_column(String(16))
     address: Mapped[str] = mapped_column(String(320))  # normalized: lower-case email, E.164
-    reason: Mapped[str] = mapped_column(String(16))  # hard_bounce | complaint | manual
+    reason: Mapped[str] = mapped_column(String(16))  # hard_bounce | complaint | manual | erased
     detail: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 

@@ -160,7 +160,9 @@ class ChannelPage(BaseModel):
 
 
 class ChannelTest(Strict):
-    """A test message: to whom (an email, a phone number, a device token, a URL)."""
+    """A test message: to whom, by the channel's kind: an email, a phone number, a device
+    token, a URL; for an inbox channel, a profile of the workspace by its profile id or
+    its user id."""
 
     to: str = Field(min_length=1, max_length=2048)
     subject: str = Field(default="Clarion test message", max_length=200, pattern=r"^[^\r\n]+$")

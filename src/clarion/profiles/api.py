@@ -163,7 +163,7 @@ async def delete_profile(
         bool,
         Query(
             description="Also put the person's email addresses and phone numbers on the"
-            " suppression list (reason manual, detail erased), so that a profile made"
+            " suppression list (reason erased), so that a profile made"
             " later with the same address is never messaged."
         ),
     ] = False,

@@ -18,9 +18,9 @@ What goes, and how:
 Suppressed addresses stay: they keep the address from being mailed again. Asked to
 (`KeepOut`, as Segment's SUPPRESS_WITH_DELETE), the erasure first puts every email and
 phone the person is known by (identities, and the `email` / `phone` traits messages go to)
-on the suppression list, through messaging's `suppress` that the caller passes in
-(profiles never imports messaging): a profile later made with the same address is never
-messaged. A plain erasure adds nothing to the list. Accounts (groups) stay: others may
+on the suppression list with reason `erased`, through messaging's `suppress` that the caller
+passes in (profiles never imports messaging): a profile later made with the same address is
+never messaged. A plain erasure adds nothing to the list. Accounts (groups) stay: others may
 belong to them. Events not on the timeline when the erasure runs (accepted but not
 processed yet, or blocked by a tracking plan) are not found: a client must stop sending
 about the person first. No `Segment Exited` or other event is emitted: nobody is left for
@@ -67,11 +67,11 @@ ProfileErasers = Sequence[ProfileEraser]
 # again this many times.
 _ATTEMPTS = 3
 # The messaging channel each address-like identity (and trait of that name) is an address
-# of, and how an erasure's suppressions read on the list (`suppressed:manual` when a send
-# is refused; the detail says why).
+# of, and how an erasure's suppressions read on the list: reason `erased` (a send to the
+# address is refused `suppressed:erased`), and no detail, which would only repeat it.
 _CHANNELS = {EMAIL: "email", PHONE: "sms"}
 _NORMALIZE = {EMAIL: normalize_email, PHONE: normalize_phone}
-SUPPRESSION_REASON, SUPPRESSION_DETAIL = "manual", "erased"
+SUPPRESSION_REASON, SUPPRESSION_DETAIL = "erased", ""
 
 
 class AddressSuppressor(Protocol):

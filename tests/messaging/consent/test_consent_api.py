@@ -213,6 +213,39 @@ async def test_suppressions_are_added_once_listed_and_removed(shop: Shop) -> Non
     assert [s["channel"] for s in left] == ["sms"]
 
 
+async def test_suppressions_are_listed_by_reason_erased_included(shop: Shop) -> None:
+    """`erased` is a reason like the others (a profile erased with `suppress=true` gives
+    it): an admin may give it by hand, as any other, and the list filters by reason."""
+    admin = shop.tenant.admin
+    made = {}
+    for address, reason in [
+        ("gone@example.com", "erased"),
+        ("bounced@example.com", "hard_bounce"),
+        ("asked@example.com", "manual"),
+    ]:
+        body = {"channel": "email", "address": address, "reason": reason}
+        added = await shop.client.post("/api/v1/suppressions", json=body, headers=admin)
+        assert added.status_code == 201, added.text
+        assert added.json()["reason"] == reason
+        made[reason] = added.json()["id"]
+    for reason, expected in [("erased", [made["erased"]]), ("manual", [made["manual"]])]:
+        listed = await shop.client.get(
+            "/api/v1/suppressions", params={"reason": reason}, headers=admin
+        )
+        assert [s["id"] for s in listed.json()["items"]] == expected, reason
+    both = await shop.client.get(
+        "/api/v1/suppressions", params={"reason": "erased", "channel": "sms"}, headers=admin
+    )
+    assert both.json()["items"] == []
+    everything = (await shop.client.get("/api/v1/suppressions", headers=admin)).json()
+    assert [s["reason"] for s in everything["items"]] == ["manual", "hard_bounce", "erased"]
+    problem(
+        await shop.client.get("/api/v1/suppressions", params={"reason": "bored"}, headers=admin),
+        422,
+        "reason",
+    )
+
+
 async def test_bad_suppressions_are_refused_naming_the_field(shop: Shop) -> None:
     admin = shop.tenant.admin
     before = await shop.counts()

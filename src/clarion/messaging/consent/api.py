@@ -24,6 +24,7 @@ from clarion.messaging.consent.schemas import (
     SuppressionCreate,
     SuppressionPage,
     SuppressionRead,
+    SuppressionReason,
     TopicCreate,
     TopicPage,
     TopicRead,
@@ -231,12 +232,18 @@ async def list_suppressions(
     caller: ManagementCaller,
     session: ReadSession,
     channel: ChannelKind | None = None,
+    reason: SuppressionReason | None = None,
     cursor: Cursor = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> SuppressionPage:
-    """The workspace's suppressed addresses, newest first."""
+    """The workspace's suppressed addresses (of one channel, of one reason), newest first."""
     items, next_cursor = await suppressions.list_suppressions(
-        session, workspace_id=caller.workspace_id, channel=channel, limit=limit, cursor=cursor
+        session,
+        workspace_id=caller.workspace_id,
+        channel=channel,
+        reason=reason,
+        limit=limit,
+        cursor=cursor,
     )
     return SuppressionPage(
         items=[SuppressionRead.model_validate(item) for item in items], next_cursor=next_cursor

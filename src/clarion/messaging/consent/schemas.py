@@ -15,7 +15,8 @@ from clarion.messaging.channels.base import ChannelKind
 DefaultState = Literal["opted_in", "opted_out"]
 SettableState = Literal["opted_in", "opted_out"]
 ConsentState = Literal["opted_in", "opted_out", "pending"]
-SuppressionReason = Literal["hard_bounce", "complaint", "manual"]
+# `erased`: a person erased with `suppress=true` (`profiles.erasure.KeepOut`).
+SuppressionReason = Literal["hard_bounce", "complaint", "manual", "erased"]
 
 DOUBLE_OPT_IN_CHANNEL = "email"
 

@@ -1,6 +1,8 @@
 """The suppression list: addresses nothing is sent to on a channel, transactional messages
 included. Delivery calls `suppress` on hard bounces and complaints; a complaint also opts
-the address's profile out of marketing on that channel (source "complaint")."""
+the address's profile out of marketing on that channel (source "complaint"). An erasure
+asked to keep the person out (`profiles.erasure.KeepOut`) suppresses their addresses with
+reason "erased"; "manual" is an admin's decision."""
 
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ from clarion.messaging.models import Suppression
 from clarion.messaging.schemas import UnprocessableInput
 from clarion.profiles import queries as profiles
 
-REASONS = ("hard_bounce", "complaint", "manual")
+REASONS = ("hard_bounce", "complaint", "manual", "erased")
 MAX_ADDRESS = 320
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+")
 _PHONE = re.compile(r"\+?[0-9]{6,20}")
@@ -139,13 +141,17 @@ async def list_suppressions(
     *,
     workspace_id: int,
     channel: str | None,
+    reason: str | None = None,
     limit: int,
     cursor: str | None,
 ) -> tuple[Sequence[Suppression], str | None]:
-    """The workspace's suppressions (of one channel), newest first, cursor-paged."""
+    """The workspace's suppressions (of one channel, of one reason), newest first,
+    cursor-paged."""
     query = select(Suppression).where(Suppression.workspace_id == workspace_id)
     if channel is not None:
         query = query.where(Suppression.channel == channel)
+    if reason is not None:
+        query = query.where(Suppression.reason == reason)
     return await id_page(
         session, query, Suppression.id, limit=limit, cursor=cursor, newest_first=True
     )

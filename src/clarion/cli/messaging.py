@@ -198,18 +198,33 @@ def apply_template(
     typer.echo(run_work(work))
 
 
+_REASONS = ", ".join(consent_suppressions.REASONS)
+
+
+def _check_reason(reason: str | None) -> None:
+    if reason is not None and reason not in consent_suppressions.REASONS:
+        raise typer.BadParameter(f"{reason!r} is not one of {_REASONS}", param_hint="--reason")
+
+
 @suppressions_app.command("list")
 def list_suppressions(
     channel: Annotated[str | None, typer.Option(help="Only this channel's.")] = None,
+    reason: Annotated[str | None, typer.Option(help=f"Only this reason's: {_REASONS}.")] = None,
     workspace: WorkspaceOption = workspaces.DEFAULT_WORKSPACE_SLUG,
 ) -> None:
     """List suppressed addresses, newest first: id, channel, address, reason, since."""
+    _check_reason(reason)
     settings = get_settings()
 
     async def work() -> list[str]:
         async with workspace_session(settings, workspace) as (session, found):
             items, _ = await consent_suppressions.list_suppressions(
-                session, workspace_id=found.id, channel=channel, limit=100_000, cursor=None
+                session,
+                workspace_id=found.id,
+                channel=channel,
+                reason=reason,
+                limit=100_000,
+                cursor=None,
             )
             return [
                 f"{s.id}\t{s.channel}\t{s.address}\t{s.reason}\t{s.created_at:%Y-%m-%d %H:%M}"
@@ -225,9 +240,12 @@ def add_suppression(
     channel: Annotated[str, typer.Argument(help="email, sms, push, inbox or webhook.")],
     address: Annotated[str, typer.Argument(help="The address nothing may be sent to.")],
     detail: Annotated[str, typer.Option(help="Why, for the record.")] = "",
+    reason: Annotated[str, typer.Option(help=f"One of {_REASONS}.")] = "manual",
     workspace: WorkspaceOption = workspaces.DEFAULT_WORKSPACE_SLUG,
 ) -> None:
-    """Suppress an address (reason: manual); nothing is sent to it, transactional included."""
+    """Suppress an address (reason: manual unless told); nothing is sent to it,
+    transactional included."""
+    _check_reason(reason)
     settings = get_settings()
 
     async def work() -> bool:
@@ -237,7 +255,7 @@ def add_suppression(
                 workspace_id=found.id,
                 channel=channel,
                 address=address,
-                reason="manual",
+                reason=reason,
                 detail=detail,
                 now=SystemClock().now(),
             )

@@ -20,6 +20,16 @@ def test_suppressions_and_consent_from_the_command_line(clarion: CliRunner, tmp_
     assert line.split("\t")[1:4] == ["email", "ann@example.org", "manual"]
     bad = run_cli(clarion, "suppressions", "add", "fax", "123", code=1)
     assert "error:" in bad.output
+    run_cli(clarion, "suppressions", "add", "sms", "+4722334455", "--reason", "complaint")
+    complaints = run_cli(clarion, "suppressions", "list", "--reason", "complaint").output
+    [complained] = complaints.splitlines()
+    assert complained.split("\t")[1:4] == ["sms", "+4722334455", "complaint"]
+    [manual] = run_cli(clarion, "suppressions", "list", "--reason", "manual").output.splitlines()
+    assert manual.split("\t")[2] == "ann@example.org"
+    for command in (["add", "email", "b@example.org"], ["list"]):
+        refused = run_cli(clarion, "suppressions", *command, "--reason", "whim", code=2)
+        assert "--reason" in refused.output
+    run_cli(clarion, "suppressions", "remove", "sms", "+4722334455")
     assert run_cli(
         clarion, "suppressions", "remove", "email", "ann@example.org"
     ).output.strip() == ("removed")

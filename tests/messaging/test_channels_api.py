@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -520,7 +521,8 @@ async def test_a_bounce_mail_for_a_channel_that_is_not_email_is_a_422_naming_it(
 ) -> None:
     """A bounce handed to another kind's channel is a well-formed request naming the wrong
     channel: 422 naming `channel_id`, as messaging's other refusals (it was a 400). An
-    empty body stays a 400 naming `body`; a mail that is no report moves nothing."""
+    empty body stays a 400 naming `body` (one over 1 MB is a 413); a mail that is no report
+    moves nothing."""
     for body in (sms_body(), {"name": "App", "kind": "inbox"}):
         channel = await create(client, tenant, body)
         url = f"/api/v1/channels/{channel['id']}/bounces"
@@ -537,6 +539,14 @@ async def test_a_bounce_mail_for_a_channel_that_is_not_email_is_a_422_naming_it(
     problem(await client.post(url, content=b"", headers=tenant.admin), 400, "body")
     unread = await client.post(url, content=b"\xff\xfe not a mail", headers=tenant.admin)
     assert (unread.status_code, unread.json()) == (200, {"status": None})
+    whole = await client.post(url, content=b"x" * 1_000_000, headers=tenant.admin)
+    assert whole.status_code == 200, whole.text  # at the limit
+
+    async def chunks() -> AsyncIterator[bytes]:  # streamed: read no further than the limit
+        for _ in range(3):
+            yield b"x" * 400_001
+
+    problem(await client.post(url, content=chunks(), headers=tenant.admin), 413, "body")
 
 
 async def test_the_openapi_document_says_what_an_inbox_test_send_is_to(

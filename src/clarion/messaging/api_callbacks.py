@@ -8,7 +8,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response, status
 
 from clarion.core.deps import AppClock, RowId, WriteSession
-from clarion.core.errors import FieldError, Forbidden, InvalidInput, NotFound
+from clarion.core.errors import FieldError, Forbidden, InvalidInput, NotFound, PayloadTooLarge
 from clarion.core.routing import StrictJSONRoute
 from clarion.messaging import callbacks, channel_config
 from clarion.messaging.api import app_vault
@@ -60,7 +60,7 @@ async def report_bounce(
     """Hand over a bounce (RFC 3464) or complaint (RFC 5965) mail, raw, as received for the
     channel's sender; the status it gave its message (null: none moved, or not a report).
     422 naming `channel_id` for a channel that is not email, 400 naming `body` for an empty
-    (or over 1 MB) body."""
+    body, 413 for one over 1 MB (read no further)."""
     channel = await channel_config.get_channel_or_raise(
         session, workspace_id=caller.workspace_id, channel_id=channel_id
     )
@@ -69,12 +69,26 @@ async def report_bounce(
         raise UnprocessableInput(
             "Bounce mails are for email channels.", errors=[FieldError("channel_id", reason)]
         )
-    raw = await request.body()
-    if not raw or len(raw) > MAX_BOUNCE_BYTES:
-        raise InvalidInput(
-            "Send the bounce mail as the body (at most 1 MB).",
-            errors=[FieldError("body", "empty or too large")],
-        )
+    raw = await _bounce_mail(request)
     moved = await callbacks.apply_bounce_mail(session, channel=channel, raw=raw, now=clock.now())
     await session.commit()
     return {"status": moved}
+
+
+async def _bounce_mail(request: Request) -> bytes:
+    """The request's body, read only up to `MAX_BOUNCE_BYTES`: InvalidInput naming `body`
+    when it is empty, PayloadTooLarge when it is longer."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BOUNCE_BYTES:
+            raise PayloadTooLarge(
+                "A bounce mail is at most 1 MB.", errors=[FieldError("body", "over 1 MB")]
+            )
+        chunks.append(chunk)
+    if not size:
+        raise InvalidInput(
+            "Send the bounce mail as the body.", errors=[FieldError("body", "empty")]
+        )
+    return b"".join(chunks)

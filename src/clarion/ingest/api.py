@@ -164,12 +164,12 @@ def _shared(fields: dict[str, msgspec.Raw]) -> service.Shared:
             documents[name] = _OBJECT.decode(fields[name]) if name in fields else None
         except msgspec.ValidationError as exc:
             # msgspec refuses a number past a double's range as a validation error too.
-            reason = (
+            wrong = (
                 "holds a number beyond a double's range (about 1.8e308)"
                 if str(exc).startswith("Number out of range")
                 else "must be an object"
             )
-            raise InvalidInput(f"`{name}` {reason}.", errors=[FieldError(name, reason)]) from exc
+            raise InvalidInput(f"`{name}` {wrong}.", errors=[FieldError(name, wrong)]) from exc
         # Layered over each message's own (as JSON text again): refused as a message's are.
         reason = service.unstorable(fields[name]) if documents[name] else None
         if reason:

@@ -118,6 +118,13 @@ async def send_campaign(
     )
     service.require_state(campaign, "send")
     instant, local_date, local_time = _schedule(request, now)
+    await service.hold_references(
+        session,
+        workspace_id=workspace_id,
+        audience=campaign.audience,
+        template_id=campaign.template_id,
+        channel_id=campaign.channel_id,
+    )
     template = await service.usable_template(session, workspace_id, campaign.template_id)
     await audiences.require_sendable(session, workspace_id=workspace_id, audience=campaign.audience)
     await channels.require_sending_channel(

@@ -31,9 +31,11 @@ from clarion.campaigns.schemas import CampaignCreate, CampaignUpdate
 from clarion.core import errors
 from clarion.core.errors import Conflict, FieldError, InvalidInput, NotFound
 from clarion.core.pagination import decode_cursor, encode_cursor, id_page
+from clarion.messaging import channel_config
 from clarion.messaging import templates as message_templates
 from clarion.messaging.models import MessageTemplate
 from clarion.messaging.schemas import UnprocessableInput
+from clarion.segments import service as segments
 
 # Which states each action may start from.
 ALLOWED: dict[str, frozenset[str]] = {
@@ -80,6 +82,33 @@ async def usable_template(
             error.detail, errors=[FieldError("template_id", "the template is archived")]
         ) from error
     return template
+
+
+async def hold_references(
+    session: AsyncSession,
+    *,
+    workspace_id: int,
+    audience: dict[str, Any],
+    template_id: int,
+    channel_id: int | None,
+) -> None:
+    """Hold (on PostgreSQL, until the transaction ends) what a campaign about to be
+    scheduled or sent takes: its audience's segment, its template and its channel (as
+    `campaigns_using_*` read them), before they are checked. A delete (archive) of one
+    either waits for this transaction and then sees the campaign (409), or goes first and
+    the check finds it gone. After the campaign row, always in this order."""
+    segment_id = audience.get("segment_id") if audience.get("type") == audiences.SEGMENT else None
+    await segments.hold_segments(
+        session,
+        workspace_id=workspace_id,
+        segment_ids=[segment_id] if isinstance(segment_id, int) else [],
+    )
+    await message_templates.hold_templates(
+        session, workspace_id=workspace_id, template_ids=[template_id]
+    )
+    await channel_config.hold_channels(
+        session, workspace_id=workspace_id, channel_ids=[] if channel_id is None else [channel_id]
+    )
 
 
 def _goal(campaign: Campaign, goal: Any) -> None:
@@ -185,6 +214,15 @@ async def update_campaign(
     )
     require_state(campaign, "edit")
     given = body.model_fields_set
+    audience = None if body.audience is None else body.audience.model_dump(mode="json")
+    if campaign.state == "scheduled":  # a draft holds nothing: nothing to hold for it
+        await hold_references(
+            session,
+            workspace_id=workspace_id,
+            audience=campaign.audience if audience is None else audience,
+            template_id=body.template_id or campaign.template_id,
+            channel_id=body.channel_id if "channel_id" in given else campaign.channel_id,
+        )
     # The schema refuses null for what cannot be removed: None is "left out" below.
     if body.template_id is not None:
         template = await usable_template(session, workspace_id, body.template_id)
@@ -202,8 +240,7 @@ async def update_campaign(
             channel_id=campaign.channel_id,
             kind=campaign.channel,
         )
-    if body.audience is not None:
-        audience = body.audience.model_dump(mode="json")
+    if audience is not None:
         await audiences.check(session, workspace_id=workspace_id, audience=audience)
         if campaign.state == "scheduled" and audience["type"] == audiences.LIST:
             # As sending checks it. A segment is left to its launch: empty now, it may fill.

@@ -14,7 +14,7 @@ Conflict naming `state`.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -185,16 +185,50 @@ def _actions(graph: dict[str, Any]) -> list[dict[str, Any]]:
 
 def _names_segment(document: Any, segment_id: int) -> bool:
     """Whether a graph, anywhere in it, names the segment (`"segment_id": N`)."""
+    return segment_id in _segment_ids(document)
+
+
+async def _hold_references(session: AsyncSession, workspace_id: int, graph: Any) -> None:
+    """Hold (on PostgreSQL, until the transaction ends) the segments, templates and
+    channels the graph names, as `journeys_using_*` read them, before they are checked: a
+    delete or archive of one of them either waits for this publish and then sees the
+    journey (409), or goes first and the check finds it gone. Always in this order, each
+    in id order, so that publishes and deletes take them alike."""
+    if not isinstance(graph, dict):
+        return
+    actions = _actions(graph)
+    alerts = graph.get("alerts")
+    alerts_to = alerts.get("channel_id") if isinstance(alerts, dict) else None
+    await segments.hold_segments(
+        session, workspace_id=workspace_id, segment_ids=_segment_ids(graph)
+    )
+    await message_templates.hold_templates(
+        session, workspace_id=workspace_id, template_ids=_ids(a.get("template_id") for a in actions)
+    )
+    await channel_config.hold_channels(
+        session,
+        workspace_id=workspace_id,
+        channel_ids=_ids([alerts_to, *(a.get("channel_id") for a in actions)]),
+    )
+
+
+def _ids(values: Iterable[Any]) -> set[int]:
+    """The integers among `values` (what a valid graph names things by)."""
+    return {v for v in values if isinstance(v, int) and not isinstance(v, bool)}
+
+
+def _segment_ids(document: Any) -> set[int]:
+    """Every `"segment_id": N` anywhere in a graph."""
+    found: list[Any] = []
     pending = [document]
     while pending:
         value = pending.pop()
         if isinstance(value, dict):
-            if value.get("segment_id") == segment_id:
-                return True
+            found.append(value.get("segment_id"))
             pending.extend(value.values())
         elif isinstance(value, list):
             pending.extend(value)
-    return False
+    return _ids(found)
 
 
 async def references(session: AsyncSession, *, workspace_id: int) -> References:
@@ -276,6 +310,7 @@ async def publish_journey(
         session, workspace_id=workspace_id, journey_id=journey_id, lock=True
     )
     require_state(journey, "publish")
+    await _hold_references(session, workspace_id, journey.draft)
     plan = await check_graph(session, workspace_id=workspace_id, graph=journey.draft)
     last = await session.scalar(
         select(func.max(JourneyVersion.number)).where(JourneyVersion.journey_id == journey.id)

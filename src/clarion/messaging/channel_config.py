@@ -15,7 +15,7 @@ retried: they never go through another channel instead.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -273,6 +273,26 @@ async def channel_kinds(session: AsyncSession, *, workspace_id: int) -> dict[int
     return {int(channel_id): str(kind) for channel_id, kind in rows}
 
 
+async def hold_channels(
+    session: AsyncSession, *, workspace_id: int, channel_ids: Iterable[int]
+) -> None:
+    """On PostgreSQL, hold those of the workspace's channels among `channel_ids` until the
+    transaction ends (`FOR KEY SHARE`, in id order): what starts sending through a channel
+    (a journey published, a campaign sent) takes this before it checks that the channel
+    exists, so a delete of it either waits and then sees that use (409), or goes first and
+    the check finds the channel gone. An edit that keeps the name (a key, unique) neither
+    waits for it nor holds it up. SQLite has one writer at a time: nothing to hold there."""
+    ids = sorted(set(channel_ids))
+    if not ids or session.get_bind().dialect.name != "postgresql":
+        return
+    await session.execute(
+        select(MessagingChannel.id)
+        .where(MessagingChannel.workspace_id == workspace_id, MessagingChannel.id.in_(ids))
+        .order_by(MessagingChannel.id)
+        .with_for_update(read=True, key_share=True)
+    )
+
+
 # What outside messaging still sends through a channel (campaigns yet to send, live
 # journeys), as the names a marketer knows them by: ["campaign 3 (Spring sale)"]. Domains
 # downstream of messaging provide these; `app.py` passes them in.
@@ -295,7 +315,9 @@ async def delete_channel(
     channel instead, they would come from a sender nobody chose. Flushes only."""
     # Locked first, on PostgreSQL: a message being queued through the channel holds it
     # until its transaction ends, so the messages failed below include it, and one queued
-    # after waits for this delete and then fails on its foreign key instead.
+    # after waits for this delete and then fails on its foreign key instead. So does what
+    # is starting to send through it (`hold_channels`): the check below sees that use, and
+    # one starting after waits for this delete and then finds the channel gone.
     row = await get_channel_or_raise(
         session, workspace_id=workspace_id, channel_id=channel_id, lock=True
     )

@@ -11,7 +11,7 @@ cannot be archived (`TemplateUsers`).
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -197,14 +197,18 @@ async def _flush_named(session: AsyncSession, name: str) -> None:
 
 
 async def get_template_or_raise(
-    session: AsyncSession, *, workspace_id: int, template_id: int
+    session: AsyncSession, *, workspace_id: int, template_id: int, lock: bool = False
 ) -> MessageTemplate:
-    """The workspace's template, archived or not; NotFound otherwise."""
-    template = await session.scalar(
-        select(MessageTemplate).where(
-            MessageTemplate.workspace_id == workspace_id, MessageTemplate.id == template_id
-        )
+    """The workspace's template, archived or not (with `lock`, read anew and row-locked on
+    PostgreSQL); NotFound otherwise."""
+    query = select(MessageTemplate).where(
+        MessageTemplate.workspace_id == workspace_id, MessageTemplate.id == template_id
     )
+    if lock:
+        query = query.execution_options(populate_existing=True)
+        if session.get_bind().dialect.name == "postgresql":
+            query = query.with_for_update()
+    template = await session.scalar(query)
     if template is None:
         raise NotFound(f"No template {template_id} in this workspace.")
     return template
@@ -251,6 +255,26 @@ async def live_template_channels(session: AsyncSession, *, workspace_id: int) ->
     return {int(template_id): str(channel) for template_id, channel in rows}
 
 
+async def hold_templates(
+    session: AsyncSession, *, workspace_id: int, template_ids: Iterable[int]
+) -> None:
+    """On PostgreSQL, hold those of the workspace's templates among `template_ids` until
+    the transaction ends (`FOR KEY SHARE`, in id order): what starts sending a template (a
+    journey published, a campaign sent) takes this before it checks that the template is
+    not archived, so archiving it either waits and then sees that use (409), or goes first
+    and the check finds it archived. An edit that keeps the name (a key, unique) neither
+    waits for it nor holds it up. SQLite has one writer at a time: nothing to hold there."""
+    ids = sorted(set(template_ids))
+    if not ids or session.get_bind().dialect.name != "postgresql":
+        return
+    await session.execute(
+        select(MessageTemplate.id)
+        .where(MessageTemplate.workspace_id == workspace_id, MessageTemplate.id.in_(ids))
+        .order_by(MessageTemplate.id)
+        .with_for_update(read=True, key_share=True)
+    )
+
+
 # What outside messaging has yet to send a template with (campaigns yet to launch, live
 # journeys), as the names a marketer knows them by: ["campaign 3 (Spring sale)"]. Domains
 # downstream of messaging provide these; `app.py` passes them in.
@@ -268,8 +292,11 @@ async def archive_template(
     """Archive the template (once; archiving again changes nothing): it stays readable with
     its versions and is refused for new sends; Conflict while any of `users` has yet to
     send it. Flushes only."""
+    # Locked first, on PostgreSQL: what is starting to send the template holds it (see
+    # `hold_templates`) until its transaction ends, so the check below sees that use, and
+    # one starting after waits for this archive and then finds the template archived.
     template = await get_template_or_raise(
-        session, workspace_id=workspace_id, template_id=template_id
+        session, workspace_id=workspace_id, template_id=template_id, lock=True
     )
     if template.archived_at is None:
         needing = [

@@ -8,7 +8,7 @@ from __future__ import annotations
 import csv
 import io
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -202,12 +202,14 @@ async def _flush_named(session: AsyncSession, name: str) -> None:
 
 
 async def get_segment_or_raise(
-    session: AsyncSession, *, workspace_id: int, segment_id: int
+    session: AsyncSession, *, workspace_id: int, segment_id: int, lock: bool = False
 ) -> Segment:
-    """The workspace's segment; NotFound otherwise."""
-    segment = await session.scalar(
-        select(Segment).where(Segment.workspace_id == workspace_id, Segment.id == segment_id)
-    )
+    """The workspace's segment (with `lock`, row-locked on PostgreSQL); NotFound
+    otherwise."""
+    query = select(Segment).where(Segment.workspace_id == workspace_id, Segment.id == segment_id)
+    if lock and session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update()
+    segment = await session.scalar(query)
     if segment is None:
         raise NotFound(f"No segment {segment_id} in this workspace.")
     return segment
@@ -303,7 +305,10 @@ async def delete_segment(
 ) -> None:
     """Delete the segment with its members and history; Conflict while another segment's
     rule refers to it or any of `users` still needs it."""
-    await get_segment_or_raise(session, workspace_id=workspace_id, segment_id=segment_id)
+    # Locked first, on PostgreSQL: what is starting to use the segment holds it (see
+    # `hold_segments`) until its transaction ends, so the checks below see that use, and
+    # one starting after waits for this delete and then finds the segment gone.
+    await get_segment_or_raise(session, workspace_id=workspace_id, segment_id=segment_id, lock=True)
     referrers = _referrers(await _rules_by_id(session, workspace_id), segment_id)
     if referrers:
         raise Conflict(f"Segments {', '.join(map(str, referrers))} refer to this segment.")
@@ -312,6 +317,27 @@ async def delete_segment(
         raise Conflict(f"This segment is in use by {', '.join(needing)}.")
     await session.execute(
         delete(Segment).where(Segment.workspace_id == workspace_id, Segment.id == segment_id)
+    )
+
+
+async def hold_segments(
+    session: AsyncSession, *, workspace_id: int, segment_ids: Iterable[int]
+) -> None:
+    """On PostgreSQL, hold those of the workspace's segments among `segment_ids` until the
+    transaction ends (`FOR KEY SHARE`, in id order): what starts using a segment (a journey
+    published, a campaign sent) takes this before it checks that the segment exists, so a
+    delete of it either waits and then sees that use (409), or goes first and the check
+    finds the segment gone. A recompute or an edit that keeps the name (a key, unique)
+    neither waits for it nor holds it up. SQLite has one writer at a time: nothing to hold
+    there."""
+    ids = sorted(set(segment_ids))
+    if not ids or session.get_bind().dialect.name != "postgresql":
+        return
+    await session.execute(
+        select(Segment.id)
+        .where(Segment.workspace_id == workspace_id, Segment.id.in_(ids))
+        .order_by(Segment.id)
+        .with_for_update(read=True, key_share=True)
     )
 
 

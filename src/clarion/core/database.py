@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -29,6 +29,7 @@ from sqlalchemy import (
     MetaData,
     SQLColumnExpression,
     event,
+    select,
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
@@ -136,6 +137,26 @@ def unindexed(column: SQLColumnExpression[int]) -> ColumnElement[int]:
     PostgreSQL took `workspace_id = ? AND id IN (...)` for a read of every row of the
     workspace through an index led by `workspace_id`."""
     return column + 0
+
+
+async def hold_rows(
+    session: AsyncSession, table: Any, *, workspace_id: int, ids: Iterable[int]
+) -> None:
+    """On PostgreSQL, hold the workspace's rows of `table` (a model with `id` and
+    `workspace_id`) among `ids` until the transaction ends (`FOR KEY SHARE`, in id order),
+    against a delete or an archive that locks the row `FOR UPDATE` first: what starts using
+    them (a journey published, a campaign sent) takes this before it checks them, so one of
+    the two waits for the other and then sees it. An edit that keeps the row's keys neither
+    waits for it nor holds it up. SQLite has one writer at a time: nothing to hold there."""
+    wanted = sorted(set(ids))
+    if not wanted or session.get_bind().dialect.name != "postgresql":
+        return
+    await session.execute(
+        select(table.id)
+        .where(table.workspace_id == workspace_id, table.id.in_(wanted))
+        .order_by(table.id)
+        .with_for_update(read=True, key_share=True)
+    )
 
 
 def _json_dumps(value: Any) -> str:

@@ -24,6 +24,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from clarion.core.crypto import UnreadableSecret, Vault
+from clarion.core.database import hold_rows
 from clarion.core.errors import Conflict, FieldError, NotFound
 from clarion.core.outbound import PUBLIC_ONLY, Policy
 from clarion.core.pagination import id_page
@@ -276,21 +277,10 @@ async def channel_kinds(session: AsyncSession, *, workspace_id: int) -> dict[int
 async def hold_channels(
     session: AsyncSession, *, workspace_id: int, channel_ids: Iterable[int]
 ) -> None:
-    """On PostgreSQL, hold those of the workspace's channels among `channel_ids` until the
-    transaction ends (`FOR KEY SHARE`, in id order): what starts sending through a channel
-    (a journey published, a campaign sent) takes this before it checks that the channel
-    exists, so a delete of it either waits and then sees that use (409), or goes first and
-    the check finds the channel gone. An edit that keeps the name (a key, unique) neither
-    waits for it nor holds it up. SQLite has one writer at a time: nothing to hold there."""
-    ids = sorted(set(channel_ids))
-    if not ids or session.get_bind().dialect.name != "postgresql":
-        return
-    await session.execute(
-        select(MessagingChannel.id)
-        .where(MessagingChannel.workspace_id == workspace_id, MessagingChannel.id.in_(ids))
-        .order_by(MessagingChannel.id)
-        .with_for_update(read=True, key_share=True)
-    )
+    """Hold the workspace's channels among `channel_ids` against their deletion until the
+    transaction ends (`core.database.hold_rows`): what starts using one takes this before it
+    checks it."""
+    await hold_rows(session, MessagingChannel, workspace_id=workspace_id, ids=channel_ids)
 
 
 # What outside messaging still sends through a channel (campaigns yet to send, live

@@ -20,6 +20,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from clarion.core.database import hold_rows
 from clarion.core.errors import Conflict, FieldError, NotFound
 from clarion.core.pagination import decode_id_cursor, encode_cursor, id_page
 from clarion.messaging.channels.base import ChannelKind
@@ -258,21 +259,10 @@ async def live_template_channels(session: AsyncSession, *, workspace_id: int) ->
 async def hold_templates(
     session: AsyncSession, *, workspace_id: int, template_ids: Iterable[int]
 ) -> None:
-    """On PostgreSQL, hold those of the workspace's templates among `template_ids` until
-    the transaction ends (`FOR KEY SHARE`, in id order): what starts sending a template (a
-    journey published, a campaign sent) takes this before it checks that the template is
-    not archived, so archiving it either waits and then sees that use (409), or goes first
-    and the check finds it archived. An edit that keeps the name (a key, unique) neither
-    waits for it nor holds it up. SQLite has one writer at a time: nothing to hold there."""
-    ids = sorted(set(template_ids))
-    if not ids or session.get_bind().dialect.name != "postgresql":
-        return
-    await session.execute(
-        select(MessageTemplate.id)
-        .where(MessageTemplate.workspace_id == workspace_id, MessageTemplate.id.in_(ids))
-        .order_by(MessageTemplate.id)
-        .with_for_update(read=True, key_share=True)
-    )
+    """Hold the workspace's templates among `template_ids` against their deletion until the
+    transaction ends (`core.database.hold_rows`): what starts using one takes this before it
+    checks it."""
+    await hold_rows(session, MessageTemplate, workspace_id=workspace_id, ids=template_ids)
 
 
 # What outside messaging has yet to send a template with (campaigns yet to launch, live

@@ -17,7 +17,7 @@ from sqlalchemy import delete, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from clarion.core.database import Database
+from clarion.core.database import Database, hold_rows
 from clarion.core.errors import Conflict, FieldError, InvalidInput, NotFound
 from clarion.core.pagination import decode_cursor, decode_id_cursor, encode_cursor, id_page
 from clarion.core.spreadsheets import guarded_cell
@@ -323,22 +323,10 @@ async def delete_segment(
 async def hold_segments(
     session: AsyncSession, *, workspace_id: int, segment_ids: Iterable[int]
 ) -> None:
-    """On PostgreSQL, hold those of the workspace's segments among `segment_ids` until the
-    transaction ends (`FOR KEY SHARE`, in id order): what starts using a segment (a journey
-    published, a campaign sent) takes this before it checks that the segment exists, so a
-    delete of it either waits and then sees that use (409), or goes first and the check
-    finds the segment gone. A recompute or an edit that keeps the name (a key, unique)
-    neither waits for it nor holds it up. SQLite has one writer at a time: nothing to hold
-    there."""
-    ids = sorted(set(segment_ids))
-    if not ids or session.get_bind().dialect.name != "postgresql":
-        return
-    await session.execute(
-        select(Segment.id)
-        .where(Segment.workspace_id == workspace_id, Segment.id.in_(ids))
-        .order_by(Segment.id)
-        .with_for_update(read=True, key_share=True)
-    )
+    """Hold the workspace's segments among `segment_ids` against their deletion until the
+    transaction ends (`core.database.hold_rows`): what starts using one takes this before it
+    checks it."""
+    await hold_rows(session, Segment, workspace_id=workspace_id, ids=segment_ids)
 
 
 async def list_segments(

@@ -57,10 +57,18 @@ def _nodes(document: Any, path: str = "rule") -> Iterator[tuple[str, dict[str, A
 
 
 async def check_rule(
-    session: AsyncSession, *, workspace_id: int, raw: Any, segment_id: int | None = None
+    session: AsyncSession,
+    *,
+    workspace_id: int,
+    raw: Any,
+    segment_id: int | None = None,
+    hold: bool = False,
 ) -> CheckedRule:
     """The rule `raw` describes, checked against the workspace: referenced segments exist
-    and form no cycle (InvalidInput naming the node); names not seen yet are warnings."""
+    and form no cycle (InvalidInput naming the node); names not seen yet are warnings. With
+    `hold` (a rule about to be saved), the referenced segments are held first
+    (`hold_segments`): a delete of one either waits and then sees this segment naming it,
+    or goes first and the check finds it gone."""
     try:
         rule = parse_rule(raw)
     except RuleError as error:
@@ -68,6 +76,12 @@ async def check_rule(
     document = rule_nodes.to_json(rule)
     errors: list[FieldError] = []
     references = [(path, node) for path, node in _nodes(document) if node["type"] == "segment"]
+    if hold:
+        await hold_segments(
+            session,
+            workspace_id=workspace_id,
+            segment_ids=[node["segment_id"] for _, node in references],
+        )
     rules = await _rules_by_id(session, workspace_id) if references else {}
     for path, node in references:
         referenced = node["segment_id"]
@@ -173,7 +187,7 @@ async def create_segment(
     template: str | None = None,
 ) -> tuple[Segment, list[FieldError]]:
     """A new segment and its rule's warnings; Conflict when the name is taken."""
-    checked = await check_rule(session, workspace_id=workspace_id, raw=raw_rule)
+    checked = await check_rule(session, workspace_id=workspace_id, raw=raw_rule, hold=True)
     segment = Segment(
         workspace_id=workspace_id,
         name=name,
@@ -233,7 +247,7 @@ async def update_segment(
     rebaselined: list[Segment] = []
     if raw_rule is not None:
         checked = await check_rule(
-            session, workspace_id=workspace_id, raw=raw_rule, segment_id=segment_id
+            session, workspace_id=workspace_id, raw=raw_rule, segment_id=segment_id, hold=True
         )
         if checked.document != segment.rule:
             segment.rule = checked.document

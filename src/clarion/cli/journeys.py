@@ -15,6 +15,7 @@ from clarion.core.clock import SystemClock
 from clarion.core.errors import NotFound
 from clarion.core.settings import get_settings
 from clarion.journeys import alerts as journey_alerts
+from clarion.journeys import monitoring
 from clarion.journeys import service as journeys
 from clarion.journeys.schemas import JourneyCreate
 from clarion.messaging.schemas import field_errors
@@ -154,7 +155,7 @@ def _run_command(name: str, skip: bool) -> None:
                 database.write_session() as session,
             ):
                 found = await workspaces.get_workspace_by_slug_or_raise(session, slug=workspace)
-                run = await journeys.retry_or_skip_run(
+                run = await monitoring.retry_or_skip_run(
                     session, workspace_id=found.id, journey_id=journey_id, run_id=run_id,
                     skip=skip, now=now,
                 )  # fmt: skip
@@ -219,7 +220,7 @@ def list_journey_runs(
 
     async def work() -> list[str]:
         async with workspace_session(settings, workspace) as (session, found):
-            page, _ = await journeys.list_runs(
+            page, _ = await monitoring.list_runs(
                 session, workspace_id=found.id, journey_id=journey_id, state=state,
                 limit=10_000, cursor=None,
             )  # fmt: skip

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Query, Request, status
 
 from clarion.core.deps import AppClock, ReadSession, RowId, WriteSession
 from clarion.core.routing import StrictJSONRoute
-from clarion.journeys import alerts, service
+from clarion.journeys import alerts, monitoring, service
 from clarion.journeys import simulate as simulation
 from clarion.journeys.compiler import InvalidJourney
 from clarion.journeys.ready_made import READY_MADE, ready_made_draft
@@ -263,7 +263,7 @@ async def list_runs(
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> RunPage:
     """The journey's runs, newest first (in one state, at one node when given)."""
-    items, next_cursor = await service.list_runs(
+    items, next_cursor = await monitoring.list_runs(
         session, workspace_id=caller.workspace_id, journey_id=journey_id, state=state,
         node=node, limit=limit, cursor=cursor,
     )  # fmt: skip
@@ -275,7 +275,7 @@ async def read_run(
     journey_id: RowId, run_id: RowId, caller: ManagementCaller, session: ReadSession
 ) -> RunDetail:
     """One run with every move it made, oldest first."""
-    run, moves = await service.get_run_or_raise(
+    run, moves = await monitoring.get_run_or_raise(
         session, workspace_id=caller.workspace_id, journey_id=journey_id, run_id=run_id
     )
     return RunDetail(
@@ -294,7 +294,7 @@ async def journey_stats(
     """Per version (only `version` when given; 404 for one never published) and node: its
     runs that reached the node (a funnel from the trigger down) and runs there now by
     state."""
-    return await service.journey_stats(
+    return await monitoring.journey_stats(
         session, workspace_id=caller.workspace_id, journey_id=journey_id, version=version
     )
 
@@ -312,7 +312,7 @@ async def node_timing(
     over the runs of every version (only `version`'s when given; 404 for one never
     published); 404 naming `from_node` / `to_node` for a node the journey (that version)
     lacks."""
-    return await service.node_timing(
+    return await monitoring.node_timing(
         session, workspace_id=caller.workspace_id, journey_id=journey_id,
         from_node=from_node, to_node=to_node, version=version,
     )  # fmt: skip
@@ -345,7 +345,7 @@ async def profile_journeys(
 ) -> list[RunRead]:
     """A profile's journey history: its runs, newest first; a merged-away id answers the
     profile it was merged into, 404 for a profile the workspace lacks."""
-    items, _ = await service.list_runs(
+    items, _ = await monitoring.list_runs(
         session, workspace_id=caller.workspace_id, profile_id=profile_id, limit=1_000,
         cursor=None,
     )  # fmt: skip
@@ -390,7 +390,7 @@ async def _take_up(
     journey_id: int, run_id: int, caller: ManagementCaller, session: WriteSession,
     clock: AppClock, *, skip: bool,
 ) -> RunRead:  # fmt: skip
-    run = await service.retry_or_skip_run(
+    run = await monitoring.retry_or_skip_run(
         session, workspace_id=caller.workspace_id, journey_id=journey_id, run_id=run_id,
         skip=skip, now=clock.now(),
     )  # fmt: skip

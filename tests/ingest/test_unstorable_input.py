@@ -12,6 +12,7 @@ import orjson
 import pytest
 
 from clarion.ingest.messages import MAX_DEPTH
+from clarion.ingest.service import unstorable
 from clarion.profiles.transfer import MAX_JSON_DEPTH
 from tests.conftest import Tenant, problem
 
@@ -249,3 +250,9 @@ async def test_documents_nested_to_the_limit_are_kept(
     assert response.status_code == 200, response.text
     [event] = await events_of(client, tenant)
     assert event["traits"] == orjson.loads(deep)
+
+
+def test_a_document_deeper_than_the_stack_is_said_too_deep_not_raised() -> None:
+    # The message's first read may pass a depth that a deeper call stack then cannot read
+    # again: a RecursionError there was a 500.
+    assert unstorable(b"[" * 5_000 + b"]" * 5_000) == f"nested more than {MAX_DEPTH} levels deep"

@@ -171,7 +171,8 @@ def _shared(fields: dict[str, msgspec.Raw]) -> service.Shared:
             )
             raise InvalidInput(f"`{name}` {wrong}.", errors=[FieldError(name, wrong)]) from exc
         # Layered over each message's own (as JSON text again): refused as a message's are.
-        reason = service.unstorable(fields[name]) if documents[name] else None
+        raw = fields.get(name)
+        reason = service.unstorable(raw) if raw and service.may_be_unstorable(raw) else None
         if reason:
             raise InvalidInput(f"`{name}` {reason}.", errors=[FieldError(name, reason)])
     try:

@@ -150,8 +150,7 @@ def parse_message(raw: bytes | msgspec.Raw, *, forced_type: EventType | None = N
         if "number" not in exc.msg:  # msgspec lets bytes that are not UTF-8 through in Raw
             raise malformed_rejection(data, exc) from exc
         _refuse_infinite_numbers(fields)
-    shape = data.translate(_SHAPE)
-    if _DIGIT_RUN in shape or shape.count(b"{") > MAX_DEPTH + 1:  # else neither can be
+    if may_be_unstorable(data, enclosing=1):  # the fields are inside the message
         _refuse_unstorable(fields)
     kind = _kind(fields.get("type"), forced_type)
     if kind == "identify" and isinstance(whole, dict):
@@ -187,12 +186,23 @@ def _refuse_unstorable(fields: dict[str, msgspec.Raw]) -> None:
             raise Rejected(name, reason)
 
 
+def may_be_unstorable(document: bytes | msgspec.Raw, *, enclosing: int = 0) -> bool:
+    """Whether `unstorable` could find fault with the JSON text, or with a value inside it
+    `enclosing` levels down (one C pass, ~1 ns a byte): an integer past 64 bits needs a
+    run of 19 digits, nesting past `MAX_DEPTH` as many opening brackets."""
+    shape = bytes(document).translate(_SHAPE)
+    return _DIGIT_RUN in shape or shape.count(b"{") > MAX_DEPTH + enclosing
+
+
 def unstorable(document: bytes | msgspec.Raw) -> str | None:
     """Why a finite JSON value could not be kept as sent: it holds an integer past 64 bits
     (orjson reads it back as a rounded float; the admin API and profile import refuse it) or
     nests deeper than `MAX_DEPTH` levels (profile import refuses it). None when it can."""
-    # msgspec reads integers of any size exactly.
-    pending: list[tuple[Any, int]] = [(msgspec.json.decode(document), 1)]
+    try:
+        # msgspec reads integers of any size exactly.
+        pending: list[tuple[Any, int]] = [(msgspec.json.decode(document), 1)]
+    except RecursionError:  # deeper than this stack allows: far past MAX_DEPTH
+        return f"nested more than {MAX_DEPTH} levels deep"
     while pending:
         item, depth = pending.pop()
         if isinstance(item, int) and not _INT64_MIN <= item <= _INT64_MAX:

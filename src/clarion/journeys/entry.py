@@ -27,8 +27,9 @@ from clarion.journeys.graph import EntryRules
 from clarion.journeys.models import LIVE_RUN_STATES, JourneyRun
 from clarion.messaging.engagement import CLICK_EVENTS, OPEN_EVENTS
 from clarion.messaging.feedback import EVENT_NAMES as FEEDBACK_EVENTS
+from clarion.segments.membership import SEGMENT_ENTERED, SEGMENT_EXITED
 
-SEGMENT_EVENTS = {"segment_entered": "Segment Entered", "segment_exited": "Segment Exited"}
+SEGMENT_EVENTS = {"segment_entered": SEGMENT_ENTERED, "segment_exited": SEGMENT_EXITED}
 # The names of the events Clarion emits itself: each says something only Clarion knows (a
 # membership, a message's fate, a consent). Journeys take them only from Clarion (its
 # internal source); anyone holding the public write key could send them too.

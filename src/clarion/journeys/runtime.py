@@ -16,8 +16,8 @@
   each run at, so a stale or repeated job moves nothing. Every move is a
   `journey_transitions` row.
 - **Sending**: a send action queues its message through messaging with the idempotency key
-  `journey:<run>:<node>:<action>`, in the step's transaction: a retried step sends nothing
-  twice.
+  `journey:<run>:<node>:<action>` (`:<visit>` added from a run's second visit to a node on a
+  loop), in the step's transaction: a retried step sends nothing twice.
 
 A paused journey enters nobody and moves no run on (its jobs end without moving; resuming
 schedules every live run again), but its runs still exit on their events, leave event waits

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from datetime import datetime
+from typing import get_args
 
 from sqlalchemy import delete, select
 from sqlalchemy.dialects.postgresql import insert as postgres_insert
@@ -18,12 +19,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from clarion.core.errors import FieldError, NotFound
 from clarion.core.pagination import id_page
 from clarion.messaging.consent.consents import normalize_address, set_consent
+from clarion.messaging.consent.schemas import SuppressionReason
 from clarion.messaging.consent.topics import CHANNELS, OPTED_OUT, check_choice
 from clarion.messaging.models import Suppression
 from clarion.messaging.schemas import UnprocessableInput
 from clarion.profiles import queries as profiles
 
-REASONS = ("hard_bounce", "complaint", "manual", "erased")
+REASONS: tuple[str, ...] = get_args(SuppressionReason)
 MAX_ADDRESS = 320
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+")
 _PHONE = re.compile(r"\+?[0-9]{6,20}")

@@ -58,3 +58,26 @@ async def test_a_save_naming_a_segment_being_deleted_waits_then_is_refused(desk:
     response = await asyncio.wait_for(saving, timeout=5)
     body = problem(response, 400)
     assert any("no segment" in error["message"] for error in body["errors"])
+
+
+async def test_two_saves_closing_a_cycle_at_once_one_waits_then_is_refused(desk: Desk) -> None:
+    first = await desk.segment()
+    second = await desk.segment(name="Second")
+    async with desk.database.write_session() as session:
+        await segments.update_segment(
+            session, workspace_id=desk.tenant.id, segment_id=first, name=None,
+            description=None, raw_rule=_naming(second), now=SystemClock().now(),
+        )  # fmt: skip
+        saving = asyncio.create_task(
+            desk.client.patch(
+                f"/api/v1/segments/{second}",
+                json={"rule": _naming(first)},
+                headers=desk.tenant.admin,
+            )
+        )
+        assert await blocked(desk.database, saving)  # waits for the first save to end
+        await session.commit()
+    response = await asyncio.wait_for(saving, timeout=5)
+    body = problem(response, 400)
+    assert any("would make a cycle" in error["message"] for error in body["errors"])
+    assert (await desk.get(f"/api/v1/segments/{second}"))["rule"] != _naming(first)

@@ -33,6 +33,7 @@ from clarion.segments.templates import TEMPLATES
 RECENT_EVENTS = 100_000
 RECENT_PROFILES = 10_000
 EXPORT_PAGE = 1_000
+_REFERENCE_EDITS = 0x53454752  # advisory lock space: one lock per workspace (PostgreSQL)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +69,9 @@ async def check_rule(
     and form no cycle (InvalidInput naming the node); names not seen yet are warnings. With
     `hold` (a rule about to be saved), the referenced segments are held first
     (`hold_segments`): a delete of one either waits and then sees this segment naming it,
-    or goes first and the check finds it gone."""
+    or goes first and the check finds it gone. Saving an existing segment's references
+    also waits for any other such save in the workspace to end, so two edits that each
+    close half of a cycle (A naming B while B is made to name A) never both pass."""
     try:
         rule = parse_rule(raw)
     except RuleError as error:
@@ -76,6 +79,8 @@ async def check_rule(
     document = rule_nodes.to_json(rule)
     errors: list[FieldError] = []
     references = [(path, node) for path, node in _nodes(document) if node["type"] == "segment"]
+    if hold and references and segment_id is not None:
+        await _one_reference_edit_at_a_time(session, workspace_id)
     if hold:
         await hold_segments(
             session,
@@ -98,6 +103,16 @@ async def check_rule(
         raise InvalidInput("The rule is not valid.", errors=errors)
     warnings = await _unseen_names(session, workspace_id, document)
     return CheckedRule(rule, document, warnings)
+
+
+async def _one_reference_edit_at_a_time(session: AsyncSession, workspace_id: int) -> None:
+    """Wait for the workspace's other saves of segment references to end (PostgreSQL; on
+    SQLite writers already take turns): each then reads the references the other wrote."""
+    if session.get_bind().dialect.name == "postgresql":
+        await session.execute(
+            text("SELECT pg_advisory_xact_lock(:space, :workspace)"),
+            {"space": _REFERENCE_EDITS, "workspace": workspace_id},
+        )
 
 
 def _reference_chain(

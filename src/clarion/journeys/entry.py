@@ -8,23 +8,25 @@
 - **Entry rules** (`Allowance`, read by `allowance`): `once` per entry key,
   `once_per_period`, `every_time`, one live run per entry key, at most `max_active` live
   runs per profile.
-- **Participation caps** (`caps_left`): at most `max_entries` runs ever, at most
-  `max_entries_per_day` new runs a UTC day.
+- **Participation caps** (`caps_left`, or `caps_left_at` for many moments in one
+  statement): at most `max_entries` runs ever, at most `max_entries_per_day` new runs a
+  UTC day.
 """
 
 from __future__ import annotations
 
 import uuid
 from collections import Counter
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from clarion.journeys.graph import EntryRules
 from clarion.journeys.models import LIVE_RUN_STATES, JourneyRun
+from clarion.messaging.consent.consents import SUBSCRIBED, UNSUBSCRIBED
 from clarion.messaging.engagement import CLICK_EVENTS, OPEN_EVENTS
 from clarion.messaging.feedback import EVENT_NAMES as FEEDBACK_EVENTS
 from clarion.segments.membership import SEGMENT_ENTERED, SEGMENT_EXITED
@@ -39,8 +41,8 @@ OWN_EVENT_NAMES = frozenset(
         *FEEDBACK_EVENTS.values(),
         *OPEN_EVENTS.values(),
         *CLICK_EVENTS.values(),
-        "Subscribed",  # messaging.consent.consents: a consent changed
-        "Unsubscribed",
+        SUBSCRIBED,  # a consent changed
+        UNSUBSCRIBED,
     }
 )
 # Events that happened more than this before they were received (their timestamp against
@@ -52,6 +54,9 @@ ENTRY_MAX_AGE = timedelta(hours=24)
 # `context.library.name` of Clarion's bulk loaders (`clarion import orders`, the demo shop):
 # what they load is history, whatever its timestamps; it enters no journey.
 BULK_LIBRARIES = frozenset({"clarion-import-orders", "clarion-demo"})
+# A run as the entry rules read it: its profile, its entry key, whether it is live, when it
+# entered.
+SeenRun = tuple[uuid.UUID, str, bool, datetime]
 
 
 def forged(name: str | None, *, from_clarion: bool) -> bool:
@@ -127,12 +132,16 @@ async def allowance(
     rules: EntryRules,
     profile_ids: Collection[uuid.UUID],
     now: datetime,
+    so_far: Sequence[SeenRun] | None = None,
 ) -> Allowance:
-    """The entry rules for entries of these profiles now, given their runs of the journey."""
+    """The entry rules for entries of these profiles now, given their runs of the journey
+    (`so_far`, a superset of `runs_so_far`'s for them, when the caller read them already)."""
+    if so_far is None:
+        so_far = await runs_so_far(
+            session, journey_id=journey_id, rules=rules, profile_ids=profile_ids
+        )
     allowed = Allowance(rules, now)
-    for run in await runs_so_far(
-        session, journey_id=journey_id, rules=rules, profile_ids=profile_ids
-    ):
+    for run in so_far:
         allowed.seen(*run)
     return allowed
 
@@ -143,14 +152,15 @@ async def runs_so_far(
     journey_id: int,
     rules: EntryRules,
     profile_ids: Collection[uuid.UUID],
-) -> list[tuple[uuid.UUID, str, bool, datetime]]:
+    every_state: bool = False,
+) -> list[SeenRun]:
     """The profiles' runs of the journey the entry rules read (every one, or only the live
-    ones under `every_time`), as what `Allowance.seen` takes: profile, key, whether live,
-    when entered."""
+    ones under `every_time` unless `every_state`: `Allowance` ignores the others there), as
+    what `Allowance.seen` takes."""
     query = select(
         JourneyRun.profile_id, JourneyRun.entry_key, JourneyRun.state, JourneyRun.entered_at
     ).where(JourneyRun.journey_id == journey_id, JourneyRun.profile_id.in_(set(profile_ids)))
-    if rules.frequency == "every_time":
+    if rules.frequency == "every_time" and not every_state:
         query = query.where(JourneyRun.state.in_(LIVE_RUN_STATES))
     return [
         (profile_id, key, state in LIVE_RUN_STATES, entered_at)
@@ -164,14 +174,40 @@ async def caps_left(
     """How many more runs each of the journey's participation caps lets in now, by cap
     (`max_entries`, `max_entries_per_day`; none when the journey sets no cap). Locking,
     where entries must count each other, is the caller's."""
-    left: dict[str, int] = {}
-    counted = (
-        select(func.count()).select_from(JourneyRun).where(JourneyRun.journey_id == journey_id)
-    )
+    left = await caps_left_at(session, journey_id=journey_id, rules=rules, moments=[now])
+    return left[now]
+
+
+async def caps_left_at(
+    session: AsyncSession, *, journey_id: int, rules: EntryRules, moments: Collection[datetime]
+) -> dict[datetime, dict[str, int]]:
+    """`caps_left` at each of the moments, counted in one statement (none when the journey
+    sets no cap or no moment is given)."""
+    if not moments or (rules.max_entries is None and rules.max_entries_per_day is None):
+        return {moment: {} for moment in moments}
+    per_day = rules.max_entries_per_day is not None
+    midnights = {moment: _utc_midnight(moment) for moment in moments} if per_day else {}
+    days = sorted(set(midnights.values()))
+    counted = [func.count(case((JourneyRun.entered_at >= day, 1))) for day in days]
     if rules.max_entries is not None:
-        left["max_entries"] = rules.max_entries - (await session.scalar(counted) or 0)
-    if rules.max_entries_per_day is not None:
-        midnight = datetime.combine(now.astimezone(UTC).date(), time(), tzinfo=UTC)
-        today = await session.scalar(counted.where(JourneyRun.entered_at >= midnight))
-        left["max_entries_per_day"] = rules.max_entries_per_day - (today or 0)
+        counted.insert(0, func.count())
+    query = select(*counted).select_from(JourneyRun).where(JourneyRun.journey_id == journey_id)
+    if rules.max_entries is None:  # per day only: runs before the earliest day count for none
+        query = query.where(JourneyRun.entered_at >= days[0])
+    counts = list((await session.execute(query)).one())
+    ever = counts.pop(0) if rules.max_entries is not None else 0
+    today = dict(zip(days, counts, strict=True))
+    left: dict[datetime, dict[str, int]] = {}
+    for moment in moments:
+        caps: dict[str, int] = {}
+        if rules.max_entries is not None:
+            caps["max_entries"] = rules.max_entries - ever
+        if rules.max_entries_per_day is not None:
+            caps["max_entries_per_day"] = rules.max_entries_per_day - today[midnights[moment]]
+        left[moment] = caps
     return left
+
+
+def _utc_midnight(moment: datetime) -> datetime:
+    """The start of the UTC day the moment falls in."""
+    return datetime.combine(moment.astimezone(UTC).date(), time(), tzinfo=UTC)

@@ -5,7 +5,7 @@ Apart from `service.py` (journeys themselves: drafts, publishing, states, what t
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -96,7 +96,9 @@ async def journey_stats(
     NotFound for a journey the workspace lacks or a version it never published."""
     journey = await get_journey_or_raise(session, workspace_id=workspace_id, journey_id=journey_id)
     runs_of = [JourneyRun.journey_id == journey.id]
-    if version is not None:
+    drawn: list[tuple[int | None, str, str]] | None = None
+    if version is not None:  # first: a version never published is a 404 before any count
+        drawn = await _graph_nodes(session, journey, version)
         runs_of.append(JourneyRun.version == version)
     reached = {
         (int(number), str(node)): int(count)
@@ -121,9 +123,11 @@ async def journey_stats(
     states: dict[str, int] = {}
     for (_, _, state), count in now_at.items():
         states[state] = states.get(state, 0) + count
-    drawn = await _graph_nodes(
-        session, journey, version, with_runs={number for number, _, _ in now_at}
-    )
+    if drawn is None:  # every version runs are on and the live one
+        among = {number for number, _, _ in now_at}
+        if journey.live_version is not None:
+            among.add(journey.live_version)
+        drawn = await _graph_nodes(session, journey, None, among=among)
     converted = await session.scalar(
         select(func.count()).where(*runs_of, JourneyRun.converted_at.is_not(None))
     )
@@ -207,42 +211,35 @@ _RUN_STATES = ("active", "waiting", "completed", "exited", "failed")
 async def _node_ids(session: AsyncSession, journey: Journey, version: int | None) -> set[str]:
     """The ids of the nodes of `version` (NotFound when the journey has none such), else of
     every published version and the draft."""
-    query = select(JourneyVersion.graph).where(JourneyVersion.journey_id == journey.id)
-    if version is not None:
-        query = query.where(JourneyVersion.number == version)
-    graphs = list((await session.scalars(query)).all())
-    if version is not None and not graphs:
-        raise NotFound(f"Journey {journey.id} has no version {version}.")
-    if version is None:
-        graphs.append(journey.draft)
-    return {
-        str(node.get("id"))
-        for graph in graphs
-        for node in (graph_nodes(graph) if isinstance(graph, dict) else [])
-    }
+    return {node for _, node, _ in await _graph_nodes(session, journey, version)}
 
 
 async def _graph_nodes(
-    session: AsyncSession, journey: Journey, version: int | None, *, with_runs: set[int]
+    session: AsyncSession,
+    journey: Journey,
+    version: int | None,
+    *,
+    among: Collection[int] | None = None,
 ) -> list[tuple[int | None, str, str]]:
     """(version, id, type) of the nodes of `version` (NotFound when the journey has none
-    such), else of every version runs are on and the live one, oldest first (the live one's
-    rows last), else of the draft (version None), each in the graph's order."""
-    numbers = {version} if version is not None else set(with_runs)
-    if version is None and journey.live_version is not None:
-        numbers.add(journey.live_version)
+    such), else of its published versions numbered `among` (every one when None), oldest
+    first, then of the draft (version None) when `among` is None or names no version; each
+    graph's nodes in its order."""
+    query = select(JourneyVersion.number, JourneyVersion.graph).where(
+        JourneyVersion.journey_id == journey.id
+    )
+    if version is not None:
+        query = query.where(JourneyVersion.number == version)
+    elif among is not None:
+        query = query.where(JourneyVersion.number.in_(among))
     graphs: list[tuple[int | None, Any]] = [
         (int(number), graph)
-        for number, graph in await session.execute(
-            select(JourneyVersion.number, JourneyVersion.graph)
-            .where(JourneyVersion.journey_id == journey.id, JourneyVersion.number.in_(numbers))
-            .order_by(JourneyVersion.number)
-        )
+        for number, graph in await session.execute(query.order_by(JourneyVersion.number))
     ]
     if version is not None and not graphs:
         raise NotFound(f"Journey {journey.id} has no version {version}.")
-    if not graphs:
-        graphs = [(None, journey.draft)]
+    if version is None and (among is None or not graphs):
+        graphs.append((None, journey.draft))
     return [
         (number, str(node.get("id")), str(node.get("type")))
         for number, graph in graphs

@@ -51,10 +51,12 @@ from clarion.ingest.records import EventRecord
 from clarion.journeys.compiler import Plan
 from clarion.journeys.entry import (
     SEGMENT_EVENTS,
+    SeenRun,
     allowance,
     caps_left,
     forged,
     history_reason,
+    runs_so_far,
 )
 from clarion.journeys.graph import (
     DateTrigger,
@@ -434,8 +436,9 @@ class Runtime:
                             key = moment.date().isoformat()
                             wake_at = moment if moment > now else None
                             entries.append(Entry(profile_id, key, tick, wake_at=wake_at))
-                    entries = await _not_entered_before(session, found[0].id, entries)
-                    entered = await _enter(session, _Live(*found), entries, moves)
+                    live = _Live(*found)
+                    entries, so_far = await _not_entered_before(session, live, entries)
+                    entered = await _enter(session, live, entries, moves, so_far=so_far)
                     await self.stepper.advance(session, entered, moves, {found[0].id: found[0]})
                 await moves.flush(session)
             await context.complete(session)
@@ -605,25 +608,20 @@ async def _one_date_pass_at_a_time(session: AsyncSession, journey_id: int) -> No
 
 
 async def _not_entered_before(
-    session: AsyncSession, journey_id: int, entries: list[Entry]
-) -> list[Entry]:
+    session: AsyncSession, live: _Live, entries: list[Entry]
+) -> tuple[list[Entry], list[SeenRun]]:
     """The entries of profiles with no run of the journey under their key yet, in any
     state: the windows of two passes may overlap (a late pass, the one at publishing), and
-    a finished run is no longer held off by the live runs' unique index."""
+    a finished run is no longer held off by the live runs' unique index. With them, every
+    run of their profiles, for `_enter`'s entry rules (one read serves both)."""
     if not entries:
-        return []
-    taken = set(
-        (
-            await session.execute(
-                select(JourneyRun.profile_id, JourneyRun.entry_key).where(
-                    JourneyRun.journey_id == journey_id,
-                    JourneyRun.profile_id.in_({entry.profile_id for entry in entries}),
-                    JourneyRun.entry_key.in_({str(entry.key) for entry in entries}),
-                )
-            )
-        ).all()
-    )
-    return [entry for entry in entries if (entry.profile_id, entry.key) not in taken]
+        return [], []
+    so_far = await runs_so_far(
+        session, journey_id=live.journey.id, rules=live.plan.graph.entry,
+        profile_ids={entry.profile_id for entry in entries}, every_state=True,
+    )  # fmt: skip
+    taken = {(profile_id, key) for profile_id, key, _, _ in so_far}
+    return [entry for entry in entries if (entry.profile_id, entry.key) not in taken], so_far
 
 
 def date_moment(
@@ -869,14 +867,20 @@ def _chain(context: Any) -> tuple[int, ...]:
 
 
 async def _enter(
-    session: AsyncSession, live: _Live, entries: Sequence[Entry], moves: Moves
+    session: AsyncSession,
+    live: _Live,
+    entries: Sequence[Entry],
+    moves: Moves,
+    *,
+    so_far: Sequence[SeenRun] | None = None,
 ) -> list[JourneyRun]:
     """Enter the entries that the entry rules and the journey's participation caps allow,
     in order: new runs, each with its transition; those active at their trigger now, for
     the caller to advance (those entering `waiting` get a step job at their
     `wake_at`). An entry without a key enters nothing, nor one of a key with a live run:
     at most one per key, whoever enters concurrently (a partial unique index, not a
-    lock)."""
+    lock). `so_far`: the entries' profiles' runs, when the caller read them (see
+    `allowance`)."""
     journey, rules = live.journey, live.plan.graph.entry
     wanted = [entry for entry in entries if entry.key is not None]
     if not wanted:
@@ -884,7 +888,7 @@ async def _enter(
     now = moves.now
     allowed = await allowance(
         session, journey_id=journey.id, rules=rules,
-        profile_ids={entry.profile_id for entry in wanted}, now=now,
+        profile_ids={entry.profile_id for entry in wanted}, now=now, so_far=so_far,
     )  # fmt: skip
     rows = [
         {

@@ -28,7 +28,13 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from clarion.journeys.compiler import Plan
-from clarion.journeys.entry import Allowance, caps_left, forged, history_reason, runs_so_far
+from clarion.journeys.entry import (
+    Allowance,
+    caps_left_at,
+    forged,
+    history_reason,
+    runs_so_far,
+)
 from clarion.journeys.graph import (
     ActionNode,
     ConditionNode,
@@ -233,6 +239,7 @@ async def _entry(
         if triggering and profile_id is not None
         else []
     )
+    checked: list[tuple[SimulatedEvent, str | None]] = []  # why each is refused, caps aside
     for event in triggering:
         key = entry_key(plan, event)
         why = (
@@ -246,9 +253,16 @@ async def _entry(
             for run in so_far:
                 allowed.seen(*run)
             why = allowed.refusal(profile_id or DESCRIBED, key)
+        checked.append((event, why))
+    # Nothing is written, so the caps at each moment are the journey's runs alone: counted
+    # once for every event that reaches them.
+    left = await caps_left_at(
+        session, journey_id=journey_id, rules=rules,
+        moments={event.received for event, why in checked if why is None},
+    )  # fmt: skip
+    for event, why in checked:
         if why is None:
-            left = await caps_left(session, journey_id=journey_id, rules=rules, now=event.received)
-            full = [cap for cap, room in left.items() if room <= 0]
+            full = [cap for cap, room in left[event.received].items() if room <= 0]
             why = f"the journey's {full[0]} cap is reached" if full else None
         if why is None:
             return event, None

@@ -33,6 +33,9 @@ STATES = (OPTED_IN, OPTED_OUT, PENDING)
 # On a tie between two says of a merge tree, the stricter one wins.
 _STRICTNESS = {OPTED_IN: 0, PENDING: 1, OPTED_OUT: 2}
 _PHONE_NOISE = str.maketrans("", "", " \t-().")
+# The events a change of state emits (journeys take them only from Clarion: its own).
+SUBSCRIBED = "Subscribed"
+UNSUBSCRIBED = "Unsubscribed"
 
 
 def scope_of(channel: str, topic_id: int | None) -> str:
@@ -147,7 +150,7 @@ async def _announce(
 ) -> None:
     """Emit the event of a change to `row` (none for pending); `previous` names the state it
     replaced, so the same change retried gets the same messageId."""
-    name = {OPTED_OUT: "Unsubscribed", OPTED_IN: "Subscribed"}.get(row.state)
+    name = {OPTED_OUT: UNSUBSCRIBED, OPTED_IN: SUBSCRIBED}.get(row.state)
     if name is None:
         return
     senders = await profiles.sender_ids(

@@ -9,6 +9,7 @@ import zlib
 import msgspec
 from starlette.requests import Request
 
+from clarion.core.bodies import read_limited
 from clarion.core.errors import FieldError, InvalidInput, PayloadTooLarge, Unauthorized
 
 _GZIP_WINDOW = 16 + zlib.MAX_WBITS
@@ -31,7 +32,7 @@ async def read_body(request: Request, *, limit: int) -> bytes:
             f"Content-Encoding {encoding!r} is not supported; send gzip or nothing.",
             errors=[FieldError("Content-Encoding", "must be gzip or identity")],
         )
-    raw = await _read_limited(request, limit=limit)
+    raw = await read_limited(request, limit=limit, too_large=lambda: _too_large(limit))
     return _gunzip(raw, limit=limit) if encoding == "gzip" else raw
 
 
@@ -40,20 +41,6 @@ def _too_large(limit: int) -> PayloadTooLarge:
         f"The body is larger than {limit // 1024} KB.",
         errors=[FieldError("body", f"larger than {limit // 1024} KB")],
     )
-
-
-async def _read_limited(request: Request, *, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise _too_large(limit)
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise _too_large(limit)
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def _gunzip(raw: bytes, *, limit: int) -> bytes:

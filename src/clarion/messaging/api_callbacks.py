@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response, status
 
+from clarion.core.bodies import read_limited
 from clarion.core.deps import AppClock, RowId, WriteSession
 from clarion.core.errors import FieldError, Forbidden, InvalidInput, NotFound, PayloadTooLarge
 from clarion.core.routing import StrictJSONRoute
@@ -78,17 +79,15 @@ async def report_bounce(
 async def _bounce_mail(request: Request) -> bytes:
     """The request's body, read only up to `MAX_BOUNCE_BYTES`: InvalidInput naming `body`
     when it is empty, PayloadTooLarge when it is longer."""
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BOUNCE_BYTES:
-            raise PayloadTooLarge(
-                "A bounce mail is at most 1 MB.", errors=[FieldError("body", "over 1 MB")]
-            )
-        chunks.append(chunk)
-    if not size:
+    raw = await read_limited(request, limit=MAX_BOUNCE_BYTES, too_large=_bounce_too_large)
+    if not raw:
         raise InvalidInput(
             "Send the bounce mail as the body.", errors=[FieldError("body", "empty")]
         )
-    return b"".join(chunks)
+    return raw
+
+
+def _bounce_too_large() -> PayloadTooLarge:
+    return PayloadTooLarge(
+        "A bounce mail is at most 1 MB.", errors=[FieldError("body", "over 1 MB")]
+    )

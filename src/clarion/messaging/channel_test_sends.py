@@ -11,14 +11,13 @@ import uuid
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from clarion.core.crypto import Vault
-from clarion.core.errors import ClarionError, FieldError, NotFound
+from clarion.core.errors import ClarionError, FieldError
 from clarion.core.outbound import Policy
-from clarion.messaging import addresses
+from clarion.messaging import addresses, messages
 from clarion.messaging.channel_config import build_channel
 from clarion.messaging.channels.base import DeliveryError, Outgoing, Sent, TemporaryFailure
 from clarion.messaging.models import MessagingChannel
 from clarion.messaging.schemas import UnprocessableInput
-from clarion.profiles import queries as profiles
 
 
 class ProviderError(ClarionError):
@@ -56,22 +55,13 @@ async def recipient_for_test(
 async def _inbox_owner(session: AsyncSession, workspace_id: int, to: str) -> uuid.UUID | None:
     """The (canonical) profile `to` names: a profile id, else a user id; None when none."""
     try:
-        profile_id = uuid.UUID(to)
+        profile_id: uuid.UUID | None = uuid.UUID(to)
     except ValueError:
-        pass
-    else:
-        try:
-            found = await profiles.get_profile_or_raise(
-                session, workspace_id=workspace_id, profile_id=profile_id
-            )
-        except NotFound:
-            pass  # a user id may look like a UUID too
-        else:
-            return found.id
-    owner = await profiles.get_by_identity(
-        session, workspace_id=workspace_id, kind="user_id", value=to
+        profile_id = None
+    # A user id may look like a UUID too: `to` is tried as one either way.
+    return await messages.get_recipient_id(
+        session, workspace_id=workspace_id, profile_id=profile_id, user_id=to
     )
-    return None if owner is None else owner.id
 
 
 async def send_test(

@@ -54,22 +54,47 @@ class SendRequest:
     context: dict[str, Any] | None = None
 
 
-async def _recipient(session: AsyncSession, workspace_id: int, request: SendRequest) -> uuid.UUID:
-    if request.profile_id is not None:
+async def get_recipient_id(
+    session: AsyncSession,
+    *,
+    workspace_id: int,
+    profile_id: uuid.UUID | None = None,
+    user_id: str | None = None,
+) -> uuid.UUID | None:
+    """The id of the workspace's canonical profile `profile_id` is (or was merged into), else
+    of the one owning `user_id`; None when neither names one."""
+    if profile_id is not None:
         try:
             found = await profiles.get_profile_or_raise(
-                session, workspace_id=workspace_id, profile_id=request.profile_id
+                session, workspace_id=workspace_id, profile_id=profile_id
             )
-        except NotFound as error:
-            raise _refused("profile_id", "no such profile") from error
-        return found.id
-    assert request.user_id is not None
-    profile = await profiles.get_by_identity(
-        session, workspace_id=workspace_id, kind="user_id", value=request.user_id
+        except NotFound:
+            pass
+        else:
+            return found.id
+    if user_id is None:
+        return None
+    owner = await profiles.get_by_identity(
+        session, workspace_id=workspace_id, kind="user_id", value=user_id
     )
-    if profile is None:
-        raise _refused("user_id", "no profile has this user id")
-    return profile.id
+    return None if owner is None else owner.id
+
+
+async def _recipient(session: AsyncSession, workspace_id: int, request: SendRequest) -> uuid.UUID:
+    """The canonical profile the request names by profile id, or else by user id; 422 naming
+    the field it gave when there is none (a missing profile id is not retried as a user id)."""
+    by_id = request.profile_id is not None
+    found = await get_recipient_id(
+        session,
+        workspace_id=workspace_id,
+        profile_id=request.profile_id,
+        user_id=None if by_id else request.user_id,
+    )
+    if found is not None:
+        return found
+    if by_id:
+        raise _refused("profile_id", "no such profile")
+    raise _refused("user_id", "no profile has this user id")
 
 
 def _refused(field: str, message: str) -> UnprocessableInput:

@@ -14,8 +14,10 @@ from urllib.parse import urlencode
 import httpx
 from fastapi import FastAPI
 
+from clarion.messaging.consent import pages
 from clarion.messaging.consent.service import Links
 from clarion.messaging.tracking import LinkSigner
+from tests.conftest import problem
 from tests.messaging.consent.conftest import Shop, app_links
 from tests.messaging.shop import Post
 
@@ -332,3 +334,15 @@ async def test_the_preferences_page_mails_the_double_opt_in_confirmation(
     assert [(c["topic_id"], c["state"], c["source"]) for c in says.json()] == [
         (digest, "opted_in", "confirmation")
     ]
+
+
+async def test_a_preferences_form_over_the_limit_is_refused_and_changes_nothing(
+    shop: Shop,
+) -> None:
+    await shop.topic("News")
+    reader = await shop.person("reader", email="reader@example.com")
+    url = path(shop.links.preferences(workspace_id=shop.tenant.id, profile_id=reader))
+    padding = [("note", "x" * pages.MAX_FORM_BYTES)]  # read as empty, it would opt out of all
+    response = await shop.client.post(url, content=urlencode(padding), headers=FORM)
+    assert problem(response, 413)["errors"] == [{"field": "body", "message": "over 64 KB"}]
+    assert await shop.states(reader) == {}

@@ -17,6 +17,8 @@ from urllib.parse import parse_qs
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
+from clarion.core.bodies import read_limited
+from clarion.core.errors import FieldError, PayloadTooLarge
 from clarion.messaging.consent.public import CHANNEL_WORDS, Preferences, Unsubscription
 
 MAX_FORM_BYTES = 64 * 1024
@@ -182,16 +184,17 @@ def confirmed(workspace_name: str, topic_name: str, preferences_url: str) -> HTM
 
 async def read_form(request: Request) -> dict[str, list[str]]:
     """The fields of an urlencoded or multipart form body, each with its values; empty when
-    there is none, it is over `MAX_FORM_BYTES`, or it cannot be read."""
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_FORM_BYTES:
-            return {}
+    there is none or it cannot be read. PayloadTooLarge (naming `body`) past
+    `MAX_FORM_BYTES`: read as empty, a preferences form would unsubscribe from everything."""
+    body = await read_limited(request, limit=MAX_FORM_BYTES, too_large=_form_too_large)
     content_type = request.headers.get("content-type", "")
     if content_type.lower().startswith("multipart/form-data"):
-        return _multipart(content_type, bytes(body))
+        return _multipart(content_type, body)
     return parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
+
+
+def _form_too_large() -> PayloadTooLarge:
+    return PayloadTooLarge("A form is at most 64 KB.", errors=[FieldError("body", "over 64 KB")])
 
 
 def _multipart(content_type: str, body: bytes) -> dict[str, list[str]]:

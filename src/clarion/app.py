@@ -14,7 +14,6 @@ from sqlalchemy import text
 
 from clarion import __version__
 from clarion.campaigns import api as campaigns_api
-from clarion.campaigns import audience as campaign_audience
 from clarion.campaigns.service import (
     campaigns_using_channel,
     campaigns_using_segment,
@@ -26,6 +25,7 @@ from clarion.core.database import Database
 from clarion.core.jobs.worker import Worker
 from clarion.core.problems import install_problem_handlers, problem_response
 from clarion.core.settings import Settings, get_settings
+from clarion.erasers import PROFILE_ERASERS
 from clarion.ingest import api as ingest_api
 from clarion.ingest.plans import api as tracking_plans_api
 from clarion.ingest.writer import EventWriter
@@ -43,7 +43,6 @@ from clarion.operations import api as operations_api
 from clarion.pipeline import Pipeline
 from clarion.profiles import api as profiles_api
 from clarion.segments import api as segments_api
-from clarion.segments import membership as segment_membership
 from clarion.segments.catalog import Catalog
 from clarion.startup import prepare_database
 from clarion.workspaces import api as workspaces_api
@@ -119,10 +118,7 @@ def create_app(
     app.state.write_keys = WriteKeyCache()
     app.state.segment_catalog = Catalog()
     app.state.segment_users = (journeys_using_segment, campaigns_using_segment)
-    app.state.profile_erasers = (
-        segment_membership.erase_profiles,
-        campaign_audience.forget_profiles,
-    )
+    app.state.profile_erasers = PROFILE_ERASERS
     app.state.address_suppressor = consent_suppressions.suppress
     app.state.channel_users = (journeys_using_channel, campaigns_using_channel)
     app.state.template_users = (journeys_using_template, campaigns_using_template)

@@ -8,7 +8,10 @@ from datetime import timedelta
 
 from fastapi import FastAPI
 
+from clarion.campaigns import audience
 from clarion.cli import profiles as profiles_cli
+from clarion.erasers import PROFILE_ERASERS
+from clarion.segments import membership
 from tests.campaigns.conftest import Desk
 from tests.messaging.conftest import SmtpSink
 
@@ -51,5 +54,8 @@ async def test_an_erased_person_leaves_every_list_audience(desk: Desk, smtp_sink
     assert [mail.rcpt_tos for mail in smtp_sink.messages()] == [["bo@example.com"]]
 
 
-def test_the_command_erases_what_the_api_erases(app: FastAPI) -> None:
-    assert tuple(profiles_cli.ERASERS) == tuple(app.state.profile_erasers)
+def test_the_api_and_the_command_run_the_same_erasers(app: FastAPI) -> None:
+    """`clarion profiles erase` passes `PROFILE_ERASERS` too: both erase as much."""
+    assert app.state.profile_erasers is PROFILE_ERASERS
+    assert profiles_cli.PROFILE_ERASERS is PROFILE_ERASERS
+    assert list(PROFILE_ERASERS) == [membership.erase_profiles, audience.forget_profiles]

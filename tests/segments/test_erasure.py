@@ -1,15 +1,18 @@
 """Erasing profiles from segments (`membership.erase_profiles`, a person's erasure): their
-memberships, history and kept state go, the counters drop with them, nothing is announced,
-and everyone else's memberships stay."""
+memberships and history go, the counters drop with them, nothing is announced, and everyone
+else's memberships stay; their kept state goes with the profile row (its foreign key
+cascades, on both databases)."""
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime
 
 from sqlalchemy import func, select
 
 from clarion.core.database import Database
 from clarion.ingest.models import Event
+from clarion.profiles import erasure
 from clarion.profiles import service as profiles
 from clarion.segments import service
 from clarion.segments.catalog import Catalog
@@ -103,12 +106,6 @@ async def test_erased_profiles_leave_their_segments_without_a_trace(
             select(SegmentChange.profile_id).where(SegmentChange.workspace_id == tenant.id)
         )
         assert set(history.all()) == {bob}
-        states = await session.scalars(
-            select(ProfileSegmentState.profile_id).where(
-                ProfileSegmentState.workspace_id == tenant.id
-            )
-        )
-        assert list(states.all()) == [bob]
         # No Segment Exited: nobody is left for a journey to act on.
         events_after = await session.scalar(
             select(func.count()).where(Event.workspace_id == tenant.id)
@@ -124,3 +121,21 @@ async def test_erased_profiles_leave_their_segments_without_a_trace(
     async with database.read_session() as session:
         counts = await session.scalars(select(Segment.member_count).where(Segment.id.in_(segments)))
         assert list(counts.all()) == [1, 1]
+
+    # Kept state is left to the profile row's cascade, which the erasure's delete runs.
+    assert await states(database, tenant.id) == {ada, bob}
+    async with database.write_session() as session:
+        await erasure.delete_profile(session, workspace_id=tenant.id, profile_id=ada)
+        await session.commit()
+    assert await states(database, tenant.id) == {bob}
+
+
+async def states(database: Database, workspace_id: int) -> set[uuid.UUID]:
+    """The profiles of the workspace with kept segment state."""
+    async with database.read_session() as session:
+        found = await session.scalars(
+            select(ProfileSegmentState.profile_id).where(
+                ProfileSegmentState.workspace_id == workspace_id
+            )
+        )
+        return set(found.all())

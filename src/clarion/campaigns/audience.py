@@ -11,11 +11,23 @@ the unresolvable ones are left out.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import (
+    ARRAY,
+    ColumnElement,
+    Text,
+    cast,
+    exists,
+    func,
+    literal,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.dialects.postgresql import JSONB, array
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from clarion.campaigns.models import Campaign
@@ -137,20 +149,29 @@ async def forget_profiles(
     """Take erased profiles (a profile's erasure: a canonical profile and those merged
     into it) out of every list audience naming them, by profile id or by one of their user
     ids, whatever the campaign's state: a scheduled one no longer sends to them, a sent one
-    no longer names them; entries removed. Flushes only."""
+    no longer names them; entries removed. Reads only the campaigns whose list names one of
+    them. Flushes only."""
     if not profile_ids:
         return {}
     erased = {str(profile_id) for profile_id in profile_ids}
     user_ids = await profiles.identity_values(
         session, workspace_id=workspace_id, profile_ids=profile_ids, kind=USER_ID
     )
+    postgres = session.get_bind().dialect.name == "postgresql"
+    naming = [_names_any("profile_ids", erased, postgres=postgres)]
+    if user_ids:
+        naming.append(_names_any("user_ids", user_ids, postgres=postgres))
     removed = 0
     campaigns = await session.execute(
-        select(Campaign.id, Campaign.audience).where(Campaign.workspace_id == workspace_id)
+        select(Campaign.id, Campaign.audience)
+        .where(
+            Campaign.workspace_id == workspace_id,
+            Campaign.audience["type"].as_string() == LIST,
+            or_(*naming),
+        )
+        .order_by(Campaign.id)
     )
     for campaign_id, audience in campaigns.all():
-        if not isinstance(audience, dict) or audience.get("type") != LIST:
-            continue
         named = audience.get("profile_ids", [])
         users = audience.get("user_ids", [])
         kept = [p for p in named if str(uuid.UUID(str(p))) not in erased]
@@ -163,6 +184,18 @@ async def forget_profiles(
                 update(Campaign).where(Campaign.id == campaign_id).values(audience=changed)
             )
     return {"campaign_list_entries": removed} if removed else {}
+
+
+def _names_any(key: str, values: Collection[str], *, postgres: bool) -> ColumnElement[bool]:
+    """Whether a campaign's audience lists one of `values` under `key`. Lists hold profile
+    ids as the schema writes them (canonical, lower case), so text equality finds them."""
+    wanted = sorted(values)
+    if postgres:  # jsonb's `?|`: any of these strings is an element of the array
+        members = Campaign.audience.op("->", return_type=JSONB)(literal(key, Text))
+        listed: ColumnElement[bool] = members.has_any(cast(array(wanted), ARRAY(Text)))
+        return listed
+    element = func.json_each(Campaign.audience, f"$.{key}").table_valued("value")
+    return exists().where(element.c.value.in_(wanted))
 
 
 def _entries(audience: dict[str, Any]) -> list[tuple[str, str]]:

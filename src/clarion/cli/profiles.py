@@ -8,19 +8,15 @@ from typing import Annotated
 
 import typer
 
-from clarion.campaigns import audience
 from clarion.cli.common import WorkspaceOption, run_work, workspace_session
 from clarion.core.clock import SystemClock
 from clarion.core.settings import get_settings
+from clarion.erasers import PROFILE_ERASERS
 from clarion.messaging.consent import suppressions
 from clarion.profiles import erasure
-from clarion.segments import membership
 from clarion.workspaces import service as workspaces
 
 profiles_app = typer.Typer(help="Erase profiles (GDPR, CCPA).", no_args_is_help=True)
-
-# What `app.py` wires for the API's erasure: the command erases as much as the API does.
-ERASERS: erasure.ProfileErasers = (membership.erase_profiles, audience.forget_profiles)
 
 
 @profiles_app.command("erase")
@@ -48,7 +44,7 @@ def erase_profile(
                 session,
                 workspace_id=found.id,
                 profile_id=profile_id,
-                erasers=ERASERS,
+                erasers=PROFILE_ERASERS,
                 keep_out=keep_out if suppress else None,
             )
             await session.commit()

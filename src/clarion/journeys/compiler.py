@@ -33,7 +33,6 @@ after the trigger; `Plan.document` is what is stored with the journey version.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -42,6 +41,7 @@ from typing import Any
 from croniter import CroniterBadDateError, croniter
 from pydantic import ValidationError
 
+from clarion.core.documents import MAX_JSON_DEPTH, FaultKind, json_fault
 from clarion.core.errors import FieldError, InvalidInput
 from clarion.core.jobs.recurring import validate_cron
 from clarion.journeys.graph import (
@@ -64,7 +64,7 @@ from clarion.journeys.graph import (
 )
 from clarion.messaging import rendering
 from clarion.profiles.identity import normalize_email, normalize_phone
-from clarion.profiles.transfer import MAX_JSON_DEPTH, MAX_NAME_LENGTH
+from clarion.profiles.transfer import MAX_NAME_LENGTH
 from clarion.segments.parsing import RuleError, parse_rule, parse_where
 from clarion.segments.rules import Rule, segment_ids, to_json
 
@@ -75,7 +75,6 @@ ENTRY_KEY_PREFIX = "properties."
 IDENTITY_TRAITS = frozenset({"id", "userid", "anonymousid"})
 # The longest a valid day of a cron waits for its next tick: 29 February, 8 years around 2100.
 _CRON_YEARS = 8
-_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1  # what both databases' JSON keeps whole
 
 
 @dataclass(frozen=True, slots=True)
@@ -510,35 +509,23 @@ def trait_value_fault(key: str, value: Any) -> str | None:
     return _unkeepable(value)
 
 
+# How a trait value's fault reads (`core.documents.json_fault`; NOT_JSON names the type).
+_FAULTS = {
+    FaultKind.BEYOND_64_BITS: "holds a number beyond 64 bits",
+    FaultKind.NOT_FINITE: "holds a number that is not finite",
+    FaultKind.NUL: "holds a NUL character",
+    FaultKind.NOT_UNICODE: "holds text that is not valid Unicode",
+    FaultKind.TOO_DEEP: f"is nested more than {MAX_JSON_DEPTH} levels deep",
+    FaultKind.KEY_NOT_TEXT: "has a key that is not text",
+    FaultKind.NOT_JSON: "is not JSON",
+}
+
+
 def _unkeepable(value: Any) -> str | None:
     """Why a value is no JSON that both databases keep as it is, if it is not."""
-    pending = [(value, 1)]  # a stack, not recursion: as deep as the value goes
-    while pending:
-        item, depth = pending.pop()
-        if item is None or isinstance(item, bool):
-            continue
-        if isinstance(item, list | dict) and depth > MAX_JSON_DEPTH:
-            return f"is nested more than {MAX_JSON_DEPTH} levels deep"
-        if isinstance(item, int):
-            if not _INT64_MIN <= item <= _INT64_MAX:
-                return "holds a number beyond 64 bits"
-        elif isinstance(item, float):
-            if not math.isfinite(item):
-                return "holds a number that is not finite"
-        elif isinstance(item, str):
-            if "\x00" in item:  # PostgreSQL's JSON cannot hold it
-                return "holds a NUL character"
-            try:
-                item.encode()
-            except UnicodeEncodeError:  # a lone surrogate
-                return "holds text that is not valid Unicode"
-        elif isinstance(item, list):
-            pending.extend((part, depth + 1) for part in item)
-        elif isinstance(item, dict):
-            for name, part in item.items():
-                if not isinstance(name, str):
-                    return "has a key that is not text"
-                pending += [(name, depth + 1), (part, depth + 1)]
-        else:
-            return f"is not JSON ({type(item).__name__})"
-    return None
+    fault = json_fault(value)
+    if fault is None:
+        return None
+    if fault.kind is FaultKind.NOT_JSON:
+        return f"is not JSON ({type(fault.part).__name__})"
+    return _FAULTS[fault.kind]

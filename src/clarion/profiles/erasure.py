@@ -8,8 +8,9 @@ What goes, and how:
 - the person's events (found through the timeline, before it goes) are deleted by ingest,
   with the tracking plan violations recorded about them;
 - rows of later domains keyed by a profile without a foreign key (segment memberships and
-  their history) are erased by the `ProfileEraser`s the caller passes (`app.py` wires
-  segments'); profiles never imports them;
+  their history, campaigns' list audiences) are erased by the `ProfileEraser`s the caller
+  passes (`clarion.erasers.PROFILE_ERASERS`, for the API and the command); profiles never
+  imports them;
 - rows of later domains with a foreign key to the profile (messages and their events,
   consents, campaign recipients, journey runs and their transitions, kept segment state)
   go with it: `ON DELETE CASCADE`, on SQLite too (`PRAGMA foreign_keys=ON`); each of those
@@ -59,7 +60,7 @@ log = logging.getLogger(__name__)
 
 # Erases what a downstream domain keeps about these profile rows (a canonical profile and
 # those merged into it) without a foreign key to them: (session, workspace id, profile ids)
-# -> rows removed, by what they were. Flushes only. `app.py` passes them in.
+# -> rows removed, by what they were. Flushes only. `clarion.erasers` lists them.
 ProfileEraser = Callable[[AsyncSession, int, Sequence[uuid.UUID]], Awaitable[Mapping[str, int]]]
 ProfileErasers = Sequence[ProfileEraser]
 

@@ -27,19 +27,29 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
+from clarion.core.documents import INT64_MAX, INT64_MIN, FaultKind, json_fault
+from clarion.core.documents import MAX_JSON_DEPTH as MAX_JSON_DEPTH  # how deep `json` cells go
+
 IDENTITY_COLUMNS = ("user_id", "email", "phone")
 RESERVED_PREFIX = "clarion_"
 TYPES = ("str", "int", "float", "bool", "date", "datetime", "json")
 MAX_NAME_LENGTH = 255  # trait keys and identity values are stored in 255-character columns
-# Well within what orjson writes (254 levels, counting the traits and history around a value).
-MAX_JSON_DEPTH = 128
 
-_MIN_INT, _MAX_INT = -(2**63), 2**63 - 1
-_MAX_INT_DIGITS = len(str(_MAX_INT))
+_MAX_INT_DIGITS = len(str(INT64_MAX))
 # ASCII only: `int` and `float` also take other scripts' digits and `_` between digits.
 _INTEGER = re.compile(r"[+-]?[0-9]+")
 _DECIMAL = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 _TRUE, _FALSE = {"true", "yes", "1", "y", "t"}, {"false", "no", "0", "n", "f"}
+# How a `json` cell's fault reads (`core.documents.json_fault`).
+_FAULTS = {
+    FaultKind.BEYOND_64_BITS: "a number beyond 64 bits",
+    FaultKind.NOT_FINITE: "not a finite number",
+    FaultKind.NUL: "contains a NUL character",
+    FaultKind.NOT_UNICODE: "not valid Unicode text",
+    FaultKind.TOO_DEEP: f"nested more than {MAX_JSON_DEPTH} levels deep",
+    FaultKind.KEY_NOT_TEXT: "not JSON",
+    FaultKind.NOT_JSON: "not JSON",
+}
 
 
 class CellError(ValueError):
@@ -111,7 +121,7 @@ def _integer(digits: str) -> int:
     if len(digits.lstrip("+-").lstrip("0")) > _MAX_INT_DIGITS:
         raise CellError("a number beyond 64 bits")
     number = int(digits)
-    if not _MIN_INT <= number <= _MAX_INT:
+    if not INT64_MIN <= number <= INT64_MAX:
         raise CellError("a number beyond 64 bits")
     return number
 
@@ -156,29 +166,12 @@ def _no_constant(name: str) -> Any:
 
 
 def _storable(document: Any) -> Any:
-    """`document` if both databases store it as JSON; CellError otherwise."""
-    # A stack, not recursion: the document may be nested as deep as `json` reads. Pushed in
-    # reverse, so the first problem in the text is the one reported.
-    pending = [(document, 1)]
-    while pending:
-        value, depth = pending.pop()
-        if isinstance(value, int) and not isinstance(value, bool):
-            if not _MIN_INT <= value <= _MAX_INT:
-                raise CellError("a number beyond 64 bits")
-        elif isinstance(value, str):
-            if "\x00" in value:  # PostgreSQL's JSON cannot hold it
-                raise CellError("contains a NUL character")
-            try:
-                value.encode()
-            except UnicodeEncodeError:  # a lone surrogate, as JSON's "\ud800" spells one
-                raise CellError("not valid Unicode text") from None
-        elif isinstance(value, list | dict) and depth > MAX_JSON_DEPTH:
-            raise CellError(f"nested more than {MAX_JSON_DEPTH} levels deep")
-        elif isinstance(value, list):
-            pending.extend((item, depth + 1) for item in reversed(value))
-        elif isinstance(value, dict):
-            for key, item in reversed(value.items()):
-                pending += ((item, depth + 1), (key, depth + 1))
+    """`document` if both databases store it as JSON; CellError naming its first fault
+    otherwise (`json` never reads a non-finite float, a key that is not text or a value of
+    another type, but the messages stand for any document)."""
+    fault = json_fault(document)
+    if fault is not None:
+        raise CellError(_FAULTS[fault.kind])
     return document
 
 

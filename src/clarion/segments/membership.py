@@ -576,8 +576,10 @@ async def erase_profiles(
 ) -> dict[str, int]:
     """Forget erased profiles (a profile's erasure, `profiles.erasure`): their memberships
     end without a trace, each segment's `member_count` dropping with them, and their
-    membership history and kept state go; rows removed, by what they were. No `Segment
-    Exited` is recorded or emitted: nobody is left for a journey to act on. Flushes only."""
+    membership history goes; rows removed, by what they were. Their kept state
+    (`ProfileSegmentState`) goes with the profile rows, by its cascading foreign key. No
+    `Segment Exited` is recorded or emitted: nobody is left for a journey to act on.
+    Flushes only."""
     if not profile_ids:
         return {}
     ids = sorted(set(profile_ids))
@@ -590,12 +592,6 @@ async def erase_profiles(
     history = await session.execute(
         delete(SegmentChange).where(
             SegmentChange.workspace_id == workspace_id, SegmentChange.profile_id.in_(ids)
-        )
-    )
-    await session.execute(
-        delete(ProfileSegmentState).where(
-            ProfileSegmentState.workspace_id == workspace_id,
-            ProfileSegmentState.profile_id.in_(ids),
         )
     )
     # Last, as every membership writer does: only the rows this transaction deleted count.

@@ -40,7 +40,7 @@ format: $(VENV)/.synced
 # The segments bench at full size takes about 20 minutes on PostgreSQL alone (docs/benchmarks.md):
 # `make bench SEGMENTS_BENCH=` runs it so; by default it is the smoke run.
 SEGMENTS_BENCH ?= --quick
-# The messaging bench at full size (100,000 recipients) takes about an hour on 2 cores today
+# The messaging bench at full size (100,000 recipients) takes about 10 minutes on 2 cores
 # (docs/benchmarks.md): `make bench MESSAGING_BENCH=` runs it so.
 MESSAGING_BENCH ?= --quick
 # The journeys bench at full size (100,000 profiles) takes about 6 minutes: it is the default.

@@ -507,7 +507,7 @@ async def test_an_inbox_test_send_names_a_profile_of_the_workspace(
         sent = await client.post(url, json={"to": to}, headers=tenant.admin)
         assert sent.status_code == 200, sent.text
         assert sent.json()["channel_id"] == inbox["id"]
-        assert sent.json()["provider_id"].startswith("test-")
+        assert uuid.UUID(sent.json()["provider_id"])  # the message in the inbox
     for to in ("anyone", "bob", theirs, str(uuid.uuid4()), f" {ann}"):
         refused = await client.post(url, json={"to": to}, headers=tenant.admin)
         body = problem(refused, 422, "to")

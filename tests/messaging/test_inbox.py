@@ -250,6 +250,37 @@ async def test_delivery_records_and_emits(customer: Inbox) -> None:
     assert (await message_row(customer.database, message_id)).content == message.content
 
 
+async def test_a_channel_test_send_lands_in_the_inbox_and_nowhere_else(customer: Inbox) -> None:
+    """The app shows it (listed, read like any message), as a transactional message of
+    origin `test` with no history and no event."""
+    created = await customer.client.post(
+        "/api/v1/channels", json={"name": "App", "kind": "inbox"}, headers=customer.tenant.admin
+    )
+    assert created.status_code == 201, created.text
+    sent = await customer.client.post(
+        f"/api/v1/channels/{created.json()['id']}/test",
+        json={"to": customer.user_id, "subject": "Does it show?", "text": "Line <1>\nLine 2"},
+        headers=customer.tenant.admin,
+    )
+    assert sent.status_code == 200, sent.text
+    [item] = (await customer.get())["items"]
+    assert item["id"] == sent.json()["provider_id"]
+    assert item["title"] == "Does it show?"
+    assert item["body"] == "Line &lt;1&gt;<br>Line 2"
+    message = await message_row(customer.database, uuid.UUID(item["id"]))
+    assert (message.origin, message.category, message.status) == (
+        "test", "transactional", "delivered",
+    )  # fmt: skip
+    assert message.channel_id == created.json()["id"]
+    async with customer.database.read_session() as session:
+        history = await session.scalars(
+            select(MessageEvent.kind).where(MessageEvent.message_id == message.id)
+        )
+        assert history.all() == []
+    assert await events(customer.client, customer.tenant, "In-App Message Delivered") == []
+    assert (await customer.post(f"{item['id']}/read")).status_code == 200
+
+
 async def test_listing_paging_and_states(customer: Inbox, database: Database) -> None:
     start = datetime.now(UTC) - timedelta(minutes=10)
     ids = {}

@@ -188,18 +188,25 @@ async def test_channel(
     channel_id: RowId,
     body: ChannelTest,
     caller: ManagementCaller,
-    session: ReadSession,
+    session: WriteSession,
+    clock: AppClock,
     request: Request,
 ) -> ChannelTestResult:
     """Send a test message through the provider now: to an address of the channel's kind,
-    or for an inbox channel a profile's id or user id (else 422 naming `to`); 502 with the
-    provider's reason when it does not take it."""
+    or for an inbox channel a profile's id or user id (else 422 naming `to`), whose inbox
+    then holds it; 502 with the provider's reason when it does not take it."""
     row = await channel_config.get_channel_or_raise(
         session, workspace_id=caller.workspace_id, channel_id=channel_id
     )
     to = await channel_test_sends.recipient_for_test(
         session, workspace_id=caller.workspace_id, kind=row.kind, to=body.to
     )
+    if row.kind == "inbox":
+        sent = await channel_test_sends.deliver_inbox_test(
+            session, row, profile_id=to, subject=body.subject, text=body.text, now=clock.now()
+        )
+        await session.commit()
+        return ChannelTestResult(channel_id=row.id, provider_id=sent.provider_id)
     await session.close()  # no connection held while the provider answers
     sent = await channel_test_sends.send_test(
         row,

@@ -1,19 +1,22 @@
 """Test sends: one message through a configured channel's real adapter, on request, to check
 its settings. Its `to` is checked first, as a single send's `address` is: an address the
 kind can send to, or, for an in-app inbox, a profile of the workspace (its id or user id).
-Nothing is recorded: a test message is no message row and has no history.
+Nothing is recorded for a provider's test: a test message is no message row and has no
+history. An inbox has no provider: its test message is put in the profile's inbox
+(`inbox.deliver_test`), so that the app shows it.
 """
 
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from clarion.core.crypto import Vault
 from clarion.core.errors import ClarionError, FieldError
 from clarion.core.outbound import Policy
-from clarion.messaging import addresses, messages
+from clarion.messaging import addresses, inbox, messages
 from clarion.messaging.channel_config import build_channel
 from clarion.messaging.channels.base import DeliveryError, Outgoing, Sent, TemporaryFailure
 from clarion.messaging.models import MessagingChannel
@@ -62,6 +65,30 @@ async def _inbox_owner(session: AsyncSession, workspace_id: int, to: str) -> uui
     return await messages.get_recipient_id(
         session, workspace_id=workspace_id, profile_id=profile_id, user_id=to
     )
+
+
+async def deliver_inbox_test(
+    session: AsyncSession,
+    row: MessagingChannel,
+    *,
+    profile_id: str,
+    subject: str,
+    text: str,
+    now: datetime,
+) -> Sent:
+    """Put a test message of the inbox channel in the profile's inbox (`to` as
+    `recipient_for_test` gave it), in the caller's transaction; its message id is the
+    provider id."""
+    message_id = await inbox.deliver_test(
+        session,
+        workspace_id=row.workspace_id,
+        channel_id=row.id,
+        profile_id=uuid.UUID(profile_id),
+        title=subject,
+        text_body=text,
+        now=now,
+    )
+    return Sent(provider_id=str(message_id))
 
 
 async def send_test(

@@ -21,13 +21,15 @@ customer's when it is an inbox message of one of those, delivered. Anything else
 NotFound, and an unknown user id has an empty inbox: nothing tells whether a user exists.
 Marking a message read counts as its first open (`engagement.mark_opened`).
 
-`deliver_to_inbox` tells live streams (`inbox_live`) once the caller's transaction commits.
+`deliver_to_inbox` tells live streams (`inbox_live`) once the caller's transaction commits;
+`deliver_test` puts a channel's test message there the same way, outside the pipeline.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import html
 import re
 import time
 import uuid
@@ -218,6 +220,57 @@ async def deliver_to_inbox(
         "data": dict(content.get("data") or {}),
     }
     await session.flush()
+    await _announce(session, message)
+
+
+async def deliver_test(
+    session: AsyncSession,
+    *,
+    workspace_id: int,
+    channel_id: int,
+    profile_id: uuid.UUID,
+    title: str,
+    text_body: str,
+    now: datetime,
+) -> uuid.UUID:
+    """Put a channel's test message in the profile's inbox, delivered now, and return its
+    id: a transactional message of origin `test`, so it takes no frequency-cap slot and
+    belongs to no campaign or journey; no history and no event (a test is nobody's
+    engagement). Live streams hear of it once the caller commits. Flushes only."""
+    message_id = uuid.uuid4()
+    message = Message(
+        id=message_id,
+        workspace_id=workspace_id,
+        profile_id=profile_id,
+        channel=INBOX,
+        channel_id=channel_id,
+        idempotency_key=f"test:{message_id}",
+        origin="test",
+        category="transactional",
+        status="delivered",
+        attempts=1,
+        context={},
+        links=[],
+        content={
+            "title": title,
+            "body": html.escape(text_body).replace("\n", "<br>"),
+            "action_url": None,
+            "data": {"type": "clarion.test"},
+        },
+        send_after=now,
+        created_at=now,
+        updated_at=now,
+        sent_at=now,
+        delivered_at=now,
+    )
+    session.add(message)
+    await session.flush()
+    await _announce(session, message)
+    return message_id
+
+
+async def _announce(session: AsyncSession, message: Message) -> None:
+    """Tell live streams of the message once the transaction commits."""
     notice = Notice(message.workspace_id, message.profile_id, message.id)
     if session.get_bind().dialect.name == "postgresql":
         # PostgreSQL delivers it at commit, to every listening process, or not at all.

@@ -8,7 +8,14 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Request, Response, status
 
 from clarion.core.crypto import Vault
-from clarion.core.deps import AppClock, ReadSession, RowId, WriteSession, app_held
+from clarion.core.deps import (
+    AppClock,
+    ReadSession,
+    RowId,
+    WriteSession,
+    app_held,
+    get_database,
+)
 from clarion.core.routing import StrictJSONRoute
 from clarion.messaging import channel_config, channel_test_sends, templates
 from clarion.messaging.channels.base import ChannelKind
@@ -188,7 +195,7 @@ async def test_channel(
     channel_id: RowId,
     body: ChannelTest,
     caller: ManagementCaller,
-    session: WriteSession,
+    session: ReadSession,
     clock: AppClock,
     request: Request,
 ) -> ChannelTestResult:
@@ -201,13 +208,14 @@ async def test_channel(
     to = await channel_test_sends.recipient_for_test(
         session, workspace_id=caller.workspace_id, kind=row.kind, to=body.to
     )
-    if row.kind == "inbox":
-        sent = await channel_test_sends.deliver_inbox_test(
-            session, row, profile_id=to, subject=body.subject, text=body.text, now=clock.now()
-        )
-        await session.commit()
-        return ChannelTestResult(channel_id=row.id, provider_id=sent.provider_id)
     await session.close()  # no connection held while the provider answers
+    if row.kind == "inbox":  # no provider: the message goes into the profile's inbox
+        async with get_database(request).write_session() as writing:
+            sent = await channel_test_sends.deliver_inbox_test(
+                writing, row, profile_id=to, subject=body.subject, text=body.text, now=clock.now()
+            )
+            await writing.commit()
+        return ChannelTestResult(channel_id=row.id, provider_id=sent.provider_id)
     sent = await channel_test_sends.send_test(
         row,
         app_vault(request),

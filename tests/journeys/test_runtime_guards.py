@@ -124,7 +124,7 @@ async def test_two_journeys_emitting_each_others_trigger_enter_once_each(desk: D
 
 
 async def test_a_chain_of_emitted_events_stops_after_max_chain_journeys(desk: Desk) -> None:
-    from clarion.journeys.runtime import MAX_CHAIN
+    from clarion.journeys.matching import MAX_CHAIN
 
     await desk.identify("pc", email="pc@example.com")
     journeys = [

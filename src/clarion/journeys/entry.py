@@ -1,5 +1,7 @@
 """Who may enter a journey: the guards on events and the entry rules, shared by the runtime
-(`runtime.py`, which enters) and the dry run (`simulate.py`, which says why it would not).
+(`runtime.py`, which enters) and the dry run (`simulate.py`, which says why it would not);
+and what entering starts from: a published journey with its plan (`Live`) and a profile to
+enter under a key (`Entry`), made from events (`matching.py`) and date passes (`dates.py`).
 
 - **Forgery**: events named as Clarion's own (`OWN_EVENT_NAMES`) count for journeys only
   from Clarion (`forged`).
@@ -18,14 +20,16 @@ from __future__ import annotations
 import uuid
 from collections import Counter
 from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
 from sqlalchemy import case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from clarion.journeys.compiler import Plan
 from clarion.journeys.graph import EntryRules
-from clarion.journeys.models import LIVE_RUN_STATES, JourneyRun
+from clarion.journeys.models import LIVE_RUN_STATES, Journey, JourneyRun
 from clarion.messaging.consent.consents import SUBSCRIBED, UNSUBSCRIBED
 from clarion.messaging.engagement import CLICK_EVENTS, OPEN_EVENTS
 from clarion.messaging.feedback import EVENT_NAMES as FEEDBACK_EVENTS
@@ -57,6 +61,27 @@ BULK_LIBRARIES = frozenset({"clarion-import-orders", "clarion-demo"})
 # A run as the entry rules read it: its profile, its entry key, whether it is live, when it
 # entered.
 SeenRun = tuple[uuid.UUID, str, bool, datetime]
+
+
+@dataclass(frozen=True, slots=True)
+class Live:
+    """A published journey (live, or paused: its runs still exit, move on events and
+    convert, but nobody enters), with the plan of its live version."""
+
+    journey: Journey
+    plan: Plan
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """A profile to enter, keyed (None: the event lacked the key, nothing enters), with the
+    run's context; a run that first waits at its trigger until `wake_at` (a date trigger's
+    local moment) starts `waiting`."""
+
+    profile_id: uuid.UUID
+    key: str | None
+    context: dict[str, Any] = field(default_factory=dict)
+    wake_at: datetime | None = None
 
 
 def forged(name: str | None, *, from_clarion: bool) -> bool:

@@ -6,11 +6,14 @@
   `where`; `Segment Entered` / `Exited` for segment triggers) enters the profile when the
   entry rules and the participation caps allow it, keyed by `entry_key`'s property; a
   `journeys.step` job takes the batch's new runs on. The same events end runs whose exit
-  criteria they match, move runs waiting for them, and mark runs' goals reached.
+  criteria they match, move runs waiting for them, and mark runs' goals reached. What an
+  event means for a plan (triggers, exits, waits, keys, the entries a batch makes) is
+  `matching.py`'s, shared with the dry run.
 - **Guards**: events named as Clarion's own (`OWN_EVENT_NAMES`) count only from Clarion;
   events older than `ENTRY_MAX_AGE` or loaded in bulk enter nobody (these and the entry
   rules are in `entry.py`, shared with the dry run); an event a journey emitted enters
-  none of the journeys it came through (`chain`), nor any after `MAX_CHAIN` of them.
+  none of the journeys it came through (`chain`), nor any after `MAX_CHAIN` of them
+  (`matching.py`).
 - **Stepping** (`step`): one job moves a batch of runs through instant nodes (conditions,
   splits, actions) until each waits or ends; the job's payload names the node it expects
   each run at, so a stale or repeated job moves nothing. Every move is a
@@ -24,7 +27,8 @@ schedules every live run again), but its runs still exit on their events, leave 
 for the next node (held there until resumed) and reach their goals; archiving ends its live
 runs at once. Schedule triggers (`journeys.schedule`, a recurring job per journey) enter
 the segment's members at each tick; date triggers (`journeys.dates`, daily) enter the
-profiles whose date comes within the day, each run waiting for its local moment.
+profiles whose date comes within the day, each run waiting for its local moment (when a
+date fires and what a pass covers: `dates.py`).
 """
 
 from __future__ import annotations
@@ -32,9 +36,8 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time, timedelta
-from typing import Any, Protocol
+from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import bindparam, select, text, update
 from sqlalchemy.dialects.postgresql import insert as postgres_insert
@@ -46,27 +49,17 @@ from sqlalchemy.orm.attributes import set_committed_value
 from clarion.core.database import JSONDocument, UTCDateTime
 from clarion.core.jobs.queue import enqueue
 from clarion.core.jobs.worker import JobContext, PermanentFailure
-from clarion.ingest.internal import is_activity
 from clarion.ingest.records import EventRecord
+from clarion.journeys import matching
 from clarion.journeys.compiler import Plan
-from clarion.journeys.entry import (
-    SEGMENT_EVENTS,
-    SeenRun,
-    allowance,
-    caps_left,
-    forged,
-    history_reason,
-    runs_so_far,
+from clarion.journeys.dates import (
+    date_moment,
+    dates_since,
+    not_entered_before,
+    one_date_pass_at_a_time,
 )
-from clarion.journeys.graph import (
-    DateTrigger,
-    EntryRules,
-    EventTrigger,
-    EventWait,
-    ScheduleTrigger,
-    SegmentTrigger,
-    WaitNode,
-)
+from clarion.journeys.entry import Entry, Live, SeenRun, allowance, caps_left
+from clarion.journeys.graph import DateTrigger, EntryRules, ScheduleTrigger, WaitNode
 from clarion.journeys.models import LIVE_RUN_STATES, Journey, JourneyRun
 from clarion.journeys.steps import (
     STEP,
@@ -78,9 +71,7 @@ from clarion.journeys.steps import (
 )
 from clarion.profiles import queries as profiles
 from clarion.segments import service as segments
-from clarion.segments import values
 from clarion.segments.catalog import Catalog
-from clarion.segments.predicate import next_anniversary, profile_zone
 
 log = logging.getLogger(__name__)
 
@@ -89,39 +80,9 @@ TICK_PRIORITY = 15  # schedule and date passes enter many profiles: bulk work, b
 SCHEDULE_PAGE = 1_000
 DATES = "journeys.dates"  # job kind: a date trigger's daily pass
 DATES_CRON = "0 0 * * *"
-# A date pass run late (a worker down at its tick) still enters the moments since its tick,
-# at once, up to this far back; further back they are missed (a birthday days late is not
-# a birthday message).
-DATES_LATE = timedelta(days=1)
-_DATE_PASS_LOCKS = 0x4A444154  # advisory lock space of date passes, one lock per journey
-# An event a journey's run emitted carries the journeys it came through (its run's `chain`
-# and the run's journey); it enters none of them again, nor any journey once it came
-# through this many: no loop of emitted events runs without end.
-MAX_CHAIN = 5
 ENTER_CHUNK = 500  # runs a statement inserts
 TAKE_OVER_JOBS = 9  # other due step jobs a step takes over: up to 2,000 runs in all
 _LIVE = text("state IN ('active', 'waiting')")  # LIVE_RUN_STATES, as the index says it
-
-
-@dataclass(frozen=True, slots=True)
-class _Live:
-    """A published journey (live, or paused: its runs still exit, move on events and
-    convert, but nobody enters), with the plan of its live version."""
-
-    journey: Journey
-    plan: Plan
-
-
-@dataclass(frozen=True, slots=True)
-class Entry:
-    """A profile to enter, keyed (None: the event lacked the key, nothing enters), with the
-    run's context; a run that first waits at its trigger until `wake_at` (a date trigger's
-    local moment) starts `waiting`."""
-
-    profile_id: uuid.UUID
-    key: str | None
-    context: dict[str, Any] = field(default_factory=dict)
-    wake_at: datetime | None = None
 
 
 class Runtime:
@@ -136,7 +97,7 @@ class Runtime:
         """The compiled plan of a published version."""
         return await self.plans.get(session, journey_id, number)
 
-    async def _published(self, session: AsyncSession, workspace_id: int) -> list[_Live]:
+    async def _published(self, session: AsyncSession, workspace_id: int) -> list[Live]:
         """The workspace's live and paused journeys, with their plans."""
         journeys = (
             await session.scalars(
@@ -150,7 +111,7 @@ class Runtime:
         found = []
         for journey in journeys:
             assert journey.live_version is not None
-            found.append(_Live(journey, await self.plan(session, journey.id, journey.live_version)))
+            found.append(Live(journey, await self.plan(session, journey.id, journey.live_version)))
         return found
 
     # --- events -----------------------------------------------------------------------------
@@ -168,7 +129,7 @@ class Runtime:
         journeys (not on events too old, loaded in bulk, or emitted by a run of the
         journey or of one it led to) and mark goals reached. Clarion's own event names
         count only from Clarion. Flushes, never commits."""
-        tracked = _tracked(events)
+        tracked = matching.tracked(events)
         if not tracked:
             return
         published = await self._published(session, workspace_id)
@@ -181,9 +142,9 @@ class Runtime:
         await moves.write_runs(session)  # entry rules read runs ended just now as ended
         entered: list[JourneyRun] = []
         live = [item for item in published if item.journey.state == "live"]
-        chains = await _chains(session, workspace_id, tracked) if live else {}
+        chains = await matching.chains(session, workspace_id, tracked) if live else {}
         for item in live:
-            entries = _entries(item, tracked, chains)
+            entries = matching.entries(item, tracked, chains)
             if entries:
                 entered += await _enter(session, item, entries, moves)
         # What the events start happens now, in their transaction: no job stands between a
@@ -298,16 +259,16 @@ class Runtime:
                 continue
             plan = await self.plan(session, run.journey_id, run.version)
             for event in tracked.get(run.profile_id, ()):
-                if not _after_trigger(run, event):
+                if not matching.after_trigger(run, event):
                     continue
-                if exits(plan, event, run.entry_key):
+                if matching.exits(plan, event, run.entry_key):
                     moves.finish(run, "exited", f"exit: {event.name}")
                     break
                 node = plan.nodes[run.node]
                 if (
                     run.state == "waiting"
                     and isinstance(node, WaitNode)
-                    and ends_wait(plan, node, event, run.entry_key)
+                    and matching.ends_wait(plan, node, event, run.entry_key)
                 ):
                     moves.move(run, node.next, f"event: {event.name}")
                     moved.append(run)
@@ -318,7 +279,7 @@ class Runtime:
         self,
         session: AsyncSession,
         workspace_id: int,
-        live: Sequence[_Live],
+        live: Sequence[Live],
         tracked: Mapping[uuid.UUID, list[EventRecord]],
         now: datetime,
     ) -> None:
@@ -349,14 +310,14 @@ class Runtime:
             goal = plan.graph.goal
             if goal is None:
                 continue
-            until = _entered(run) + timedelta(days=goal.within_days)
+            until = matching.entered(run) + timedelta(days=goal.within_days)
             reached = [
                 e.timestamp
                 for e in tracked[run.profile_id]
                 if e.name == goal.event
-                and _after_trigger(run, e)
+                and matching.after_trigger(run, e)
                 and e.timestamp < until
-                and _for_key(plan, e, run.entry_key)
+                and matching.for_key(plan, e, run.entry_key)
             ]
             if reached:
                 run.converted_at = min(reached)
@@ -400,7 +361,7 @@ class Runtime:
                 tick = {"schedule": {"at": now.isoformat(), "segment_id": trigger.segment_id}}
                 moves = Moves(now)
                 entries = [Entry(member.profile_id, "", tick) for member in members]
-                entered = await _enter(session, _Live(*found), entries, moves)
+                entered = await _enter(session, Live(*found), entries, moves)
                 await self.stepper.advance(session, entered, moves, {found[0].id: found[0]})
                 await moves.flush(session)
                 if cursor is None:
@@ -422,8 +383,8 @@ class Runtime:
             found = await self._journey_plan(session, context)
             trigger = found[1].trigger.trigger if found else None
             if found is not None and isinstance(trigger, DateTrigger):
-                await _one_date_pass_at_a_time(session, found[0].id)
-                since = _dates_since(context.job.payload, now)
+                await one_date_pass_at_a_time(session, found[0].id)
+                since = dates_since(context.job.payload, now)
                 moves = Moves(now)
                 async for page in profiles.with_trait(
                     session, workspace_id=context.job.workspace_id, trait=trigger.trait
@@ -436,8 +397,8 @@ class Runtime:
                             key = moment.date().isoformat()
                             wake_at = moment if moment > now else None
                             entries.append(Entry(profile_id, key, tick, wake_at=wake_at))
-                    live = _Live(*found)
-                    entries, so_far = await _not_entered_before(session, live, entries)
+                    live = Live(*found)
+                    entries, so_far = await not_entered_before(session, live, entries)
                     entered = await _enter(session, live, entries, moves, so_far=so_far)
                     await self.stepper.advance(session, entered, moves, {found[0].id: found[0]})
                 await moves.flush(session)
@@ -584,291 +545,9 @@ async def end_runs(session: AsyncSession, *, journey_id: int, reason: str, now: 
     return len(runs)
 
 
-def _dates_since(payload: dict[str, Any], now: datetime) -> datetime:
-    """Where a date pass's window starts: its scheduled tick (a recurring pass), at most
-    `DATES_LATE` before `now`; `now` for the pass run when the journey is published."""
-    try:
-        tick = datetime.fromisoformat(str(payload["scheduled_for"]))
-    except (KeyError, ValueError):
-        return now
-    if tick.tzinfo is None:
-        return now
-    return min(now, max(tick, now - DATES_LATE))
-
-
-async def _one_date_pass_at_a_time(session: AsyncSession, journey_id: int) -> None:
-    """Wait for any other date pass of the journey to commit (PostgreSQL; SQLite has one
-    writer): two passes at once would each find no run under a key and both enter it,
-    once the first's run had finished (the live runs' unique index no longer holds it)."""
-    if session.get_bind().dialect.name == "postgresql":
-        await session.execute(
-            text("SELECT pg_advisory_xact_lock(:space, :journey)"),
-            {"space": _DATE_PASS_LOCKS, "journey": journey_id},
-        )
-
-
-async def _not_entered_before(
-    session: AsyncSession, live: _Live, entries: list[Entry]
-) -> tuple[list[Entry], list[SeenRun]]:
-    """The entries of profiles with no run of the journey under their key yet, in any
-    state: the windows of two passes may overlap (a late pass, the one at publishing), and
-    a finished run is no longer held off by the live runs' unique index. With them, every
-    run of their profiles, for `_enter`'s entry rules (one read serves both)."""
-    if not entries:
-        return [], []
-    so_far = await runs_so_far(
-        session, journey_id=live.journey.id, rules=live.plan.graph.entry,
-        profile_ids={entry.profile_id for entry in entries}, every_state=True,
-    )  # fmt: skip
-    taken = {(profile_id, key) for profile_id, key, _, _ in so_far}
-    return [entry for entry in entries if (entry.profile_id, entry.key) not in taken], so_far
-
-
-def date_moment(
-    trigger: DateTrigger,
-    value: Any,
-    zone_name: Any,
-    now: datetime,
-    *,
-    since: datetime | None = None,
-) -> datetime | None:
-    """When a date trigger fires for a profile with this date and time zone, if that is
-    from `since` (default `now`) to a day from `now` (None otherwise, or for a value that
-    is no date)."""
-    since = now if since is None else since
-    text = str(value)[:10]
-    try:
-        day = date.fromisoformat(text)
-    except ValueError:
-        return None
-    zone = profile_zone({"timezone": zone_name} if isinstance(zone_name, str) else {})
-    at = time.fromisoformat(trigger.local_time)
-    # The dates whose shifted day is within two days of now, either way (zones span a day).
-    low = (now - timedelta(days=2 + trigger.offset_days)).date()
-    high = (now + timedelta(days=2 - trigger.offset_days)).date()
-    candidates = []
-    if trigger.yearly:
-        found = next_anniversary(text, low)
-        while found is not None and found <= high:
-            candidates.append(found)
-            found = next_anniversary(text, found + timedelta(days=1))
-    else:
-        candidates.append(day)
-    for base in candidates:
-        moment = datetime.combine(
-            base + timedelta(days=trigger.offset_days), at, tzinfo=zone
-        ).astimezone(UTC)
-        if since <= moment < now + timedelta(days=1):
-            return moment
-    return None
-
-
-class TrackLike(Protocol):
-    """What matching reads of an event: a stored one or a dry run's."""
-
-    @property
-    def name(self) -> str | None: ...
-    @property
-    def properties(self) -> dict[str, Any]: ...
-
-
-def triggers(plan: Plan, event: TrackLike) -> bool:
-    """Whether the event enters a profile into the plan (its event or segment trigger)."""
-    trigger = plan.trigger.trigger
-    if isinstance(trigger, EventTrigger):
-        return event.name == trigger.event and values.matches(
-            plan.wheres.get(f"nodes.{plan.start}.trigger.where"), event.properties
-        )
-    if isinstance(trigger, SegmentTrigger):
-        return (
-            event.name == SEGMENT_EVENTS[trigger.kind]
-            and event.properties.get("segment_id") == trigger.segment_id
-        )
-    return False
-
-
-def exits(plan: Plan, event: TrackLike, key: str | None) -> bool:
-    """Whether the event meets one of the plan's exit criteria for a run of `key`."""
-    return any(
-        criterion.event == event.name
-        and values.matches(plan.wheres.get(f"exit_when.{i}.where"), event.properties)
-        and (not criterion.same_key or entry_key(plan, event) == key)
-        for i, criterion in enumerate(plan.graph.exit_when)
-    )
-
-
-def ends_wait(plan: Plan, node: WaitNode, event: TrackLike, key: str | None) -> bool:
-    """Whether the event is the one an event wait waits for, for a run of `key`."""
-    wait = node.wait
-    return (
-        isinstance(wait, EventWait)
-        and wait.event == event.name
-        and values.matches(plan.wheres.get(f"nodes.{node.id}.wait.where"), event.properties)
-        and (not wait.same_key or entry_key(plan, event) == key)
-    )
-
-
-def _for_key(plan: Plan, event: TrackLike, key: str | None) -> bool:
-    """Whether the event may be for a run of `key`: the journey has no entry key, the event
-    lacks the key's property, or it holds this key."""
-    if plan.graph.entry_key is None:
-        return True
-    found = entry_key(plan, event)
-    return found is None or found == key
-
-
-def _after_trigger(run: JourneyRun, event: EventRecord) -> bool:
-    """Whether the event came after the run's triggering event: later on the customer's
-    clock, or at the same instant but stored after it."""
-    since = _entered(run)
-    if event.timestamp != since:
-        return event.timestamp > since
-    trigger_id = run.context.get("event", {}).get("id")
-    return not isinstance(trigger_id, int) or event.id > trigger_id
-
-
-def _entered(run: JourneyRun) -> datetime:
-    """When the run's triggering event happened (events before it neither end nor move the
-    run; compared on the customer's clock, as events arrive out of order)."""
-    raw = run.context.get("event", {}).get("timestamp")
-    try:
-        return datetime.fromisoformat(raw) if isinstance(raw, str) else run.entered_at
-    except ValueError:
-        return run.entered_at
-
-
-def entry_key(plan: Plan, event: TrackLike) -> str | None:
-    """The event's entry key under the journey's `entry_key` ("" without one; None when the
-    event lacks the property)."""
-    if plan.graph.entry_key is None:
-        return ""
-    found = values.read(event.properties, plan.graph.entry_key.removeprefix("properties."))
-    return None if found is None or isinstance(found, dict | list) else str(found)[:200]
-
-
-def _event_context(event: EventRecord, chain: Sequence[int] = ()) -> dict[str, Any]:
-    """A run's context: its triggering event, and the journeys that event came through
-    (`chain`, when a journey emitted it)."""
-    context: dict[str, Any] = {
-        "event": {
-            "id": event.id,
-            "name": event.name,
-            "properties": event.properties,
-            "timestamp": event.timestamp.isoformat(),
-        }
-    }
-    if chain:
-        context["chain"] = list(chain)
-    return context
-
-
-def _tracked(
-    events: Mapping[uuid.UUID, Sequence[EventRecord]],
-) -> dict[uuid.UUID, list[EventRecord]]:
-    """The batch's track events by profile, in the order they happened; events named as
-    Clarion's own but sent by anyone else (forged) are left out."""
-    tracked = {}
-    for profile_id, batch in events.items():
-        kept = sorted(
-            (
-                event
-                for event in batch
-                if event.type == "track"
-                and event.name
-                and not forged(event.name, from_clarion=not is_activity(event.source_id))
-            ),
-            key=lambda event: (event.timestamp, event.id),
-        )
-        if kept:
-            tracked[profile_id] = kept
-    return tracked
-
-
-def _entries(
-    item: _Live,
-    tracked: Mapping[uuid.UUID, list[EventRecord]],
-    chains: Mapping[int, tuple[int, ...]],
-) -> list[Entry]:
-    """The entries the events make into a live journey: those triggering it, neither older
-    than ENTRY_MAX_AGE when received nor loaded in bulk, nor emitted along a chain of
-    journeys that holds this one or MAX_CHAIN of them (refused, and logged: a loop)."""
-    entries, looped = [], 0
-    for profile_id, batch in tracked.items():
-        for event in batch:
-            if not triggers(item.plan, event) or _history(event):
-                continue
-            chain = chains.get(event.id, ())
-            if item.journey.id in chain or len(chain) >= MAX_CHAIN:
-                looped += 1
-                continue
-            key = entry_key(item.plan, event)
-            entries.append(Entry(profile_id, key, _event_context(event, chain)))
-    if looped:
-        log.warning(
-            "journey %s: %s entries refused: their events came from runs of this journey, "
-            "or through %s journeys (a loop of emitted events)",
-            item.journey.id, looped, MAX_CHAIN,
-        )  # fmt: skip
-    return entries
-
-
-def _history(event: EventRecord) -> bool:
-    """Whether the event is history, not news (`entry.history_reason`)."""
-    reason = history_reason(
-        happened=event.timestamp, received=event.received_at, context=event.context
-    )
-    return reason is not None
-
-
-def _emitted_by(event: EventRecord) -> tuple[int, int] | None:
-    """The journey and run that emitted the event (an emit action's `journey_id` and
-    `journey_run_id`), believed only of Clarion's own events."""
-    if is_activity(event.source_id):
-        return None
-    journey_id = event.properties.get("journey_id")
-    run_id = event.properties.get("journey_run_id")
-    if type(journey_id) is int and type(run_id) is int:
-        return journey_id, run_id
-    return None
-
-
-async def _chains(
-    session: AsyncSession, workspace_id: int, tracked: Mapping[uuid.UUID, list[EventRecord]]
-) -> dict[int, tuple[int, ...]]:
-    """The journeys each event emitted by a run came through, by event id: the emitting
-    run's own chain, then its journey."""
-    emitted = {
-        event.id: origin
-        for batch in tracked.values()
-        for event in batch
-        if (origin := _emitted_by(event)) is not None
-    }
-    if not emitted:
-        return {}
-    rows = await session.execute(
-        select(JourneyRun.id, JourneyRun.context).where(
-            JourneyRun.workspace_id == workspace_id,
-            JourneyRun.id.in_({run_id for _, run_id in emitted.values()}),
-        )
-    )
-    before = {run_id: _chain(context) for run_id, context in rows}
-    return {
-        event_id: (*before.get(run_id, ()), journey_id)
-        for event_id, (journey_id, run_id) in emitted.items()
-    }
-
-
-def _chain(context: Any) -> tuple[int, ...]:
-    """The journeys a run's triggering event came through (its context's `chain`)."""
-    chain = context.get("chain") if isinstance(context, dict) else None
-    if not isinstance(chain, list):
-        return ()
-    return tuple(item for item in chain if type(item) is int)
-
-
 async def _enter(
     session: AsyncSession,
-    live: _Live,
+    live: Live,
     entries: Sequence[Entry],
     moves: Moves,
     *,

@@ -47,7 +47,7 @@ from clarion.journeys.graph import (
     WaitNode,
     WebhookAction,
 )
-from clarion.journeys.runtime import ends_wait, entry_key, exits, triggers
+from clarion.journeys.matching import ends_wait, entry_key, exits, triggers
 from clarion.journeys.steps import MAX_MOVES, split_path, wake_at
 from clarion.profiles import queries as profiles
 from clarion.segments import aggregates, predicate

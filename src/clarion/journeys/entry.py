@@ -213,7 +213,12 @@ async def caps_left_at(
     per_day = rules.max_entries_per_day is not None
     midnights = {moment: _utc_midnight(moment) for moment in moments} if per_day else {}
     days = sorted(set(midnights.values()))
-    counted = [func.count(case((JourneyRun.entered_at >= day, 1))) for day in days]
+    # Each day's runs only: a dry run's event on an earlier day is not held off by later ones.
+    # (At the runtime's `now`, no run has entered later anyway.)
+    counted = [
+        func.count(case((JourneyRun.entered_at.between(day, day + _DAY - _TICK), 1)))
+        for day in days
+    ]
     if rules.max_entries is not None:
         counted.insert(0, func.count())
     query = select(*counted).select_from(JourneyRun).where(JourneyRun.journey_id == journey_id)
@@ -231,6 +236,10 @@ async def caps_left_at(
             caps["max_entries_per_day"] = rules.max_entries_per_day - today[midnights[moment]]
         left[moment] = caps
     return left
+
+
+_DAY = timedelta(days=1)
+_TICK = timedelta(microseconds=1)  # the last instant of a day is midnight less this
 
 
 def _utc_midnight(moment: datetime) -> datetime:

@@ -29,7 +29,6 @@ from email.headerregistry import Address
 from typing import Literal
 
 import aiosmtplib
-import dkim  # type: ignore[import-untyped]  # dkimpy ships no type hints
 
 from clarion.messaging.channels.base import (
     BounceKind,
@@ -117,6 +116,9 @@ def recipient_address(to: str) -> Address:
 def dkim_sign(payload: bytes, key: DkimKey, *, extra_headers: tuple[str, ...] = ()) -> bytes:
     """`payload` (CRLF line ends) with a DKIM-Signature header prepended, covering the
     standard headers and `extra_headers` (e.g. List-Unsubscribe, List-Unsubscribe-Post)."""
+    # Imported here: dkimpy brings dnspython (~0.1 s to import), for signing channels only.
+    import dkim  # type: ignore[import-untyped]  # dkimpy ships no type hints
+
     names = list(_SIGNED_HEADERS)
     names += [name.lower() for name in extra_headers if name.lower() not in names]
     signature: bytes = dkim.sign(

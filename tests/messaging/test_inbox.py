@@ -279,6 +279,11 @@ async def test_a_channel_test_send_lands_in_the_inbox_and_nowhere_else(customer:
         assert history.all() == []
     assert await events(customer.client, customer.tenant, "In-App Message Delivered") == []
     assert (await customer.post(f"{item['id']}/read")).status_code == 200
+    listed = await customer.client.get(
+        "/api/v1/messages", params={"origin": "test"}, headers=customer.tenant.admin
+    )
+    assert listed.status_code == 200, listed.text
+    assert [m["id"] for m in listed.json()["items"]] == [item["id"]]
 
 
 async def test_listing_paging_and_states(customer: Inbox, database: Database) -> None:

@@ -43,7 +43,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from redis.asyncio import Redis
@@ -176,6 +176,7 @@ class Pipeline:
             changed = profiles.changed_profiles(context.job.payload)
         except (TypeError, ValueError, AttributeError) as error:
             raise PermanentFailure(f"bad payload: {context.job.payload}") from error
+        origin = _origin(context.job.payload.get("origin"))
         async with self.database.write_session() as session:
             await context.complete(session)
             index = await self.segments.load(session, workspace_id)
@@ -189,6 +190,7 @@ class Pipeline:
                 now=now,
                 cause="realtime",
                 hand_back=True,
+                origin=origin,
             )
             await self.process_own_events(session, workspace_id, decided.emitted, now, index)
             await self.journeys.on_merges(
@@ -456,6 +458,17 @@ def messaging_delivery(
         else LocalRateLimiter()
     )
     return delivery.Delivery(database, clock, composer, limiter, process_own)
+
+
+def _origin(raw: Any) -> dict[str, int] | None:
+    """The journey run a `profiles.changed` job names as its cause (`journey_id`,
+    `journey_run_id`), when it names one whole."""
+    if not isinstance(raw, dict):
+        return None
+    kept = {key: raw.get(key) for key in ("journey_id", "journey_run_id")}
+    if not all(type(value) is int for value in kept.values()):
+        return None
+    return cast(dict[str, int], kept)
 
 
 def _touched(applied: profiles.AppliedBatch) -> dict[uuid.UUID, membership.Touched]:

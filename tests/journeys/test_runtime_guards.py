@@ -7,9 +7,10 @@ paused, and count goals in event order, per entry key."""
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
+import pytest
 from sqlalchemy import delete, func, select
 
 from clarion.core.jobs.models import Job
@@ -313,3 +314,68 @@ async def test_a_goal_converts_only_the_run_of_its_entry_key(desk: Desk) -> None
     await desk.track_raw(track("gk", "Order Completed"))
     c3, _ = await runs(desk)
     assert c3.converted_at is not None
+
+
+def tagger(segment_id: int, stage: str) -> dict[str, Any]:
+    """Every entry into the segment: set the profile's `stage` trait, then exit."""
+    return {
+        "entry": {"frequency": "every_time"},
+        "nodes": [
+            {
+                "id": "start",
+                "type": "trigger",
+                "trigger": {"kind": "segment_entered", "segment_id": segment_id},
+                "next": "act",
+            },
+            {
+                "id": "act",
+                "type": "action",
+                "actions": [{"kind": "update_traits", "traits": {"stage": stage}}],
+                "next": "done",
+            },
+            {"id": "done", "type": "exit"},
+        ],
+    }
+
+
+async def test_two_journeys_moving_a_profile_between_their_segments_enter_once_each(
+    desk: Desk, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A loop through traits and segments: each journey's trait update makes the profile
+    enter the other's segment. The segment events a run's trait update causes name that
+    run, so they carry its chain as emitted events do: the second journey's update puts
+    the profile back in the first's segment, which the first does not enter again."""
+    stage = {"type": "trait", "trait": "stage", "operator": "eq"}
+    first_segment = await desk.segment({**stage, "value": "a"}, name="Stage A")
+    second_segment = await desk.segment({**stage, "value": "b"}, name="Stage B")
+    first = await publish(desk, tagger(first_segment, "b"), name="A to B")
+    second = await publish(desk, tagger(second_segment, "a"), name="B to A")
+    # Time moves between transactions, as it does outside tests: a re-entry at the very
+    # instant of the first entry would be taken for its retry (the same messageId).
+    frozen = desk.clock.now
+
+    def ticking() -> datetime:
+        desk.clock.advance(timedelta(milliseconds=1))
+        return frozen()
+
+    monkeypatch.setattr(desk.clock, "now", ticking)
+    await track_settled(desk, {"type": "identify", "userId": "lo", "traits": {"stage": "a"}})
+    found = await runs(desk)
+    assert sorted(run.journey_id for run in found) == [first, second]
+    [moved_back] = [run for run in found if run.journey_id == second]
+    assert moved_back.context["chain"] == [first]
+    async with desk.database.read_session() as session:
+        caused = (
+            await session.scalars(
+                select(Event.properties)
+                .where(
+                    Event.workspace_id == desk.tenant.id,
+                    Event.name == "Segment Entered",
+                    Event.properties["segment_id"].as_integer() == first_segment,
+                )
+                .order_by(Event.id)
+            )
+        ).all()
+    # Entered by the customer's identify, then again by the second journey's update.
+    assert [p.get("journey_id") for p in caused] == [None, second]
+    assert caused[1]["journey_run_id"] == moved_back.id

@@ -573,6 +573,7 @@ async def _do(
                         await profile_service.upsert_profile(
                             session, workspace_id=workspace_id, user_id=user_id,
                             traits=values, now=moves.now, source="api",
+                            origin={"journey_id": run.journey_id, "journey_run_id": run.id},
                         )  # fmt: skip
                 except ClarionError as error:
                     failed[run.id] = str(error.detail)

@@ -167,19 +167,28 @@ def _summarize(summary: AppliedBatch, graph: Graph, outcome: _Outcome) -> None:
 
 
 async def _announce(
-    session: AsyncSession, *, workspace_id: int, graph: Graph, outcome: _Outcome, now: datetime
+    session: AsyncSession,
+    *,
+    workspace_id: int,
+    graph: Graph,
+    outcome: _Outcome,
+    now: datetime,
+    origin: Mapping[str, int] | None = None,
 ) -> None:
     """A `profiles.changed` job for what an upsert changed, in its transaction, so later
-    stages (segments) re-evaluate those profiles as they do after events."""
+    stages (segments) re-evaluate those profiles as they do after events; `origin` (a
+    journey run's `journey_id` and `journey_run_id`) goes with it."""
     summary = AppliedBatch()
     _summarize(summary, graph, outcome)
     if not (summary.trait_keys or summary.absorbed or summary.created):
         return
-    payload = {
+    payload: dict[str, Any] = {
         "trait_keys": {str(p): sorted(keys) for p, keys in summary.trait_keys.items()},
         "absorbed": {str(gone): str(survivor) for gone, survivor in summary.absorbed.items()},
         "created": sorted(str(profile_id) for profile_id in summary.created),
     }
+    if origin:
+        payload["origin"] = dict(origin)
     await enqueue(
         session,
         [NewJob(workspace_id=workspace_id, kind=PROFILES_CHANGED, payload=payload)],
@@ -374,9 +383,12 @@ async def upsert_profile(
     traits: dict[str, Any],
     now: datetime,
     source: str = "import",
+    origin: Mapping[str, int] | None = None,
 ) -> Profile:
     """The profile of these identities, created or linked like an identify, with `traits` set
-    as of `now` (latest wins) and recorded in trait history under `source`. Flushes only."""
+    as of `now` (latest wins) and recorded in trait history under `source`. `origin` names
+    the journey run whose action sets them (`journey_id`, `journey_run_id`): the segment
+    events they cause carry it, so journeys see where they came from. Flushes only."""
     if source not in trait_rules.SOURCES:
         raise InvalidInput(
             f"Unknown trait source {source!r}.", errors=[FieldError("source", "unknown")]
@@ -405,7 +417,9 @@ async def upsert_profile(
         changes=outcome.changes,
         links=set(),
     )
-    await _announce(session, workspace_id=workspace_id, graph=graph, outcome=outcome, now=now)
+    await _announce(
+        session, workspace_id=workspace_id, graph=graph, outcome=outcome, now=now, origin=origin
+    )
     written = await session.get(Profile, profile_id, populate_existing=True)
     if written is None:  # just written in this transaction: it cannot be missing
         raise RuntimeError(f"profile {profile_id} was not written")

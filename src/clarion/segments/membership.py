@@ -113,11 +113,14 @@ async def evaluate_profiles(
     now: datetime,
     cause: str,
     hand_back: bool = False,
+    origin: Mapping[str, int] | None = None,
 ) -> Changes:
     """Bring the touched profiles' memberships up to date; what changed. Flushes, never
     commits: the caller's transaction holds the events that caused it. With `hand_back`,
     the `Segment Entered` / `Exited` events are stored without processing jobs and
-    returned in `Changes.emitted`, for the caller to apply in the same transaction."""
+    returned in `Changes.emitted`, for the caller to apply in the same transaction.
+    `origin` (a journey run's `journey_id` and `journey_run_id`, when one of its actions
+    made the change) goes into those events' properties."""
     changes = Changes()
     if not index.segments or not (touched or absorbed):
         return changes
@@ -196,6 +199,7 @@ async def evaluate_profiles(
         now=now,
         cause=cause,
         hand_back=hand_back,
+        origin=origin,
     )
     changes.emitted = written.emitted
     return changes
@@ -446,6 +450,7 @@ async def apply_changes(
     emit: bool = True,
     record: bool = True,
     hand_back: bool = False,
+    origin: Mapping[str, int] | None = None,
 ) -> Changes:
     """Write entries and exits (members, history unless `record` is false, counts) and emit
     their events (with `hand_back`, stored unprocessed in `emitted`: see
@@ -558,6 +563,7 @@ async def apply_changes(
                 ),
                 now,
                 hand_back=hand_back,
+                origin=origin,
             )
             for profile_id, records in emitted.items():
                 written.emitted.setdefault(profile_id, []).extend(records)
@@ -622,9 +628,11 @@ async def emit_changes(
     now: datetime,
     *,
     hand_back: bool = False,
+    origin: Mapping[str, int] | None = None,
 ) -> OwnEvents:
-    """`Segment Entered` / `Segment Exited` events for the changes, into the event stream;
-    with `hand_back`, stored without processing jobs and returned by profile (else none
+    """`Segment Entered` / `Segment Exited` events for the changes, into the event stream,
+    with `origin` in their properties when a journey run's action caused them; with
+    `hand_back`, stored without processing jobs and returned by profile (else none
     returned: their jobs process them)."""
     pairs = [(SEGMENT_ENTERED, pair) for pair in changes.entered] + [
         (SEGMENT_EXITED, pair) for pair in changes.exited
@@ -655,6 +663,7 @@ async def emit_changes(
                     "segment_id": segment_id,
                     "segment_name": segment.name if segment else None,
                     "profile_id": str(profile_id),
+                    **(origin or {}),
                 },
             )
         )

@@ -106,14 +106,15 @@ async def test_integers_past_64_bits_are_refused_naming_the_field(
         (b"123456789012345678901234567890", "beyond 64 bits"),
         (nested(MAX_DEPTH), "nested more than"),
         (b"1e400", "beyond a double's range"),
+        (b'"a\\u0000b"', "NUL character"),
     ],
-    ids=["wide", "deep", "infinite"],
+    ids=["wide", "deep", "infinite", "nul"],
 )
 async def test_a_batch_context_that_could_not_be_kept_is_refused_naming_it(
     client: httpx.AsyncClient, tenant: Tenant, shared: bytes, said: str
 ) -> None:
-    """It was a 500 (orjson refused to write it over a message's own context); a number
-    past a double's range was said to be no object."""
+    """It was a 500 (orjson refused to write it over a message's own context; PostgreSQL
+    refused the NUL); a number past a double's range was said to be no object."""
     message = b'{"type": "track", "userId": "u1", "event": "E", "context": {"ip": "::1"}}'
     body = b'{"batch": [' + message + b'], "context": {"x": ' + shared + b"}}"
     response = await client.post("/v1/batch", content=body, auth=tenant.writer, headers=JSON)

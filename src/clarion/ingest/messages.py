@@ -15,10 +15,12 @@ from typing import Annotated, Any
 import msgspec
 import orjson
 
+from clarion.core.documents import MAX_JSON_DEPTH
+
 MAX_ID_LENGTH = 255
 # Levels a document (`properties`, `traits`, `context`...) may nest, itself the first: what
-# profile import reads back (`profiles.transfer.MAX_JSON_DEPTH`), so an export imports.
-MAX_DEPTH = 128
+# every JSON column keeps, profile import included, so an export imports.
+MAX_DEPTH = MAX_JSON_DEPTH
 
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_LENGTH)]
 WireId = str | int  # SDKs send numeric ids too; stored as strings

@@ -23,6 +23,7 @@ import orjson
 from sqlalchemy import CursorResult, Select, and_, delete, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from clarion.core.documents import FaultKind, json_fault
 from clarion.core.errors import FieldError, NotFound
 from clarion.core.pagination import decode_time_id_cursor, encode_cursor
 from clarion.ingest.messages import (
@@ -60,7 +61,14 @@ _SHAPE = bytes(
     0x30 if 0x30 <= byte <= 0x39 else 0x7B if byte in b"{[" else 0x20 for byte in range(256)
 )
 _DIGIT_RUN = b"0" * 19
-_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+_NUL_ESCAPE = b"\\u0000"
+# How `unstorable` words a document's fault (`core.documents.json_fault`); a lone surrogate
+# and a number past a double's range are refused before it is asked.
+_FAULTS = {
+    FaultKind.BEYOND_64_BITS: "holds an integer beyond 64 bits (-2^63 to 2^63-1)",
+    FaultKind.TOO_DEEP: f"nested more than {MAX_DEPTH} levels deep",
+    FaultKind.NUL: "contains a NUL character (\\u0000)",
+}
 # Stored as strings, whatever their size.
 _WIRE_IDS = frozenset({"userId", "anonymousId", "groupId", "previousId"})
 
@@ -130,7 +138,7 @@ def parse_message(raw: bytes | msgspec.Raw, *, forced_type: EventType | None = N
     data = bytes(raw)
     if len(data) > MAX_MESSAGE_BYTES:
         raise Rejected("", f"message larger than {MAX_MESSAGE_BYTES // 1024} KB")
-    if b"\\u0000" in data and _NUL.search(data):  # PostgreSQL stores no NUL in text or JSON
+    if _NUL_ESCAPE in data and _NUL.search(data):  # PostgreSQL stores no NUL in text or JSON
         raise Rejected("", "message contains a NUL character (\\u0000)")
     try:
         fields = TOP_LEVEL.decode(data)
@@ -189,33 +197,29 @@ def _refuse_unstorable(fields: dict[str, msgspec.Raw]) -> None:
 def may_be_unstorable(document: bytes | msgspec.Raw, *, enclosing: int = 0) -> bool:
     """Whether `unstorable` could find fault with the JSON text, or with a value inside it
     `enclosing` levels down (one C pass, ~1 ns a byte): an integer past 64 bits needs a
-    run of 19 digits, nesting past `MAX_DEPTH` as many opening brackets."""
-    shape = bytes(document).translate(_SHAPE)
-    return _DIGIT_RUN in shape or shape.count(b"{") > MAX_DEPTH + enclosing
+    run of 19 digits, nesting past `MAX_DEPTH` as many opening brackets, a NUL its escape."""
+    data = bytes(document)
+    shape = data.translate(_SHAPE)
+    return (
+        _DIGIT_RUN in shape
+        or shape.count(b"{") > MAX_DEPTH + enclosing
+        or (_NUL_ESCAPE in data and _NUL.search(data) is not None)
+    )
 
 
 def unstorable(document: bytes | msgspec.Raw) -> str | None:
-    """Why a finite JSON value could not be kept as sent: it holds an integer past 64 bits
-    (orjson reads it back as a rounded float; the admin API and profile import refuse it) or
-    nests deeper than `MAX_DEPTH` levels (profile import refuses it). None when it can."""
+    """Why a finite JSON value could not be kept as sent (`core.documents.json_fault`): an
+    integer past 64 bits (orjson reads it back as a rounded float; the admin API and profile
+    import refuse it), nesting deeper than `MAX_DEPTH` levels (profile import refuses it),
+    a NUL (PostgreSQL stores none). None when it can."""
     try:
-        # msgspec reads integers of any size exactly.
-        pending: list[tuple[Any, int]] = [(msgspec.json.decode(document), 1)]
+        value = msgspec.json.decode(document)  # integers of any size, read exactly
     except RecursionError:  # deeper than this stack allows: far past MAX_DEPTH
-        return f"nested more than {MAX_DEPTH} levels deep"
-    while pending:
-        item, depth = pending.pop()
-        if isinstance(item, int) and not _INT64_MIN <= item <= _INT64_MAX:
-            return "holds an integer beyond 64 bits (-2^63 to 2^63-1)"
-        if isinstance(item, dict | list):
-            if depth > MAX_DEPTH:
-                return f"nested more than {MAX_DEPTH} levels deep"
-            pending.extend((child, depth + 1) for child in _children(item))
-    return None
-
-
-def _children(container: dict[str, Any] | list[Any]) -> Collection[Any]:
-    return container.values() if isinstance(container, dict) else container
+        return _FAULTS[FaultKind.TOO_DEEP]
+    fault = json_fault(value)
+    if fault is None:
+        return None
+    return _FAULTS.get(fault.kind, f"holds {fault.kind.value}")
 
 
 def _refuse_long_trait_names(message: dict[str, Any]) -> None:

@@ -19,6 +19,7 @@ from clarion.campaigns.dispatch import DISPATCH, LAUNCH
 from clarion.campaigns.models import Campaign, CampaignRecipient
 from clarion.core.jobs.models import Job
 from clarion.core.jobs.queue import NewJob, enqueue
+from clarion.core.pagination import encode_cursor
 from clarion.messaging import channel_config, templates
 from clarion.messaging.delivery import DELIVER
 from clarion.segments import service as segments
@@ -579,3 +580,23 @@ async def test_a_campaign_looks_rarely_at_a_message_long_overdue(
     assert [m.status for m in await desk.messages(campaign["id"])] == ["delivered"]
     await desk.later(dispatch.STUCK)
     assert (await desk.read(campaign["id"]))["state"] == "sent"
+
+
+async def test_recipients_page_by_profile_and_refuse_a_cursor_not_ours(desk: Desk) -> None:
+    users = [f"u{i}" for i in range(5)]
+    for user in users:
+        await desk.identify(user)
+    await desk.channel()
+    campaign = await desk.campaign(
+        audience={"type": "list", "user_ids": users}, template_id=await desk.template()
+    )
+    await desk.post(f"/api/v1/campaigns/{campaign['id']}/send")
+    await desk.run(deliver=False)
+    paged = await desk.recipients(campaign["id"], limit=2)
+    whole = await desk.recipients(campaign["id"])
+    assert len(paged) == 5 and paged == whole
+    assert [r["profile_id"] for r in paged] == sorted(r["profile_id"] for r in paged)
+    path = f"/api/v1/campaigns/{campaign['id']}/recipients"
+    for cursor in (encode_cursor("not a uuid"), encode_cursor(7), "%%%"):
+        refused = await desk.client.get(path, params={"cursor": cursor}, headers=desk.tenant.admin)
+        problem(refused, 400, "cursor")

@@ -22,6 +22,7 @@ from clarion.core.clock import FrozenClock
 from clarion.core.database import Database
 from clarion.core.jobs.models import Job, RecurringJob
 from clarion.core.jobs.worker import Worker
+from clarion.core.pagination import encode_cursor
 from clarion.core.settings import Settings
 from clarion.ingest.jobs import PROCESS_EVENTS
 from clarion.ingest.models import Event
@@ -415,6 +416,25 @@ async def test_preview_explain_members_and_export(shop: Shop) -> None:
     )
     rows = list(csv.DictReader(io.StringIO(exported.text)))
     assert [(r["profile_id"], r["user_id"]) for r in rows] == [(dee, "dee")]
+
+
+async def test_members_page_by_profile_and_refuse_a_cursor_not_ours(shop: Shop) -> None:
+    now = shop.clock.now()
+    await shop.send(*(order(name, now - timedelta(days=1), 150.0) for name in ("fay", "gus")))
+    segment = await shop.create({**BUYERS, "count": 1})
+    await shop.run()
+    path = f"/api/v1/segments/{segment['id']}/members"
+    first = (await shop.client.get(path, params={"limit": 1}, headers=shop.tenant.admin)).json()
+    second = await shop.client.get(
+        path, params={"limit": 1, "cursor": first["next_cursor"]}, headers=shop.tenant.admin
+    )
+    pages = [first["items"], second.json()["items"]]
+    expected = sorted([await shop.profile_id("fay"), await shop.profile_id("gus")])
+    assert [item["profile_id"] for page in pages for item in page] == expected
+    assert second.json()["next_cursor"] is None
+    for cursor in (encode_cursor("not a uuid"), encode_cursor(7), "%%%"):
+        refused = await shop.client.get(path, params={"cursor": cursor}, headers=shop.tenant.admin)
+        problem(refused, 400, "cursor")
 
 
 async def test_another_workspace_sees_nothing(shop: Shop, other_tenant: Tenant) -> None:

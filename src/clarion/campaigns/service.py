@@ -15,7 +15,6 @@ edited, only a draft deleted. Sending, pausing, resuming and cancelling are in
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -29,8 +28,8 @@ from clarion.campaigns import channels, conversions
 from clarion.campaigns.models import Campaign, CampaignRecipient
 from clarion.campaigns.schemas import CampaignCreate, CampaignUpdate
 from clarion.core import errors
-from clarion.core.errors import Conflict, FieldError, InvalidInput, NotFound
-from clarion.core.pagination import decode_cursor, encode_cursor, id_page
+from clarion.core.errors import Conflict, FieldError, NotFound
+from clarion.core.pagination import decode_uuid_cursor, encode_cursor, id_page
 from clarion.messaging import channel_config
 from clarion.messaging import templates as message_templates
 from clarion.messaging.models import MessageTemplate
@@ -289,23 +288,12 @@ async def list_recipients(
     if state is not None:
         query = query.where(CampaignRecipient.state == state)
     if cursor is not None:
-        query = query.where(CampaignRecipient.profile_id > _profile_cursor(cursor))
+        query = query.where(CampaignRecipient.profile_id > decode_uuid_cursor(cursor))
     query = query.order_by(CampaignRecipient.profile_id).limit(limit + 1)
     items = list((await session.scalars(query)).all())
     more = len(items) > limit
     items = items[:limit]
     return items, encode_cursor(items[-1].profile_id.hex) if more else None
-
-
-def _profile_cursor(cursor: str) -> uuid.UUID:
-    (raw,) = decode_cursor(cursor, arity=1)
-    try:
-        return uuid.UUID(hex=str(raw))
-    except ValueError as error:
-        raise InvalidInput(
-            "The cursor is not one this API gave out.",
-            errors=[FieldError("cursor", "is not valid")],
-        ) from error
 
 
 async def campaigns_using_segment(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -70,6 +71,16 @@ def decode_id_cursor(cursor: str) -> int:
     when it is not one, or names no possible row (so it never reaches the database)."""
     [row_id] = decode_cursor(cursor, arity=1)
     return cursor_row_id(row_id)
+
+
+def decode_uuid_cursor(cursor: str) -> uuid.UUID:
+    """The uuid inside a cursor made by `encode_cursor(id.hex)`; InvalidInput naming
+    `cursor` otherwise."""
+    [raw] = decode_cursor(cursor, arity=1)
+    try:
+        return uuid.UUID(hex=str(raw))
+    except ValueError as exc:
+        raise _bad_cursor() from exc
 
 
 def decode_time_id_cursor(cursor: str) -> tuple[datetime, int]:

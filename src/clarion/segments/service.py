@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from clarion.core.database import Database, hold_rows
 from clarion.core.errors import Conflict, FieldError, InvalidInput, NotFound
-from clarion.core.pagination import decode_cursor, decode_id_cursor, encode_cursor, id_page
+from clarion.core.pagination import decode_id_cursor, decode_uuid_cursor, encode_cursor, id_page
 from clarion.core.spreadsheets import guarded_cell
 from clarion.profiles import queries as profiles
 from clarion.segments import rules as rule_nodes
@@ -388,22 +388,11 @@ async def list_members(
         .order_by(SegmentMember.profile_id)
     )
     if cursor is not None:
-        query = query.where(SegmentMember.profile_id > _profile_cursor(cursor))
+        query = query.where(SegmentMember.profile_id > decode_uuid_cursor(cursor))
     items = list((await session.scalars(query.limit(limit + 1))).all())
     more = len(items) > limit
     items = items[:limit]
     return items, encode_cursor(items[-1].profile_id.hex) if more else None
-
-
-def _profile_cursor(cursor: str) -> uuid.UUID:
-    (raw,) = decode_cursor(cursor, arity=1)
-    try:
-        return uuid.UUID(hex=str(raw))
-    except ValueError as error:
-        raise InvalidInput(
-            "The cursor is not one this API gave out.",
-            errors=[FieldError("cursor", "is not valid")],
-        ) from error
 
 
 async def list_changes(

@@ -716,7 +716,7 @@ async def _validate_message_template(client: httpx.AsyncClient, s: Seeded) -> No
 def _links(s: Seeded) -> Any:
     from clarion.messaging.consent.service import Links
 
-    return Links.from_settings(s.app.state.settings, s.app.state.secret_key)
+    return Links.from_settings(s.app.state.settings, s.app.state.secret_keys)
 
 
 def _path(url: str) -> str:
@@ -926,7 +926,7 @@ def _tracking_check(method: str, kind: str) -> Check:
         _, message_id = await _a_tracked_message(s)
         # A token for A's message, signed under any key but this installation's.
         forged = LinkSigner("another-installation-secret-key")
-        genuine = LinkSigner(s.app.state.secret_key)
+        genuine = LinkSigner(s.app.state.secret_keys.current)
         paths = {
             "open": lambda signer: f"/t/o/{signer.sign_open(message_id)}.gif",
             "click": lambda signer: f"/t/c/{signer.sign_click(message_id, 0)}",

@@ -65,7 +65,7 @@ def create_app(
             sqlite_synchronous=settings.sqlite_synchronous,
         )
         try:
-            app.state.secret_key = settings.resolved_secret_key()
+            app.state.secret_keys = settings.secret_keys()
             await prepare_database(database, settings, app_clock)
         except BaseException:
             await database.dispose()

@@ -446,10 +446,10 @@ def messaging_delivery(
     """Message delivery as this process runs it: its channel connections, link signer and
     send-rate buckets (in Redis when configured, so every worker shares them), applying
     its feedback events with `process_own` when given."""
-    secret = settings.resolved_secret_key()
+    keys = settings.secret_keys()
     composer = Composer(
-        channels=ChannelPool(Vault(secret), settings.outbound_policy()),
-        signer=LinkSigner(secret),
+        channels=ChannelPool(Vault(keys), settings.outbound_policy()),
+        signer=LinkSigner(keys.current, keys.previous),
         public_url=settings.public_url,
     )
     limiter: RateLimiter = (

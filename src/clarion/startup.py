@@ -1,8 +1,8 @@
 """What every Clarion process does to its database before it works (the API, a worker, a
 command): migrate an empty one, refuse one whose schema is behind, give the default
-workspace its keys, seal enrichment header values saved before sealing, and refresh
-SQLite's planner statistics. Apart from the API so that workers and commands start without
-importing it."""
+workspace its keys, seal enrichment header values saved before sealing, seal again under
+the current secret key what previous keys sealed, and refresh SQLite's planner statistics.
+Apart from the API so that workers and commands start without importing it."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import logging
 
 from clarion.core import migrations
 from clarion.core.clock import Clock
+from clarion.core.crypto import Vault
 from clarion.core.database import Database
 from clarion.core.settings import Settings
 from clarion.ingest.plans import secrets as plan_secrets
@@ -37,12 +38,14 @@ async def prepare_database(database: Database, settings: Settings, clock: Clock)
         )
     await bootstrap_keys(database, settings, clock)
     await seal_enrichment_headers(database, settings)
+    await reseal_channel_credentials(database, settings)
     await database.refresh_statistics()
 
 
 async def seal_enrichment_headers(database: Database, settings: Settings) -> None:
-    """Seal the enrichment header values that plans saved before sealing still hold."""
-    headers = plan_secrets.HeaderVault(settings.resolved_secret_key())
+    """Seal under the current secret key the enrichment header values that plans saved
+    before sealing, or sealed under a previous key, still hold."""
+    headers = plan_secrets.HeaderVault(settings.secret_keys())
     async with database.read_session() as session:
         plans = await plan_secrets.plans_to_seal(session, headers)
     if not plans:
@@ -53,6 +56,25 @@ async def seal_enrichment_headers(database: Database, settings: Settings) -> Non
     for workspace_id in sorted(changed):
         log.info("tracking plans of workspace %s: enrichment header values sealed", workspace_id)
         await announce_change(settings, workspace_id)
+
+
+async def reseal_channel_credentials(database: Database, settings: Settings) -> None:
+    """Seal under the current secret key the channel secrets a previous key sealed (only
+    while previous keys are configured: otherwise there is nothing such to find)."""
+    keys = settings.secret_keys()
+    if not keys.previous:
+        return
+    # Imported here: only a rotation needs messaging, which every command would load else.
+    from clarion.messaging import channel_config
+
+    async with database.read_session() as session:
+        found = await channel_config.credentials_to_reseal(session, Vault(keys))
+    if not found:
+        return
+    async with database.write_session() as session:
+        stored = await channel_config.reseal_credentials(session, found)
+        await session.commit()
+    log.info("channel secrets of %s channel(s) sealed again under the current secret key", stored)
 
 
 async def bootstrap_keys(database: Database, settings: Settings, clock: Clock) -> None:

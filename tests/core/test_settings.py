@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from clarion.core.settings import Settings, settings_table
+from clarion.core.settings import SecretKeys, Settings, settings_table
 
 README = Path(__file__).parents[2] / "README.md"
 
@@ -37,10 +37,39 @@ def test_a_secret_key_is_generated_once_and_kept_private(tmp_path: Path) -> None
 
 
 def test_a_configured_secret_key_wins(tmp_path: Path) -> None:
-    assert (
-        Settings(data_dir=tmp_path, secret_key="configured").resolved_secret_key() == "configured"
-    )
+    configured = "configured-secret-key"
+    assert Settings(data_dir=tmp_path, secret_key=configured).resolved_secret_key() == configured
     assert not (tmp_path / "secret_key").exists()
+
+
+def test_previous_secret_keys_come_after_the_current_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CLARION_SECRET_KEY", "the-new-secret-key-01")
+    monkeypatch.setenv(
+        "CLARION_PREVIOUS_SECRET_KEYS",
+        " the-old-secret-key-02 ,the-older-secret-key-3,the-old-secret-key-02",
+    )
+    keys = Settings(data_dir=tmp_path).secret_keys()
+    assert keys == SecretKeys(
+        "the-new-secret-key-01", ("the-old-secret-key-02", "the-older-secret-key-3")
+    )
+    assert Settings(data_dir=tmp_path, previous_secret_keys=None).secret_keys().previous == ()
+    generated = Settings(data_dir=tmp_path / "fresh", secret_key=None).secret_keys()
+    assert generated.current == (tmp_path / "fresh" / "secret_key").read_text().strip()
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("secret_key", "too-short"),
+        ("previous_secret_keys", "a-long-enough-previous-key,short"),
+        ("previous_secret_keys", "a-long-enough-previous-key,"),
+    ],
+)
+def test_short_secret_keys_are_refused_naming_the_setting(field: str, value: str) -> None:
+    with pytest.raises(ValueError, match=field):
+        Settings(**{field: value})
 
 
 def test_short_bootstrap_secrets_are_refused() -> None:

@@ -132,7 +132,7 @@ async def tracked(
     user_id = f"user-{uuid.uuid4().hex[:8]}"
     profile_id = await person(database, tenant, user_id)
     message_id = await make_message(database, tenant, profile_id)
-    signer = LinkSigner(app.state.secret_key)
+    signer = LinkSigner(app.state.secret_keys.current)
     return Tracked(client, database, tenant, signer, user_id, profile_id, message_id)
 
 

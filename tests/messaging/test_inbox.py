@@ -24,10 +24,11 @@ from sqlalchemy import select
 from clarion.app import create_app
 from clarion.core.database import Database
 from clarion.core.errors import NotFound, Unauthorized
-from clarion.core.settings import Settings
+from clarion.core.settings import SecretKeys, Settings
 from clarion.messaging import inbox_live
 from clarion.messaging.inbox import (
     CredentialVersions,
+    InboxUser,
     authenticate,
     deliver_to_inbox,
     inbox_credentials,
@@ -486,10 +487,10 @@ async def test_a_stream_ends_at_a_heartbeat_once_its_credentials_were_rotated() 
 
 
 def test_a_proven_customer_carries_the_credentials_version(settings: Settings) -> None:
-    secret_key = settings.resolved_secret_key()
-    second = inbox_credentials(secret_key, workspace_id=7, version=2)
+    keys = settings.secret_keys()
+    second = inbox_credentials(keys.current, workspace_id=7, version=2)
     user = authenticate(
-        secret_key,
+        keys,
         inbox_key=second.inbox_key,
         user_id="ann",
         user_hash=sign_user_id(second.inbox_secret, "ann"),
@@ -498,7 +499,7 @@ def test_a_proven_customer_carries_the_credentials_version(settings: Settings) -
     assert (user.workspace_id, user.user_id, user.version) == (7, "ann", 2)
     with pytest.raises(Unauthorized):  # the same pair checked against another version
         authenticate(
-            secret_key,
+            keys,
             inbox_key=second.inbox_key,
             user_id="ann",
             user_hash=sign_user_id(second.inbox_secret, "ann"),
@@ -534,3 +535,23 @@ async def test_streams_end_when_the_server_shuts_down(
         signal.signal(signal.SIGTERM, previous)
         server.should_exit = True
     assert inbox_live.server_stopping() is False
+
+
+def test_while_the_secret_key_is_rotated_pairs_of_the_previous_keys_still_prove() -> None:
+    old, new = "the-old-secret-key-0123456789", "the-new-secret-key-0123456789"
+    before = inbox_credentials(old, workspace_id=7, version=0)
+
+    def prove(keys: SecretKeys) -> InboxUser:
+        return authenticate(
+            keys,
+            inbox_key=before.inbox_key,
+            user_id="ann",
+            user_hash=sign_user_id(before.inbox_secret, "ann"),
+            version=0,
+        )
+
+    user = prove(SecretKeys(new, ("another-previous-key-0123", old)))
+    assert (user.workspace_id, user.user_id) == (7, "ann")
+    assert inbox_credentials(new, workspace_id=7, version=0) != before
+    with pytest.raises(Unauthorized):  # the old key dropped: its pairs prove nothing
+        prove(SecretKeys(new))

@@ -71,7 +71,7 @@ def show_channel(
             row = await channel_config.get_channel_or_raise(
                 session, workspace_id=found.id, channel_id=channel_id
             )
-            vault = Vault(settings.resolved_secret_key())
+            vault = Vault(settings.secret_keys())
             fingerprints = channel_config.secret_fingerprints(row, vault)
             return ChannelRead.from_row(row, fingerprints).model_dump_json(indent=2)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -18,6 +19,16 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from clarion.core import outbound
 
 SECRET_KEY_FILE = "secret_key"  # noqa: S105 - a file name, not a secret
+MIN_SECRET_KEY_CHARS = 16
+
+
+@dataclass(frozen=True, slots=True)
+class SecretKeys:
+    """The secret key that signs and seals everything new, and the previous ones (newest
+    first) still accepted for what they signed or sealed."""
+
+    current: str
+    previous: tuple[str, ...] = ()
 
 
 class Settings(BaseSettings):
@@ -51,9 +62,19 @@ class Settings(BaseSettings):
     )
     secret_key: SecretStr | None = Field(
         default=None,
+        min_length=MIN_SECRET_KEY_CHARS,
         description=(
-            "Key for signing sessions and links. When unset, one is generated on first run and "
-            "kept in `<data dir>/secret_key`."
+            "Key (16 characters or more) for signing links and sealing stored credentials. "
+            "When unset, one is generated on first run and kept in `<data dir>/secret_key`."
+        ),
+    )
+    previous_secret_keys: SecretStr | None = Field(
+        default=None,
+        description=(
+            "Comma-separated secret keys used before the current one, newest first, to "
+            "rotate `CLARION_SECRET_KEY`: links already sent and inbox credentials made under "
+            "them keep working, and each start re-seals what is stored under them with the "
+            "current key. Drop a key once its links may stop working."
         ),
     )
     bootstrap_write_key: SecretStr | None = Field(
@@ -108,6 +129,18 @@ class Settings(BaseSettings):
         outbound.parse_networks(value)  # ValueError names the block that is not one
         return value
 
+    @field_validator("previous_secret_keys")
+    @classmethod
+    def _previous_keys(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            for key in value.get_secret_value().split(","):
+                if len(key.strip()) < MIN_SECRET_KEY_CHARS:
+                    raise ValueError(
+                        f"each previous secret key needs {MIN_SECRET_KEY_CHARS} characters "
+                        "or more (keys are separated by commas)"
+                    )
+        return value
+
     def outbound_policy(self) -> outbound.Policy:
         """Where outbound calls to configured addresses may connect."""
         return outbound.Policy(outbound.parse_networks(self.outbound_allowed_networks))
@@ -131,6 +164,15 @@ class Settings(BaseSettings):
         with os.fdopen(fd, "w") as handle:
             handle.write(key + "\n")
         return key
+
+    def secret_keys(self) -> SecretKeys:
+        """The current secret key (`resolved_secret_key`) and the previous ones."""
+        current = self.resolved_secret_key()
+        previous: tuple[str, ...] = ()
+        if self.previous_secret_keys is not None:
+            listed = self.previous_secret_keys.get_secret_value().split(",")
+            previous = tuple(dict.fromkeys(k.strip() for k in listed if k.strip() != current))
+        return SecretKeys(current, previous)
 
 
 @lru_cache

@@ -52,7 +52,7 @@ VersionNumber = Annotated[int, Path(ge=1, le=2**31 - 1)]
 
 def app_vault(request: Request) -> Vault:
     """The app's vault for channel credentials (one per app)."""
-    return app_held(request, "messaging_vault", lambda: Vault(request.app.state.secret_key))
+    return app_held(request, "messaging_vault", lambda: Vault(request.app.state.secret_keys))
 
 
 def _channel_read(row: MessagingChannel, vault: Vault) -> ChannelRead:

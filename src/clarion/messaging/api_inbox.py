@@ -147,7 +147,7 @@ async def inbox_user(
     if workspace_id is not None:
         version = await _versions(request).get(get_database(request), workspace_id)
     return service.authenticate(
-        request.app.state.secret_key,
+        request.app.state.secret_keys,
         inbox_key=key,
         user_id=header_user or user_id,
         user_hash=header_hash or user_hash,
@@ -288,7 +288,9 @@ async def inbox_credentials(
     version = await service.credentials_version(session, caller.workspace_id)
     return _credentials_read(
         service.inbox_credentials(
-            request.app.state.secret_key, workspace_id=caller.workspace_id, version=version
+            request.app.state.secret_keys.current,
+            workspace_id=caller.workspace_id,
+            version=version,
         )
     )
 
@@ -302,7 +304,9 @@ async def rotate_inbox_credentials(
     together."""
     _admin_only(caller)
     credentials = await service.rotate_inbox_credentials(
-        session, workspace_id=caller.workspace_id, secret_key=request.app.state.secret_key
+        session,
+        workspace_id=caller.workspace_id,
+        secret_key=request.app.state.secret_keys.current,
     )
     await session.commit()
     _versions(request).forget(caller.workspace_id)

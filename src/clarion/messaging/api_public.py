@@ -22,6 +22,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 
 from clarion.core.deps import AppClock, app_held, get_database
 from clarion.core.routing import StrictJSONRoute
+from clarion.core.settings import SecretKeys
 from clarion.messaging import engagement
 from clarion.messaging.engagement import Interaction
 from clarion.messaging.tracking import (
@@ -73,7 +74,8 @@ CLICK_RESPONSES: dict[int | str, dict[str, object]] = {
 
 def link_signer(request: Request) -> LinkSigner:
     """The application's link signer (made once, under the app's secret key)."""
-    return app_held(request, "link_signer", lambda: LinkSigner(request.app.state.secret_key))
+    keys: SecretKeys = request.app.state.secret_keys
+    return app_held(request, "link_signer", lambda: LinkSigner(keys.current, keys.previous))
 
 
 def _seen(request: Request, clock: AppClock) -> Interaction:

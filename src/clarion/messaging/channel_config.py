@@ -190,6 +190,43 @@ def stored_secrets(row: MessagingChannel, vault: Vault) -> dict[str, Any]:
         ) from error
 
 
+async def credentials_to_reseal(session: AsyncSession, vault: Vault) -> dict[int, tuple[str, str]]:
+    """Every workspace's channels whose secrets a previous secret key sealed: channel id ->
+    (stored, sealed again under the current key). Reads only; secrets no key can read are
+    left for their owners to set again (`stored_secrets` says so)."""
+    rows = await session.execute(
+        select(MessagingChannel.id, MessagingChannel.credentials).where(
+            MessagingChannel.credentials.is_not(None)
+        )
+    )
+    found: dict[int, tuple[str, str]] = {}
+    for channel_id, stored in rows.all():
+        if stored is None:
+            continue
+        try:
+            resealed = vault.reseal(stored)
+        except UnreadableSecret:
+            continue
+        if resealed is not None:
+            found[channel_id] = (stored, resealed)
+    return found
+
+
+async def reseal_credentials(session: AsyncSession, resealed: dict[int, tuple[str, str]]) -> int:
+    """Store what `credentials_to_reseal` found, each only if it is still what was read
+    (secrets saved meanwhile stay); how many were stored. Flushes, never commits."""
+    stored = 0
+    for channel_id, (before, after) in resealed.items():
+        result = await session.execute(
+            update(MessagingChannel)
+            .where(MessagingChannel.id == channel_id, MessagingChannel.credentials == before)
+            .values(credentials=after)
+            .execution_options(synchronize_session=False)
+        )
+        stored += result.rowcount  # type: ignore[attr-defined]
+    return stored
+
+
 async def _make_default(session: AsyncSession, row: MessagingChannel) -> None:
     await session.execute(
         update(MessagingChannel)

@@ -10,7 +10,9 @@ app's secret key and the workspace's `inbox_secret_version` (V), so no secret is
     inbox_key    = "ibx_<workspace id>_" + hex(HMAC-SHA256(secret_key, "inbox-key:<id>" + S))[:16]
 
 where S is empty for version 0 and ":v<V>" after. The key is not secret (it ships in web
-pages); its tag only stops anyone from naming a workspace they were not given. An admin
+pages); its tag only stops anyone from naming a workspace they were not given. While the
+app's secret key is rotated, the pairs derived from the previous keys are accepted too, so
+customers' apps keep working until they take the new pair. An admin
 rotates a workspace's pair (`rotate_inbox_credentials`): the old one stops working at once
 in the process that rotated and within `VERSION_TTL_S` in the others (each keeps the
 versions it read that long); a live stream opened with the old pair ends at its next
@@ -46,6 +48,7 @@ from sqlalchemy.orm import Session
 from clarion.core.database import MAX_ROW_ID, Database
 from clarion.core.errors import FieldError, InvalidInput, NotFound, Unauthorized
 from clarion.core.pagination import decode_cursor, encode_cursor
+from clarion.core.settings import SecretKeys
 from clarion.messaging import engagement
 from clarion.messaging.feedback import Outcome
 from clarion.messaging.feedback import record as record_outcomes
@@ -164,7 +167,7 @@ def sign_user_id(inbox_secret: str, user_id: str) -> str:
 
 
 def authenticate(
-    secret_key: str,
+    keys: SecretKeys,
     *,
     inbox_key: str | None,
     user_id: str | None,
@@ -172,8 +175,9 @@ def authenticate(
     version: int,
 ) -> InboxUser:
     """The customer these credentials prove, checked against the key's workspace's
-    credentials of `version`; Unauthorized, the same whatever is wrong, when they prove
-    none (comparisons take constant time)."""
+    credentials of `version` (derived from the current secret key or a previous one);
+    Unauthorized, the same whatever is wrong, when they prove none (comparisons take
+    constant time, and every key is tried)."""
     if not inbox_key or not user_id or not user_hash:
         raise Unauthorized(
             "Send the inbox key, the user id and its hash "
@@ -182,13 +186,17 @@ def authenticate(
         )
     named = key_workspace(inbox_key)
     workspace_id = named or 0
-    expected = inbox_credentials(secret_key, workspace_id=workspace_id, version=version)
-    key_ok = hmac.compare_digest(inbox_key.encode(), expected.inbox_key.encode())
-    hash_ok = hmac.compare_digest(
-        user_hash.strip().lower().encode(), sign_user_id(expected.inbox_secret, user_id).encode()
-    )
+    proven = False
+    for secret_key in (keys.current, *keys.previous):
+        expected = inbox_credentials(secret_key, workspace_id=workspace_id, version=version)
+        key_ok = hmac.compare_digest(inbox_key.encode(), expected.inbox_key.encode())
+        hash_ok = hmac.compare_digest(
+            user_hash.strip().lower().encode(),
+            sign_user_id(expected.inbox_secret, user_id).encode(),
+        )
+        proven |= key_ok and hash_ok
     valid = named is not None and len(user_id) <= MAX_USER_ID
-    if not (valid and key_ok and hash_ok):
+    if not (valid and proven):
         raise Unauthorized("The inbox key or the user hash is not valid.", scheme=AUTH_SCHEME)
     return InboxUser(workspace_id, user_id, version)
 

@@ -19,7 +19,8 @@ unsigned LEB128 varints; the longest token (an unsubscribe link naming a topic a
 message) stays under 100 characters.
 
 Tokens do not expire (emails are opened months later). Rotating the secret keeps old links
-working: `LinkSigner(new, previous_keys=[old])` signs with the new key and accepts both.
+working: `LinkSigner(new, previous_keys=[old])` signs with the new key and accepts both (the
+app passes `CLARION_PREVIOUS_SECRET_KEYS` as `previous_keys`).
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+from pydantic import SecretStr
 from sqlalchemy import update
 
 from clarion.core.clock import SystemClock
@@ -110,6 +111,27 @@ async def test_values_saved_before_sealing_work_and_are_sealed_at_start(
 
     monkeypatch.setattr(database, "write_session", no_writes)
     await seal_enrichment_headers(database, settings)
+
+
+async def test_values_a_previous_key_sealed_work_and_are_sealed_again_at_start(
+    client: httpx.AsyncClient,
+    database: Database,
+    settings: Settings,
+    tenant: Tenant,
+    endpoints: str,
+) -> None:
+    old = "the-previous-secret-key-01"
+    plan = await create_plan(client, tenant, events=[whoami_rule(endpoints, "k-new")])
+    await store_header(database, plan["id"], HeaderVault(old).seal("k-old"))
+    rotating = settings.model_copy(update={"previous_secret_keys": SecretStr(old)})
+    assert await api_key_sent(database, rotating, tenant) == ("k-old", [])
+
+    await seal_enrichment_headers(database, rotating)
+    stored = await stored_header(database, plan["id"])
+    assert HeaderVault(settings.resolved_secret_key()).open(stored) == "k-old"
+    assert await api_key_sent(database, settings, tenant) == ("k-old", [])  # old key dropped
+    async with database.write_session() as session:
+        assert await seal_stored_headers(session, HeaderVault(rotating.secret_keys())) == set()
 
 
 async def test_a_value_this_secret_key_cannot_open_fails_the_step_without_a_call(

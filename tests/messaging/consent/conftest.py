@@ -101,7 +101,7 @@ class Shop:
 
 def app_links(app: FastAPI) -> Links:
     """Links signed as the application signs them."""
-    return Links.from_settings(app.state.settings, app.state.secret_key)
+    return Links.from_settings(app.state.settings, app.state.secret_keys)
 
 
 @pytest.fixture

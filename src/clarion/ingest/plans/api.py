@@ -32,7 +32,7 @@ router = APIRouter(
 def _headers(request: Request) -> HeaderVault:
     """The app's vault for enrichment header values (one per app)."""
     return app_held(
-        request, "enrichment_headers", lambda: HeaderVault(request.app.state.secret_key)
+        request, "enrichment_headers", lambda: HeaderVault(request.app.state.secret_keys)
     )
 
 

@@ -73,7 +73,7 @@ class PlanCache:
     def __init__(self, database: Database, settings: Settings, clock: Clock) -> None:
         self._database = database
         self._clock = clock
-        self._headers = HeaderVault(settings.resolved_secret_key())
+        self._headers = HeaderVault(settings.secret_keys())
         self._namespace = namespace(settings)
         self._redis: aioredis.Redis | None = None
         if settings.redis_url:

@@ -4,8 +4,9 @@ purpose "enrichment headers"), so the database, its backups and the plans cached
 never hold them in the clear. Names stay readable; the API shows values as `<hidden>`.
 
 A stored value is `sealed:` and the sealed document `{"value": ...}`. Values saved before
-sealing existed are read as they are, and sealed when a process starts
-(`plans_to_seal`, then `seal_plans` only when one is found).
+sealing existed are read as they are, and sealed when a process starts; so are values
+sealed under a previous secret key (`CLARION_PREVIOUS_SECRET_KEYS`), sealed again under the
+current one (`plans_to_seal`, then `seal_plans` only when one is found).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from clarion.core.crypto import UnreadableSecret, Vault
+from clarion.core.settings import SecretKeys
 from clarion.ingest.plans.models import TrackingPlan
 
 SEALED = "sealed:"
@@ -26,8 +28,8 @@ SEALED = "sealed:"
 class HeaderVault:
     """Seals and opens enrichment header values under the deployment's secret key."""
 
-    def __init__(self, secret_key: str) -> None:
-        self._vault = Vault(secret_key, purpose="enrichment headers")
+    def __init__(self, keys: SecretKeys | str) -> None:
+        self._vault = Vault(keys, purpose="enrichment headers")
 
     def seal(self, value: str) -> str:
         """`value` as it is stored."""
@@ -43,8 +45,15 @@ class HeaderVault:
         return value
 
     def sealed(self, stored: str) -> str:
-        """`stored`, sealed if it was not yet."""
-        return stored if is_sealed(stored) else self.seal(stored)
+        """`stored`, sealed under the current key if it was not yet (in the clear, or under
+        a previous key). A value no key can read is left as it is."""
+        if not is_sealed(stored):
+            return self.seal(stored)
+        try:
+            resealed = self._vault.reseal(stored.removeprefix(SEALED))
+        except UnreadableSecret:
+            return stored  # its enrichment fails, and says so, until the value is saved again
+        return stored if resealed is None else SEALED + resealed
 
 
 def is_sealed(stored: str) -> bool:
@@ -62,9 +71,10 @@ def _with_sealed_headers(
         steps = []
         for step in rule.get("enrichments", []):
             values: dict[str, str] = step.get("headers", {})
-            if any(not is_sealed(value) for value in values.values()):
+            sealed = {name: headers.sealed(value) for name, value in values.items()}
+            if sealed != values:
                 changed = True
-                step = {**step, "headers": {k: headers.sealed(v) for k, v in values.items()}}
+                step = {**step, "headers": sealed}
             steps.append(step)
         rules.append({**rule, "enrichments": steps} if "enrichments" in rule else rule)
     return rules if changed else None
@@ -72,7 +82,8 @@ def _with_sealed_headers(
 
 @dataclass(frozen=True, slots=True)
 class PlanToSeal:
-    """A stored plan with header values in the clear, and its rules with them sealed."""
+    """A stored plan with header values not sealed under the current key, and its rules with
+    them sealed under it."""
 
     plan_id: int
     workspace_id: int
@@ -81,8 +92,9 @@ class PlanToSeal:
 
 
 async def plans_to_seal(session: AsyncSession, headers: HeaderVault) -> list[PlanToSeal]:
-    """The plans saved before header values were sealed, with their rules sealed; reads
-    only (once every plan is sealed, a start finds nothing and writes nothing)."""
+    """The plans holding header values in the clear or sealed under a previous key, with
+    their rules sealed under the current one; reads only (once every value is, a start finds
+    nothing and writes nothing)."""
     rows = await session.execute(
         select(
             TrackingPlan.id, TrackingPlan.workspace_id, TrackingPlan.version, TrackingPlan.events

@@ -34,7 +34,7 @@ def get_links(request: Request) -> Links:
     state = request.app.state
     links: Links | None = getattr(state, "consent_links", None)
     if links is None:
-        links = Links.from_settings(state.settings, state.secret_key)
+        links = Links.from_settings(state.settings, state.secret_keys)
         state.consent_links = links
     return links
 

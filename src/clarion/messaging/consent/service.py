@@ -24,7 +24,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from clarion.core.errors import FieldError
-from clarion.core.settings import Settings
+from clarion.core.settings import SecretKeys, Settings
 from clarion.messaging.channels.base import ChannelKind
 from clarion.messaging.consent import topics
 from clarion.messaging.consent.consents import (
@@ -67,9 +67,10 @@ class Links:
     public_url: str
 
     @classmethod
-    def from_settings(cls, settings: Settings, secret_key: str) -> Links:
-        """Links under `settings.public_url`, signed with the app's secret key."""
-        return cls(LinkSigner(secret_key), settings.public_url)
+    def from_settings(cls, settings: Settings, keys: SecretKeys) -> Links:
+        """Links under `settings.public_url`, signed with the app's secret key (and those
+        the previous keys signed accepted)."""
+        return cls(LinkSigner(keys.current, keys.previous), settings.public_url)
 
     def unsubscribe(
         self,

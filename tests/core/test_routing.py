@@ -172,9 +172,45 @@ def test_every_router_reads_bodies_strictly() -> None:
     assert lenient == set()
 
 
-def test_routes_without_a_body_model_keep_fastapis_own_handler() -> None:
+def test_routes_without_a_body_model_or_query_keep_fastapis_own_handler() -> None:
     # The tracking API reads its bytes itself (msgspec): strictness must cost it nothing.
     for route in tracking.routes:
         assert isinstance(route, StrictJSONRoute)
         assert route.body_field is None
         assert "strict_handler" not in route.get_route_handler().__qualname__
+
+
+# Query parameters taking free text, as listings and look-ups read them.
+TEXT_QUERIES = [
+    ("/api/v1/events", "name"),
+    ("/api/v1/events", "user_id"),
+    ("/api/v1/profiles", "email"),
+    ("/api/v1/profiles", "user_id"),
+    ("/api/v1/jobs", "kind"),
+    ("/api/v1/messages", "origin_id"),
+    ("/api/v1/tracking-plans/violations", "event"),
+]
+
+
+@pytest.mark.parametrize(("path", "name"), TEXT_QUERIES)
+async def test_a_nul_in_a_query_parameter_is_refused_naming_it(
+    client: httpx.AsyncClient, tenant: Tenant, path: str, name: str
+) -> None:
+    # PostgreSQL refuses the NUL ("invalid byte sequence"): it was a 500 there.
+    response = await client.get(f"{path}?{name}=a%00b@shop.example&limit=5", headers=tenant.admin)
+    body = problem(response, 422, name)
+    assert "NUL" in str(body["errors"])
+    fine = await client.get(f"{path}?{name}=a%2500b@shop.example&limit=5", headers=tenant.admin)
+    assert fine.status_code == 200, fine.text  # "%00" as text, not a NUL
+
+
+async def test_a_nul_in_an_inbox_user_id_is_refused_naming_it(client: httpx.AsyncClient) -> None:
+    response = await client.get("/inbox/v1/messages?inbox_key=ibx_1_x&user_id=a%00&user_hash=x")
+    problem(response, 422, "user_id")
+
+
+async def test_the_open_pixel_is_still_the_gif_whatever_its_query(
+    client: httpx.AsyncClient,
+) -> None:
+    response = await client.get("/t/o/not-a-token.gif?x=%00")
+    assert response.status_code == 200 and response.headers["content-type"] == "image/gif"

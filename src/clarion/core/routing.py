@@ -13,6 +13,10 @@ and column; see `core.problems`).
 Routes without a body model (the tracking API reads its raw bytes with msgspec) keep
 FastAPI's own handler and pay nothing; so do routes that read `request.json()` themselves,
 which should call `loads` on `await request.body()` instead.
+
+The same goes for query strings: PostgreSQL keeps no NUL in text, so a query parameter a
+route reads whose value holds one (`%00`) is refused as FastAPI refuses any other bad
+parameter (422 naming it), before the route runs; SQLite would have let it through.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ from typing import Any
 
 import orjson
 from fastapi import Request, Response
+from fastapi.dependencies.models import Dependant
+from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
@@ -38,6 +44,8 @@ _DIGITS_AS_ZEROS = bytes(0x30 if 0x30 <= byte <= 0x39 else 0x20 for byte in rang
 # A JSON \u0000 escape: its backslash is not itself escaped (an even run of them before it).
 _NUL_ESCAPE = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
 _TOKEN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|(-?[0-9]+)(\.[0-9]+)?([eE][+-]?[0-9]+)?')
+_NUL_IN_QUERY = b"%00"
+NUL_MESSAGE = "contains a NUL character (\\u0000), which PostgreSQL keeps in no text"
 
 
 def loads(body: bytes) -> Any:
@@ -78,16 +86,42 @@ class StrictJSONRequest(Request):
 
 
 class StrictJSONRoute(APIRoute):
-    """An `APIRoute` that reads its JSON body with `loads`; pass it as an `APIRouter`'s
-    `route_class`."""
+    """An `APIRoute` that reads its JSON body with `loads` and refuses a NUL in the query
+    parameters it reads; pass it as an `APIRouter`'s `route_class`."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        """FastAPI's handler, given a `StrictJSONRequest` where the route takes a body."""
+        """FastAPI's handler, given a `StrictJSONRequest` where the route takes a body, and
+        after the query check where it reads query parameters."""
         handler = super().get_route_handler()
-        if self.body_field is None:  # FastAPI reads no body: nothing to do per request
+        names = _query_names(self.dependant)
+        if self.body_field is None and not names:  # nothing to do per request
             return handler
 
         async def strict_handler(request: Request) -> Response:
-            return await handler(StrictJSONRequest(request.scope, request.receive))
+            if names and _NUL_IN_QUERY in request.scope["query_string"]:
+                _refuse_nul(request, names)
+            if self.body_field is not None:
+                request = StrictJSONRequest(request.scope, request.receive)
+            return await handler(request)
 
         return strict_handler
+
+
+def _query_names(dependant: Dependant) -> list[str]:
+    """The query parameters a route reads, its dependencies' included."""
+    names = [field.alias for field in dependant.query_params]
+    for dependency in dependant.dependencies:
+        names += _query_names(dependency)
+    return list(dict.fromkeys(names))
+
+
+def _refuse_nul(request: Request, names: list[str]) -> None:
+    """RequestValidationError naming each of `names` whose value holds a NUL."""
+    errors = [
+        {"type": "string_nul", "loc": ("query", name), "msg": NUL_MESSAGE, "input": value}
+        for name in names
+        for value in request.query_params.getlist(name)
+        if "\x00" in value
+    ]
+    if errors:
+        raise RequestValidationError(errors)

@@ -15,6 +15,7 @@ import pytest
 from fastapi import APIRouter
 
 import clarion
+from clarion.core.documents import MAX_JSON_DEPTH
 from clarion.core.routing import StrictJSONRoute, loads
 from clarion.ingest.api import tracking
 from tests.conftest import Tenant, problem
@@ -41,6 +42,7 @@ KEEPABLE = {
     "fraction": 0.12345678901234567890123,
 }
 NUMBER = "__number__"
+DEEP = "[" * MAX_JSON_DEPTH + "]" * MAX_JSON_DEPTH  # too deep inside any document
 JSON = {"Content-Type": "application/json"}
 
 
@@ -107,12 +109,23 @@ def test_the_reader_refuses_a_nul_character_and_keeps_the_text_of_one() -> None:
     assert loads(b'{"path": "C:\\\\u0000"}') == {"path": "C:\\u0000"}
 
 
+def test_the_reader_refuses_nesting_past_the_limit_and_says_where() -> None:
+    deepest = "[" * MAX_JSON_DEPTH + "]" * MAX_JSON_DEPTH
+    assert loads(deepest.encode()) is not None
+    brackets_in_text = '{"a": "' + "[{" * MAX_JSON_DEPTH + '", "b": [[1]]}'
+    assert loads(brackets_in_text.encode())["b"] == [[1]]
+    with pytest.raises(json.JSONDecodeError) as caught:
+        loads(('{"é": "[",\n "a": ' + deepest + "}").encode())
+    assert (caught.value.lineno, caught.value.colno) == (2, 7 + MAX_JSON_DEPTH - 1)
+    assert "nested more than" in caught.value.msg
+
+
 @pytest.mark.parametrize(("path", "document", "listing"), FREE_JSON_ROUTES)
 async def test_unkeepable_numbers_in_free_json_are_refused_naming_the_body(
     client: httpx.AsyncClient, tenant: Tenant, path: str, document: dict[str, Any], listing: str
 ) -> None:
     headers = {**tenant.admin, **JSON}
-    for numeral in [*UNKEEPABLE, '"\\u0000"']:
+    for numeral in [*UNKEEPABLE, '"\\u0000"', DEEP]:
         response = await client.post(path, content=with_number(document, numeral), headers=headers)
         body = problem(response, 422, "body")
         assert body["detail"].startswith("The body is not valid JSON: "), body

@@ -7,6 +7,7 @@ import uuid
 
 import httpx
 import pytest
+from fastapi import FastAPI
 
 from clarion.core.pagination import encode_cursor
 from tests.conftest import Tenant, problem
@@ -47,3 +48,25 @@ async def test_row_ids_out_of_range_in_cursors(
     client: httpx.AsyncClient, tenant: Tenant, path: str, cursor: str
 ) -> None:
     problem(await client.get(path, params={"cursor": cursor}, headers=tenant.admin), 400, "cursor")
+
+
+async def test_a_row_id_out_of_range_in_a_query_is_refused_naming_it(
+    client: httpx.AsyncClient, tenant: Tenant
+) -> None:
+    response = await client.get(
+        "/api/v1/journeys/alerts", params={"journey_id": TOO_BIG}, headers=tenant.admin
+    )
+    problem(response, 422, "journey_id")
+
+
+def test_every_integer_parameter_has_a_ceiling(app: FastAPI) -> None:
+    # One without a maximum reaches the driver past 64 bits: a 500 on PostgreSQL.
+    unbounded = [
+        f"{method.upper()} {path} {parameter['name']}"
+        for path, operations in app.openapi()["paths"].items()
+        for method, operation in operations.items()
+        for parameter in operation.get("parameters", [])
+        for schema in [parameter["schema"], *parameter["schema"].get("anyOf", [])]
+        if schema.get("type") == "integer" and "maximum" not in schema
+    ]
+    assert unbounded == []

@@ -1,8 +1,9 @@
 """The route class of every admin API router: JSON bodies read strictly, with orjson.
 
 FastAPI reads a JSON body with Python's `json` module, which takes `NaN`, `Infinity`,
-`-Infinity`, `1e400` (read as infinity) and integers of any size. No JSON column keeps
-those: orjson writes a non-finite float as `null` and refuses an integer past 64 bits.
+`-Infinity`, `1e400` (read as infinity), integers of any size and any nesting. No JSON
+column keeps those: orjson writes a non-finite float as `null` and refuses an integer past
+64 bits or nesting past 254 levels (Clarion keeps `core.documents.MAX_JSON_DEPTH`).
 Clarion keeps the signed 64-bit integers SQLite and PostgreSQL's bigint hold (as segment
 rules do). `StrictJSONRoute` reads bodies with `loads` instead, which refuses the rest;
 FastAPI answers a refused body as it answers malformed JSON (422 naming `body`, with line
@@ -33,6 +34,8 @@ from fastapi.dependencies.models import Dependant
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 
+from clarion.core.documents import MAX_JSON_DEPTH, FaultKind
+
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 # The shortest numeral past 64 bits (-9223372036854775809) has 19 digits; a body with no run
@@ -44,6 +47,8 @@ _DIGITS_AS_ZEROS = bytes(0x30 if 0x30 <= byte <= 0x39 else 0x20 for byte in rang
 # A JSON \u0000 escape: its backslash is not itself escaped (an even run of them before it).
 _NUL_ESCAPE = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
 _TOKEN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|(-?[0-9]+)(\.[0-9]+)?([eE][+-]?[0-9]+)?')
+# Strings (skipped whole) and the brackets that open and close lists and objects.
+_NESTING = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[{]|[\]}]')
 _NUL_IN_QUERY = b"%00"
 NUL_MESSAGE = "contains a NUL character (\\u0000), which PostgreSQL keeps in no text"
 
@@ -51,7 +56,7 @@ NUL_MESSAGE = "contains a NUL character (\\u0000), which PostgreSQL keeps in no 
 def loads(body: bytes) -> Any:
     """The JSON document `body` holds; raises `json.JSONDecodeError` (position included) on
     malformed JSON, NaN and infinities, a number past a double's range, an integer past 64
-    bits, or a NUL character."""
+    bits, a NUL character, or lists and objects nested deeper than `MAX_JSON_DEPTH`."""
     if body.startswith(codecs.BOM_UTF8):  # Python's reader took one; RFC 8259 allows it
         body = body[len(codecs.BOM_UTF8) :]
     document = orjson.loads(body)  # orjson.JSONDecodeError is a json.JSONDecodeError
@@ -61,7 +66,24 @@ def loads(body: bytes) -> Any:
         raise json.JSONDecodeError(message, body.decode(), len(before))
     if _DIGIT_RUN in body.translate(_DIGITS_AS_ZEROS):
         _refuse_wide_integers(body.decode())  # orjson read it: valid UTF-8
+    if body.count(b"[") + body.count(b"{") > MAX_JSON_DEPTH:  # else it cannot nest deeper
+        _refuse_deep_nesting(body)
     return document
+
+
+def _refuse_deep_nesting(body: bytes) -> None:
+    """Raise where a list or object opens deeper than `MAX_JSON_DEPTH` levels."""
+    depth = 0
+    for token in _NESTING.finditer(body):
+        bracket = token.group()
+        if bracket in (b"[", b"{"):
+            depth += 1
+            if depth > MAX_JSON_DEPTH:
+                text = body.decode()  # orjson read it: valid UTF-8
+                at = len(body[: token.start()].decode())
+                raise json.JSONDecodeError(FaultKind.TOO_DEEP.value, text, at)
+        elif bracket in (b"]", b"}"):
+            depth -= 1
 
 
 def _refuse_wide_integers(text: str) -> None:

@@ -9,6 +9,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request, status
 
+from clarion.core.database import MAX_ROW_ID
 from clarion.core.deps import AppClock, ReadSession, RowId, WriteSession
 from clarion.core.routing import StrictJSONRoute
 from clarion.journeys import alerts, monitoring, service
@@ -124,7 +125,7 @@ async def list_alerts(
     caller: ManagementCaller,
     session: ReadSession,
     state: Literal["open", "resolved"] | None = None,
-    journey_id: Annotated[int | None, Query(ge=1)] = None,
+    journey_id: Annotated[int | None, Query(ge=1, le=MAX_ROW_ID)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> AlertPage:
     """The workspace's journey alerts, newest first (open or resolved, of one journey,

@@ -77,22 +77,39 @@ def decode_uuid_cursor(cursor: str) -> uuid.UUID:
     """The uuid inside a cursor made by `encode_cursor(id.hex)`; InvalidInput naming
     `cursor` otherwise."""
     [raw] = decode_cursor(cursor, arity=1)
-    try:
-        return uuid.UUID(hex=str(raw))
-    except ValueError as exc:
-        raise _bad_cursor() from exc
+    return _cursor_uuid(raw)
 
 
 def decode_time_id_cursor(cursor: str) -> tuple[datetime, int]:
     """The (UTC time, row id) inside a cursor made by `encode_cursor(time.isoformat(), id)`;
     InvalidInput naming `cursor` otherwise."""
     moment, row_id = decode_cursor(cursor, arity=2)
+    return _cursor_time(moment), cursor_row_id(row_id)
+
+
+def decode_time_uuid_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    """The (UTC time, uuid) inside a cursor made by `encode_cursor(time.isoformat(),
+    str(id))`; InvalidInput naming `cursor` otherwise."""
+    moment, raw = decode_cursor(cursor, arity=2)
+    return _cursor_time(moment), _cursor_uuid(raw)
+
+
+def _cursor_uuid(raw: Any) -> uuid.UUID:
+    if not isinstance(raw, str):
+        raise _bad_cursor()
+    try:
+        return uuid.UUID(hex=raw)
+    except ValueError as exc:
+        raise _bad_cursor() from exc
+
+
+def _cursor_time(moment: Any) -> datetime:
+    """An ISO 8601 time from a cursor, in UTC (a naive one taken as UTC)."""
     try:
         parsed = datetime.fromisoformat(moment)
-    except (TypeError, ValueError) as exc:
+        return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    except (TypeError, ValueError, OverflowError) as exc:  # OverflowError: past year 9999
         raise _bad_cursor() from exc
-    parsed = parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
-    return parsed, cursor_row_id(row_id)
 
 
 def cursor_row_id(value: Any) -> int:

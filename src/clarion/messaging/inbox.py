@@ -37,7 +37,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, func, or_, select, text, update
@@ -46,8 +46,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
 from clarion.core.database import MAX_ROW_ID, Database
-from clarion.core.errors import FieldError, InvalidInput, NotFound, Unauthorized
-from clarion.core.pagination import decode_cursor, encode_cursor
+from clarion.core.errors import NotFound, Unauthorized
+from clarion.core.pagination import decode_time_uuid_cursor, encode_cursor
 from clarion.core.settings import SecretKeys
 from clarion.messaging import engagement
 from clarion.messaging.feedback import Outcome
@@ -346,14 +346,14 @@ async def list_messages(
     owners = await profile_ids(session, workspace_id=user.workspace_id, user_id=user.user_id)
     if not owners:
         if cursor is not None:
-            _cursor(cursor)  # a bad cursor is a 400 whoever asks
+            decode_time_uuid_cursor(cursor)  # a bad cursor is a 400 whoever asks
         return [], None, 0
     query = select(Message).where(
         *_theirs(user.workspace_id, owners),
         Message.archived_at.is_not(None) if archived else Message.archived_at.is_(None),
     )
     if cursor is not None:
-        delivered, after = _cursor(cursor)
+        delivered, after = decode_time_uuid_cursor(cursor)
         query = query.where(
             or_(
                 Message.delivered_at < delivered,
@@ -376,18 +376,6 @@ async def list_messages(
         assert last.delivered_at is not None
         next_cursor = encode_cursor(last.delivered_at.isoformat(), str(last.id))
     return rows, next_cursor, unread or 0
-
-
-def _cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
-    moment, message_id = decode_cursor(cursor, arity=2)
-    try:
-        parsed = datetime.fromisoformat(moment).astimezone(UTC)
-        return parsed, uuid.UUID(message_id)
-    except (TypeError, ValueError, AttributeError) as exc:
-        raise InvalidInput(
-            "The cursor is not one this API returned.",
-            errors=[FieldError("cursor", "not a valid cursor")],
-        ) from exc
 
 
 async def get_message(

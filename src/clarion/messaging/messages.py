@@ -14,7 +14,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from clarion.core.errors import Conflict, FieldError, NotFound
-from clarion.core.pagination import decode_cursor, encode_cursor
+from clarion.core.pagination import decode_time_uuid_cursor, encode_cursor
 from clarion.messaging import addresses, channel_config, delivery, templates
 from clarion.messaging.consent import service as consent
 from clarion.messaging.consent import topics
@@ -210,14 +210,7 @@ async def list_messages(
     if origin_id is not None:
         query = query.where(Message.origin_id == origin_id)
     if cursor is not None:
-        moment, last = decode_cursor(cursor, arity=2)
-        try:
-            at, last_id = datetime.fromisoformat(moment), uuid.UUID(str(last))
-        except (TypeError, ValueError) as error:
-            raise UnprocessableInput(
-                "The cursor is not one this API returned.",
-                errors=[FieldError("cursor", "not a valid cursor")],
-            ) from error
+        at, last_id = decode_time_uuid_cursor(cursor)
         query = query.where(
             (Message.created_at < at) | ((Message.created_at == at) & (Message.id < last_id))
         )

@@ -18,7 +18,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from clarion.core.database import unindexed
 from clarion.core.errors import FieldError, InvalidInput, NotFound
-from clarion.core.pagination import cursor_row_id, decode_cursor, encode_cursor
+from clarion.core.pagination import (
+    decode_id_cursor,
+    decode_time_id_cursor,
+    decode_time_uuid_cursor,
+    encode_cursor,
+)
 from clarion.ingest.models import Event
 from clarion.profiles.identity import (
     ANONYMOUS_ID,
@@ -121,7 +126,7 @@ async def list_profiles(
         Profile.workspace_id == workspace_id, Profile.canonical_id.is_(None)
     )
     if cursor is not None:
-        created, after = _cursor(cursor)
+        created, after = decode_time_uuid_cursor(cursor)
         query = query.where(
             or_(
                 Profile.created_at > created,
@@ -134,19 +139,6 @@ async def list_profiles(
         return profiles, None
     last = profiles[limit - 1]
     return profiles[:limit], encode_cursor(last.created_at.isoformat(), str(last.id))
-
-
-def _cursor(cursor: str) -> tuple[datetime, Any]:
-    first, second = decode_cursor(cursor, arity=2)
-    try:
-        if isinstance(second, str):
-            return datetime.fromisoformat(first), uuid.UUID(second)
-        return datetime.fromisoformat(first), cursor_row_id(second)
-    except (TypeError, ValueError) as exc:
-        raise InvalidInput(
-            "The cursor is not one this API returned.",
-            errors=[FieldError("cursor", "not a valid cursor")],
-        ) from exc
 
 
 async def tree_ids(session: AsyncSession, *, profile_id: uuid.UUID) -> list[uuid.UUID]:
@@ -209,7 +201,7 @@ async def list_timeline(
         .where(ProfileEvent.profile_id.in_(ids), Event.workspace_id == workspace_id)
     )
     if cursor is not None:
-        moment, after = _cursor(cursor)
+        moment, after = decode_time_id_cursor(cursor)
         query = query.where(
             or_(
                 ProfileEvent.timestamp < moment,
@@ -257,10 +249,7 @@ async def list_trait_history(
     if key is not None:
         query = query.where(TraitChange.key == key)
     if cursor is not None:
-        [after] = decode_cursor(cursor, arity=1)
-        if not isinstance(after, int):
-            raise InvalidInput("Bad cursor.", errors=[FieldError("cursor", "not a valid cursor")])
-        query = query.where(TraitChange.id < after)
+        query = query.where(TraitChange.id < decode_id_cursor(cursor))
     changes = (await session.scalars(query.order_by(TraitChange.id.desc()).limit(limit + 1))).all()
     if len(changes) <= limit:
         return changes, None

@@ -71,6 +71,21 @@ async def test_amounts_beyond_any_order_are_counted_as_orders_without_revenue(
     assert profile.computed["orders_by_currency"] == {"GBP": 1}
 
 
+async def test_a_currency_is_three_ascii_letters_else_the_default(
+    send: Send, database: Database, tenant: Tenant
+) -> None:
+    # "ßßß" upper-cases to "SSSSSS": kept as a currency, it failed the RFM boundaries'
+    # three-letter column on PostgreSQL, and every recompute of the workspace with it.
+    await send(
+        track("Order Completed", "u1", minute=1, revenue=1, currency="ßßß"),
+        track("Order Completed", "u1", minute=2, revenue=2, currency="éur"),
+        track("Order Completed", "u1", minute=3, revenue=4, currency=" chf "),
+    )
+    profile = await by(database, tenant, "user_id", "u1")
+    assert profile is not None
+    assert profile.computed["revenue"] == {"USD": 300, "CHF": 400}
+
+
 async def test_replayed_events_are_not_counted_twice(
     send: Send, database: Database, tenant: Tenant
 ) -> None:

@@ -78,9 +78,15 @@ def minor_units(amount: Any, currency: str) -> int | None:
 
 def _currency(properties: dict[str, Any]) -> str:
     raw = properties.get("currency")
-    if isinstance(raw, str) and len(raw.strip()) == 3 and raw.strip().isalpha():
-        return raw.strip().upper()
+    if isinstance(raw, str) and is_currency_code(code := raw.strip().upper()):
+        return code
     return DEFAULT_CURRENCY
+
+
+def is_currency_code(code: str) -> bool:
+    """Whether `code` has the shape of an ISO 4217 code: three ASCII capital letters ("ß"
+    is a letter, and upper-cases to "SS")."""
+    return len(code) == 3 and code.isascii() and code.isalpha() and code.isupper()
 
 
 def add_event(computed: dict[str, Any], event: Seen) -> None:

@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from clarion.core.jobs.queue import NewJob, enqueue
 from clarion.core.jobs.recurring import schedule_recurring_job
+from clarion.profiles.computed import is_currency_code
 from clarion.segments import sql
 from clarion.segments.catalog import Catalog, SegmentIndex, rule_context
 from clarion.segments.membership import Changes, apply_changes
@@ -223,8 +224,8 @@ async def compute_rfm_boundaries(
         )
         return None
     currencies: Counter[str] = Counter()
-    for _, _, revenue in buyers:
-        currencies.update(revenue.keys())
+    for _, _, revenue in buyers:  # profiles kept before codes were checked may hold others
+        currencies.update(code for code in revenue if is_currency_code(code))
     currency = currencies.most_common(1)[0][0] if currencies else DEFAULT_CURRENCY
     recency = _quantiles(sorted(datetime.fromisoformat(last) for last, _, _ in buyers), 5)
     boundaries = await session.get(RfmBoundaries, workspace_id)

@@ -37,7 +37,6 @@ from clarion.profiles import queries as profiles
 from clarion.profiles.models import ProfileEvent
 
 PROFILES_PER_QUERY = 500
-DEFAULT_CURRENCY = computed.DEFAULT_CURRENCY
 
 
 def _hour(moment: datetime) -> datetime:
@@ -211,12 +210,7 @@ async def conversions(
 
 def _money(properties: dict[str, Any]) -> tuple[str, int | None]:
     """An event's currency and its `revenue` (else `total`) in that currency's minor units."""
-    raw = properties.get("currency")
-    currency = (
-        raw.strip().upper()
-        if isinstance(raw, str) and len(raw.strip()) == 3 and raw.strip().isalpha()
-        else DEFAULT_CURRENCY
-    )
+    currency = computed.order_currency(properties)
     amount = properties.get("revenue")
     if amount is None:
         amount = properties.get("total")

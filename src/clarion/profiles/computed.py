@@ -76,7 +76,8 @@ def minor_units(amount: Any, currency: str) -> int | None:
     return units if -MAX_MINOR_UNITS <= units <= MAX_MINOR_UNITS else None
 
 
-def _currency(properties: dict[str, Any]) -> str:
+def order_currency(properties: dict[str, Any]) -> str:
+    """An order's ISO 4217 currency: its `currency` property, else the default (USD)."""
     raw = properties.get("currency")
     if isinstance(raw, str) and is_currency_code(code := raw.strip().upper()):
         return code
@@ -107,7 +108,7 @@ def _add_order(computed: dict[str, Any], event: Seen) -> None:
     moment = event.timestamp.isoformat()
     if computed["last_order_at"] is None or computed["last_order_at"] < moment:
         computed["last_order_at"] = moment
-    currency = _currency(event.properties)
+    currency = order_currency(event.properties)
     amount = event.properties.get("revenue")
     if amount is None:
         amount = event.properties.get("total")

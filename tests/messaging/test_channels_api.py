@@ -33,6 +33,7 @@ from clarion.profiles.service import upsert_profile
 from clarion.workspaces import service as workspaces
 from tests.conftest import Tenant, problem, run_cli
 from tests.messaging.conftest import HttpReceiver, Reply, SmtpSink
+from tests.messaging.test_bounces import HARD_BOUNCE
 
 PASSWORD = "smtp-password-7f3e9a"
 AUTH_TOKEN = "twilio-token-0123456789abcdef"
@@ -539,6 +540,9 @@ async def test_a_bounce_mail_for_a_channel_that_is_not_email_is_a_422_naming_it(
     problem(await client.post(url, content=b"", headers=tenant.admin), 400, "body")
     unread = await client.post(url, content=b"\xff\xfe not a mail", headers=tenant.admin)
     assert (unread.status_code, unread.json()) == (200, {"status": None})
+    nul_id = HARD_BOUNCE.replace(b"<msg-0001@", b"<msg-\x00@")  # a 500 on PostgreSQL before
+    unknown = await client.post(url, content=nul_id, headers=tenant.admin)
+    assert (unknown.status_code, unknown.json()) == (200, {"status": None})
     whole = await client.post(url, content=b"x" * 1_000_000, headers=tenant.admin)
     assert whole.status_code == 200, whole.text  # at the limit
 

@@ -25,6 +25,8 @@ from clarion.messaging.models import Message, MessagingChannel
 async def _by_provider_id(
     session: AsyncSession, channel: MessagingChannel, provider_id: str
 ) -> Message | None:
+    if "\x00" in provider_id:  # names none (PostgreSQL keeps no NUL, nor compares one)
+        return None
     return await session.scalar(
         select(Message).where(
             Message.workspace_id == channel.workspace_id,

@@ -45,7 +45,6 @@ from typing import Any
 
 from jinja2 import Template, Undefined, meta, nodes
 from jinja2.exceptions import SecurityError, TemplateSyntaxError, UndefinedError
-from markupsafe import Markup
 from pydantic import JsonValue
 
 from clarion.messaging.channels.base import ChannelKind
@@ -356,9 +355,22 @@ def _render(source: str, mode: Mode, variables: dict[str, Any], field: str) -> s
 
 def _run(template: Template, variables: dict[str, Any], field: str, source: str) -> str:
     try:
-        return run(template, variables)
+        text = run(template, variables)
     except RENDER_FAILURES as exc:
         raise _failure(field, source, exc) from exc
+    return _sendable(text, field)
+
+
+def _sendable(text: str, field: str) -> str:
+    """`text`, unless it holds a lone surrogate (a string literal's `\\ud800`, say), which
+    no UTF-8 message, page or JSON body can carry: then RenderError naming `field`."""
+    if not text.isascii():
+        try:
+            text.encode()
+        except UnicodeEncodeError as exc:
+            code = f"\\u{ord(text[exc.start]):04x}"
+            raise RenderError(field, f"renders a lone surrogate ({code}), not text") from None
+    return text
 
 
 def _one_line(text: str) -> str:
@@ -442,8 +454,10 @@ def _as_json(value: Any, path: str, source: str) -> JsonValue:
             str(value)  # raises the undefined's own error, with its name
         except RENDER_FAILURES as exc:
             raise _failure(path, source, exc) from exc
-    if value is None or isinstance(value, bool | int | str):
-        return str(value) if isinstance(value, Markup) else value
+    if isinstance(value, str):
+        return _sendable(str(value), path)
+    if value is None or isinstance(value, bool | int):
+        return value
     if isinstance(value, float):
         if value != value or value in (float("inf"), float("-inf")):
             raise RenderError(path, f"{value} is not a JSON number")

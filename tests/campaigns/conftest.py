@@ -142,6 +142,21 @@ class Desk:
         created: dict[str, Any] = await self.post("/api/v1/campaigns", body, 201)
         return created
 
+    async def launched(self, users: list[str], **fields: Any) -> dict[str, Any]:
+        """A campaign to these (new) users through a new channel, sent and launched: its
+        messages queued, none delivered yet."""
+        for user in users:
+            await self.identify(user)
+        await self.channel()
+        campaign = await self.campaign(
+            audience={"type": "list", "user_ids": users},
+            template_id=await self.template(),
+            **fields,
+        )
+        await self.post(f"/api/v1/campaigns/{campaign['id']}/send")
+        await self.run(deliver=False)
+        return campaign
+
     async def read(self, campaign_id: int) -> dict[str, Any]:
         found: dict[str, Any] = await self.get(f"/api/v1/campaigns/{campaign_id}")
         return found

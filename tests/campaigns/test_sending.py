@@ -271,15 +271,7 @@ async def test_pause_resume_and_cancel_mid_send(desk: Desk) -> None:
 
 
 async def test_jobs_run_twice_send_nothing_twice(desk: Desk) -> None:
-    users = [f"c{i}" for i in range(4)]
-    for user in users:
-        await desk.identify(user)
-    await desk.channel()
-    campaign = await desk.campaign(
-        audience={"type": "list", "user_ids": users}, template_id=await desk.template()
-    )
-    await desk.post(f"/api/v1/campaigns/{campaign['id']}/send")
-    await desk.run(deliver=False)
+    campaign = await desk.launched([f"c{i}" for i in range(4)])
     before = await desk.read(campaign["id"])
     assert before["state"] == "sending" and before["audience_size"] == 4  # messages queued
     assert len(await desk.recipients(campaign["id"], state="queued")) == 4
@@ -583,15 +575,7 @@ async def test_a_campaign_looks_rarely_at_a_message_long_overdue(
 
 
 async def test_recipients_page_by_profile_and_refuse_a_cursor_not_ours(desk: Desk) -> None:
-    users = [f"u{i}" for i in range(5)]
-    for user in users:
-        await desk.identify(user)
-    await desk.channel()
-    campaign = await desk.campaign(
-        audience={"type": "list", "user_ids": users}, template_id=await desk.template()
-    )
-    await desk.post(f"/api/v1/campaigns/{campaign['id']}/send")
-    await desk.run(deliver=False)
+    campaign = await desk.launched([f"u{i}" for i in range(5)])
     paged = await desk.recipients(campaign["id"], limit=2)
     whole = await desk.recipients(campaign["id"])
     assert len(paged) == 5 and paged == whole

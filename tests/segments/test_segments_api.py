@@ -437,6 +437,43 @@ async def test_members_page_by_profile_and_refuse_a_cursor_not_ours(shop: Shop) 
         problem(refused, 400, "cursor")
 
 
+async def test_numbers_past_what_a_sum_can_hold_are_left_out_of_sums_and_averages(
+    shop: Shop,
+) -> None:
+    # Two orders of 1e308 summed past any double: the recompute's and the preview's cast
+    # failed on PostgreSQL (a 500), and the real-time sum's partials overflowed.
+    now = shop.clock.now()
+    await shop.send(
+        order("huge", now - timedelta(days=2), 1e308),
+        order("huge", now - timedelta(days=1), 1e308),
+        order("huge", now - timedelta(hours=1), 5.0),
+    )
+    huge = await shop.profile_id("huge")
+    aggregate = {"type": "aggregate", "event": "Order Completed", "property": "revenue"}
+    cases = [
+        ({"function": "sum", "operator": "eq", "value": 5}, {huge}),
+        ({"function": "avg", "operator": "eq", "value": 5}, {huge}),
+        ({"function": "sum", "operator": "eq", "value": 5, "window": {"last_days": 7}}, {huge}),
+        ({"function": "max", "operator": "gte", "value": 1e308}, {huge}),
+        ({"function": "min", "operator": "eq", "value": 5}, {huge}),
+    ]
+    for number, (fields, members) in enumerate(cases):
+        rule = {**aggregate, **fields}
+        preview = await shop.client.post(
+            "/api/v1/segments/preview", json={"rule": rule}, headers=shop.tenant.admin
+        )
+        assert preview.status_code == 200, preview.text
+        assert preview.json()["count"] == len(members), fields
+        segment = await shop.create(rule, name=f"Huge {number}")
+        await shop.run()
+        assert await shop.members(segment["id"]) == members, fields
+    await shop.send(order("huge", now, 1e308))  # real time, kept event by event
+    for segment_number in range(len(cases)):
+        found = await shop.client.get("/api/v1/segments", headers=shop.tenant.admin)
+        named = {s["name"]: s["id"] for s in found.json()["items"]}
+        assert await shop.members(named[f"Huge {segment_number}"]) == {huge}
+
+
 async def test_another_workspace_sees_nothing(shop: Shop, other_tenant: Tenant) -> None:
     segment = await shop.create({"type": "trait", "trait": "plan", "operator": "exists"})
     for method, path in [

@@ -9,7 +9,8 @@ microseconds since the Unix epoch:
                "ranges": [[start, end]],    # from/to windows: events with start <= t < end
                "ev": [t, ...],              # those events, by time ([t, value] with a property)
                "all": {"n": 3, "first": t, "last": t,          # all-time summary
-                       "num": 2, "sum": [partials], "min": 1, "max": 9.5,  # (property only)
+                       "num": 2, "sum": [partials], "min": 1, "max": 9.5,  # (property only;
+                                                  # num and sum: values.is_summed ones)
                        "distinct": {"n:1": 1, "s:red": 1, "b:true": 1}}}}  # (count_distinct)
 
 An entry's own retention fields say what it is complete for (`incomplete` compares them with
@@ -37,7 +38,7 @@ from clarion.segments.rules import (
     Window,
     walk,
 )
-from clarion.segments.values import distinct_key, is_number, matches, read, scalar
+from clarion.segments.values import distinct_key, is_number, is_summed, matches, read, scalar
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 DAY_US = 86_400_000_000
@@ -193,8 +194,9 @@ def _add(entry: dict[str, Any], t: int, value: Any, has_prop: bool, now_us: int)
         summary["first"] = t if summary["first"] is None else min(summary["first"], t)
         summary["last"] = t if summary["last"] is None else max(summary["last"], t)
         if has_prop and is_number(value):
-            summary["num"] += 1
-            _sum_add(summary["sum"], float(value))
+            if is_summed(value):
+                summary["num"] += 1
+                _sum_add(summary["sum"], float(value))
             summary["min"] = value if summary["min"] is None else min(summary["min"], value)
             summary["max"] = value if summary["max"] is None else max(summary["max"], value)
         if has_prop and value is not None and "distinct" in summary:
@@ -417,13 +419,14 @@ def count(state: Mapping[str, Any], node: Performed, now: datetime) -> int:
 def _function(function: str, values: list[Any]) -> float | int | None:
     if function == "count_distinct":
         return len({distinct_key(v) for v in values if v is not None})
+    if function in ("sum", "avg"):
+        summed = [v for v in values if is_summed(v)]
+        if function == "sum":
+            return round(math.fsum(summed), 6)
+        return round(math.fsum(summed) / len(summed), 6) if summed else None
     numbers = [v for v in values if is_number(v)]
-    if function == "sum":
-        return round(math.fsum(numbers), 6)
     if not numbers:
         return None
-    if function == "avg":
-        return round(math.fsum(numbers) / len(numbers), 6)
     found: float | int = min(numbers) if function == "min" else max(numbers)
     return found
 
@@ -440,11 +443,9 @@ def aggregate(state: Mapping[str, Any], node: Aggregate, now: datetime) -> float
         return len(summary.get("distinct", ()))
     if node.function == "sum":
         return round(math.fsum(summary.get("sum", [])), 6)
-    if not num:
-        return None
     if node.function == "avg":
-        return round(math.fsum(summary["sum"]) / num, 6)
-    found: float | int = summary["min"] if node.function == "min" else summary["max"]
+        return round(math.fsum(summary["sum"]) / num, 6) if num else None
+    found: float | int | None = summary.get("min" if node.function == "min" else "max")
     return found
 
 
@@ -525,12 +526,15 @@ class _Suffix:
             if value is not None:
                 self.distinct.add(distinct_key(value))
             return
+        if self.function in ("sum", "avg"):
+            if is_summed(value):
+                self.numbers += 1
+                _sum_add(self.partials, float(value))
+            return
         if not is_number(value):
             return
         self.numbers += 1
-        if self.function in ("sum", "avg"):
-            _sum_add(self.partials, float(value))
-        elif (
+        if (
             self.extreme is None
             # <= and >=: values come newest first, and min / max keep the oldest of equals
             or (value <= self.extreme if self.function == "min" else value >= self.extreme)

@@ -44,6 +44,7 @@ from clarion.segments.rules import (
     TimeOperator,
     Window,
 )
+from clarion.segments.values import MAX_SUMMED
 
 Condition = ColumnElement[bool]
 # sum and avg are compared after Python's round(x, 6) (README): SQL's ROUND rounds ties
@@ -213,11 +214,12 @@ def _aggregate(
     function: str, rows: Condition, found: JsonValue, postgres: bool
 ) -> ColumnElement[Any]:
     number = case((rows, found.number))
-    if function == "sum":
+    if function in ("sum", "avg"):  # of the numbers values.is_summed takes
+        summed = case((and_(rows, found.number.between(-MAX_SUMMED, MAX_SUMMED)), found.number))
+        if function == "avg":
+            return func.avg(summed)
         # SQLite's SUM raises on integer overflow; TOTAL sums in floats, as Python would.
-        return func.sum(number) if postgres else func.total(number)
-    if function == "avg":
-        return func.avg(number)
+        return func.sum(summed) if postgres else func.total(summed)
     if function in ("min", "max"):
         return func.min(number) if function == "min" else func.max(number)
     counts = [func.count(case((rows, key)).distinct()) for key in found.distinct_keys]

@@ -32,6 +32,16 @@ def is_number(value: Any) -> bool:
     return isinstance(value, _NUMBERS) and not isinstance(value, bool)
 
 
+# Sums and averages take numbers up to this size: a few of the largest doubles (1.8e308)
+# would sum past any double, and no quantity a segment sums comes near it.
+MAX_SUMMED = 1e300
+
+
+def is_summed(value: Any) -> bool:
+    """Whether a JSON value counts in sums and averages: a number within +/-`MAX_SUMMED`."""
+    return is_number(value) and -MAX_SUMMED <= value <= MAX_SUMMED
+
+
 def _eq(actual: Any, expected: Any) -> bool:
     if isinstance(expected, bool) or isinstance(actual, bool):
         return isinstance(actual, bool) and isinstance(expected, bool) and actual == expected

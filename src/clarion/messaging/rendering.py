@@ -362,8 +362,11 @@ def _run(template: Template, variables: dict[str, Any], field: str, source: str)
 
 
 def _sendable(text: str, field: str) -> str:
-    """`text`, unless it holds a lone surrogate (a string literal's `\\ud800`, say), which
-    no UTF-8 message, page or JSON body can carry: then RenderError naming `field`."""
+    """`text`, unless it holds a NUL or a lone surrogate (a string literal's `\\x00` or
+    `\\ud800`, say), which no message PostgreSQL keeps, nor any UTF-8 page or JSON body,
+    can carry: then RenderError naming `field`."""
+    if "\x00" in text:
+        raise RenderError(field, "renders a NUL character (\\u0000), not text")
     if not text.isascii():
         try:
             text.encode()

@@ -234,7 +234,12 @@ async def test_the_preferences_page_round_trip(shop: Shop, other_shop: Shop) -> 
     assert "Every Monday" in page and "Texts" not in page
 
     form = [("topic", str(offers)), ("topic", str(digest)), ("topic", str(alerts))]
-    form += [("topic", str(theirs)), ("topic", "not-a-number")]
+    form += [
+        ("topic", str(theirs)),
+        ("topic", "not-a-number"),
+        ("topic", "²"),
+        ("topic", "9" * 5000),
+    ]
     saved = assert_page(await shop.client.post(url, content=urlencode(form), headers=FORM))
     assert "Your preferences are saved." in saved and "Confirm Digest" in saved
     assert checked(saved) == {

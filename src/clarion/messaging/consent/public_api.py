@@ -138,7 +138,7 @@ async def save_preferences(
     async def page() -> HTMLResponse:
         payload = links.signer.verify(token, "preferences")
         form = await pages.read_form(request)
-        subscribed = {int(value) for value in form.get("topic", []) if value.isdigit()}
+        subscribed = {int(value) for value in form.get("topic", []) if _topic_id(value)}
         before = await flows.get_preferences(
             session, workspace_id=payload.workspace_id, profile_id=payload.profile_id
         )
@@ -207,3 +207,9 @@ async def confirm(
         return pages.confirmed(workspace_name, topic.name, url)
 
     return await _or_not_found(page)
+
+
+def _topic_id(value: str) -> bool:
+    """Whether a form's `topic` value can be a topic id: ASCII digits ("²" is a digit too,
+    which int() refuses), no more than a row id holds. Others are no topic of ours."""
+    return value.isascii() and value.isdigit() and len(value) <= 19

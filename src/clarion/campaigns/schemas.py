@@ -8,7 +8,6 @@ from datetime import date, datetime
 from typing import Annotated, Literal
 
 from pydantic import (
-    AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
@@ -18,7 +17,7 @@ from pydantic import (
 
 from clarion.campaigns.models import Campaign
 from clarion.core.database import MAX_ROW_ID
-from clarion.core.schemas import DisplayName
+from clarion.core.schemas import AwareInstant, DisplayName
 
 MAX_LIST = 10_000  # entries of a list audience (user ids and profile ids together)
 
@@ -123,7 +122,7 @@ class SendRequest(Strict):
     A schedule is at most 365 days ahead."""
 
     when: Literal["now", "at", "local"] = "now"
-    at: AwareDatetime | None = None
+    at: AwareInstant | None = None
     local_date: date | None = None
     local_time: str | None = Field(default=None, description="HH:MM, 24-hour wall time.")
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any
 
 import msgspec
@@ -13,6 +13,7 @@ from fastapi import APIRouter, Query, Request, Response
 from clarion.core.deps import ReadSession, RowId, get_clock, get_database
 from clarion.core.errors import FieldError, InvalidInput, Unauthorized
 from clarion.core.routing import StrictJSONRoute
+from clarion.core.schemas import Instant
 from clarion.ingest import service
 from clarion.ingest.messages import (
     MESSAGE_TYPES,
@@ -219,17 +220,6 @@ async def batch_call(request: Request) -> Response:
     return await _accept(request, forced_type=None)
 
 
-def _utc(value: datetime | None, field: str) -> datetime | None:
-    if value is None:
-        return None
-    try:
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-    except OverflowError as exc:  # an offset that moves it off the calendar
-        raise InvalidInput(
-            f"`{field}` is out of range.", errors=[FieldError(field, "out of range")]
-        ) from exc
-
-
 @events.get("", response_model=EventPage)
 async def list_events(
     caller: ManagementCaller,
@@ -238,8 +228,8 @@ async def list_events(
     name: Annotated[str | None, Query(max_length=255)] = None,
     user_id: Annotated[str | None, Query(max_length=255)] = None,
     anonymous_id: Annotated[str | None, Query(max_length=255)] = None,
-    since: Annotated[datetime | None, Query(description="Events at or after this time.")] = None,
-    until: Annotated[datetime | None, Query(description="Events before this time.")] = None,
+    since: Annotated[Instant | None, Query(description="Events at or after this time.")] = None,
+    until: Annotated[Instant | None, Query(description="Events before this time.")] = None,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> EventPage:
@@ -249,8 +239,8 @@ async def list_events(
         name=name,
         user_id=user_id,
         anonymous_id=anonymous_id,
-        since=_utc(since, "since"),
-        until=_utc(until, "until"),
+        since=since,
+        until=until,
     )
     items, next_cursor = await service.list_events(
         session, workspace_id=caller.workspace_id, where=where, limit=limit, cursor=cursor

@@ -6,9 +6,9 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StrictInt
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt
 
-from clarion.core.schemas import DisplayName
+from clarion.core.schemas import AwareInstant, DisplayName
 from clarion.journeys.graph import MAX_GRAPH_BYTES, MAX_NODES, size_problem
 from clarion.journeys.models import Journey, JourneyVersion
 
@@ -223,9 +223,9 @@ class SimulatedEventIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     event: str = Field(min_length=1, max_length=200)
-    at: AwareDatetime = Field(description="When it happens (ISO 8601 with an offset).")
+    at: AwareInstant = Field(description="When it happens (ISO 8601 with an offset).")
     properties: dict[str, Any] = Field(default_factory=dict)
-    received_at: AwareDatetime | None = Field(
+    received_at: AwareInstant | None = Field(
         default=None,
         description="When Clarion receives it (`at` when left out): received more than 24 "
         "hours after it happened, it is history and enters nobody.",

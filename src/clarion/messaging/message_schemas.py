@@ -10,6 +10,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from clarion.core.database import MAX_ROW_ID
+from clarion.core.schemas import AwareInstant
 from clarion.messaging import policy
 from clarion.messaging.channels.base import ChannelKind
 from clarion.messaging.models import FrequencyCap, Message, MessageEvent, MessagingPolicy
@@ -40,7 +41,7 @@ class MessageSend(Strict):
         description="The same key sends once: a retried request gets the message it made.",
     )
     priority: int = Field(default=0, ge=-100, le=100)
-    send_after: datetime | None = None
+    send_after: AwareInstant | None = None
     address: str | None = Field(
         default=None,
         max_length=2048,
@@ -59,13 +60,6 @@ class MessageSend(Strict):
         if (self.profile_id is None) == (self.user_id is None):
             raise ValueError("give exactly one of profile_id and user_id")
         return self
-
-    @field_validator("send_after")
-    @classmethod
-    def _aware(cls, value: datetime | None) -> datetime | None:
-        if value is not None and value.tzinfo is None:
-            raise ValueError("give a time zone (Z or an offset)")
-        return value
 
 
 class MessageEventRead(BaseModel):

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response, status
 
 from clarion.core.deps import AppClock, ReadSession, RowId, WriteSession, app_held
 from clarion.core.routing import StrictJSONRoute
+from clarion.core.schemas import Instant
 from clarion.core.settings import Settings
 from clarion.ingest.plans import service
 from clarion.ingest.plans.cache import announce_change
@@ -41,25 +41,19 @@ async def _announce(request: Request, workspace_id: int) -> None:
     await announce_change(settings, workspace_id)
 
 
-def _utc(value: datetime | None) -> datetime | None:
-    if value is None:
-        return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
 @router.get("/violations", response_model=ViolationPage)
 async def list_violations(
     caller: ManagementCaller,
     session: ReadSession,
     event: Annotated[str | None, Query(max_length=255, description="Event name.")] = None,
     kind: ViolationKind | None = None,
-    since: Annotated[datetime | None, Query(description="Recorded at or after.")] = None,
-    until: Annotated[datetime | None, Query(description="Recorded before.")] = None,
+    since: Annotated[Instant | None, Query(description="Recorded at or after.")] = None,
+    until: Annotated[Instant | None, Query(description="Recorded before.")] = None,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> ViolationPage:
     """The workspace's recorded violations, newest first, filtered and cursor-paged."""
-    where = service.ViolationFilter(event=event, kind=kind, since=_utc(since), until=_utc(until))
+    where = service.ViolationFilter(event=event, kind=kind, since=since, until=until)
     items, next_cursor = await service.list_violations(
         session, workspace_id=caller.workspace_id, where=where, limit=limit, cursor=cursor
     )

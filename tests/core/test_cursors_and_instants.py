@@ -1,7 +1,9 @@
 """Cursors are read by one set of decoders (`core.pagination`): whatever a client puts in
 one, a listing answers 400 naming `cursor` or a page, never a 500 (times past year 9999 or
 before year 1 once shifted to UTC, a uuid where a row id belongs and the other way round,
-row ids past 64 bits: each reached PostgreSQL or overflowed before)."""
+row ids past 64 bits: each reached PostgreSQL or overflowed before). Instants in queries
+and bodies (`core.schemas.Instant`, `AwareInstant`) are held to the same calendar: 422
+naming them."""
 
 from __future__ import annotations
 
@@ -96,3 +98,29 @@ async def test_timeline_and_trait_history_cursors(
             headers=tenant.admin,
         )
         problem(response, 400, "cursor")
+
+
+@pytest.mark.parametrize("moment", TIMES_OUT_OF_RANGE)
+@pytest.mark.parametrize(
+    "path", ["/api/v1/events", "/api/v1/tracking-plans/violations"], ids=["events", "violations"]
+)
+@pytest.mark.parametrize("name", ["since", "until"])
+async def test_times_leaving_the_calendar_in_queries_are_refused_naming_them(
+    client: httpx.AsyncClient, tenant: Tenant, moment: str, path: str, name: str
+) -> None:
+    response = await client.get(path, params={name: moment}, headers=tenant.admin)
+    body = problem(response, 422, name)
+    assert "out of range once in UTC" in str(body["errors"])
+
+
+@pytest.mark.parametrize("moment", TIMES_OUT_OF_RANGE)
+async def test_times_leaving_the_calendar_in_bodies_are_refused_naming_them(
+    client: httpx.AsyncClient, database: Database, tenant: Tenant, moment: str
+) -> None:
+    profile_id = await person(database, tenant, f"user-{uuid.uuid4().hex[:8]}")
+    body = {"template_id": 1, "profile_id": str(profile_id), "send_after": moment}
+    response = await client.post("/api/v1/messages", json=body, headers=tenant.admin)
+    problem(response, 422, "send_after")
+    send = {"when": "at", "at": moment}
+    response = await client.post("/api/v1/campaigns/1/send", json=send, headers=tenant.admin)
+    problem(response, 422, "at")

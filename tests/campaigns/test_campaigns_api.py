@@ -241,8 +241,9 @@ async def test_what_keeps_a_campaign_from_being_sent(desk: Desk) -> None:
     await refused(422, "at", {"when": "at", "at": "2030-01-01T09:00:00"})  # no offset
     await refused(422, "local_time", {"when": "local", "local_date": "2030-01-01"})
     await refused(422, "local_date", {"when": "local", "local_time": "09:00"})
-    bad_time = {"when": "local", "local_date": "2030-01-01", "local_time": "25:00"}
-    await refused(422, "local_time", bad_time)
+    for wall in ("25:00", "\u0662\u0663:\u0665\u0669", "9:00"):  # Arabic-Indic 23:59 was read
+        bad_time = {"when": "local", "local_date": "2030-01-01", "local_time": wall}
+        await refused(422, "local_time", bad_time)
     # 12 hours ahead: less than the 24 hours a local-time send needs, whatever the hour now.
     soon = now + timedelta(hours=12)
     late = {"when": "local", "local_date": soon.date().isoformat(), "local_time": f"{soon:%H:%M}"}

@@ -319,10 +319,15 @@ async def test_bad_sends_are_refused_naming_the_field_and_nothing_is_queued(post
     assert listed.json()["items"] == []
 
 
+ARABIC_INDIC_0900 = "\u0660\u0669:\u0660\u0660"  # digits, but not ASCII ones: read as 09:00 before
+
+
 async def test_quiet_hours_and_caps_are_set_through_the_api(post: Post) -> None:
     url = "/api/v1/messaging/policy"
     for body, field in (
         ({"quiet_hours_start": "25:00", "quiet_hours_end": "08:00"}, "quiet_hours_start"),
+        ({"quiet_hours_start": ARABIC_INDIC_0900, "quiet_hours_end": "08:00"}, "quiet_hours_start"),
+        ({"quiet_hours_start": "21:00", "quiet_hours_end": " 8:00"}, "quiet_hours_end"),
         ({"quiet_hours_start": "21:00"}, "body"),
         ({"default_timezone": "Mars/Olympus"}, "default_timezone"),
         ({"quiet_channels": ["fax"]}, "quiet_channels.0"),

@@ -283,7 +283,7 @@ async def _moments(
     assert campaign.local_date is not None and campaign.local_time is not None
     assert campaign.launch_at is not None
     day = date.fromisoformat(campaign.local_date)
-    at = timing.parse_local_time(campaign.local_time)
+    at = policy.parse_clock(campaign.local_time)
     found = await policy.get_policy(session, workspace_id=campaign.workspace_id)
     fallback = found.default_timezone if found is not None else "UTC"
     views = await profiles.views_by_id(

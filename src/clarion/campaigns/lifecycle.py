@@ -18,6 +18,7 @@ from clarion.campaigns import channels, conversions, dispatch, service, timing
 from clarion.campaigns.models import Campaign
 from clarion.campaigns.schemas import SendRequest
 from clarion.core.errors import Conflict, FieldError
+from clarion.messaging import policy
 from clarion.messaging.schemas import UnprocessableInput
 
 _TOO_FAR = f"is more than {timing.MAX_AHEAD.days} days ahead"
@@ -75,7 +76,7 @@ def _schedule(
         raise UnprocessableInput("Say which day and time to send.", errors=errors)
     assert request.local_date is not None and request.local_time is not None
     try:
-        at = timing.parse_local_time(request.local_time)
+        at = policy.parse_clock(request.local_time)
     except ValueError as error:
         raise UnprocessableInput(
             "The local time is not HH:MM.", errors=[FieldError("local_time", str(error))]

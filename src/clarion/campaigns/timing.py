@@ -36,13 +36,6 @@ EARLIEST_OFFSET = timedelta(hours=14)  # UTC+14 (Kiribati, Line Islands): the fi
 LATEST_OFFSET = timedelta(hours=12)  # UTC-12 (Baker Island): the last to a time
 
 
-def parse_local_time(text: str) -> time:
-    """A "HH:MM" wall time; ValueError when it is not one."""
-    if len(text) != 5 or text[2] != ":" or not (text[:2] + text[3:]).isdigit():
-        raise ValueError(f"{text!r} is not HH:MM")
-    return time(int(text[:2]), int(text[3:]))
-
-
 def wall_time(day: date, at: time) -> datetime:
     """`day` `at` read as UTC: the reference a send in local time is checked against."""
     return datetime.combine(day, at, tzinfo=UTC)

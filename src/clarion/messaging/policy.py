@@ -13,6 +13,7 @@ priority decides among the messages visible when a batch plans.
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -39,16 +40,15 @@ def _zone(name: object, fallback: str) -> ZoneInfo:
     return ZoneInfo("UTC")
 
 
-def _clock(text: str) -> time:
-    hours, minutes = text.split(":")
-    return time(int(hours), int(minutes))
+_CLOCK = re.compile(r"([0-9]{2}):([0-9]{2})")  # ASCII digits: `\d` takes "٠٩" too
 
 
 def parse_clock(text: str) -> time:
-    """A "HH:MM" local time; ValueError when it is not one."""
-    if len(text) != 5 or text[2] != ":":
+    """A "HH:MM" 24-hour wall time; ValueError when it is not one."""
+    found = _CLOCK.fullmatch(text)
+    if found is None:
         raise ValueError(f"{text!r} is not HH:MM")
-    return _clock(text)
+    return time(int(found[1]), int(found[2]))  # ValueError past 23:59
 
 
 def quiet_until(
@@ -66,7 +66,7 @@ def quiet_until(
         return None
     zone = _zone(timezone, policy.default_timezone)
     local = now.astimezone(zone)
-    start, end = _clock(policy.quiet_hours_start), _clock(policy.quiet_hours_end)
+    start, end = parse_clock(policy.quiet_hours_start), parse_clock(policy.quiet_hours_end)
     if start == end:
         return None
     at = local.time()

@@ -255,6 +255,10 @@ async def test_bad_suppressions_are_refused_naming_the_field(shop: Shop) -> None
         ({"channel": "email", "address": ""}, 422, "address"),
         ({"channel": "email", "address": "a@example.com", "reason": "bored"}, 422, "reason"),
         ({"channel": "fax", "address": "a@example.com"}, 422, "channel"),
+        # Addresses no send could go to (sends take printable ASCII): they were listed.
+        ({"channel": "email", "address": "a@b.co\u200b"}, 422, "address"),
+        ({"channel": "email", "address": "\u00e9@example.com"}, 422, "address"),
+        ({"channel": "push", "address": "t\u00f6ken"}, 422, "address"),
     ]
     for body, status, field in cases:
         problem(

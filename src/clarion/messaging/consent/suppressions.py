@@ -35,8 +35,8 @@ _IDENTITY_OF_CHANNEL = {"email": "email", "sms": "phone"}
 
 def address_problem(channel: str, address: str) -> str | None:
     """Why `address` cannot go on the channel's suppression list (it cannot be one of the
-    channel's: an email without @, a phone number that is not digits, too long), or None
-    when it can."""
+    channel's: an email without @, a phone number that is not digits, too long, anything
+    but printable ASCII, which no channel sends to), or None when it can."""
     normalized = normalize_address(channel, address)
     shape = {"email": _EMAIL, "sms": _PHONE}.get(channel)
     if (
@@ -45,6 +45,8 @@ def address_problem(channel: str, address: str) -> str | None:
         or (shape is not None and not shape.fullmatch(normalized))
     ):
         return f"not a valid {channel} address"
+    if not (normalized.isascii() and normalized.isprintable()):
+        return f"not a valid {channel} address (printable ASCII only, as sends need)"
     return None
 
 

@@ -291,6 +291,7 @@ async def test_the_first_errors_are_reported_and_all_counted(
         (b"email,name,name\na@b.co,x,y\n", {}, 400, "name"),
         (b"email,email:str\na@b.co,x\n", {}, 400, "email:str"),
         (b"email,:int\na@b.co,3\n", {}, 400, ":int"),
+        (b"email,ci\x00ty\na@b.co,Oslo\n", {}, 400, "header"),  # each row refused before
         (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\xff\xfe", {}, 400, "header"),
         (b"email\na@b.co\n", {"Content-Type": "application/json"}, 415, "Content-Type"),
         (b"email\na@b.co\n", {"Content-Type": "text/csv; charset=latin-1"}, 415, "Content-Type"),
@@ -307,6 +308,7 @@ async def test_the_first_errors_are_reported_and_all_counted(
         "duplicate-column",
         "typed-email",
         "nameless-column",
+        "nul-in-a-column-name",
         "binary",
         "json-media-type",
         "latin-1",

@@ -204,7 +204,13 @@ class _Header:
                 "too many columns",
             )
         columns, seen = [], set()
-        for cell in cells:
+        for number, cell in enumerate(cells, start=1):
+            if "\x00" in cell:  # PostgreSQL keeps it in no trait name (it refused the rows)
+                raise _header_problem(
+                    f"Header column {number} contains a NUL character.",
+                    "header",
+                    "contains a NUL character",
+                )
             column = transfer.parse_header_cell(cell)
             if isinstance(column, str):
                 raise _header_problem(f"Header column {cell!r}: {column}.", cell, column)

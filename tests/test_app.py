@@ -10,10 +10,12 @@ from fastapi import FastAPI
 from clarion.app import create_app
 from clarion.core.clock import SystemClock
 from clarion.core.database import Database
+from clarion.core.problems import MEDIA_TYPE
 from clarion.core.settings import Settings
 from clarion.ingest.writer import EventWriter
 from clarion.workspaces import service as workspaces
 from clarion.workspaces.schemas import KeyScope
+from tests.conftest import Tenant
 
 
 async def test_healthz_is_ok_once_serving(client: httpx.AsyncClient) -> None:
@@ -125,3 +127,31 @@ async def test_a_fault_while_storing_is_a_500_problem_and_no_success(
     body = response.json()
     assert body["code"] == "internal-error" and body["message"]
     assert "success" not in body
+
+
+async def test_openapi_documents_errors_as_problems(
+    client: httpx.AsyncClient, tenant: Tenant
+) -> None:
+    document = (await client.get("/api/openapi.json")).json()
+    problem_ref = {"$ref": "#/components/schemas/Problem"}
+    schemas = document["components"]["schemas"]
+    assert "HTTPValidationError" not in schemas
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            responses = operation["responses"]
+            documented = [s for s in ("422", "4XX") if s in responses]
+            if "public" not in operation.get("tags", []):  # pages answer HTML
+                assert "4XX" in documented, (path, method)
+            for status in documented:
+                content = responses[status]["content"]
+                assert content == {MEDIA_TYPE: {"schema": problem_ref}}, (path, method)
+    # What the API answers has the documented members.
+    required = set(schemas["Problem"]["required"])
+    bad = await client.post("/api/v1/segments", json={"name": ""}, headers=tenant.admin)
+    missing = await client.get("/api/v1/segments/999999", headers=tenant.admin)
+    for response in (bad, missing):
+        assert response.headers["content-type"] == MEDIA_TYPE
+        body = response.json()
+        assert required <= set(body) <= set(schemas["Problem"]["properties"])
+    for error in bad.json()["errors"]:
+        assert set(error) <= set(schemas["ProblemField"]["properties"])

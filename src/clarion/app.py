@@ -23,7 +23,7 @@ from clarion.core import heap
 from clarion.core.clock import Clock, SystemClock
 from clarion.core.database import Database
 from clarion.core.jobs.worker import Worker
-from clarion.core.problems import install_problem_handlers, problem_response
+from clarion.core.problems import document_problems, install_problem_handlers, problem_response
 from clarion.core.settings import Settings, get_settings
 from clarion.erasers import PROFILE_ERASERS
 from clarion.ingest import api as ingest_api
@@ -167,6 +167,7 @@ def create_app(
                 "scheme": "basic",
                 "description": "The source's write key as user name, empty password.",
             }
+            document_problems(schema)
             app.openapi_schema = schema
         return app.openapi_schema
 

@@ -158,3 +158,60 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Exception, unexpected_error)
     app.add_exception_handler(RequestValidationError, request_validation)
     app.add_exception_handler(StarletteHTTPException, http_error)
+
+
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "title": "Problem",
+    "description": (
+        "An RFC 9457 problem: what went wrong (`type`, `title`, `detail`) and, for bad "
+        "input, each field at fault (`errors`)."
+    ),
+    "required": ["type", "title", "status", "detail", "code", "message"],
+    "properties": {
+        "type": {"type": "string", "description": f"`{PROBLEM_TYPE_BASE}` and `code`."},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "code": {"type": "string", "description": "invalid-input, not-found, conflict, ..."},
+        "message": {"type": "string", "description": "The same as `detail`."},
+        "instance": {"type": "string", "description": "The request's path."},
+        "errors": {"type": "array", "items": {"$ref": "#/components/schemas/ProblemField"}},
+    },
+}
+PROBLEM_FIELD_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "title": "ProblemField",
+    "required": ["field", "message"],
+    "properties": {
+        "field": {"type": "string", "description": "The field, dotted (`rule.conditions.0`)."},
+        "message": {"type": "string"},
+        "index": {"type": "integer", "description": "The item of a batch, when one is at fault."},
+    },
+}
+_PROBLEM_CONTENT = {MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}}
+# Pages end customers open (HTML, never problem+json), by their OpenAPI tag.
+_PAGE_TAGS = frozenset({"public"})
+
+
+def document_problems(schema: dict[str, Any]) -> None:
+    """Make an OpenAPI document say what errors look like: a 422 (which FastAPI documents
+    in a shape of its own) is a `Problem` in problem+json, and so is every other 4xx but
+    those of the pages end customers open (HTML)."""
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    components["Problem"] = PROBLEM_SCHEMA
+    components["ProblemField"] = PROBLEM_FIELD_SCHEMA
+    for operations in schema.get("paths", {}).values():
+        for operation in operations.values():
+            responses = operation.setdefault("responses", {})
+            if "422" in responses:
+                responses["422"] = {
+                    "description": "Invalid input: `errors` names each field at fault.",
+                    "content": _PROBLEM_CONTENT,
+                }
+            if not _PAGE_TAGS.intersection(operation.get("tags", ())):
+                responses.setdefault(
+                    "4XX", {"description": "A problem (RFC 9457).", "content": _PROBLEM_CONTENT}
+                )
+    for name in ("HTTPValidationError", "ValidationError"):  # FastAPI's 422, now unused
+        components.pop(name, None)

@@ -42,24 +42,24 @@ async def track_settled(desk: Desk, *messages: dict[str, Any]) -> None:
         raise AssertionError("jobs still coming: a loop")
 
 
+def every_time(trigger: dict[str, Any], actions: list[dict[str, Any]]) -> dict[str, Any]:
+    """Every time `trigger` fires: run `actions`, then exit."""
+    return {
+        "entry": {"frequency": "every_time"},
+        "nodes": [
+            {"id": "start", "type": "trigger", "trigger": trigger, "next": "act"},
+            {"id": "act", "type": "action", "actions": actions, "next": "done"},
+            {"id": "done", "type": "exit"},
+        ],
+    }
+
+
 def echo(trigger: str, emits: str, template: int | None = None) -> dict[str, Any]:
     """Every `trigger` event: emit `emits` (and send the template), then exit."""
     actions: list[dict[str, Any]] = [{"kind": "emit_event", "event": emits}]
     if template is not None:
         actions.append({"kind": "send", "template_id": template})
-    return {
-        "entry": {"frequency": "every_time"},
-        "nodes": [
-            {
-                "id": "start",
-                "type": "trigger",
-                "trigger": {"kind": "event", "event": trigger},
-                "next": "act",
-            },
-            {"id": "act", "type": "action", "actions": actions, "next": "done"},
-            {"id": "done", "type": "exit"},
-        ],
-    }
+    return every_time({"kind": "event", "event": trigger}, actions)
 
 
 def mailer(trigger: dict[str, Any], template: int) -> dict[str, Any]:
@@ -318,24 +318,10 @@ async def test_a_goal_converts_only_the_run_of_its_entry_key(desk: Desk) -> None
 
 def tagger(segment_id: int, stage: str) -> dict[str, Any]:
     """Every entry into the segment: set the profile's `stage` trait, then exit."""
-    return {
-        "entry": {"frequency": "every_time"},
-        "nodes": [
-            {
-                "id": "start",
-                "type": "trigger",
-                "trigger": {"kind": "segment_entered", "segment_id": segment_id},
-                "next": "act",
-            },
-            {
-                "id": "act",
-                "type": "action",
-                "actions": [{"kind": "update_traits", "traits": {"stage": stage}}],
-                "next": "done",
-            },
-            {"id": "done", "type": "exit"},
-        ],
-    }
+    return every_time(
+        {"kind": "segment_entered", "segment_id": segment_id},
+        [{"kind": "update_traits", "traits": {"stage": stage}}],
+    )
 
 
 async def test_two_journeys_moving_a_profile_between_their_segments_enter_once_each(

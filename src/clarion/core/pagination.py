@@ -6,7 +6,7 @@ import base64
 import binascii
 import uuid
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, TypeVar
 
 import orjson
@@ -16,6 +16,7 @@ from sqlalchemy.orm import InstrumentedAttribute
 
 from clarion.core.database import MAX_ROW_ID
 from clarion.core.errors import FieldError, InvalidInput
+from clarion.core.schemas import in_utc
 
 Row = TypeVar("Row")
 
@@ -106,9 +107,8 @@ def _cursor_uuid(raw: Any) -> uuid.UUID:
 def _cursor_time(moment: Any) -> datetime:
     """An ISO 8601 time from a cursor, in UTC (a naive one taken as UTC)."""
     try:
-        parsed = datetime.fromisoformat(moment)
-        return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
-    except (TypeError, ValueError, OverflowError) as exc:  # OverflowError: past year 9999
+        return in_utc(datetime.fromisoformat(moment))
+    except (TypeError, ValueError) as exc:  # not a time, or off the calendar in UTC
         raise _bad_cursor() from exc
 
 

@@ -29,7 +29,9 @@ class HeaderVault:
     """Seals and opens enrichment header values under the deployment's secret key."""
 
     def __init__(self, keys: SecretKeys | str) -> None:
+        keys = SecretKeys(keys) if isinstance(keys, str) else keys
         self._vault = Vault(keys, purpose="enrichment headers")
+        self._rotating = bool(keys.previous)
 
     def seal(self, value: str) -> str:
         """`value` as it is stored."""
@@ -49,6 +51,8 @@ class HeaderVault:
         a previous key). A value no key can read is left as it is."""
         if not is_sealed(stored):
             return self.seal(stored)
+        if not self._rotating:  # no previous key: nothing to move, and no decryption per start
+            return stored
         try:
             resealed = self._vault.reseal(stored.removeprefix(SEALED))
         except UnreadableSecret:

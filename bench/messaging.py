@@ -109,6 +109,8 @@ PUBLIC_URL = "https://clarion.example.com"
 FROM_ADDRESS = "news@shop.example.com"
 SINK = Path(__file__).resolve().parent / "smtp_blackhole.py"
 BLAST_CONNECTIONS = (1, 4, 8)
+BLAST_MESSAGES = 500  # distinct messages the blaster sends round robin
+EIGHT_BIT = ["BODY=8BITMIME"]
 CEILING_CONNECTIONS = 4  # the email channel's default pool size
 POLL_S = 0.25
 ROUND_TIMEOUT_BASE_S = 300.0
@@ -300,7 +302,7 @@ def running_sink(folder: Path) -> Iterator[Sink]:
         sink.close()
 
 
-def blast_payloads(size: int, count: int = 500) -> list[tuple[str, bytes]]:
+def blast_payloads(size: int, count: int = BLAST_MESSAGES) -> list[tuple[str, bytes]]:
     """`count` distinct (recipient, MIME bytes) of about `size` bytes of body."""
     filler = ("Lorem ipsum dolor sit amet, consectetur adipiscing elit. " * (size // 56 + 1))[:size]
     payloads = []
@@ -314,8 +316,9 @@ def blast_payloads(size: int, count: int = 500) -> list[tuple[str, bytes]]:
 
 
 async def blast(port: int, connections: int, seconds: float, payloads: Sequence[Any]) -> int:
-    """Send `payloads` round robin over `connections` reused connections for `seconds`;
-    how many were accepted."""
+    """Send `payloads` round robin over `connections` reused connections for `seconds`
+    (8-bit ones declared `BODY=8BITMIME`, as the email channel does); how many were
+    accepted."""
     clients = [
         aiosmtplib.SMTP(hostname="127.0.0.1", port=port, start_tls=False)
         for _ in range(connections)
@@ -330,7 +333,7 @@ async def blast(port: int, connections: int, seconds: float, payloads: Sequence[
         index = start
         while time.perf_counter() < deadline:
             to, payload = payloads[index % len(payloads)]
-            await client.mail(FROM_ADDRESS)
+            await client.mail(FROM_ADDRESS, options=[] if payload.isascii() else EIGHT_BIT)
             await client.rcpt(to)
             await client.data(payload)
             sent += 1
@@ -345,12 +348,14 @@ async def blast(port: int, connections: int, seconds: float, payloads: Sequence[
     return sent
 
 
-def measure_ceiling(sink: Sink, seconds: float, sizes: dict[str, int]) -> dict[str, Any]:
-    """Messages/s the sink accepts from the blaster, by message size and connections."""
+def measure_ceiling(
+    sink: Sink, seconds: float, messages: dict[str, list[tuple[str, bytes]]]
+) -> dict[str, Any]:
+    """Messages/s the sink accepts from the blaster, by kind of message and connections."""
     figures: dict[str, Any] = {}
-    for label, size in sizes.items():
-        payloads = blast_payloads(size)
-        figures[label] = {"message_bytes": len(payloads[0][1])}
+    for label, payloads in messages.items():
+        mean_bytes = sum(len(payload) for _, payload in payloads) / len(payloads)
+        figures[label] = {"message_bytes": round(mean_bytes)}
         for connections in BLAST_CONNECTIONS:
             sink.command("reset")
             cpu = sink.cpu_seconds()
@@ -430,13 +435,15 @@ def make_message(
         to=who.traits["email"],
         headers=tracking.list_unsubscribe_headers(links.unsubscribe_url),
     )
-    payload = build_mime(outgoing, from_address=FROM_ADDRESS)
+    # 8-bit bodies: the sink offers 8BITMIME and the bench's channel does not sign.
+    payload = build_mime(outgoing, from_address=FROM_ADDRESS, eight_bit=True)
     lap("mime")
     return payload
 
 
-def measure_rendering(count: int, seed: int) -> tuple[dict[str, Any], int]:
-    """Make `count` recipients' emails in process; per-stage rates, and the email's size."""
+def measure_rendering(count: int, seed: int) -> tuple[dict[str, Any], list[tuple[str, bytes]]]:
+    """Make `count` recipients' emails in process; per-stage rates, and the first
+    `BLAST_MESSAGES` emails with their recipients (the blaster's campaign emails)."""
     stored = campaign_content()
     problems = rendering.validate("email", rendering.parse_content("email", stored))
     if problems:
@@ -448,7 +455,13 @@ def measure_rendering(count: int, seed: int) -> tuple[dict[str, Any], int]:
     people = list(recipients(count, seed + 1))
     make_message(people[0], stored, composer, Stages())  # warm-up: compile, prepare
     stages = Stages()
-    sizes = [len(make_message(who, stored, composer, stages)) for who in people]
+    emails: list[tuple[str, bytes]] = []  # the first few, kept for the blaster
+    sizes = []
+    for who in people:
+        payload = make_message(who, stored, composer, stages)
+        sizes.append(len(payload))
+        if len(emails) < BLAST_MESSAGES:
+            emails.append((who.traits["email"], payload))
     wall, cpu = stages.wall, stages.cpu
     render = wall["links"] + wall["render"]
     tracked = render + wall["tracking"]
@@ -469,7 +482,7 @@ def measure_rendering(count: int, seed: int) -> tuple[dict[str, Any], int]:
         figures["with_mime_per_s"],
         figures["email_bytes_mean"],
     )
-    return figures, round(sum(sizes) / count)
+    return figures, emails
 
 
 # --- The database -----------------------------------------------------------------------------
@@ -960,8 +973,10 @@ def targets(report: dict[str, Any], options: Options) -> dict[str, Any]:
     small_peak = max(rounds[small.label]["peak_worker_rss_mib"])
     growth = max(first_large["peak_worker_rss_mib"]) / small_peak
     ceiling = report["ceiling"]["small"][f"{CEILING_CONNECTIONS}_connections"]["per_s"]
+    campaign = report["ceiling"]["campaign"][f"{CEILING_CONNECTIONS}_connections"]["per_s"]
     found: dict[str, Any] = {
         "ceiling_per_s": ceiling,
+        "campaign_ceiling_per_s": campaign,
         "rss_growth_n_over_n10": round(growth, 3),
         f"rss_flat_within_{TARGET_RSS_GROWTH}x": growth <= TARGET_RSS_GROWTH,
         "exactly_once_every_round": all(r["exactly_once"] for r in report["campaigns"]),
@@ -970,6 +985,7 @@ def targets(report: dict[str, Any], options: Options) -> dict[str, Any]:
         rate = rounds[spec.label]["delivered_per_s"]
         found[f"{spec.workers}_workers"] = {
             "share_of_ceiling": round(rate / ceiling, 3),
+            "share_of_campaign_ceiling": round(rate / campaign, 3),
             "at_least_half_the_ceiling": rate >= TARGET_CEILING_SHARE * ceiling,
             "at_least_1000_per_s": rate >= TARGET_DELIVERED_PER_S,
         }
@@ -1019,12 +1035,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "postgres_settings": run_async(postgres_settings()),
     }
     try:
-        report["rendering"], email_bytes = measure_rendering(options.renders, options.seed)
+        report["rendering"], campaign_emails = measure_rendering(options.renders, options.seed)
         with tempfile.TemporaryDirectory(prefix="clarion-messaging-") as tmp:
             folder = Path(tmp)
             with running_sink(folder) as sink:
-                sizes = {"small": 1_000, "campaign_sized": email_bytes}
-                report["ceiling"] = measure_ceiling(sink, options.blast_seconds, sizes)
+                messages = {"small": blast_payloads(1_000), "campaign": campaign_emails}
+                report["ceiling"] = measure_ceiling(sink, options.blast_seconds, messages)
                 report["campaigns"] = measure_campaigns(options, folder, sink, report)
     except BenchError as exc:
         log.error("benchmark failed: %s", exc)

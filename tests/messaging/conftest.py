@@ -1,9 +1,10 @@
 """Fixtures for the channel tests: real servers on loopback, never mocks.
 
 - `tls_files`: a self-signed certificate for 127.0.0.1 / localhost and its key (PEM files).
-- `smtp_sink` / `smtp_sink_with_auth`: the SMTP sink of `tests.messaging.smtp_sink` run as
-  a subprocess (STARTTLS on `port`, implicit TLS on `tls_port`); read what it received with
-  `sink.messages()` and count its connections with `sink.connections()`.
+- `smtp_sink` / `smtp_sink_with_auth` / `seven_bit_smtp_sink` (no 8BITMIME): the SMTP
+  sink of `tests.messaging.smtp_sink` run as a subprocess (STARTTLS on `port`, implicit
+  TLS on `tls_port`); read what it received with `sink.messages()` and count its
+  connections with `sink.connections()`.
 - `http_receiver`: a loopback HTTP server that records every request (`receiver.requests`)
   and answers what it is told: `receiver.reply("POST", "/path", Reply(201, json=...))`;
   replies queue up in order and the last one repeats; a `Reply` may be a function of the
@@ -104,6 +105,7 @@ class ReceivedMail:
     tls: bool
     auth: str | None
     raw: bytes
+    mail_options: list[str] = field(default_factory=list)
 
     @property
     def message(self) -> EmailMessage:
@@ -154,7 +156,9 @@ def _wait_until_ready(directory: Path, process: subprocess.Popen[bytes]) -> None
 
 
 @contextmanager
-def run_smtp_sink(directory: Path, tls: TlsFiles, *, auth: str | None = None) -> Iterator[SmtpSink]:
+def run_smtp_sink(
+    directory: Path, tls: TlsFiles, *, auth: str | None = None, seven_bit: bool = False
+) -> Iterator[SmtpSink]:
     """Run the sink as a subprocess until the block ends."""
     port, tls_port = free_port(), free_port()
     command = [sys.executable, "-m", "tests.messaging.smtp_sink", "--port", str(port)]
@@ -162,6 +166,8 @@ def run_smtp_sink(directory: Path, tls: TlsFiles, *, auth: str | None = None) ->
     command += ["--tls-cert", str(tls.cert), "--tls-key", str(tls.key)]
     if auth:
         command += ["--auth", auth]
+    if seven_bit:
+        command.append("--seven-bit")
     process = subprocess.Popen(command, cwd=REPO_ROOT, stderr=subprocess.DEVNULL)
     sink = SmtpSink(port=port, tls_port=tls_port, directory=directory, process=process)
     try:
@@ -176,6 +182,13 @@ def run_smtp_sink(directory: Path, tls: TlsFiles, *, auth: str | None = None) ->
 def smtp_sink(tmp_path: Path, tls_files: TlsFiles) -> Iterator[SmtpSink]:
     """An SMTP sink of this test's own, with STARTTLS and implicit TLS, no AUTH."""
     with run_smtp_sink(tmp_path / "sink", tls_files) as sink:
+        yield sink
+
+
+@pytest.fixture
+def seven_bit_smtp_sink(tmp_path: Path, tls_files: TlsFiles) -> Iterator[SmtpSink]:
+    """An SMTP sink that does not offer 8BITMIME."""
+    with run_smtp_sink(tmp_path / "sink", tls_files, seven_bit=True) as sink:
         yield sink
 
 

@@ -1,14 +1,15 @@
 """An SMTP server for the email channel's tests, run as a subprocess:
 
     python -m tests.messaging.smtp_sink --port P --dir D
-        [--tls-port P2] [--tls-cert C --tls-key K] [--auth user:pass]
+        [--tls-port P2] [--tls-cert C --tls-key K] [--auth user:pass] [--seven-bit]
 
 It listens on 127.0.0.1:P (offering STARTTLS when given a certificate) and, with
 --tls-port, on P2 with implicit TLS. Each accepted message is written to D as
 `NNNN.eml` (the bytes received) and then `NNNN.json` (its envelope: connection number,
 MAIL FROM, RCPT TOs, whether TLS was on, the AUTH login); each new connection adds a line
 to `D/connections.log`. `D/ready` appears once the listeners are bound. With --auth,
-AUTH PLAIN/LOGIN with that user and password is required before MAIL.
+AUTH PLAIN/LOGIN with that user and password is required before MAIL. With --seven-bit
+the server does not offer 8BITMIME. The envelope also keeps MAIL FROM's parameters.
 
 Recipients steer the replies by their local part: "bounce..." is refused with 550,
 "busy..." with 451, "full..." with 552 (mailbox full); "drop..." makes the server close
@@ -96,6 +97,7 @@ class Sink:
         record = {
             "connection": server.connection_number,
             "mail_from": envelope.mail_from,
+            "mail_options": envelope.mail_options,
             "rcpt_tos": envelope.rcpt_tos,
             "tls": server.tls,
             "auth": login,
@@ -132,6 +134,8 @@ async def serve(arguments: argparse.Namespace) -> None:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(arguments.tls_cert, arguments.tls_key)
     options: dict[str, Any] = {"hostname": "sink.test", "auth_require_tls": False}
+    if arguments.seven_bit:
+        options["decode_data"] = True  # aiosmtpd then leaves 8BITMIME out of its EHLO
     if arguments.auth:
         user, _, password = arguments.auth.partition(":")
         options.update(auth_required=True, authenticator=_authenticator(user, password))
@@ -166,6 +170,7 @@ def main() -> None:
     parser.add_argument("--tls-cert")
     parser.add_argument("--tls-key")
     parser.add_argument("--auth")
+    parser.add_argument("--seven-bit", action="store_true")
     asyncio.run(serve(parser.parse_args()))
 
 

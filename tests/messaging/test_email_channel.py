@@ -13,14 +13,13 @@ from email.message import EmailMessage
 from email.utils import parsedate_to_datetime
 from typing import Any
 
-import aiosmtplib
 import dkim
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from clarion.messaging.channels.base import Outgoing, PermanentFailure, TemporaryFailure
-from clarion.messaging.channels.email import DkimKey, EmailChannel, SmtpSettings, _data
+from clarion.messaging.channels.email import DkimKey, EmailChannel, SmtpSettings
 from clarion.messaging.channels.mime import build_mime, message_id_header
 from tests.messaging.conftest import SmtpSink, TlsFiles
 from tests.support import free_port
@@ -111,7 +110,8 @@ async def test_text_and_html_go_as_multipart_alternative_text_first(
     [mail] = smtp_sink.messages()
     assert mail.mail_from == "news@news.example.com"
     assert mail.rcpt_tos == ["ada@example.org"]
-    assert mail.raw.isascii()  # 7-bit clean: encoded words and transfer encodings
+    head = mail.raw.split(b"\r\n\r\n")[0]
+    assert head.isascii()  # encoded words; the bodies go 8-bit (the sink offers 8BITMIME)
     message = mail.message
     assert message["Subject"] == subject
     assert message["From"].addresses[0].display_name == "Clarion Shop"
@@ -144,22 +144,57 @@ async def test_lines_starting_with_a_dot_arrive_whole(
     assert second.message.get_content() == "after\r\n"
 
 
-async def test_a_payload_not_in_wire_form_is_sent_as_aiosmtplib_sends_it(
-    smtp_sink: SmtpSink,
-) -> None:
-    smtp = aiosmtplib.SMTP(hostname="127.0.0.1", port=smtp_sink.port, timeout=5, start_tls=False)
-    await smtp.connect()
-    try:
-        for payload in (b"Subject: lf\n\n.one\ntwo", b"Subject: cr\r\n\r\n.one\rtwo\r\n"):
-            await smtp.mail("news@news.example.com")
-            await smtp.rcpt("ada@example.org")
-            await _data(smtp, payload)
-    finally:
-        await smtp.quit()
+GREETING = "Schöne Grüße, Zoë: 20 % off = €12\n"
 
-    lf, cr = smtp_sink.messages()
-    assert lf.raw.endswith(b"\r\n\r\n.one\r\ntwo\r\n")
-    assert cr.raw.endswith(b"\r\n\r\n.one\r\ntwo\r\n")
+
+async def test_bodies_go_8bit_to_a_relay_that_offers_8bitmime(
+    smtp_sink: SmtpSink, channels: Callable[[SmtpSettings], EmailChannel]
+) -> None:
+    channel = channels(settings_for(smtp_sink))
+    await channel.send(outgoing(text=GREETING, html=f"<p>{GREETING}</p>"))
+    await channel.send(outgoing(message_id="msg-0002", text="ASCII only\n"))
+
+    first, second = smtp_sink.messages()
+    assert first.mail_options == ["BODY=8BITMIME"]
+    text, html = first.message.iter_parts()
+    assert text["Content-Transfer-Encoding"] == html["Content-Transfer-Encoding"] == "8bit"
+    assert GREETING.replace("\n", "\r\n").encode() in first.raw  # the UTF-8 as it is
+    assert text.get_content() == GREETING.replace("\n", "\r\n")
+    assert html.get_content() == f"<p>{GREETING}</p>\n".replace("\n", "\r\n")
+    assert second.mail_options == ["BODY=8BITMIME"]  # allowed, though all of it is ASCII
+    assert {part["Content-Transfer-Encoding"] for part in second.message.iter_parts()} == {"7bit"}
+
+
+async def test_bodies_go_in_7_bits_to_a_relay_without_8bitmime(
+    seven_bit_smtp_sink: SmtpSink, channels: Callable[[SmtpSettings], EmailChannel]
+) -> None:
+    channel = channels(settings_for(seven_bit_smtp_sink))
+    for number in range(3):  # the first built 8-bit (assumed), built again in 7 bits
+        await channel.send(outgoing(message_id=f"msg-{number}", text=GREETING, html=None))
+
+    received = seven_bit_smtp_sink.messages()
+    assert len(received) == 3
+    for mail in received:
+        assert mail.raw.isascii()
+        assert mail.mail_options == []
+        assert mail.message["Content-Transfer-Encoding"] in ("quoted-printable", "base64")
+        assert mail.message.get_content() == GREETING.replace("\n", "\r\n")
+
+
+async def test_a_signing_channel_sends_7_bits_even_to_a_relay_taking_8(
+    smtp_sink: SmtpSink,
+    channels: Callable[[SmtpSettings], EmailChannel],
+    dkim_key: tuple[DkimKey, bytes],
+) -> None:
+    # RFC 6376 5.3: a relay converting 8-bit content on the way would break the signature.
+    key, record = dkim_key
+    channel = channels(settings_for(smtp_sink, dkim=key))
+    await channel.send(outgoing(text=GREETING, html=f"<p>{GREETING}</p>"))
+
+    [mail] = smtp_sink.messages()
+    assert mail.raw.isascii() and mail.mail_options == []
+    assert dkim.verify(mail.raw, dnsfunc=dns_for(record))
+    assert mail.message.get_body(("plain",)).get_content() == GREETING.replace("\n", "\r\n")
 
 
 @pytest.mark.parametrize(

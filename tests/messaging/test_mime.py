@@ -66,6 +66,55 @@ def test_each_body_round_trips_through_its_transfer_encoding(body: str, encoding
     assert html.get_content() == f"<p>{body}</p>\n".replace("\n", "\r\n")
 
 
+@pytest.mark.parametrize(
+    ("body", "encoding"),
+    [
+        ("Plain ASCII, short lines.\n", "7bit"),
+        ("Schöne Grüße aus der Stadt: unsere Angebote = für Sie.\n" * 3, "8bit"),
+        ("日本語のメールです。\n" * 40, "8bit"),
+        ("日本語のメールです。" * 40, "base64"),  # one line of 1,200 bytes, mostly not ASCII
+        # A line past 998 bytes.
+        ("Grüße aus der Stadt und dem Land " * 40 + "\n", "quoted-printable"),
+        ("Viele Grüße aus der Stadt\x00\n", "quoted-printable"),  # no NUL in 8bit (RFC 2045 2.8)
+    ],
+)
+def test_an_eight_bit_relay_gets_utf_8_as_it_is(body: str, encoding: str) -> None:
+    raw = build_mime(outgoing(text=body, html=f"<p>{body}</p>"), from_address=FROM, eight_bit=True)
+    assert all(len(line) <= 998 for line in lines(raw))
+    text, html = parsed(raw).iter_parts()
+    assert text["Content-Transfer-Encoding"] == html["Content-Transfer-Encoding"] == encoding
+    expected = body if body.endswith("\n") else body + "\n"
+    if encoding == "8bit":
+        assert expected.replace("\n", "\r\n").encode() in raw
+    assert text.get_content() == expected.replace("\n", "\r\n")
+    assert html.get_content() == f"<p>{body}</p>\n".replace("\n", "\r\n")
+
+
+_ANY_TEXT = st.text(st.characters(blacklist_categories=("Cs",)), max_size=300)
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=_ANY_TEXT, html=_ANY_TEXT, subject=_ANY_TEXT, eight_bit=st.booleans())
+def test_every_line_ends_in_crlf_and_no_cr_or_lf_stands_alone(
+    text: str, html: str, subject: str, eight_bit: bool
+) -> None:
+    # The SMTP DATA writer dot-stuffs without looking for bare line ends: a bare LF
+    # followed by a dot could end the message early at some servers (SMTP smuggling).
+    subject = subject.replace("\r", " ").replace("\n", " ")
+    raw = build_mime(
+        outgoing(text=text, html=html or None, subject=subject),
+        from_address=FROM,
+        eight_bit=eight_bit,
+    )
+    assert raw.endswith(b"\r\n")
+    assert b"\r" not in raw.replace(b"\r\n", b"") and b"\n" not in raw.replace(b"\r\n", b"")
+    assert eight_bit or raw.isascii()
+    parts = list(parsed(raw).iter_parts()) if html else [parsed(raw)]
+    expected = text.replace("\r\n", "\n").replace("\r", "\n")
+    expected = expected if expected.endswith("\n") else expected + "\n"
+    assert parts[0].get_content() == expected.replace("\n", "\r\n")
+
+
 def test_line_ends_of_any_kind_become_crlf() -> None:
     raw = build_mime(outgoing(text="one\r\ntwo\rthree\nfour", html=None), from_address=FROM)
     assert parsed(raw).get_content() == "one\r\ntwo\r\nthree\r\nfour\r\n"

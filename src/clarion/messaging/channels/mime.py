@@ -7,11 +7,16 @@ makes one per recipient. What this writes:
 - headers in plain ASCII as they are (folded at spaces past 78 characters); a header with
   other characters as RFC 2047 encoded words through the standard library's header
   registry; a line break inside a value is refused (header injection);
-- each body part in 7bit when it is ASCII with short lines, else quoted-printable, or
-  base64 when most of it is not ASCII (CJK text, say), all through `binascii`;
+- each body part in 7bit when it is ASCII with short lines; else, when the relay takes
+  8-bit mail (RFC 6152's 8BITMIME, which the caller says with `eight_bit`), in 8bit, the
+  UTF-8 as it is, when its lines are short; else quoted-printable, or base64 when most of
+  it is not ASCII (CJK text, say), all through `binascii`;
 - text and HTML as multipart/alternative, text first, under a boundary that cannot occur
   in an encoded part (`=_` never appears in quoted-printable or base64) and is checked
-  against 7-bit parts.
+  against the parts sent as they are (7bit, 8bit).
+
+Every line of what it writes ends in CRLF, and no CR or LF stands alone: the SMTP DATA
+writer (`email._data`) relies on it, dot-stuffing without looking for bare line ends.
 """
 
 from __future__ import annotations
@@ -64,10 +69,13 @@ def build_mime(
     from_address: str,
     from_name: str | None = None,
     date: datetime | None = None,
+    eight_bit: bool = False,
 ) -> bytes:
-    """The message's bytes as they go after DATA; raises ValueError when it has no body,
-    an extra header overrides one written here or is malformed, or a header value is not
-    a single line."""
+    """The message's bytes as they go after DATA, with body parts in 8bit where that
+    saves encoding them and `eight_bit` allows it (the relay offers 8BITMIME and nothing
+    signs the message: RFC 6376 5.3 asks signers for 7-bit content); raises ValueError
+    when it has no body, an extra header overrides one written here or is malformed, or
+    a header value is not a single line."""
     if message.text is None and message.html is None:
         raise ValueError("an email needs a text or an HTML part")
     domain = from_address.rpartition("@")[2]
@@ -86,7 +94,7 @@ def build_mime(
         head.append(_header(name, value))
     head.append(b"MIME-Version: 1.0\r\n")
     parts = [
-        _part(body, subtype)
+        _part(body, subtype, eight_bit=eight_bit)
         for body, subtype in ((message.text, "plain"), (message.html, "html"))
         if body is not None
     ]
@@ -95,7 +103,7 @@ def build_mime(
         return b"".join(head) + part_head + b"\r\n" + part_body
     boundary = b"=_" + _digest(message.message_id).encode()
     for _, part_body in parts:
-        if boundary in part_body:  # only a 7-bit part could hold it
+        if boundary in part_body:  # only a part sent as it is (7bit, 8bit) could hold it
             raise ValueError("the body holds the MIME boundary")
     out = [
         *head,
@@ -168,15 +176,18 @@ def _fold(line: str) -> str:
     return "\r\n".join(lines)
 
 
-def _part(body: str, subtype: str) -> tuple[bytes, bytes]:
+def _part(body: str, subtype: str, *, eight_bit: bool) -> tuple[bytes, bytes]:
     """A body part's headers and its encoded content, ending in a line break."""
-    text = body.replace("\r\n", "\n").replace("\r", "\n")
+    text = body.replace("\r\n", "\n").replace("\r", "\n") if "\r" in body else body
     if not text.endswith("\n"):
         text += "\n"
     data = text.encode()
     content_type = b"Content-Type: text/" + subtype.encode() + b'; charset="utf-8"\r\n'
-    if data.isascii() and max(map(len, data.split(b"\n"))) <= _LINE_LIMIT:
-        encoding, encoded = b"7bit", data.replace(b"\n", b"\r\n")
+    ascii_only = data.isascii()
+    as_it_is = (ascii_only or eight_bit) and b"\x00" not in data  # RFC 2045 2.7, 2.8: no NUL
+    if as_it_is and max(map(len, data.split(b"\n"))) <= _LINE_LIMIT:
+        encoding = b"7bit" if ascii_only else b"8bit"
+        encoded = data.replace(b"\n", b"\r\n")
     elif len(data.translate(None, _ASCII)) * _MOSTLY_BINARY > len(data):
         encoding = b"base64"
         # Text is encoded in its canonical form (RFC 2046 4.1.1): CRLF line ends.

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import traceback
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -123,7 +124,11 @@ async def test_dedupe_key_holds_while_a_job_is_live(
 
 
 async def test_failures_retry_with_backoff_then_die(
-    database: Database, clock: FrozenClock, tenant: Tenant, kind: str
+    database: Database,
+    clock: FrozenClock,
+    tenant: Tenant,
+    kind: str,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     registry = Registry()
     calls: list[int] = []
@@ -154,10 +159,21 @@ async def test_failures_retry_with_backoff_then_die(
     assert calls == [1, 2, 3]
     clock.advance(timedelta(days=1))
     assert await worker.drain() == 0  # the dead stay dead until retried by hand
+    # The traceback on the first attempt and the last, where the error was raised.
+    failures = [r for r in caplog.records if "failed on attempt" in r.getMessage()]
+    assert [r.levelname for r in failures] == ["WARNING", "WARNING", "ERROR"]
+    assert [r.exc_info is not None for r in failures] == [True, False, True]
+    for record in failures:
+        if record.exc_info is not None:
+            assert "in flaky" in "".join(traceback.format_exception(*record.exc_info))
 
 
 async def test_a_permanent_failure_dies_at_once(
-    database: Database, clock: FrozenClock, tenant: Tenant, kind: str
+    database: Database,
+    clock: FrozenClock,
+    tenant: Tenant,
+    kind: str,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     registry = Registry()
 
@@ -170,6 +186,8 @@ async def test_a_permanent_failure_dies_at_once(
     [job] = await jobs_of(database, kind)
     assert (job.state, job.attempts) == ("dead", 1)
     assert "template 9 was deleted" in (job.last_error or "")
+    [failure] = [r for r in caplog.records if "failed on attempt" in r.getMessage()]
+    assert failure.levelname == "ERROR" and failure.exc_info is None  # its message says all
 
 
 def test_backoff_grows_exponentially_with_jitter_and_a_cap() -> None:

@@ -355,6 +355,9 @@ class Worker:
         error = "".join(traceback.format_exception_only(exc)).strip()[:4000]
         dead = isinstance(exc, PermanentFailure) or job.attempts >= job.max_attempts
         now = self.clock.now()
+        # The traceback of an unexpected error on its first attempt and its last, not on
+        # each of up to 20 retries between; a PermanentFailure says all in its message.
+        traced = not isinstance(exc, PermanentFailure) and (job.attempts == 1 or dead)
         log.log(
             logging.ERROR if dead else logging.WARNING,
             "job %s (%s) failed on attempt %s/%s%s: %s",
@@ -364,6 +367,7 @@ class Worker:
             job.max_attempts,
             "; it is dead" if dead else "",
             error,
+            exc_info=exc if traced else None,
         )
         async with self.database.write_session() as session:
             await session.execute(

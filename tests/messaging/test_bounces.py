@@ -251,6 +251,28 @@ def test_the_bounce_of_a_channel_message_names_its_provider_id() -> None:
     assert report.original_message_id == "<m-77@news.example.com>" == sent_id
 
 
+def test_a_bounce_returning_the_whole_8_bit_message_is_read() -> None:
+    sent = build_mime(
+        Outgoing(
+            message_id="m-77",
+            idempotency_key="k",
+            to="ada@example.org",
+            text="Grüße, Zoë: €12\n",
+            html="<p>Grüße — Zoë</p>",
+        ),
+        from_address="news@news.example.com",
+        eight_bit=True,
+    )
+    assert b"Content-Transfer-Encoding: 8bit" in sent and not sent.isascii()
+    bounce = HARD_BOUNCE.replace(crlf(ORIGINAL), sent)
+    assert bounce != HARD_BOUNCE
+
+    report = parse_report(bounce)
+    assert isinstance(report, BounceReport)
+    assert report.original_message_id == message_id_header("m-77", "news.example.com")
+    assert [failure.recipient for failure in report.recipients] == ["ada@example.org"]
+
+
 @pytest.mark.parametrize(
     "raw",
     [

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
+import pytest
 from fastapi import FastAPI
 
 from clarion.app import create_app
@@ -155,3 +156,22 @@ async def test_openapi_documents_errors_as_problems(
         assert required <= set(body) <= set(schemas["Problem"]["properties"])
     for error in bad.json()["errors"]:
         assert set(error) <= set(schemas["ProblemField"]["properties"])
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allowed"),
+    [
+        ("OPTIONS", "/u/some-token", "GET, POST"),  # the unsubscribe page and one-click
+        ("DELETE", "/p/some-token", "GET, POST"),
+        ("PUT", "/api/v1/topics", "GET, POST"),
+        ("POST", "/healthz", "GET"),
+    ],
+)
+async def test_a_method_not_allowed_names_every_method_the_path_serves(
+    client: httpx.AsyncClient, method: str, path: str, allowed: str
+) -> None:
+    response = await client.request(method, path)
+    assert response.status_code == 405
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["code"] == "method-not-allowed"
+    assert response.headers["allow"] == allowed

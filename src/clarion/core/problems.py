@@ -15,6 +15,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.routing import Match
 
 from clarion.core.errors import ClarionError, FieldError, Unauthorized
 
@@ -22,6 +23,9 @@ PROBLEM_TYPE_BASE = "urn:clarion:problem:"
 MEDIA_TYPE = "application/problem+json"
 
 log = logging.getLogger(__name__)
+
+
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 
 def problem_response(
@@ -133,12 +137,17 @@ def install_problem_handlers(app: FastAPI) -> None:
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
         code = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http-error")
+        headers = exc.headers
+        if exc.status_code == 405:
+            # Starlette names the methods of the first route matching the path only; a path
+            # served by several (GET and POST on a page) has them all (RFC 9110 15.5.6).
+            headers = {**(headers or {}), "Allow": ", ".join(allowed_methods(request))}
         return problem_response(
             status=exc.status_code,
             code=code,
             title=str(exc.detail),
             detail=str(exc.detail),
-            headers=exc.headers,
+            headers=headers,
             instance=request.url.path,
         )
 
@@ -192,6 +201,18 @@ PROBLEM_FIELD_SCHEMA: dict[str, Any] = {
 _PROBLEM_CONTENT = {MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}}
 # Pages end customers open (HTML, never problem+json), by their OpenAPI tag.
 _PAGE_TAGS = frozenset({"public"})
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """The methods the app's routes serve at the request's path."""
+    routes = request.app.router.routes
+    return [
+        method
+        for method in _METHODS
+        if any(
+            route.matches({**request.scope, "method": method})[0] == Match.FULL for route in routes
+        )
+    ]
 
 
 def document_problems(schema: dict[str, Any]) -> None:

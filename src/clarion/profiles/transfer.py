@@ -24,11 +24,12 @@ import json
 import math
 import re
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from typing import Any
 
 from clarion.core.documents import INT64_MAX, INT64_MIN, FaultKind, json_fault
 from clarion.core.documents import MAX_JSON_DEPTH as MAX_JSON_DEPTH  # how deep `json` cells go
+from clarion.core.schemas import in_utc
 
 IDENTITY_COLUMNS = ("user_id", "email", "phone")
 RESERVED_PREFIX = "clarion_"
@@ -141,8 +142,8 @@ def _utc_datetime(value: str) -> str:
     except ValueError:
         raise CellError("not an ISO 8601 date and time") from None
     try:
-        moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-    except OverflowError:  # 9999-12-31T23:00-02:00 is in the year 10000 in UTC
+        moment = in_utc(moment)  # 9999-12-31T23:00-02:00 is in the year 10000 in UTC
+    except ValueError:
         raise CellError("beyond the range of dates (years 1 to 9999 in UTC)") from None
     return moment.isoformat()
 

@@ -11,12 +11,13 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import orjson
 
 from clarion.core.errors import FieldError
+from clarion.core.schemas import in_utc
 from clarion.segments.rules import (
     AGGREGATE_FUNCTIONS,
     ATTRIBUTES,
@@ -396,14 +397,8 @@ def _instant(raw: Any) -> datetime | None:
     if not isinstance(raw, str):
         return None
     try:
-        moment = datetime.fromisoformat(raw)
+        return in_utc(datetime.fromisoformat(raw))  # ValueError: not ISO, or off the calendar
     except ValueError:
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    try:
-        return moment.astimezone(UTC)
-    except OverflowError:  # an offset that moves it past year 1 or 9999
         return None
 
 

@@ -34,9 +34,7 @@ from fastapi.dependencies.models import Dependant
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 
-from clarion.core.documents import MAX_JSON_DEPTH, FaultKind
-
-INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+from clarion.core.documents import INT64_MAX, INT64_MIN, MAX_JSON_DEPTH, FaultKind
 
 # The shortest numeral past 64 bits (-9223372036854775809) has 19 digits; a body with no run
 # of 19 digits holds none, which one C pass (~0.75 ns a byte) tells.

@@ -1,18 +1,145 @@
-"""What writing memberships touches besides the membership rows."""
+"""What writing memberships touches besides the membership rows, and what holds them to
+their segment (no foreign key does: migration 0020)."""
 
 from __future__ import annotations
 
+import asyncio
+import uuid
 from datetime import UTC, datetime
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import func, select, text
 
 from clarion.core.database import Database
+from clarion.ingest.models import Event
 from clarion.profiles import service as profiles
 from clarion.segments import service
 from clarion.segments.catalog import Catalog
 from clarion.segments.membership import Changes, apply_changes
+from clarion.segments.models import Segment, SegmentChange, SegmentMember
+from tests.campaigns.test_in_use_races import blocked
 from tests.conftest import Tenant
+
+EVERYONE = {"type": "trait", "trait": "plan", "operator": "exists"}
+
+
+async def _ada_and_segment(database: Database, tenant: Tenant) -> tuple[uuid.UUID, int]:
+    """A profile and a segment, committed."""
+    now = datetime.now(UTC)
+    async with database.write_session() as session:
+        profile = await profiles.upsert_profile(
+            session, workspace_id=tenant.id, now=now, user_id="ada", traits={}
+        )
+        segment, _ = await service.create_segment(
+            session,
+            workspace_id=tenant.id,
+            name="Everyone",
+            description="",
+            raw_rule=EVERYONE,
+            now=now,
+        )
+        await session.commit()
+        return profile.id, segment.id
+
+
+async def _enter(
+    database: Database, tenant: Tenant, segment_id: int, profile_id: uuid.UUID
+) -> None:
+    """Record the profile's entry into the segment (membership, history, event), committed."""
+    async with database.write_session() as session:
+        index = await Catalog().load(session, tenant.id)
+        await apply_changes(
+            session,
+            workspace_id=tenant.id,
+            index=index,
+            changes=Changes(entered=[(segment_id, profile_id)]),
+            now=datetime.now(UTC),
+            cause="realtime",
+        )
+        await session.commit()
+
+
+async def _rows(database: Database, segment_id: int) -> tuple[int, int]:
+    """The segment's membership rows and history rows."""
+    async with database.read_session() as session:
+        members = await session.scalar(
+            select(func.count()).where(SegmentMember.segment_id == segment_id)
+        )
+        history = await session.scalar(
+            select(func.count()).where(SegmentChange.segment_id == segment_id)
+        )
+    return members or 0, history or 0
+
+
+async def test_deleting_a_segment_deletes_its_members_and_history(
+    database: Database, tenant: Tenant
+) -> None:
+    profile_id, segment_id = await _ada_and_segment(database, tenant)
+    await _enter(database, tenant, segment_id, profile_id)
+    assert await _rows(database, segment_id) == (1, 1)
+    async with database.write_session() as session:
+        await service.delete_segment(session, workspace_id=tenant.id, segment_id=segment_id)
+        await session.commit()
+    assert await _rows(database, segment_id) == (0, 0)
+
+
+async def test_a_segment_deleted_after_the_index_was_read_gets_no_entries(
+    database: Database, tenant: Tenant
+) -> None:
+    if database.is_sqlite:
+        pytest.skip("SQLite has one writer at a time: nothing is deleted between the two")
+    profile_id, segment_id = await _ada_and_segment(database, tenant)
+    async with database.write_session() as writer:
+        index = await Catalog().load(writer, tenant.id)  # the segment still in it
+        async with database.write_session() as deleter:
+            await service.delete_segment(deleter, workspace_id=tenant.id, segment_id=segment_id)
+            await deleter.commit()
+        written = await apply_changes(
+            writer,
+            workspace_id=tenant.id,
+            index=index,
+            changes=Changes(entered=[(segment_id, profile_id)]),
+            now=datetime.now(UTC),
+            cause="realtime",
+        )
+        await writer.commit()
+    assert written.entered == []
+    assert await _rows(database, segment_id) == (0, 0)
+    async with database.read_session() as session:
+        announced = select(func.count()).where(Event.workspace_id == tenant.id)
+        assert await session.scalar(announced) == 0
+
+
+async def test_a_delete_waits_for_a_writer_of_the_segment_then_deletes_what_it_wrote(
+    database: Database, tenant: Tenant
+) -> None:
+    if database.is_sqlite:
+        pytest.skip("SQLite has one writer at a time: a delete and a write never overlap")
+    profile_id, segment_id = await _ada_and_segment(database, tenant)
+
+    async def delete() -> None:
+        async with database.write_session() as session:
+            await service.delete_segment(session, workspace_id=tenant.id, segment_id=segment_id)
+            await session.commit()
+
+    async with database.write_session() as writer:
+        index = await Catalog().load(writer, tenant.id)
+        await apply_changes(
+            writer,
+            workspace_id=tenant.id,
+            index=index,
+            changes=Changes(entered=[(segment_id, profile_id)]),
+            now=datetime.now(UTC),
+            cause="realtime",
+            emit=False,
+        )
+        deleting = asyncio.create_task(delete())
+        assert await blocked(database, deleting)  # the writer holds the segment
+        await writer.commit()
+    await asyncio.wait_for(deleting, timeout=5)
+    assert await _rows(database, segment_id) == (0, 0)
+    async with database.read_session() as session:
+        assert await session.get(Segment, segment_id) is None
 
 
 async def test_an_entry_leaves_its_profile_row_unlocked(database: Database, tenant: Tenant) -> None:

@@ -141,22 +141,25 @@ def unindexed(column: SQLColumnExpression[int]) -> ColumnElement[int]:
 
 async def hold_rows(
     session: AsyncSession, table: Any, *, workspace_id: int, ids: Iterable[int]
-) -> None:
+) -> set[int]:
     """On PostgreSQL, hold the workspace's rows of `table` (a model with `id` and
     `workspace_id`) among `ids` until the transaction ends (`FOR KEY SHARE`, in id order),
     against a delete or an archive that locks the row `FOR UPDATE` first: what starts using
     them (a journey published, a campaign sent) takes this before it checks them, so one of
     the two waits for the other and then sees it. An edit that keeps the row's keys neither
-    waits for it nor holds it up. SQLite has one writer at a time: nothing to hold there."""
+    waits for it nor holds it up. The ids held: those not deleted meanwhile. SQLite has one
+    writer at a time: nothing to hold there, and every id is taken as present (the caller
+    read them in its write transaction)."""
     wanted = sorted(set(ids))
     if not wanted or session.get_bind().dialect.name != "postgresql":
-        return
-    await session.execute(
+        return set(wanted)
+    held = await session.scalars(
         select(table.id)
         .where(table.workspace_id == workspace_id, table.id.in_(wanted))
         .order_by(table.id)
         .with_for_update(read=True, key_share=True)
     )
+    return set(held)
 
 
 def _json_dumps(value: Any) -> str:

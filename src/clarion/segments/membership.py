@@ -21,6 +21,7 @@ from sqlalchemy import insert as insert_rows
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from clarion.core.database import hold_rows
 from clarion.core.jobs.queue import NewJob, enqueue
 from clarion.ingest.internal import InternalEvent, OwnEvents, append_events, emit_events
 from clarion.profiles import queries as profiles
@@ -29,7 +30,7 @@ from clarion.segments import aggregates, predicate
 from clarion.segments.aggregates import instant as to_instant
 from clarion.segments.aggregates import micros
 from clarion.segments.catalog import SegmentIndex, rule_context
-from clarion.segments.models import ProfileSegmentState, SegmentChange, SegmentMember
+from clarion.segments.models import ProfileSegmentState, Segment, SegmentChange, SegmentMember
 
 SEGMENT_ENTERED = "Segment Entered"
 SEGMENT_EXITED = "Segment Exited"
@@ -456,8 +457,18 @@ async def apply_changes(
     their events (with `hand_back`, stored unprocessed in `emitted`: see
     `evaluate_profiles`); what was really written. Each row is inserted or deleted at most
     once whoever else decided the same change concurrently (a recompute and a lapse check,
-    say): only the transaction that wrote it records and announces it."""
+    say): only the transaction that wrote it records and announces it. The segments
+    written are held against their deletion until the transaction ends, once for the
+    batch instead of a foreign key's check per row (migration 0020); the changes of a
+    segment deleted since `index` was read are left out."""
     written = Changes()
+    wanted = {segment_id for segment_id, _ in changes.entered + changes.exited}
+    held = await hold_rows(session, Segment, workspace_id=workspace_id, ids=wanted)
+    if held != wanted:
+        changes = Changes(
+            entered=[change for change in changes.entered if change[0] in held],
+            exited=[change for change in changes.exited if change[0] in held],
+        )
     postgres = session.get_bind().dialect.name == "postgresql"
     for start in range(0, len(changes.entered), BULK_ROWS):
         chunk = changes.entered[start : start + BULK_ROWS]

@@ -46,10 +46,9 @@ class SegmentMember(Base):
     __tablename__ = "segment_members"
     __table_args__ = (Index(None, "workspace_id", "profile_id"),)
 
-    segment_id: Mapped[int] = mapped_column(
-        BigId, ForeignKey("segments.id", ondelete="CASCADE"), primary_key=True
-    )
-    # No foreign keys to the profile (0017) or the workspace (0012): see ADR 0004.
+    # No foreign keys to the segment (0020), the profile (0017) or the workspace (0012):
+    # see ADR 0004. Writers hold the segment instead (`membership.apply_changes`).
+    segment_id: Mapped[int] = mapped_column(BigId, primary_key=True)
     profile_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
     workspace_id: Mapped[int] = mapped_column(Integer)  # the profile's
     entered_at: Mapped[datetime] = mapped_column(UTCDateTime)
@@ -69,7 +68,7 @@ class SegmentChange(Base):
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     workspace_id: Mapped[int] = mapped_column(Integer)  # the profile's (no key: 0012)
-    segment_id: Mapped[int] = mapped_column(BigId, ForeignKey("segments.id", ondelete="CASCADE"))
+    segment_id: Mapped[int] = mapped_column(BigId)  # no key (0020), as members
     profile_id: Mapped[uuid.UUID] = mapped_column(Uuid)
     change: Mapped[str] = mapped_column(String(8))  # entered | exited
     cause: Mapped[str] = mapped_column(String(16))

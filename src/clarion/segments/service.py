@@ -344,6 +344,10 @@ async def delete_segment(
     needing = [name for find in users for name in await find(session, workspace_id, segment_id)]
     if needing:
         raise Conflict(f"This segment is in use by {', '.join(needing)}.")
+    # Its members and history have no foreign key to cascade from it (migration 0020);
+    # their writers hold the segment, so none is writing them now.
+    for rows in (SegmentMember, SegmentChange):
+        await session.execute(delete(rows).where(rows.segment_id == segment_id))
     await session.execute(
         delete(Segment).where(Segment.workspace_id == workspace_id, Segment.id == segment_id)
     )

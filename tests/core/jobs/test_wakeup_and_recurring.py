@@ -16,6 +16,7 @@ from clarion.core.database import Database
 from clarion.core.errors import InvalidInput
 from clarion.core.jobs.queue import NewJob
 from clarion.core.jobs.recurring import next_tick, schedule_recurring_job, validate_cron
+from clarion.core.jobs.wakeup import CHANNEL, Wakeup
 from clarion.core.jobs.worker import JobContext, Registry, Worker
 from tests.conftest import Tenant
 from tests.core.jobs.conftest import add_jobs, jobs_of
@@ -81,6 +82,45 @@ async def test_postgres_notify_wakes_a_worker_of_another_process(
         finally:
             await connection.close()
         await asyncio.wait_for(done.wait(), timeout=10)
+
+
+async def test_only_jobs_due_now_wake_workers(
+    backend: str, database: Database, clock: FrozenClock, tenant: Tenant, kind: str
+) -> None:
+    """A job due later would wake every worker for nothing (their poll finds it when it is
+    due): neither the in-process signal nor PostgreSQL's NOTIFY is sent for it."""
+    wakeup = Wakeup()
+    notified = asyncio.Event()
+    listener = None
+    if backend == "postgresql":
+        dsn = database.url.replace("postgresql+asyncpg://", "postgresql://")
+        listener = await asyncpg.connect(dsn)
+        await listener.add_listener(CHANNEL, lambda *_: notified.set())
+    try:
+        later = clock.now() + timedelta(minutes=5)
+        await add_jobs(database, clock, NewJob(tenant.id, kind, run_at=later, dedupe_key="a"))
+        await add_jobs(database, clock, NewJob(tenant.id, kind, run_at=later))
+        assert not await wakeup.wait(0.3)
+        if listener is not None:
+            assert not notified.is_set()
+        await add_jobs(
+            database,
+            clock,
+            NewJob(tenant.id, kind, run_at=later, dedupe_key="b"),
+            NewJob(tenant.id, kind, dedupe_key="c"),
+        )
+        assert await wakeup.wait(5)
+        if listener is not None:
+            await asyncio.wait_for(notified.wait(), timeout=5)
+            notified.clear()
+        await add_jobs(database, clock, NewJob(tenant.id, kind))  # due, with no dedupe key
+        assert await wakeup.wait(5)
+        if listener is not None:
+            await asyncio.wait_for(notified.wait(), timeout=5)
+    finally:
+        if listener is not None:
+            await listener.close()
+    assert len(await jobs_of(database, kind)) == 5
 
 
 async def test_recurring_job_runs_once_per_tick_however_many_workers(

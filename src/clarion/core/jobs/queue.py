@@ -65,17 +65,21 @@ def _values(job: NewJob, now: datetime) -> dict[str, Any]:
 async def enqueue(session: AsyncSession, jobs: Sequence[NewJob], *, now: datetime) -> int:
     """Add jobs to the session's transaction; how many were new (not live duplicates).
 
-    Workers are woken when the transaction commits.
+    Workers are woken when the transaction commits, if any of the jobs is due by `now`;
+    those due later are found by the workers' poll (every second), as a wake-up would
+    find nothing to claim (a first touch schedules a lapse check for nearly every profile).
     """
     if not jobs:
         return 0
     rows = [_values(job, now) for job in jobs]
+    due = any(row["run_at"] <= now for row in rows)
     if session.get_bind().dialect.name == "postgresql":
-        inserted = await _insert_postgres(session, rows)
+        inserted = await _insert_postgres(session, rows, wake=due)
     else:
         statement = sqlite_insert(_JOBS).on_conflict_do_nothing().returning(_JOBS.c.id)
         inserted = len((await session.execute(statement, rows)).all())
-    _notify_local_on_commit(session)
+    if due:
+        _notify_local_on_commit(session)
     return inserted
 
 
@@ -100,17 +104,17 @@ _UNNEST_INSERT = (
     + ")"
 )
 _NOTIFY = f"pg_notify('{CHANNEL}', '')"
-# With dedupe keys: skip live duplicates and count what was added.
+# With dedupe keys: skip live duplicates and count what was added (and wake the workers).
 _POSTGRES_INSERT = (
     f"WITH added AS ({_UNNEST_INSERT} ON CONFLICT DO NOTHING RETURNING 1) "  # noqa: S608
-    f"SELECT count(*), {_NOTIFY} FROM added"
+    "SELECT count(*){wake} FROM added"
 )
 # Without (the event pipeline's jobs): no speculative insertion. A data-modifying WITH runs
 # whether or not its rows are read.
 _POSTGRES_INSERT_PLAIN = f"WITH added AS ({_UNNEST_INSERT}) SELECT {_NOTIFY}"
 
 
-async def _insert_postgres(session: AsyncSession, rows: list[dict[str, Any]]) -> int:
+async def _insert_postgres(session: AsyncSession, rows: list[dict[str, Any]], *, wake: bool) -> int:
     arrays = tuple(
         [orjson.dumps(row[c]).decode() if c == "payload" else row[c] for row in rows]
         for c in _COLUMNS
@@ -118,10 +122,11 @@ async def _insert_postgres(session: AsyncSession, rows: list[dict[str, Any]]) ->
     # Through SQLAlchemy's driver adapter: it opens the session's transaction if need be.
     connection = await session.connection()
     if any(row["dedupe_key"] is not None for row in rows):
-        result = await connection.exec_driver_sql(_POSTGRES_INSERT, arrays)
+        statement = _POSTGRES_INSERT.format(wake=f", {_NOTIFY}" if wake else "")
+        result = await connection.exec_driver_sql(statement, arrays)
         inserted: int = result.scalar_one()
         return inserted
-    await connection.exec_driver_sql(_POSTGRES_INSERT_PLAIN, arrays)
+    await connection.exec_driver_sql(_POSTGRES_INSERT_PLAIN if wake else _UNNEST_INSERT, arrays)
     return len(rows)
 
 

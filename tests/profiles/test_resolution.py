@@ -235,7 +235,7 @@ async def test_profiles_read_by_key_never_through_the_workspace_index(
 
     for run, matching in (
         (canonical, "FROM profiles"),
-        (trees, "canonical_id IN"),
+        (trees, "canonical_id = ANY"),
         (canonical_of, "FROM profiles"),
         (apply, "created_at, updated_at FROM profiles"),  # the processing run's read
     ):

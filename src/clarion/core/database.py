@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Collection, Iterable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -21,6 +21,7 @@ from typing import Any
 
 import orjson
 from sqlalchemy import (
+    ARRAY,
     JSON,
     BigInteger,
     ColumnElement,
@@ -28,6 +29,8 @@ from sqlalchemy import (
     Integer,
     MetaData,
     SQLColumnExpression,
+    any_,
+    bindparam,
     event,
     select,
     text,
@@ -41,7 +44,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
-from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.orm import DeclarativeBase, QueryableAttribute
 from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.types import TypeDecorator
 
@@ -139,6 +142,21 @@ def unindexed(column: SQLColumnExpression[int]) -> ColumnElement[int]:
     return column + 0
 
 
+def among(
+    session: AsyncSession,
+    column: ColumnElement[Any] | QueryableAttribute[Any],
+    values: Collection[Any],
+) -> ColumnElement[bool]:
+    """`column IN values`. On PostgreSQL the values are bound as one array (`= ANY`): one
+    statement whatever their number, prepared once per connection, where each length of an
+    IN list is a statement of its own (written again at every execution, and prepared
+    again on nearly every one: a run's lists have as many lengths as it has profiles)."""
+    expression = column if isinstance(column, ColumnElement) else column.expression
+    if session.get_bind().dialect.name == "postgresql":
+        return expression == any_(bindparam(None, list(values), type_=ARRAY(expression.type)))
+    return expression.in_(values)
+
+
 async def hold_rows(
     session: AsyncSession, table: Any, *, workspace_id: int, ids: Iterable[int]
 ) -> set[int]:
@@ -155,7 +173,7 @@ async def hold_rows(
         return set(wanted)
     held = await session.scalars(
         select(table.id)
-        .where(table.workspace_id == workspace_id, table.id.in_(wanted))
+        .where(table.workspace_id == workspace_id, among(session, table.id, wanted))
         .order_by(table.id)
         .with_for_update(read=True, key_share=True)
     )

@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import and_, or_, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from clarion.core.database import unindexed
+from clarion.core.database import among, unindexed
 from clarion.core.errors import FieldError, InvalidInput, NotFound
 from clarion.core.pagination import (
     decode_id_cursor,
@@ -346,7 +346,7 @@ async def canonical_profiles(
         )
         .where(
             unindexed(Profile.workspace_id) == workspace_id,
-            Profile.id.in_(profile_ids),
+            among(session, Profile.id, profile_ids),
             Profile.canonical_id.is_(None),
         )
         .order_by(Profile.id)
@@ -367,7 +367,10 @@ async def _trees(
     rows = await session.execute(
         select(Profile.id, Profile.canonical_id).where(
             unindexed(Profile.workspace_id) == workspace_id,
-            or_(Profile.id.in_(profile_ids), Profile.canonical_id.in_(profile_ids)),
+            or_(
+                among(session, Profile.id, profile_ids),
+                among(session, Profile.canonical_id, profile_ids),
+            ),
         )
     )
     wanted = set(profile_ids)
@@ -388,7 +391,7 @@ async def sender_ids(
     rows = await session.execute(
         select(ProfileIdentity.profile_id, ProfileIdentity.kind, ProfileIdentity.value)
         .where(
-            ProfileIdentity.profile_id.in_(list(trees)),
+            among(session, ProfileIdentity.profile_id, trees),
             ProfileIdentity.kind.in_((USER_ID, ANONYMOUS_ID)),
         )
         .order_by(ProfileIdentity.id)
@@ -457,7 +460,7 @@ async def tracked_events(
         )
         if names is not None:
             query = query.where(Event.name.in_(sorted(names)))
-    rows = await session.execute(query.where(ProfileEvent.profile_id.in_(list(trees))))
+    rows = await session.execute(query.where(among(session, ProfileEvent.profile_id, trees)))
     for row_id, event_id, name, timestamp, properties in rows:
         found[trees[row_id]].append(TrackedEvent(event_id, name or "", timestamp, properties or {}))
     for events in found.values():

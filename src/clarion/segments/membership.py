@@ -21,7 +21,7 @@ from sqlalchemy import insert as insert_rows
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from clarion.core.database import hold_rows
+from clarion.core.database import among, hold_rows
 from clarion.core.jobs.queue import NewJob, enqueue
 from clarion.ingest.internal import InternalEvent, OwnEvents, append_events, emit_events
 from clarion.profiles import queries as profiles
@@ -253,7 +253,7 @@ async def _states(
     rows = await session.execute(
         select(
             table.c.profile_id, table.c.aggregates, table.c.specs_version, table.c.next_changes
-        ).where(table.c.profile_id.in_(profile_ids))
+        ).where(among(session, table.c.profile_id, profile_ids))
     )
     return {row[0]: KeptState(row[0], row[1], row[2], row[3]) for row in rows}
 
@@ -345,7 +345,7 @@ async def _memberships(
     rows = await session.execute(
         select(SegmentMember.profile_id, SegmentMember.segment_id).where(
             SegmentMember.workspace_id == workspace_id,
-            SegmentMember.profile_id.in_(profile_ids),
+            among(session, SegmentMember.profile_id, profile_ids),
         )
     )
     for profile_id, segment_id in rows:

@@ -152,9 +152,10 @@ def among(
     IN list is a statement of its own (written again at every execution, and prepared
     again on nearly every one: a run's lists have as many lengths as it has profiles)."""
     expression = column if isinstance(column, ColumnElement) else column.expression
+    listed = list(values)
     if session.get_bind().dialect.name == "postgresql":
-        return expression == any_(bindparam(None, list(values), type_=ARRAY(expression.type)))
-    return expression.in_(values)
+        return expression == any_(bindparam(None, listed, type_=ARRAY(expression.type)))
+    return expression.in_(listed)
 
 
 async def hold_rows(

@@ -46,7 +46,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
-from clarion.core.database import JSONDocument, UTCDateTime
+from clarion.core.database import JSONDocument, UTCDateTime, among
 from clarion.core.jobs.queue import enqueue
 from clarion.core.jobs.worker import JobContext, PermanentFailure
 from clarion.ingest.records import EventRecord
@@ -232,7 +232,7 @@ class Runtime:
             select(JourneyRun)
             .where(
                 JourneyRun.workspace_id == workspace_id,
-                JourneyRun.profile_id.in_(list(tracked)),
+                among(session, JourneyRun.profile_id, tracked),
                 JourneyRun.journey_id.in_(sorted(journey_ids)),
                 JourneyRun.state.in_(LIVE_RUN_STATES),
             )
@@ -299,7 +299,7 @@ class Runtime:
                 select(JourneyRun).where(
                     JourneyRun.workspace_id == workspace_id,
                     JourneyRun.journey_id.in_(sorted(windows)),
-                    JourneyRun.profile_id.in_(list(tracked)),
+                    among(session, JourneyRun.profile_id, tracked),
                     JourneyRun.converted_at.is_(None),
                     JourneyRun.entered_at >= oldest,
                 )
@@ -427,7 +427,7 @@ class Runtime:
             query = (
                 select(JourneyRun)
                 .where(
-                    JourneyRun.id.in_(list(expected)),
+                    among(session, JourneyRun.id, expected),
                     JourneyRun.workspace_id == context.job.workspace_id,
                 )
                 .order_by(JourneyRun.id)  # locks taken in one order: no deadlock

@@ -11,7 +11,7 @@ import uuid
 from collections.abc import AsyncIterator, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import and_, or_, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -256,9 +256,9 @@ async def list_trait_history(
     return changes[:limit], encode_cursor(changes[limit - 1].id)
 
 
-@dataclass(frozen=True, slots=True)
-class TrackedEvent:
-    """A track event on a profile's timeline, as later stages (segments) read it."""
+class TrackedEvent(NamedTuple):
+    """A track event on a profile's timeline, as later stages (segments) read it (a named
+    tuple: made for every event of every timeline a first touch rebuilds)."""
 
     event_id: int
     name: str

@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import orjson
 from sqlalchemy import CursorResult, Table, delete, select, text
@@ -69,9 +69,9 @@ _ENTER_POSTGRES = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class Touched:
-    """What happened to one canonical profile: its new track events and changed traits."""
+class Touched(NamedTuple):
+    """What happened to one canonical profile: its new track events and changed traits (a
+    named tuple: one for each profile of every run)."""
 
     events: Sequence[aggregates.TrackEvent] = ()
     trait_keys: frozenset[str] = frozenset()

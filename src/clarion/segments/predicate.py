@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, tzinfo
 from functools import cached_property, lru_cache
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from clarion.segments import aggregates, values
@@ -555,12 +555,12 @@ _FLIPS: dict[type, Callable[[_Evaluator, Any], _Flips]] = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class _Flips:
+class _Flips(NamedTuple):
     """The instants (microseconds, after now, ascending) at which time alone may change one
     condition's answer, complete up to `horizon` (None: complete); `exact` when the answer
     at a later instant is the answer now changed once per instant passed (one listed twice
-    changes nothing)."""
+    changes nothing). A named tuple: made for every time condition of every profile
+    evaluated."""
 
     instants: tuple[int, ...]
     horizon: int | None

@@ -65,14 +65,25 @@ def _sum_add(partials: list[float], x: float) -> None:
 # --- Times ----------------------------------------------------------------------------------
 
 
+# The last moment `micros` converted, with its value: an evaluation asks for its one `now`
+# for every condition it reads. Held, so no other object can take its identity; one tuple,
+# so it is replaced whole.
+_last_micros: tuple[datetime | None, int] = (None, 0)
+
+
 def micros(moment: datetime) -> int:
     """`moment` as integer microseconds since the Unix epoch (naive: taken as UTC)."""
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
+    global _last_micros
+    last = _last_micros
+    if moment is last[0]:
+        return last[1]
+    aware = moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
     # Summed from the timedelta's parts: exact, and faster than dividing by a timedelta
     # (this runs for every event and condition a segment reads).
-    since = moment - _EPOCH
-    return (since.days * 86_400 + since.seconds) * 1_000_000 + since.microseconds
+    since = aware - _EPOCH
+    value = (since.days * 86_400 + since.seconds) * 1_000_000 + since.microseconds
+    _last_micros = (moment, value)
+    return value
 
 
 def instant(us: int) -> datetime:

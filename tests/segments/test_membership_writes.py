@@ -9,12 +9,13 @@ from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import func, select, text
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from clarion.core.database import Database
 from clarion.ingest.models import Event
 from clarion.profiles import service as profiles
 from clarion.segments import service
-from clarion.segments.catalog import Catalog
+from clarion.segments.catalog import Catalog, SegmentIndex
 from clarion.segments.membership import Changes, apply_changes
 from clarion.segments.models import Segment, SegmentChange, SegmentMember
 from tests.campaigns.test_in_use_races import blocked
@@ -42,20 +43,35 @@ async def _ada_and_segment(database: Database, tenant: Tenant) -> tuple[uuid.UUI
         return profile.id, segment.id
 
 
+async def _write_entry(
+    session: AsyncSession,
+    tenant: Tenant,
+    index: SegmentIndex,
+    segment_id: int,
+    profile_id: uuid.UUID,
+    *,
+    emit: bool = True,
+) -> Changes:
+    """The profile's entry into the segment (membership, history, event unless not
+    `emit`), written in `session` and left uncommitted; what was written."""
+    return await apply_changes(
+        session,
+        workspace_id=tenant.id,
+        index=index,
+        changes=Changes(entered=[(segment_id, profile_id)]),
+        now=datetime.now(UTC),
+        cause="realtime",
+        emit=emit,
+    )
+
+
 async def _enter(
     database: Database, tenant: Tenant, segment_id: int, profile_id: uuid.UUID
 ) -> None:
-    """Record the profile's entry into the segment (membership, history, event), committed."""
+    """Record the profile's entry into the segment, committed."""
     async with database.write_session() as session:
         index = await Catalog().load(session, tenant.id)
-        await apply_changes(
-            session,
-            workspace_id=tenant.id,
-            index=index,
-            changes=Changes(entered=[(segment_id, profile_id)]),
-            now=datetime.now(UTC),
-            cause="realtime",
-        )
+        await _write_entry(session, tenant, index, segment_id, profile_id)
         await session.commit()
 
 
@@ -94,14 +110,7 @@ async def test_a_segment_deleted_after_the_index_was_read_gets_no_entries(
         async with database.write_session() as deleter:
             await service.delete_segment(deleter, workspace_id=tenant.id, segment_id=segment_id)
             await deleter.commit()
-        written = await apply_changes(
-            writer,
-            workspace_id=tenant.id,
-            index=index,
-            changes=Changes(entered=[(segment_id, profile_id)]),
-            now=datetime.now(UTC),
-            cause="realtime",
-        )
+        written = await _write_entry(writer, tenant, index, segment_id, profile_id)
         await writer.commit()
     assert written.entered == []
     assert await _rows(database, segment_id) == (0, 0)
@@ -124,15 +133,7 @@ async def test_a_delete_waits_for_a_writer_of_the_segment_then_deletes_what_it_w
 
     async with database.write_session() as writer:
         index = await Catalog().load(writer, tenant.id)
-        await apply_changes(
-            writer,
-            workspace_id=tenant.id,
-            index=index,
-            changes=Changes(entered=[(segment_id, profile_id)]),
-            now=datetime.now(UTC),
-            cause="realtime",
-            emit=False,
-        )
+        await _write_entry(writer, tenant, index, segment_id, profile_id, emit=False)
         deleting = asyncio.create_task(delete())
         assert await blocked(database, deleting)  # the writer holds the segment
         await writer.commit()

@@ -105,10 +105,9 @@ _UNNEST_INSERT = (
 )
 _NOTIFY = f"pg_notify('{CHANNEL}', '')"
 # With dedupe keys: skip live duplicates and count what was added (and wake the workers).
-_POSTGRES_INSERT = (
-    f"WITH added AS ({_UNNEST_INSERT} ON CONFLICT DO NOTHING RETURNING 1) "  # noqa: S608
-    "SELECT count(*){wake} FROM added"
-)
+_DEDUPED = f"WITH added AS ({_UNNEST_INSERT} ON CONFLICT DO NOTHING RETURNING 1) "
+_POSTGRES_INSERT = f"{_DEDUPED}SELECT count(*) FROM added"  # noqa: S608 - constants
+_POSTGRES_INSERT_WAKING = f"{_DEDUPED}SELECT count(*), {_NOTIFY} FROM added"  # noqa: S608
 # Without (the event pipeline's jobs): no speculative insertion. A data-modifying WITH runs
 # whether or not its rows are read.
 _POSTGRES_INSERT_PLAIN = f"WITH added AS ({_UNNEST_INSERT}) SELECT {_NOTIFY}"
@@ -122,7 +121,7 @@ async def _insert_postgres(session: AsyncSession, rows: list[dict[str, Any]], *,
     # Through SQLAlchemy's driver adapter: it opens the session's transaction if need be.
     connection = await session.connection()
     if any(row["dedupe_key"] is not None for row in rows):
-        statement = _POSTGRES_INSERT.format(wake=f", {_NOTIFY}" if wake else "")
+        statement = _POSTGRES_INSERT_WAKING if wake else _POSTGRES_INSERT
         result = await connection.exec_driver_sql(statement, arrays)
         inserted: int = result.scalar_one()
         return inserted

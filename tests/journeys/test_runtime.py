@@ -586,6 +586,11 @@ async def test_a_date_pass_run_late_enters_the_moments_since_its_tick_once(desk:
 async def test_a_run_the_pass_at_publishing_entered_is_not_entered_again_late(
     desk: Desk,
 ) -> None:
+    # Published at noon: from between midnight and 00:10 the moment below would be more
+    # than a day ahead (the desk's clock is the real time, plus 10 minutes).
+    start = desk.clock.now()
+    noon = datetime.combine(start.date() + timedelta(days=1), time(12), tzinfo=UTC)
+    desk.clock.advance(noon - start)
     template = await desk.template()
     now = desk.clock.now()
     midnight = datetime.combine(now.date() + timedelta(days=1), time(0), tzinfo=UTC)

@@ -95,6 +95,7 @@ async def append_events(
                 timestamp=event.timestamp,
                 received_at=now,
                 properties=event.properties,
+                traits={},
                 context=LIBRARY,
             )
         )

@@ -8,7 +8,6 @@ what to record. `record` writes that in the caller's transaction, idempotently.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -222,5 +221,5 @@ def _merged(event: EventRecord, added: dict[str, Any] | None) -> EventRecord:
     if not added:
         return event
     if event.type in _TRAITS_TYPES:
-        return dataclasses.replace(event, traits={**event.traits, **added})
-    return dataclasses.replace(event, properties={**event.properties, **added})
+        return event._replace(traits={**event.traits, **added})
+    return event._replace(properties={**event.properties, **added})

@@ -20,7 +20,7 @@ import re
 import uuid
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from sqlalchemy import TextClause, bindparam, select, text, update
@@ -479,8 +479,8 @@ _INSERT_TIMELINE = (
 )
 _INSERT_TIMELINE_POSTGRES = (
     "INSERT INTO profile_events (workspace_id, profile_id, event_id, timestamp, applied_at)"
-    " SELECT * FROM unnest($1::integer[], $2::uuid[], $3::bigint[], $4::timestamptz[],"
-    " $5::timestamptz[])"
+    " SELECT $1::integer, p, e, t, $2::timestamptz"
+    " FROM unnest($3::uuid[], $4::bigint[], $5::timestamptz[]) AS r(p, e, t)"
 )
 _INSERT_CHANGE = (
     "INSERT INTO profile_trait_changes (workspace_id, profile_id, key, old_value, new_value,"
@@ -488,40 +488,50 @@ _INSERT_CHANGE = (
 )
 
 
+class TimelineRow(NamedTuple):
+    """An event put on a profile's timeline (the workspace's, applied at the batch's
+    instant)."""
+
+    profile_id: uuid.UUID
+    event_id: int
+    timestamp: datetime
+
+
 async def write_rows(
     session: AsyncSession,
     *,
     workspace_id: int,
     now: datetime,
-    timeline: list[dict[str, Any]],
+    timeline: list[TimelineRow],
     changes: list[Change],
     links: set[tuple[uuid.UUID, uuid.UUID]],
 ) -> None:
-    """Bulk-insert timeline rows, trait history and account links."""
+    """Bulk-insert timeline rows, trait history and account links, all applied `now`."""
     codec = _Codec(session)
     if timeline and codec.postgres:  # one statement of arrays: no per-row bind and execute
         connection = await session.connection()
         await connection.exec_driver_sql(
             _INSERT_TIMELINE_POSTGRES,
             (
-                [row["workspace_id"] for row in timeline],
-                [row["profile_id"] for row in timeline],
-                [row["event_id"] for row in timeline],
-                [row["timestamp"] for row in timeline],
-                [row["applied_at"] for row in timeline],
+                workspace_id,
+                now,
+                [row.profile_id for row in timeline],
+                [row.event_id for row in timeline],
+                [row.timestamp for row in timeline],
             ),
         )
     elif timeline:
+        applied_at = codec.bind_time(now)
         await _executemany(
             session,
             _INSERT_TIMELINE,
             [
                 (
-                    row["workspace_id"],
-                    codec.bind_uuid(row["profile_id"]),
-                    row["event_id"],
-                    codec.bind_time(row["timestamp"]),
-                    codec.bind_time(row["applied_at"]),
+                    workspace_id,
+                    codec.bind_uuid(row.profile_id),
+                    row.event_id,
+                    codec.bind_time(row.timestamp),
+                    applied_at,
                 )
                 for row in timeline
             ],

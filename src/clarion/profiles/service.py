@@ -33,7 +33,7 @@ from clarion.profiles.traits import Change
 class _Outcome:
     """What a batch adds besides the profiles themselves."""
 
-    timeline: list[dict[str, Any]] = field(default_factory=list)
+    timeline: list[batch.TimelineRow] = field(default_factory=list)
     changes: list[Change] = field(default_factory=list)
     links: set[tuple[uuid.UUID, uuid.UUID]] = field(default_factory=set)
     new_accounts: list[Account] = field(default_factory=list)
@@ -52,13 +52,7 @@ async def apply_own_events(
     identity is resolved, and they are not the customer's activity, so neither seen times
     nor computed traits move. What changed, as `apply_events` says it. Flushes only."""
     timeline = [
-        {
-            "workspace_id": workspace_id,
-            "profile_id": profile_id,
-            "event_id": event.id,
-            "timestamp": event.timestamp,
-            "applied_at": now,
-        }
+        batch.TimelineRow(profile_id, event.id, event.timestamp)
         for profile_id, own in sorted(events.items())
         for event in own
     ]
@@ -242,15 +236,7 @@ def _apply(
     outcome: _Outcome,
     accounts: dict[str, Account],
 ) -> None:
-    outcome.timeline.append(
-        {
-            "workspace_id": graph.workspace_id,
-            "profile_id": profile.id,
-            "event_id": event.id,
-            "timestamp": event.timestamp,
-            "applied_at": graph.now,
-        }
-    )
+    outcome.timeline.append(batch.TimelineRow(profile.id, event.id, event.timestamp))
     if not is_activity(event.source_id):
         return  # on the timeline, but not something the customer did
     if profile.first_seen_at is None or event.timestamp < profile.first_seen_at:

@@ -18,11 +18,14 @@ import pytest
 from sqlalchemy import Table, func, select
 
 from clarion.core.database import Base
+from clarion.core.errors import Conflict
 from clarion.core.jobs.models import Job
+from clarion.ingest.internal import InternalEvent, append_events
 from clarion.journeys.models import JourneyRun
 from clarion.messaging.models import Consent, Message
 from clarion.profiles import erasure
 from clarion.profiles.models import ProfileEvent
+from clarion.profiles.service import apply_own_events
 from clarion.segments.membership import LAPSE
 from tests.campaigns.conftest import Desk
 from tests.conftest import Tenant, problem
@@ -435,6 +438,86 @@ async def test_a_row_added_about_the_person_while_they_are_erased_goes_with_them
         await session.commit()
     assert await count_of(desk, "consents", "profile_id", [eve]) == 0
     assert await count_of(desk, "profiles", "id", [eve]) == 0
+
+
+def segment_entered(workspace_id: int, desk: Desk) -> InternalEvent:
+    """A `Segment Entered` about eve, as real-time membership emits it."""
+    return InternalEvent(
+        workspace_id=workspace_id,
+        message_id="clarion:test:Segment Entered:eve",
+        name="Segment Entered",
+        user_id="eve",
+        anonymous_id=None,
+        timestamp=desk.clock.now(),
+        properties={"segment_id": 1},
+    )
+
+
+async def test_events_stored_about_the_person_while_they_are_erased_go_with_them(
+    desk: Desk,
+) -> None:
+    """Clarion's own events about a person (a `Segment Entered`, a delivery's feedback)
+    stored by a transaction that holds the profile while the erasure runs: the erasure
+    waits for it to commit, then takes those events off the log and the timeline."""
+    if desk.database.is_sqlite:
+        pytest.skip("SQLite has one writer at a time: nothing runs beside the erasure")
+    await desk.track_raw({"type": "identify", "userId": "eve", "traits": {"plan": "pro"}})
+    eve = uuid.UUID(await desk.profile_id("eve"))
+    stored = asyncio.Event()
+    storing: list[asyncio.Task[None]] = []
+
+    async def store() -> None:
+        async with desk.database.write_session() as other:
+            now = desk.clock.now()
+            records = await append_events(other, [segment_entered(desk.tenant.id, desk)], now=now)
+            await apply_own_events(
+                other, workspace_id=desk.tenant.id, events={eve: records}, now=now
+            )
+            stored.set()
+            await asyncio.sleep(0.5)  # the erasure reaches the profile rows meanwhile
+            await other.commit()
+
+    async def store_events_meanwhile(
+        session: Any, workspace_id: int, profile_ids: Sequence[uuid.UUID]
+    ) -> dict[str, int]:
+        storing.append(asyncio.create_task(store()))
+        await asyncio.wait_for(stored.wait(), timeout=10)
+        return {}
+
+    async with desk.database.write_session() as session:
+        await erasure.delete_profile(
+            session, workspace_id=desk.tenant.id, profile_id=eve, erasers=[store_events_meanwhile]
+        )
+        assert storing[0].done()  # deleting the profile waited for it
+        await session.commit()
+    await storing[0]
+    assert await count_of(desk, "events", "message_id", ["clarion:test:Segment Entered:eve"]) == 0
+    assert await count_of(desk, "profile_events", "profile_id", [eve]) == 0
+
+
+async def test_events_about_a_person_erased_before_they_are_held_are_refused(
+    desk: Desk,
+) -> None:
+    """A transaction that read the person before their erasure and stores events about
+    them after it is refused whole (to be retried, and then find nobody): the timeline has
+    no foreign key to refuse it."""
+    if desk.database.is_sqlite:
+        pytest.skip("SQLite has one writer at a time: an erasure cannot come in between")
+    await desk.track_raw({"type": "identify", "userId": "eve", "traits": {"plan": "pro"}})
+    eve = uuid.UUID(await desk.profile_id("eve"))
+    erased = await desk.client.delete(f"/api/v1/profiles/{eve}", headers=desk.tenant.admin)
+    assert erased.status_code == 204, erased.text
+    async with desk.database.write_session() as session:
+        now = desk.clock.now()
+        records = await append_events(session, [segment_entered(desk.tenant.id, desk)], now=now)
+        assert len(records) == 1
+        with pytest.raises(Conflict):
+            await apply_own_events(
+                session, workspace_id=desk.tenant.id, events={eve: records}, now=now
+            )
+        await session.rollback()
+    assert await count_of(desk, "events", "message_id", ["clarion:test:Segment Entered:eve"]) == 0
+    assert await count_of(desk, "profile_events", "profile_id", [eve]) == 0
 
 
 async def suppressed_addresses(desk: Desk) -> set[tuple[str, str, str, str]]:

@@ -12,12 +12,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
+import uuid
 from collections.abc import AsyncIterator, Callable, Collection, Iterable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from sqlalchemy import (
@@ -158,23 +159,26 @@ def among(
     return expression.in_(listed)
 
 
+RowId = TypeVar("RowId", int, uuid.UUID)
+
+
 async def hold_rows(
-    session: AsyncSession, table: Any, *, workspace_id: int, ids: Iterable[int]
-) -> set[int]:
+    session: AsyncSession, table: Any, *, workspace_id: int, ids: Iterable[RowId]
+) -> set[RowId]:
     """On PostgreSQL, hold the workspace's rows of `table` (a model with `id` and
     `workspace_id`) among `ids` until the transaction ends (`FOR KEY SHARE`, in id order),
     against a delete or an archive that locks the row `FOR UPDATE` first: what starts using
-    them (a journey published, a campaign sent) takes this before it checks them, so one of
-    the two waits for the other and then sees it. An edit that keeps the row's keys neither
-    waits for it nor holds it up. The ids held: those not deleted meanwhile. SQLite has one
-    writer at a time: nothing to hold there, and every id is taken as present (the caller
-    read them in its write transaction)."""
+    them (a journey published, a campaign sent, a timeline row written) takes this before
+    it checks them, so one of the two waits for the other and then sees it. An edit that
+    keeps the row's keys neither waits for it nor holds it up. The ids held: those not
+    deleted meanwhile. SQLite has one writer at a time: nothing to hold there, and every id
+    is taken as present (the caller read them in its write transaction)."""
     wanted = sorted(set(ids))
     if not wanted or session.get_bind().dialect.name != "postgresql":
         return set(wanted)
     held = await session.scalars(
         select(table.id)
-        .where(table.workspace_id == workspace_id, among(session, table.id, wanted))
+        .where(unindexed(table.workspace_id) == workspace_id, among(session, table.id, wanted))
         .order_by(table.id)
         .with_for_update(read=True, key_share=True)
     )

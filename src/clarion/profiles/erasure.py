@@ -3,8 +3,11 @@ every profile merged into it, and everything Clarion knows about them, in the ca
 transaction.
 
 What goes, and how:
-- profiles' own rows (identities, timeline, trait history, merge records, account links) are
-  deleted here, then the profile rows themselves;
+- profiles' own rows (identities, trait history, merge records, account links) are deleted
+  here, then the profile rows themselves, then the timeline: deleting the profiles waits
+  for every transaction holding them, as whatever stores events about a person does
+  (`apply_own_events`, the pipeline's locks), so a `Segment Entered` or a delivery's
+  feedback stored meanwhile goes too, and none can follow;
 - the person's events (found through the timeline, before it goes) are deleted by ingest,
   with the tracking plan violations recorded about them;
 - rows of later domains keyed by a profile without a foreign key (segment memberships and
@@ -131,19 +134,10 @@ async def delete_profile(
     canonical, merged = tree[0], tree[1:]
     suppressed = 0 if keep_out is None else await _suppress(session, workspace_id, tree, keep_out)
     removed: dict[str, int] = {}
-    event_ids = (
-        await session.scalars(
-            select(ProfileEvent.event_id).where(ProfileEvent.profile_id.in_(tree))
-        )
-    ).all()
     for erase in erasers:
         for kind, count in (await erase(session, workspace_id, tree)).items():
             removed[kind] = removed.get(kind, 0) + count
-    removed["events"] = await events.delete_events(
-        session, workspace_id=workspace_id, event_ids=event_ids
-    )
     owned: list[tuple[str, Delete]] = [
-        ("timeline_entries", delete(ProfileEvent).where(ProfileEvent.profile_id.in_(tree))),
         ("identities", delete(ProfileIdentity).where(ProfileIdentity.profile_id.in_(tree))),
         ("trait_changes", delete(TraitChange).where(TraitChange.profile_id.in_(tree))),
         (
@@ -159,6 +153,20 @@ async def delete_profile(
     for kind, statement in owned:
         removed[kind] = await _deleted(session, statement)
     removed["profiles"] += await _deleted(session, delete(Profile).where(Profile.id == canonical))
+    # The timeline last: deleting the profiles waited for every transaction holding them
+    # (what stores events about them holds them, `apply_own_events`), so what those wrote
+    # is seen from here on, and nothing can be added about them any more.
+    event_ids = (
+        await session.scalars(
+            select(ProfileEvent.event_id).where(ProfileEvent.profile_id.in_(tree))
+        )
+    ).all()
+    removed["events"] = await events.delete_events(
+        session, workspace_id=workspace_id, event_ids=event_ids
+    )
+    removed["timeline_entries"] = await _deleted(
+        session, delete(ProfileEvent).where(ProfileEvent.profile_id.in_(tree))
+    )
     await session.flush()
     log.info(
         "erased profile %s of workspace %s with %d merged into it; rows removed: %s%s",

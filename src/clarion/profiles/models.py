@@ -76,8 +76,10 @@ class ProfileIdentity(Base):
 class ProfileEvent(Base):
     """The timeline index: which profile row an event was attributed to (one per event).
 
-    Only the profile is a foreign key: the event log is append-only and the workspace is
-    the profile's, and each key costs a lookup per row written (migration 0012)."""
+    No foreign keys: each costs a lookup per row written (migrations 0012 and 0021). Every
+    writer holds the profiles it writes for until it commits (the pipeline locks them,
+    `apply_own_events` holds them), and a person's erasure deletes their rows after their
+    profiles; workspaces are never deleted by Clarion."""
 
     __tablename__ = "profile_events"
     __table_args__ = (
@@ -87,7 +89,7 @@ class ProfileEvent(Base):
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     workspace_id: Mapped[int] = mapped_column(Integer)
-    profile_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("profiles.id", ondelete="CASCADE"))
+    profile_id: Mapped[uuid.UUID] = mapped_column(Uuid)
     event_id: Mapped[int] = mapped_column(BigId)
     timestamp: Mapped[datetime] = mapped_column(UTCDateTime)
     applied_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -17,7 +17,8 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import flag_modified
 
-from clarion.core.errors import FieldError, InvalidInput
+from clarion.core.database import hold_rows
+from clarion.core.errors import Conflict, FieldError, InvalidInput
 from clarion.core.jobs.queue import NewJob, enqueue
 from clarion.ingest.internal import is_activity
 from clarion.ingest.records import EventRecord
@@ -50,7 +51,15 @@ async def apply_own_events(
     """Put Clarion's own events about these canonical profiles (`Segment Entered`, say,
     decided in this transaction) on their timelines: who they are about is known, so no
     identity is resolved, and they are not the customer's activity, so neither seen times
-    nor computed traits move. What changed, as `apply_events` says it. Flushes only."""
+    nor computed traits move. What changed, as `apply_events` says it. Flushes only.
+
+    The profiles are held until the transaction ends (a person's erasure waits for it, then
+    removes these events too); Conflict, rolling back the events with everything else, when
+    one was erased before it could be held (the timeline has no foreign key to check it,
+    migration 0021)."""
+    held = await hold_rows(session, Profile, workspace_id=workspace_id, ids=events)
+    if len(held) < len(events):
+        raise Conflict("A profile was erased while events about it were stored; retry the batch.")
     timeline = [
         batch.TimelineRow(profile_id, event.id, event.timestamp)
         for profile_id, own in sorted(events.items())

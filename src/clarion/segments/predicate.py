@@ -524,14 +524,9 @@ class _Evaluator:
         text = _date_text(read(self.facts.traits, rule.path))
         if text is None:
             return _NEVER
-        days, horizon, exact = _calendar_flips(rule.operator, rule.value, text, self.today)
-        if not days and horizon is None:
-            return _NEVER
-        return _Flips(
-            tuple(_start_of(day, self.zone) for day in days),
-            None if horizon is None else _start_of(horizon, self.zone),
-            exact=exact,
-        )
+        if rule.operator == "anniversary_within_days":
+            text = f"2000{text[4:]}"  # the year is not read: one entry per day of the year
+        return _calendar_instants(rule.operator, rule.value, text, self.today, self.zone)
 
 
 # Each condition's answer and observed value, by the condition's type.
@@ -553,6 +548,20 @@ _FLIPS: dict[type, Callable[[_Evaluator, Any], _Flips]] = {
     Occurrence: _Evaluator._moment_flips,
     Compare: _Evaluator._calendar_flips,
 }
+
+
+@lru_cache(maxsize=4096)
+def _calendar_instants(op: str, days: int, text: str, today: date, zone: tzinfo) -> _Flips:
+    """`_calendar_flips` as instants in the zone (kept: a day's profiles share birthdays
+    and dates, and each day's flips cost dozens of date computations)."""
+    flips, horizon, exact = _calendar_flips(op, days, text, today)
+    if not flips and horizon is None:
+        return _NEVER
+    return _Flips(
+        tuple(_start_of(day, zone) for day in flips),
+        None if horizon is None else _start_of(horizon, zone),
+        exact=exact,
+    )
 
 
 class _Flips(NamedTuple):

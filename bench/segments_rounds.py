@@ -18,7 +18,8 @@ databases `NAME_first_touch` and `NAME_again`; SQLite's are files under
 
 `run` copies a template (PostgreSQL: `CREATE DATABASE ... TEMPLATE ... STRATEGY
 FILE_COPY`, then `CHECKPOINT`), drains its backlog with `--workers` `clarion worker`
-processes, and prints one JSON line per run: events/s as the full benchmark counts them,
+processes, and prints one JSON line per run (a run that fails prints its `error`, with the
+traceback on stderr, and the next runs go on): events/s as the full benchmark counts them,
 `Segment Entered` / `Exited` emitted, and the CPU seconds of the workers and of the
 PostgreSQL server's processes (all of them: run nothing else on the server meanwhile).
 `--source DIR` runs the workers on another checkout's `src/` (a `git worktree` of an older
@@ -126,6 +127,9 @@ def run(name: str, round_name: str, workers: int, repeat: int, source: str | Non
                 figures = segments.drain_stored(
                     kind, url, folder, round_name, meta[round_name], workers
                 )
+            except Exception as exc:  # a failed run is a result too: said, and the next runs
+                log.exception("run %d failed", number + 1)
+                figures = {"error": f"{type(exc).__name__}: {exc}"[-4000:]}
             finally:
                 if kind == "postgresql":
                     _drop_database(_copy_name(name))

@@ -104,6 +104,11 @@ async def test_bad_input_is_refused_naming_the_field_and_nothing_is_saved(desk: 
         ({**good, "channel_id": sms["id"]}, 422, "channel_id"),
         ({**good, "throttle_per_minute": 0}, 422, "throttle_per_minute"),
         ({**good, "goal": {"event": "Order Completed", "within_days": 0}}, 422, "goal.within_days"),
+        # Numbers are numbers: neither a boolean nor a numeral in a string is read as one.
+        ({**good, "template_id": True}, 422, "template_id"),
+        ({**good, "priority": True}, 422, "priority"),
+        ({**good, "throttle_per_minute": "60"}, 422, "throttle_per_minute"),
+        ({**good, "goal": {"event": "Ordered", "within_days": True}}, 422, "goal.within_days"),
         ({**good, "name": ""}, 422, "name"),
         ({**good, "surprise": 1}, 422, "surprise"),
     ]  # fmt: skip

@@ -145,6 +145,25 @@ def test_unknown_node_types_and_fields_are_refused() -> None:
     assert "nodes.done.colour" in found
 
 
+def test_numbers_given_as_booleans_or_text_are_refused_naming_them() -> None:
+    """Pydantic's lax mode would read `true` as 1 and "3600" as 3600."""
+    graph = abandoned_cart()
+    node(graph, "day")["wait"]["seconds"] = True
+    node(graph, "hour")["wait"]["timeout_seconds"] = "3600"
+    node(graph, "split")["paths"][0]["weight"] = True
+    node(graph, "first")["actions"][0]["template_id"] = True
+    found = faults(graph)
+    assert {
+        "nodes.day.wait.seconds",
+        "nodes.hour.wait.timeout_seconds",
+        "nodes.split.paths.0.weight",
+        "nodes.first.actions.0.template_id",
+    } <= found.keys()
+    graph = abandoned_cart()
+    node(graph, "split")["holdout_percent"] = 12  # a whole number is a number
+    compile_journey(graph, KNOWN)
+
+
 def test_structure_faults_are_all_reported_at_once() -> None:
     graph = abandoned_cart()
     graph["nodes"].append(copy.deepcopy(node(graph, "start")) | {"id": "start-2"})

@@ -23,7 +23,7 @@ MAX_LIST = 10_000  # entries of a list audience (user ids and profile ids togeth
 
 State = Literal["draft", "scheduled", "sending", "sent", "paused", "cancelled"]
 RecipientState = Literal["pending", "queued", "skipped"]
-Id = Annotated[int, Field(ge=1, le=MAX_ROW_ID)]
+Id = Annotated[int, Field(ge=1, le=MAX_ROW_ID, strict=True)]
 
 
 class Strict(BaseModel):
@@ -67,7 +67,7 @@ class Goal(Strict):
     after their message was sent."""
 
     event: str = Field(min_length=1, max_length=200)
-    within_days: int = Field(ge=1, le=365)
+    within_days: int = Field(ge=1, le=365, strict=True)
 
 
 class CampaignCreate(Strict):
@@ -83,13 +83,18 @@ class CampaignCreate(Strict):
         default=None, description="A channel of the template's kind; else the kind's default."
     )
     priority: int = Field(
-        default=0, ge=-100, le=100, description="Higher wins when frequency caps arbitrate."
+        default=0,
+        ge=-100,
+        le=100,
+        description="Higher wins when frequency caps arbitrate.",
+        strict=True,
     )
     throttle_per_minute: int | None = Field(
         default=None,
         ge=1,
         le=1_000_000,
         description="Messages per minute at most; none: all at once.",
+        strict=True,
     )
     goal: Goal | None = None
 
@@ -104,8 +109,8 @@ class CampaignUpdate(Strict):
     audience: Audience | None = None
     template_id: Id | None = None
     channel_id: Id | None = None
-    priority: int | None = Field(default=None, ge=-100, le=100)
-    throttle_per_minute: int | None = Field(default=None, ge=1, le=1_000_000)
+    priority: int | None = Field(default=None, ge=-100, le=100, strict=True)
+    throttle_per_minute: int | None = Field(default=None, ge=1, le=1_000_000, strict=True)
     goal: Goal | None = None
 
     @field_validator("name", "description", "audience", "template_id", "priority", mode="before")

@@ -72,14 +72,14 @@ OneLine = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_on
 RsaPem = Annotated[str, Field(max_length=20_000), AfterValidator(_rsa_pem)]
 Token = Annotated[str, Field(min_length=1, max_length=1024), AfterValidator(_one_line)]
 Sid = Annotated[str, Field(pattern=r"^[A-Za-z0-9]{2,64}$")]
-Timeout = Annotated[float, Field(gt=0, le=300)]
+Timeout = Annotated[float, Field(gt=0, le=300, strict=True)]
 
 
 class EmailSettings(Strict):
     """An SMTP relay and the sender. `security`: starttls (port 587), tls (465) or none."""
 
     host: str = Field(min_length=1, max_length=253, pattern=_HOSTNAME)
-    port: int = Field(default=587, ge=1, le=65535)
+    port: int = Field(default=587, ge=1, le=65535, strict=True)
     security: SmtpSecurity = "starttls"
     username: Token | None = None
     from_address: EmailAddress
@@ -87,7 +87,7 @@ class EmailSettings(Strict):
     envelope_from: EmailAddress | None = Field(
         default=None, description="MAIL FROM, where bounces go; the From address by default."
     )
-    pool_size: int = Field(default=4, ge=1, le=50)
+    pool_size: int = Field(default=4, ge=1, le=50, strict=True)
     timeout: Timeout = 30.0
     helo_hostname: str | None = Field(default=None, max_length=253, pattern=_HOSTNAME)
     dkim_domain: str | None = Field(default=None, max_length=253, pattern=_HOSTNAME)

@@ -25,7 +25,7 @@ MessageStatus = Literal[
 class MessageSend(Strict):
     """One message to send now (or at `send_after`) to a profile, by id or user id."""
 
-    template_id: int = Field(ge=1, le=MAX_ROW_ID)
+    template_id: int = Field(ge=1, le=MAX_ROW_ID, strict=True)
     profile_id: uuid.UUID | None = None
     user_id: str | None = Field(default=None, min_length=1, max_length=255)
     channel_id: int | None = Field(
@@ -33,6 +33,7 @@ class MessageSend(Strict):
         ge=1,
         le=MAX_ROW_ID,
         description="One of the workspace's channels of the template's kind; else its default.",
+        strict=True,
     )
     idempotency_key: str | None = Field(
         default=None,
@@ -40,7 +41,7 @@ class MessageSend(Strict):
         max_length=200,
         description="The same key sends once: a retried request gets the message it made.",
     )
-    priority: int = Field(default=0, ge=-100, le=100)
+    priority: int = Field(default=0, ge=-100, le=100, strict=True)
     send_after: AwareInstant | None = None
     address: str | None = Field(
         default=None,
@@ -179,8 +180,8 @@ class CapCreate(Strict):
     channel kind or (no channel) all of them together."""
 
     channel: ChannelKind | None = None
-    max_messages: int = Field(ge=1, le=10_000)
-    period_seconds: int = Field(ge=60, le=366 * 86_400)
+    max_messages: int = Field(ge=1, le=10_000, strict=True)
+    period_seconds: int = Field(ge=60, le=366 * 86_400, strict=True)
 
 
 class CapRead(BaseModel):

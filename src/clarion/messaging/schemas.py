@@ -71,7 +71,7 @@ class ChannelCreate(Strict):
     kind: ChannelKind
     settings: dict[str, Any] = Field(default_factory=dict, description=SETTINGS_DOC)
     secrets: dict[str, Any] = Field(default_factory=dict, description=SECRETS_DOC)
-    rate_per_second: float | None = Field(default=None, gt=0, le=1_000_000)
+    rate_per_second: float | None = Field(default=None, gt=0, le=1_000_000, strict=True)
     is_default: bool | None = Field(
         default=None, description="The kind's default channel; left out: when it is the first."
     )
@@ -87,7 +87,7 @@ class ChannelUpdate(Strict):
     secrets: dict[str, Any] | None = Field(
         default=None, description="Each one given replaces the stored one; null removes it."
     )
-    rate_per_second: float | None = Field(default=None, gt=0, le=1_000_000)
+    rate_per_second: float | None = Field(default=None, gt=0, le=1_000_000, strict=True)
     is_default: bool | None = None
 
 
@@ -183,7 +183,7 @@ CONTENT_DOC = (
     "body, data; inbox: title, body, action_url, data; webhook: body), or "
     '{"default_locale": "en", "locales": {"en": {...}, "fr": {...}}}.'
 )
-TopicId = Annotated[int, Field(ge=1, le=MAX_ROW_ID)]
+TopicId = Annotated[int, Field(ge=1, le=MAX_ROW_ID, strict=True)]
 
 
 class TemplateCreate(Strict):
@@ -293,7 +293,7 @@ class PreviewRequest(Strict):
     event: EventIn | None = None
     journey: dict[str, Any] | None = None
     locale: str | None = Field(default=None, max_length=35)
-    version: int | None = Field(default=None, ge=1, le=2**31 - 1)
+    version: int | None = Field(default=None, ge=1, le=2**31 - 1, strict=True)
 
 
 class SmsSegmentsRead(BaseModel):

@@ -85,8 +85,8 @@ class EnrichmentStep(BaseModel):
             "Response path (dotted; GraphQL paths start inside `data`) -> property to add."
         ),
     )
-    timeout_s: float = Field(default=2.0, gt=0, le=10)
-    cache_ttl_s: float = Field(default=60.0, ge=0, le=86_400)
+    timeout_s: float = Field(default=2.0, gt=0, le=10, strict=True)
+    cache_ttl_s: float = Field(default=60.0, ge=0, le=86_400, strict=True)
 
 
 class EventRule(BaseModel):

@@ -160,7 +160,7 @@ class OptInRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    topic_id: int = Field(ge=1, le=MAX_ROW_ID)
+    topic_id: int = Field(ge=1, le=MAX_ROW_ID, strict=True)
 
 
 class OptInRead(BaseModel):

@@ -107,7 +107,11 @@ class ConsentSet(BaseModel):
 
     channel: ChannelKind
     topic_id: int | None = Field(
-        default=None, ge=1, le=MAX_ROW_ID, description="A topic of `channel`; none: the channel."
+        default=None,
+        ge=1,
+        le=MAX_ROW_ID,
+        description="A topic of `channel`; none: the channel.",
+        strict=True,
     )
     state: SettableState
 

@@ -502,6 +502,11 @@ def test_next_change_of_anniversaries() -> None:
     ) == (midnight("2027-02-25"))
     assert change_of(date_rule("anniversary_within_days", 365), traits={"d": "1990-03-25"}) is None
     assert change_of(rule, traits={"d": "1990-04-31"}) is None
+    # Kept by the day of the year and the zone: another year's birthday on the same day
+    # changes at the same instant, one in Tokyo at Tokyo's midnight.
+    assert change_of(rule, traits={"d": "2001-03-25"}) == midnight("2026-03-18")
+    tokyo = {"d": "2001-03-25", "timezone": "Asia/Tokyo"}
+    assert change_of(rule, traits=tokyo) == datetime(2026, 3, 17, 15, tzinfo=UTC)
 
 
 def test_next_change_at_a_midnight_that_does_not_exist() -> None:

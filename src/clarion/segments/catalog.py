@@ -23,8 +23,10 @@ from clarion.segments.predicate import moves_with_time, time_conditions
 from clarion.segments.rules import (
     TIMEZONE_TRAIT,
     All,
+    Any_,
     AttributeTime,
     InSegment,
+    Not,
     Rfm,
     RfmThresholds,
     Rule,
@@ -32,6 +34,7 @@ from clarion.segments.rules import (
     TopPercent,
     event_names,
     segment_ids,
+    to_json,
     trait_keys,
     walk,
 )
@@ -68,8 +71,16 @@ class SegmentIndex:
 
     @classmethod
     def build(cls, segments: Iterable[LiveSegment]) -> SegmentIndex:
-        """The index of these segments."""
-        index = cls({segment.id: segment for segment in segments})
+        """The index of these segments, equal conditions shared among them (`shared`)."""
+        seen: dict[bytes, Rule] = {}
+        index = cls(
+            {
+                segment.id: LiveSegment(
+                    segment.id, segment.name, segment.version, shared(segment.rule, seen)
+                )
+                for segment in segments
+            }
+        )
         for segment in index.segments.values():
             resolved = index.expanded(segment.id)
             for name in event_names(resolved):
@@ -128,6 +139,20 @@ class SegmentIndex:
 
 
 _NONE: frozenset[int] = frozenset()
+
+
+def shared(rule: Rule, seen: dict[bytes, Rule]) -> Rule:
+    """`rule` with every node equal to one in `seen` (by its canonical JSON, where `true`
+    and 1 differ) replaced by that one, and its new nodes added. An evaluation keeps each
+    condition's answer and flips by the node's identity, so a condition that several
+    segments share is then evaluated once per profile."""
+    if isinstance(rule, All):
+        rule = All(tuple(shared(condition, seen) for condition in rule.conditions))
+    elif isinstance(rule, Any_):
+        rule = Any_(tuple(shared(condition, seen) for condition in rule.conditions))
+    elif isinstance(rule, Not):
+        rule = Not(shared(rule.condition, seen))
+    return seen.setdefault(orjson.dumps(to_json(rule), option=orjson.OPT_SORT_KEYS), rule)
 
 
 class Catalog:

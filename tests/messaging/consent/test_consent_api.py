@@ -288,6 +288,7 @@ async def test_an_import_applies_valid_items_and_reports_the_others_by_index(sho
         {"user_id": "ann", "channel": "email", "state": "later"},
         {"email": "not-an-email", "channel": "email", "state": "opted_in"},
         "junk",
+        {"user_id": "ann", "channel": "email", "topic": True, "state": "opted_in"},
     ]
     response = await shop.client.post(
         "/api/v1/consents/import", json=items, headers=shop.tenant.admin
@@ -303,6 +304,7 @@ async def test_an_import_applies_valid_items_and_reports_the_others_by_index(sho
         (7, "state"),
         (8, "email"),
         (9, "body"),
+        (10, "topic"),  # true is no topic id (pydantic's lax mode read it as 1)
     ]
     assert await shop.states(ann) == {f"email:{news}": ("opted_out", "import")}
     assert await shop.states(bob) == {

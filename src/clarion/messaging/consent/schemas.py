@@ -172,6 +172,14 @@ class ConsentImportItem(BaseModel):
     topic: int | str | None = Field(default=None, description="A topic id or name.")
     state: SettableState
 
+    @field_validator("topic", mode="before")
+    @classmethod
+    def _id_or_name(cls, value: object) -> object:
+        # One error naming `topic` (a union names each member), and `true` is no id.
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | str)):
+            raise ValueError("must be a topic id or a topic name")
+        return value
+
 
 class ImportProblem(BaseModel):
     """Why the item at `index` was not imported."""

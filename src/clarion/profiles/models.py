@@ -15,7 +15,7 @@ from sqlalchemy import ForeignKey, Index, Integer, String, Uuid, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from clarion.core.database import Base, BigId, JSONDocument, UTCDateTime
-from clarion.ingest import models as _ingest  # noqa: F401 - the events table the timeline refers to
+from clarion.ingest import models as _ingest  # noqa: F401 - the events table timelines are read with
 
 
 class Profile(Base):

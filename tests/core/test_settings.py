@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import re
 import stat
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -34,6 +36,39 @@ def test_a_secret_key_is_generated_once_and_kept_private(tmp_path: Path) -> None
     assert len(first) >= 48
     mode = (tmp_path / "secret_key").stat().st_mode
     assert stat.S_IMODE(mode) == 0o600
+
+
+def _key_after(barrier: Any, data_dir: Path, keys: Any) -> None:
+    barrier.wait()
+    try:
+        keys.put(Settings(data_dir=data_dir).resolved_secret_key())
+    except Exception as error:  # reported to the test, which fails on it
+        keys.put(repr(error))
+
+
+def test_processes_starting_together_share_one_whole_secret_key(tmp_path: Path) -> None:
+    """A server and its workers started at once each make a key on first use: all end up
+    with the one kept, never an error or a half-written key."""
+    processes = 6
+    context = multiprocessing.get_context("fork")
+    for attempt in range(8):
+        data_dir = tmp_path / str(attempt)
+        barrier = context.Barrier(processes)
+        keys = context.Queue()
+        started = [
+            context.Process(target=_key_after, args=(barrier, data_dir, keys))
+            for _ in range(processes)
+        ]
+        for process in started:
+            process.start()
+        seen = [keys.get(timeout=30) for _ in started]
+        for process in started:
+            process.join(timeout=30)
+
+        kept = (data_dir / "secret_key").read_text().strip()
+        assert seen == [kept] * processes
+        assert len(kept) >= 48
+        assert [path.name for path in data_dir.iterdir()] == ["secret_key"]
 
 
 def test_a_configured_secret_key_wins(tmp_path: Path) -> None:

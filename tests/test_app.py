@@ -25,6 +25,12 @@ async def test_healthz_is_ok_once_serving(client: httpx.AsyncClient) -> None:
     assert response.json() == {"status": "ok"}
 
 
+async def test_healthz_answers_head_as_uptime_checkers_send_it(client: httpx.AsyncClient) -> None:
+    response = await client.head("/healthz")
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/json"
+
+
 async def test_healthz_is_503_before_start_up(settings: Settings) -> None:
     app = create_app(settings)  # lifespan not started: not accepting work
     transport = httpx.ASGITransport(app=app)
@@ -164,7 +170,7 @@ async def test_openapi_documents_errors_as_problems(
         ("OPTIONS", "/u/some-token", "GET, POST"),  # the unsubscribe page and one-click
         ("DELETE", "/p/some-token", "GET, POST"),
         ("PUT", "/api/v1/topics", "GET, POST"),
-        ("POST", "/healthz", "GET"),
+        ("POST", "/healthz", "GET, HEAD"),
     ],
 )
 async def test_a_method_not_allowed_names_every_method_the_path_serves(

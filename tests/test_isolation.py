@@ -23,7 +23,7 @@ from clarion.journeys.models import JourneyAlert
 from tests.conftest import Tenant, problem
 
 # Routes anyone may call: no workspace data behind them.
-PUBLIC = {("GET", "/healthz")}
+PUBLIC = {("GET", "/healthz"), ("HEAD", "/healthz")}
 
 
 @dataclass

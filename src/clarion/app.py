@@ -143,7 +143,10 @@ def create_app(
     app.include_router(api_inbox.router)
     app.add_middleware(api_inbox.InboxCors)  # CORS for /inbox/v1 only
 
-    @app.get("/healthz", tags=["health"], include_in_schema=True)
+    # HEAD too, as uptime checkers and load balancers often probe with it. (Not on every
+    # GET route: a link scanner's HEAD on a tracking link must not count as a click.)
+    @app.get("/healthz", tags=["health"])
+    @app.head("/healthz", tags=["health"])
     async def healthz(request: Request) -> Response:
         """200 once the server accepts work and its database answers; 503 otherwise."""
         if not request.app.state.ready:

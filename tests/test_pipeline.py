@@ -22,6 +22,7 @@ from clarion.core.jobs.queue import NewJob, enqueue
 from clarion.core.jobs.worker import Worker
 from clarion.ingest.jobs import PROCESS_EVENTS
 from clarion.ingest.records import EventRecord
+from clarion.journeys.runtime import Runtime
 from clarion.pipeline import Pipeline
 from clarion.profiles import computed as computed_traits
 from clarion.profiles import service as profiles
@@ -288,6 +289,53 @@ async def test_an_event_no_code_can_apply_is_parked_and_holds_back_nothing(
         "Poisoned": 1,
     }
     assert await pending_jobs(database, tenant) == []
+
+
+async def test_an_event_failing_after_its_segments_leaves_their_counts_alone(
+    app: FastAPI,
+    client: httpx.AsyncClient,
+    database: Database,
+    tenant: Tenant,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Event by event, an event that fails once its segments were decided takes their
+    entries and their count changes with it; the others' count."""
+    segment_ids = {}
+    for name in ("Viewed", "Poisoned"):
+        rule = {"type": "event", "event": name}
+        created = await client.post(
+            "/api/v1/segments", json={"name": name, "rule": rule}, headers=tenant.admin
+        )
+        assert created.status_code == 201, created.text
+        segment_ids[name] = created.json()["id"]
+    on_events = Runtime.on_events
+
+    async def failing_on_events(self: Runtime, session: Any, **kwargs: Any) -> None:
+        if any(e.name == "Poisoned" for batch in kwargs["events"].values() for e in batch):
+            raise ValueError("no journey code can take this event")
+        await on_events(self, session, **kwargs)
+
+    monkeypatch.setattr(Runtime, "on_events", failing_on_events)
+    sender = [
+        {"type": "track", "event": "Viewed", "userId": "ada", "messageId": "v1"},
+        {"type": "track", "event": "Poisoned", "userId": "ada", "messageId": "x1"},
+    ]
+    await client.post("/v1/batch", json={"batch": sender}, auth=tenant.writer)
+    clock = FrozenClock(datetime.now(UTC) + timedelta(minutes=10))
+    worker = pipeline_worker(app, clock)
+    for _ in range(pipeline_module.ISOLATE_AFTER_ATTEMPTS):
+        await worker.drain()  # the whole batch fails, and is retried later
+        clock.advance(timedelta(hours=2))
+    await worker.drain()  # event by event
+
+    for name, members in (("Viewed", 1), ("Poisoned", 0)):
+        segment = await client.get(f"/api/v1/segments/{segment_ids[name]}", headers=tenant.admin)
+        assert segment.json()["member_count"] == members, name
+        listed = await client.get(
+            f"/api/v1/segments/{segment_ids[name]}/members", headers=tenant.admin
+        )
+        assert len(listed.json()["items"]) == members, name
+    assert [job.state for job in await pending_jobs(database, tenant)] == ["dead"]
 
 
 async def events_of(client: httpx.AsyncClient, tenant: Tenant) -> list[dict[str, Any]]:

@@ -181,6 +181,7 @@ class Pipeline:
             await context.complete(session)
             index = await self.segments.load(session, workspace_id)
             now = self.clock.now()
+            counts = membership.MemberCounts()
             decided = await membership.evaluate_profiles(
                 session,
                 workspace_id=workspace_id,
@@ -191,11 +192,15 @@ class Pipeline:
                 cause="realtime",
                 hand_back=True,
                 origin=origin,
+                counts=counts,
             )
-            await self.process_own_events(session, workspace_id, decided.emitted, now, index)
+            await self.process_own_events(
+                session, workspace_id, decided.emitted, now, index, counts=counts
+            )
             await self.journeys.on_merges(
                 session, workspace_id=workspace_id, absorbed=changed.absorbed, now=now
             )
+            await counts.write(session)
             await session.commit()
 
     async def reevaluate_profile(self, context: JobContext) -> None:
@@ -209,6 +214,7 @@ class Pipeline:
             await context.complete(session)
             index = await self.segments.load(session, workspace_id)
             now = self.clock.now()
+            counts = membership.MemberCounts()
             decided = await membership.evaluate_profiles(
                 session,
                 workspace_id=workspace_id,
@@ -218,8 +224,12 @@ class Pipeline:
                 now=now,
                 cause="schedule",
                 hand_back=True,
+                counts=counts,
             )
-            await self.process_own_events(session, workspace_id, decided.emitted, now, index)
+            await self.process_own_events(
+                session, workspace_id, decided.emitted, now, index, counts=counts
+            )
+            await counts.write(session)
             await session.commit()
 
     async def recompute_segments(self, context: JobContext) -> None:
@@ -265,10 +275,12 @@ class Pipeline:
                 review = _only(review, mine)
             await self.tracking_plans.record(session, review)
             now = self.clock.now()
+            counts = membership.MemberCounts()
             if context.job.attempts > ISOLATE_AFTER_ATTEMPTS:
-                await self._apply_one_by_one(session, context, review, now)
+                await self._apply_one_by_one(session, context, review, now, counts)
             else:
-                await self._apply(session, workspace_id, review.events, now)
+                await self._apply(session, workspace_id, review.events, now, counts)
+            await counts.write(session)
             await session.commit()
 
     async def _apply(
@@ -277,9 +289,11 @@ class Pipeline:
         workspace_id: int,
         events: Sequence[EventRecord],
         now: datetime,
+        counts: membership.MemberCounts,
     ) -> None:
         """Apply reviewed events in the caller's transaction: to profiles, to the segments
-        they can change (and Clarion's own events that decides), to journeys."""
+        they can change (and Clarion's own events that decides), to journeys; the member
+        counts' changes into `counts`, for the caller to write."""
         applied = await profiles.apply_events(
             session, workspace_id=workspace_id, events=events, now=now
         )
@@ -293,6 +307,7 @@ class Pipeline:
             now=now,
             cause="realtime",
             hand_back=True,
+            counts=counts,
         )
         await self.journeys.on_merges(
             session, workspace_id=workspace_id, absorbed=applied.absorbed, now=now
@@ -300,10 +315,17 @@ class Pipeline:
         await self.journeys.on_events(
             session, workspace_id=workspace_id, events=applied.events, now=now
         )
-        await self.process_own_events(session, workspace_id, decided.emitted, now, index)
+        await self.process_own_events(
+            session, workspace_id, decided.emitted, now, index, counts=counts
+        )
 
     async def _apply_one_by_one(
-        self, session: AsyncSession, context: JobContext, review: Review, now: datetime
+        self,
+        session: AsyncSession,
+        context: JobContext,
+        review: Review,
+        now: datetime,
+        counts: membership.MemberCounts,
     ) -> None:
         """Apply the events of a run that keeps failing one at a time, each in a savepoint:
         the others go on, in order, and each event that fails by itself is parked as a dead
@@ -313,9 +335,11 @@ class Pipeline:
         workspace_id = context.job.workspace_id
         failed: list[tuple[int, str]] = []
         for event in review.events:
+            attempt = membership.MemberCounts()  # kept only if its savepoint is
             try:
                 async with session.begin_nested():
-                    await self._apply(session, workspace_id, [event], now)
+                    await self._apply(session, workspace_id, [event], now, attempt)
+                counts.merge(attempt)
             except (OperationalError, InterfaceError, TimeoutError, ConnectionError):
                 raise
             except DBAPIError as exc:
@@ -347,6 +371,8 @@ class Pipeline:
         own: OwnEvents,
         now: datetime,
         index: SegmentIndex | None = None,
+        *,
+        counts: membership.MemberCounts | None = None,
     ) -> None:
         """Apply Clarion's own events about these canonical profiles, stored in this
         transaction without processing jobs (`Segment Entered` / `Exited`, delivery
@@ -354,7 +380,8 @@ class Pipeline:
         their processing job would have a moment later, without one per batch (at a first
         touch segment events outnumber the customer's; every email delivered makes one).
         What they decide in turn is applied for `OWN_EVENT_ROUNDS` rounds in all; the rest
-        is left to processing jobs."""
+        is left to processing jobs. With `counts`, the member counts' changes go there for
+        the caller to write before it commits; else they are written now."""
         if not own:
             return
         if index is None:
@@ -374,6 +401,7 @@ class Pipeline:
                 now=now,
                 cause="realtime",
                 hand_back=True,
+                counts=counts,
             )
             await self.journeys.on_events(
                 session, workspace_id=workspace_id, events=applied.events, now=now

@@ -16,7 +16,7 @@ from clarion.ingest.models import Event
 from clarion.profiles import service as profiles
 from clarion.segments import service
 from clarion.segments.catalog import Catalog, SegmentIndex
-from clarion.segments.membership import Changes, apply_changes
+from clarion.segments.membership import Changes, MemberCounts, apply_changes
 from clarion.segments.models import Segment, SegmentChange, SegmentMember
 from tests.campaigns.test_in_use_races import blocked
 from tests.conftest import Tenant
@@ -183,3 +183,51 @@ async def test_an_entry_leaves_its_profile_row_unlocked(database: Database, tena
             assert locked.scalar_one() == profile_id
             await other.rollback()
         await writer.rollback()
+
+
+async def test_deferred_member_counts_lock_no_counter_until_written(
+    database: Database, tenant: Tenant
+) -> None:
+    """A run that collects its count changes (`MemberCounts`) leaves the segment's counter
+    free for concurrent runs until it writes them, just before it commits; then they are
+    all there."""
+    if database.is_sqlite:
+        pytest.skip("SQLite has one writer at a time and no row locks")
+    profile_id, segment_id = await _ada_and_segment(database, tenant)
+    counts = MemberCounts()
+    async with database.write_session() as writer:
+        index = await Catalog().load(writer, tenant.id)
+        written = await apply_changes(
+            writer,
+            workspace_id=tenant.id,
+            index=index,
+            changes=Changes(entered=[(segment_id, profile_id)]),
+            now=datetime.now(UTC),
+            cause="realtime",
+            counts=counts,
+        )
+        assert written.entered == [(segment_id, profile_id)]
+        async with database.write_session() as other:  # another run, meanwhile
+            # The lock a counter's UPDATE takes (the writer holds the row `FOR KEY SHARE`
+            # against the segment's deletion, which lets it through).
+            locked = await other.execute(
+                text("SELECT member_count FROM segments WHERE id = :id FOR NO KEY UPDATE NOWAIT"),
+                {"id": segment_id},
+            )
+            assert locked.scalar_one() == 0
+            await other.rollback()
+        await counts.write(writer)
+        await writer.commit()
+    async with database.read_session() as session:
+        segment = await session.get(Segment, segment_id)
+        assert segment is not None and segment.member_count == 1
+
+
+def test_member_counts_add_up_entries_and_exits_and_merge() -> None:
+    ada, bob = uuid.uuid4(), uuid.uuid4()
+    counts, attempt = MemberCounts(), MemberCounts()
+    counts.add(Changes(entered=[(1, ada), (1, bob), (2, ada)], exited=[(3, bob)]))
+    attempt.add(Changes(exited=[(1, ada), (2, ada)]))
+    counts.merge(attempt)
+    assert counts._deltas == {1: 1, 2: 0, 3: -1}
+    assert attempt._deltas == {}

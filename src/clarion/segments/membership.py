@@ -91,6 +91,34 @@ class Changes:
     emitted: OwnEvents = field(default_factory=dict)
 
 
+class MemberCounts:
+    """Changes of segments' member counts decided in a transaction, for `write` to apply
+    just before it commits. A counter's row lock is what every concurrent run changing that
+    segment waits on: taken at the end, it is held for the commit only, not through the
+    rest of the run (Clarion's own events, journeys)."""
+
+    def __init__(self) -> None:
+        self._deltas: dict[int, int] = {}
+
+    def add(self, changes: Changes) -> None:
+        """Count the entries and exits written."""
+        for segment_id, _ in changes.entered:
+            self._deltas[segment_id] = self._deltas.get(segment_id, 0) + 1
+        for segment_id, _ in changes.exited:
+            self._deltas[segment_id] = self._deltas.get(segment_id, 0) - 1
+
+    def merge(self, other: MemberCounts) -> None:
+        """Take over another's changes (a savepoint's, once it is released)."""
+        for segment_id, delta in other._deltas.items():
+            self._deltas[segment_id] = self._deltas.get(segment_id, 0) + delta
+        other._deltas.clear()
+
+    async def write(self, session: AsyncSession) -> None:
+        """Apply the changes (then none is left)."""
+        deltas, self._deltas = self._deltas, {}
+        await _count(session, deltas.items())
+
+
 def facts_of(
     profile: Profile | profiles.ProfileSnapshot, state: Mapping[str, object]
 ) -> predicate.ProfileFacts:
@@ -115,13 +143,15 @@ async def evaluate_profiles(
     cause: str,
     hand_back: bool = False,
     origin: Mapping[str, int] | None = None,
+    counts: MemberCounts | None = None,
 ) -> Changes:
     """Bring the touched profiles' memberships up to date; what changed. Flushes, never
     commits: the caller's transaction holds the events that caused it. With `hand_back`,
     the `Segment Entered` / `Exited` events are stored without processing jobs and
     returned in `Changes.emitted`, for the caller to apply in the same transaction.
     `origin` (a journey run's `journey_id` and `journey_run_id`, when one of its actions
-    made the change) goes into those events' properties."""
+    made the change) goes into those events' properties. With `counts`, the member counts'
+    changes go there, for the caller to write before it commits (`MemberCounts`)."""
     changes = Changes()
     if not index.segments or not (touched or absorbed):
         return changes
@@ -138,7 +168,12 @@ async def evaluate_profiles(
         touched[survivor] = Touched(everything=True, rebuild=True)
         affected[survivor] = set(index.segments)
     await _forget(
-        session, workspace_id=workspace_id, index=index, profile_ids=list(absorbed), now=now
+        session,
+        workspace_id=workspace_id,
+        index=index,
+        profile_ids=list(absorbed),
+        now=now,
+        counts=counts,
     )
     if not touched:
         return changes
@@ -201,6 +236,7 @@ async def evaluate_profiles(
         cause=cause,
         hand_back=hand_back,
         origin=origin,
+        counts=counts,
     )
     changes.emitted = written.emitted
     return changes
@@ -412,6 +448,7 @@ async def _forget(
     index: SegmentIndex,
     profile_ids: Sequence[uuid.UUID],
     now: datetime,
+    counts: MemberCounts | None,
 ) -> None:
     """Profiles merged away are no longer anyone: their memberships end (recorded with
     cause `merged`, not announced) and their state goes; the survivor is re-evaluated whole,
@@ -434,6 +471,7 @@ async def _forget(
         now=now,
         cause="merged",
         emit=False,
+        counts=counts,
     )
     await session.execute(
         delete(ProfileSegmentState).where(ProfileSegmentState.profile_id.in_(profile_ids))
@@ -452,8 +490,10 @@ async def apply_changes(
     record: bool = True,
     hand_back: bool = False,
     origin: Mapping[str, int] | None = None,
+    counts: MemberCounts | None = None,
 ) -> Changes:
-    """Write entries and exits (members, history unless `record` is false, counts) and emit
+    """Write entries and exits (members, history unless `record` is false, counts: now, or
+    into `counts` for the caller to write before it commits) and emit
     their events (with `hand_back`, stored unprocessed in `emitted`: see
     `evaluate_profiles`); what was really written. Each row is inserted or deleted at most
     once whoever else decided the same change concurrently (a recompute and a lapse check,
@@ -580,11 +620,10 @@ async def apply_changes(
                 written.emitted.setdefault(profile_id, []).extend(records)
     # Last: the counters' row locks are what concurrent batches of the same segments wait
     # on, so they are held for as short a time as the transaction allows.
-    await _count(
-        session,
-        [(segment_id, 1) for segment_id, _ in written.entered]
-        + [(segment_id, -1) for segment_id, _ in written.exited],
-    )
+    later = MemberCounts() if counts is None else counts
+    later.add(written)
+    if counts is None:
+        await later.write(session)
     return written
 
 

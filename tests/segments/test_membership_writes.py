@@ -51,9 +51,11 @@ async def _write_entry(
     profile_id: uuid.UUID,
     *,
     emit: bool = True,
+    counts: MemberCounts | None = None,
 ) -> Changes:
     """The profile's entry into the segment (membership, history, event unless not
-    `emit`), written in `session` and left uncommitted; what was written."""
+    `emit`, count now or into `counts`), written in `session` and left uncommitted; what
+    was written."""
     return await apply_changes(
         session,
         workspace_id=tenant.id,
@@ -62,6 +64,7 @@ async def _write_entry(
         now=datetime.now(UTC),
         cause="realtime",
         emit=emit,
+        counts=counts,
     )
 
 
@@ -197,15 +200,7 @@ async def test_deferred_member_counts_lock_no_counter_until_written(
     counts = MemberCounts()
     async with database.write_session() as writer:
         index = await Catalog().load(writer, tenant.id)
-        written = await apply_changes(
-            writer,
-            workspace_id=tenant.id,
-            index=index,
-            changes=Changes(entered=[(segment_id, profile_id)]),
-            now=datetime.now(UTC),
-            cause="realtime",
-            counts=counts,
-        )
+        written = await _write_entry(writer, tenant, index, segment_id, profile_id, counts=counts)
         assert written.entered == [(segment_id, profile_id)]
         async with database.write_session() as other:  # another run, meanwhile
             # The lock a counter's UPDATE takes (the writer holds the row `FOR KEY SHARE`

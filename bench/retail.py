@@ -107,7 +107,7 @@ def measure(kind: str, data: Path, folder: Path) -> dict[str, Any]:
             stderr=(folder / "worker.log").open("wb"),
         )
         try:
-            processing_seconds = wait_processed(url, [worker])
+            processing_seconds, _ = wait_processed(url, [worker])
         finally:
             stop(worker)
         log.info("%s: processed in %.1f s", kind, processing_seconds)
